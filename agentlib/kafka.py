@@ -1,0 +1,284 @@
+"""The process's Kafka producer, made for asyncio: ``await send(...)`` resolves on delivery.
+
+agentd's invariant ("commit only what every sink acknowledged") needs the *delivery
+report* of every message an agent produces, and client scripts need the same for
+``cast``/``ask``. confluent-kafka only reports deliveries from inside ``poll()``/
+``flush()``, so something has to poll. This module owns that, once per process:
+
+* **Lazy, per process.** Nothing touches librdkafka at import or construction. The
+  handle is made on the first send and belongs to the process that made it: after
+  ``fork()`` the child sees a different pid, forgets the parent's handle without
+  touching it (its threads did not survive the fork) and makes its own.
+* **Delivery reports from a poll thread, resolved in batches.** See
+  :class:`KafkaProducer` for why a thread beats polling from the event loop.
+* **Tuned for throughput.** ``linger.ms`` is :data:`LINGER_MS` (5 ms) and the local
+  queue holds a million messages, so a burst of ``send_soon`` calls (``join`` over
+  thousands of values, a topic sink under load) becomes a few large batches.
+  Cost: an ``ask`` round trip pays up to ``2 * LINGER_MS`` of batching delay (the
+  request here, the reply in the agent's process) on top of broker latency; the ask
+  benchmark runs with this value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+__all__ = [
+    "DEFAULT_BROKER",
+    "LINGER_MS",
+    "PRODUCER_CONFIG",
+    "KafkaProducer",
+    "RecordMetadata",
+    "bootstrap_servers",
+]
+
+log = logging.getLogger(__name__)
+
+#: Faust's default broker, used when neither ``AGENTD_BROKER`` nor ``broker=`` is given.
+DEFAULT_BROKER = "kafka://localhost:9092"
+
+#: Batching delay of every agentlib producer, in milliseconds (see the module docstring).
+LINGER_MS = 5
+
+#: librdkafka settings of every agentlib producer; ``KafkaProducer(config=...)`` adds to them.
+PRODUCER_CONFIG: Mapping[str, Any] = {
+    "linger.ms": LINGER_MS,
+    # A big local queue: BufferError (queue full) should mean "the broker is not
+    # keeping up", never "a join() of 100k values was issued at once".
+    "queue.buffering.max.messages": 1_000_000,
+    "queue.buffering.max.kbytes": 1_048_576,
+    # Retries without duplicates or reordering: a sink's message is delivered once.
+    "enable.idempotence": True,
+}
+
+Headers = Sequence[tuple[str, bytes | str | None]] | Mapping[str, bytes | str | None]
+
+# The pid of this process, kept current by an at-fork hook so that the per-send
+# "was I forked?" check is an attribute compare, not a getpid() system call.
+_pid = os.getpid()
+
+
+def _after_fork_in_child() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def bootstrap_servers(broker: str | Sequence[str] | None = None) -> str:
+    """``h:p,h:p`` for librdkafka, from ``AGENTD_BROKER`` or else ``broker`` (Faust's URLs).
+
+    ``AGENTD_BROKER`` wins so that the supervisor can point every process of an app
+    (workers, client scripts, ``@app.command``) at its cluster without code changes.
+    Accepts what Faust accepts for ``broker=``: ``kafka://h:p``, several URLs joined
+    by ``,`` or ``;``, or a list of them; a missing port means 9092.
+    """
+    raw: str | Sequence[str] = os.environ.get("AGENTD_BROKER") or broker or DEFAULT_BROKER
+    parts = [raw] if isinstance(raw, str) else list(raw)
+    hosts: list[str] = []
+    for part in parts:
+        for url in str(part).replace(";", ",").split(","):
+            url = url.strip()
+            if not url:
+                continue
+            host = url.split("://", 1)[1] if "://" in url else url
+            host = host.rstrip("/")
+            if ":" not in host.rsplit("]", 1)[-1]:
+                host = f"{host}:9092"
+            hosts.append(host)
+    if not hosts:
+        raise ValueError(f"no broker address in {raw!r}")
+    return ",".join(hosts)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordMetadata:
+    """Where a delivered message landed (what ``send`` resolves to)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+
+
+# (future, error, message) triples handed from whichever thread ran the delivery
+# callback to the event loop that owns the future.
+_Report = tuple["asyncio.Future[RecordMetadata]", Any, Any]
+
+
+class KafkaProducer:
+    """An asyncio-friendly wrapper over one ``confluent_kafka.Producer`` per process.
+
+    Why a poll thread and not polling from the event loop: librdkafka runs delivery
+    callbacks only inside ``poll()``. Polling from the loop needs either a timer
+    that fires every millisecond or so while messages are in flight (CPU on an idle
+    worker, and each delivery waits for the next tick) or a ``poll(0)`` after every
+    send (a C call per message that mostly finds nothing). The thread instead sits
+    in ``poll(0.2)`` with the GIL released, costs nothing while idle, and returns as
+    soon as reports arrive; it queues them and wakes the owning loop **once per
+    batch** with ``call_soon_threadsafe`` (one self-pipe write per batch, not per
+    message), where the futures are resolved. ``produce()`` itself is thread-safe in
+    librdkafka, so sends stay on the loop thread with no lock.
+    """
+
+    def __init__(self, broker: str | Sequence[str] | None = None, *,
+                 config: Mapping[str, Any] | None = None) -> None:
+        self._broker = broker
+        self._extra_config = dict(config or {})
+        self._pid = -1
+        self._handle: Producer | None = None
+        self._poller: threading.Thread | None = None
+        self._stop_polling = threading.Event()
+        self._reports: collections.deque[_Report] = collections.deque()
+
+    @property
+    def bootstrap(self) -> str:
+        """The ``bootstrap.servers`` this producer uses (resolved now, env first)."""
+        return bootstrap_servers(self._broker)
+
+    def config(self) -> dict[str, Any]:
+        """The full librdkafka configuration the handle is (or will be) made with."""
+        return {"bootstrap.servers": self.bootstrap, **PRODUCER_CONFIG,
+                "error_cb": _log_client_error, **self._extra_config}
+
+    def _ensure(self) -> Producer:
+        """This process's handle, made on first use (and again in a forked child)."""
+        if self._pid != _pid or self._handle is None:
+            if self._pid != _pid:
+                # Forked: the parent's handle and poll thread are not ours to touch.
+                self._handle = None
+                self._reports = collections.deque()
+            self._pid = _pid
+            self._handle = Producer(self.config())
+            self._stop_polling = threading.Event()
+            self._poller = threading.Thread(
+                target=self._poll_until_stopped, args=(self._handle, self._stop_polling),
+                name="agentlib-producer-poll", daemon=True)
+            self._poller.start()
+        return self._handle
+
+    def send_soon(self, topic: str, key: bytes | None, value: bytes | None,
+                  partition: int | None = None,
+                  headers: Headers | None = None) -> asyncio.Future[RecordMetadata]:
+        """Queue one message and return the future of its delivery report, at once.
+
+        For batches: issue many, then ``await asyncio.gather(...)``. Must be called
+        from a running event loop (the future belongs to it). Raises ``BufferError``
+        when the local queue is full; ``send`` waits instead.
+        """
+        handle = self._ensure()
+        future: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
+        handle.produce(topic, value, key, partition=-1 if partition is None else partition,
+                       headers=_plain_headers(headers),
+                       on_delivery=partial(self._on_delivery, future))
+        return future
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None,
+                   partition: int | None = None,
+                   headers: Headers | None = None) -> RecordMetadata:
+        """Produce one message; return when the broker acknowledged it.
+
+        A failed delivery raises ``KafkaException``. A full local queue is waited
+        out (backpressure), not raised.
+        """
+        while True:
+            try:
+                future = self.send_soon(topic, key, value, partition, headers)
+            except BufferError:
+                await asyncio.sleep(0.01)
+                continue
+            return await future
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Block until every queued message is delivered or ``timeout`` passes.
+
+        Returns how many are still undelivered (0: all done). Blocking: call it at
+        shutdown or from a thread, not in the middle of a busy event loop.
+        """
+        if self._handle is None or self._pid != _pid:
+            return 0
+        left: int = self._handle.flush(timeout)
+        self._dispatch_reports()
+        return left
+
+    def close(self, timeout: float = 30.0) -> int:
+        """Flush (up to ``timeout``), stop the poll thread and drop the handle.
+
+        Returns how many messages were left undelivered. A later send makes a new
+        handle, so closing a producer that is still shared is safe, just wasteful.
+        """
+        if self._handle is None or self._pid != _pid:
+            self._handle = None
+            return 0
+        left = self.flush(timeout)
+        self._stop_polling.set()
+        if self._poller is not None:
+            self._poller.join()
+        self._dispatch_reports()
+        self._handle = self._poller = None
+        return left
+
+    def _on_delivery(self, future: asyncio.Future[RecordMetadata], error: Any,
+                     message: Any) -> None:
+        # librdkafka's callback, on the poll thread (or a flush() caller): queue only.
+        self._reports.append((future, error, message))
+
+    def _poll_until_stopped(self, handle: Producer, stop: threading.Event) -> None:
+        while not stop.is_set():
+            handle.poll(0.2)
+            if self._reports:
+                self._dispatch_reports()
+
+    def _dispatch_reports(self) -> None:
+        """Hand queued reports to their loops: one ``call_soon_threadsafe`` per loop."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Report]] = {}
+        reports = self._reports
+        while reports:
+            try:
+                report = reports.popleft()
+            except IndexError:  # another thread emptied it meanwhile
+                break
+            by_loop.setdefault(report[0].get_loop(), []).append(report)
+        for loop, batch in by_loop.items():
+            # A closed loop raises RuntimeError: nobody is waiting there any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve, batch)
+
+
+def _resolve(batch: list[_Report]) -> None:
+    """On the owning loop: settle each future (skipping ones the caller cancelled)."""
+    for future, error, message in batch:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(KafkaException(error))
+        else:
+            _, timestamp = message.timestamp()
+            future.set_result(RecordMetadata(message.topic(), message.partition(),
+                                             message.offset(), timestamp or None))
+
+
+def _plain_headers(headers: Headers | None) -> list[tuple[str, bytes | str | None]] | None:
+    if not headers:
+        return None
+    if isinstance(headers, Mapping):
+        return list(headers.items())
+    return list(headers)
+
+
+def _log_client_error(error: KafkaError) -> None:
+    """Client-wide errors (broker down, auth): logged; deliveries still fail or retry."""
+    log.warning("kafka producer: %s", error)
+

@@ -1,0 +1,120 @@
+"""agentlib.kafka: the per-process producer whose sends resolve on delivery reports."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+
+import kafkatools
+import pytest
+from confluent_kafka import KafkaException
+
+from agentlib.kafka import KafkaProducer, bootstrap_servers
+
+
+def test_broker_urls_become_bootstrap_servers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AGENTD_BROKER", raising=False)
+    assert bootstrap_servers("kafka://h1:9093,kafka://h2:9094") == "h1:9093,h2:9094"
+    assert bootstrap_servers("kafka://h1;kafka://h2:1") == "h1:9092,h2:1"
+    assert bootstrap_servers(["kafka://a:1", "b:2"]) == "a:1,b:2"
+    assert bootstrap_servers(None) == "localhost:9092"
+
+
+def test_agentd_broker_env_overrides_the_apps_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTD_BROKER", "kafka://envhost:1234")
+    assert bootstrap_servers("kafka://apphost:9092") == "envhost:1234"
+    assert KafkaProducer("kafka://apphost:9092").config()["bootstrap.servers"] == "envhost:1234"
+
+
+def test_constructing_a_producer_touches_no_kafka() -> None:
+    before = {t.name for t in threading.enumerate()}
+    producer = KafkaProducer("kafka://127.0.0.1:1")
+    assert producer.flush(0.1) == 0 and producer.close(0.1) == 0
+    assert {t.name for t in threading.enumerate()} == before
+
+
+def test_send_resolves_with_where_the_broker_stored_the_message(new_topic, kafka_bootstrap):
+    topic = new_topic(partitions=3)
+    producer = KafkaProducer(kafka_bootstrap)
+
+    async def send() -> object:
+        return await producer.send(topic, b"key", b"value", partition=2,
+                                   headers=[("h1", b"x"), ("h2", b"y")])
+
+    try:
+        metadata = asyncio.run(send())
+    finally:
+        producer.close(10)
+    [record] = kafkatools.read_to_end(kafka_bootstrap, topic)
+    assert (metadata.topic, metadata.partition, metadata.offset) == (topic, 2, record.offset)
+    assert (record.key, record.value, record.headers) == (b"key", b"value",
+                                                          (("h1", b"x"), ("h2", b"y")))
+
+
+def test_batched_sends_all_resolve_in_partition_order(new_topic, kafka_bootstrap):
+    topic = new_topic(partitions=1)
+    producer = KafkaProducer(kafka_bootstrap)
+
+    async def burst() -> list[int]:
+        futures = [producer.send_soon(topic, None, b"%d" % i) for i in range(20_000)]
+        return [md.offset for md in await asyncio.gather(*futures)]
+
+    try:
+        offsets = asyncio.run(burst())
+    finally:
+        producer.close(10)
+    assert offsets == list(range(20_000))
+    values = [r.value for r in kafkatools.read_to_end(kafka_bootstrap, topic)]
+    assert values == [b"%d" % i for i in range(20_000)]
+
+
+def test_failed_delivery_raises_from_send(new_topic, kafka_bootstrap):
+    topic = new_topic(partitions=1)
+    producer = KafkaProducer(kafka_bootstrap, config={"message.timeout.ms": 3000})
+
+    async def send_to_missing_partition() -> None:
+        await producer.send(topic, None, b"lost", partition=7)
+
+    try:
+        with pytest.raises(KafkaException, match="(?i)partition"):
+            asyncio.run(send_to_missing_partition())
+    finally:
+        producer.close(10)
+
+
+def test_forked_child_makes_its_own_producer(new_topic, kafka_bootstrap):
+    topic = new_topic(partitions=1)
+    producer = KafkaProducer(kafka_bootstrap)
+    asyncio.run(producer.send(topic, None, b"parent"))   # the parent's handle now exists
+    pid = os.fork()
+    if pid == 0:  # child: the inherited handle's threads are gone; a send must still work
+        status = 1
+        try:
+            asyncio.run(asyncio.wait_for(producer.send(topic, None, b"child"), 30))
+            status = 0 if producer.close(10) == 0 else 2
+        finally:
+            os._exit(status)
+    try:
+        _, status = os.waitpid(pid, 0)
+        asyncio.run(producer.send(topic, None, b"parent again"))
+    finally:
+        producer.close(10)
+    assert os.waitstatus_to_exitcode(status) == 0
+    values = [r.value for r in kafkatools.read_to_end(kafka_bootstrap, topic)]
+    assert values == [b"parent", b"child", b"parent again"]
+
+
+def test_cancelled_send_leaves_other_sends_unaffected(new_topic, kafka_bootstrap):
+    topic = new_topic(partitions=1)
+    producer = KafkaProducer(kafka_bootstrap)
+
+    async def send_and_cancel_one() -> list[int]:
+        futures = [producer.send_soon(topic, None, b"%d" % i) for i in range(3)]
+        futures[1].cancel()
+        return [md.offset for md in await asyncio.gather(futures[0], futures[2])]
+
+    try:
+        assert asyncio.run(send_and_cancel_one()) == [0, 2]   # cancelling never unsends
+    finally:
+        producer.close(10)
