@@ -77,7 +77,7 @@ def test_failed_delivery_raises_from_send(new_topic, kafka_bootstrap):
         await producer.send(topic, None, b"lost", partition=7)
 
     try:
-        with pytest.raises(KafkaException, match="(?i)partition"):
+        with pytest.raises(KafkaException, match=r"(?i)partition"):
             asyncio.run(send_to_missing_partition())
     finally:
         producer.close(10)
