@@ -1,0 +1,74 @@
+"""The agentd side of the benches: the same trivial (or CPU-bound) agent the peers run.
+
+Loaded by ``agentd start`` as ``app = "_agentd_app:app"`` with ``bench/`` on PYTHONPATH;
+everything it needs comes from the environment the bench gives the daemon:
+
+- ``BENCH_TOPIC``: the input topic; ``BENCH_APP_ID``: the app id;
+- ``BENCH_INSTANCES``: the agent's ``concurrency`` (agentd's default instance count);
+- ``BENCH_WORK``: ``burn`` iterations per message (0 = decode only);
+- ``BENCH_MARK_DIR``: each instance writes ``first-<pid>`` there (wall-clock time of its
+  first processed message) so the parent can start the clock at the first message;
+- ``BENCH_SINK``: if set, each event is forwarded there as ``{"id", "tag", "pid"}``
+  (the reload bench counts lost and duplicated ids); ``BENCH_TAG`` is the tag.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from _common import burn
+
+import agentlib as faust
+
+TOPIC = os.environ.get("BENCH_TOPIC", "bench-input")
+INSTANCES = int(os.environ.get("BENCH_INSTANCES", "1"))
+WORK = int(os.environ.get("BENCH_WORK", "0"))
+MARK_DIR = os.environ.get("BENCH_MARK_DIR", "")
+SINK = os.environ.get("BENCH_SINK", "")
+TAG = os.environ.get("BENCH_TAG", "v1")
+
+app = faust.App(os.environ.get("BENCH_APP_ID", "bench-agentd"), value_serializer="json")
+
+
+class Event(faust.Record, serializer="json"):
+    id: int
+    account: str
+    amount: float
+    currency: str
+    kind: str
+    ts: int
+
+
+class Tagged(faust.Record, serializer="json"):
+    id: int
+    tag: str
+    pid: int
+
+
+def _mark_first() -> None:
+    if MARK_DIR:
+        path = os.path.join(MARK_DIR, f"first-{os.getpid()}")
+        with open(path + ".tmp", "w") as out:
+            out.write(repr(time.time()))
+        os.replace(path + ".tmp", path)
+
+
+source = app.topic(TOPIC, value_type=Event)
+sink = app.topic(SINK, value_type=Tagged) if SINK else None
+
+
+@app.agent(source, concurrency=INSTANCES, sink=[sink] if sink is not None else None)
+async def process(stream: Any) -> AsyncIterator[Tagged]:
+    first = True
+    pid = os.getpid()
+    async for event in stream:
+        if first:
+            _mark_first()
+            first = False
+        if WORK:
+            burn(WORK)
+        if sink is not None:
+            yield Tagged(id=event.id, tag=TAG, pid=pid)
