@@ -31,9 +31,23 @@ def _fail(ctx: click.Context, message: str, code: int) -> None:
     ctx.exit(code)
 
 
+def _topic_spec(ctx: click.Context, param: click.Parameter,
+                value: tuple[str, ...]) -> dict[str, int]:
+    """``--topic NAME[:PARTITIONS]`` values as ``{name: partitions}``."""
+    topics: dict[str, int] = {}
+    for spec in value:
+        name, _, count = spec.partition(":")
+        if not name or (count and (not count.isdigit() or int(count) < 1)):
+            raise click.BadParameter(f"{spec!r} is not NAME or NAME:PARTITIONS")
+        topics[name] = int(count) if count else 0
+    return topics
+
+
 @main.command("dev-broker")
-@click.option("--partitions", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Partitions of auto-created topics.")
+@click.option("--partitions", type=click.IntRange(min=1), default=None,
+              help="Partitions of auto-created topics (default 8; the embedded broker: 4, fixed).")
+@click.option("--topic", "topics", multiple=True, callback=_topic_spec, metavar="NAME[:N]",
+              help="Create this topic at start (N partitions, default --partitions). Repeatable.")
 @click.option("--port", type=click.IntRange(1, 65535), default=None,
               help="Client port on 127.0.0.1 (default: a free one).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
@@ -41,28 +55,24 @@ def _fail(ctx: click.Context, message: str, code: int) -> None:
 @click.option("--embedded", is_flag=True,
               help="Serve librdkafka's in-memory mock cluster (no Java; not for production).")
 @click.pass_context
-def dev_broker(ctx: click.Context, partitions: int, port: int | None, data_dir: str | None,
-               embedded: bool) -> None:
+def dev_broker(ctx: click.Context, partitions: int | None, topics: dict[str, int],
+               port: int | None, data_dir: str | None, embedded: bool) -> None:
     """Run a single-node Kafka on loopback; print `bootstrap=127.0.0.1:PORT`; stop on Ctrl-C.
 
-    The real broker is Apache Kafka 4.x (KRaft), jars fetched once from Maven Central.
+    The real broker is Apache Kafka 4.x (KRaft), jars fetched once from Maven Central
+    (Java 17 and Maven needed). --embedded keeps everything in memory in this process.
     """
     from supervisor import devbroker
 
     try:
         if embedded:
-            if port is not None or data_dir is not None:
-                raise click.UsageError("--port and --data-dir do not apply to --embedded")
-            from supervisor.embedded import EmbeddedBroker
-
-            mock = EmbeddedBroker(default_partitions=partitions)
-            devbroker.serve_until_signalled(lambda: mock.bootstrap, mock.close, lambda: True)
+            devbroker.serve_embedded(topics, partitions=partitions, port=port, data_dir=data_dir)
         else:
-            broker = devbroker.DevBroker(partitions=partitions, port=port, data_dir=data_dir)
-            devbroker.serve_until_signalled(
-                broker.start, broker.stop,
-                lambda: broker.process is not None and broker.process.poll() is None)
+            devbroker.serve_kafka(topics, partitions=partitions or 8, port=port,
+                                  data_dir=data_dir)
     except devbroker.ToolMissing as exc:
         _fail(ctx, str(exc), 2)
+    except devbroker.UsageProblem as exc:
+        raise click.UsageError(str(exc)) from None
     except devbroker.DevBrokerError as exc:
         _fail(ctx, str(exc), 1)

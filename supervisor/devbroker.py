@@ -31,7 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["DevBroker", "DevBrokerError", "ToolMissing", "ensure_jars", "kafka_version"]
+__all__ = ["DevBroker", "DevBrokerError", "ToolMissing", "UsageProblem", "ensure_jars",
+           "kafka_version", "serve_embedded", "serve_kafka"]
 
 _POM_NS = "{http://maven.apache.org/POM/4.0.0}"
 _COMPLETE_MARK = ".complete"
@@ -44,6 +45,10 @@ class DevBrokerError(RuntimeError):
 
 class ToolMissing(DevBrokerError):
     """``java`` or ``mvn`` is not on PATH (the CLI exits 2 for this one)."""
+
+
+class UsageProblem(DevBrokerError):
+    """Options that cannot go together (the CLI reports it as a usage error)."""
 
 
 def _resource(name: str) -> bytes:
@@ -342,3 +347,51 @@ def serve_until_signalled(start: Callable[[], str], stop: Callable[[], None],
         stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def serve_kafka(topics: dict[str, int], *, partitions: int, port: int | None,
+                data_dir: str | None) -> None:
+    """``agentd dev-broker``: a real broker, ``topics`` (0 partitions = ``partitions``)
+    created before the bootstrap line is printed, so a script may use them at once."""
+    broker = DevBroker(partitions=partitions, port=port, data_dir=data_dir)
+
+    def start() -> str:
+        bootstrap = broker.start()
+        if topics:
+            _create_topics(bootstrap, {name: n or partitions for name, n in topics.items()})
+        return bootstrap
+
+    serve_until_signalled(start, broker.stop,
+                          lambda: broker.process is not None and broker.process.poll() is None)
+
+
+def _create_topics(bootstrap: str, topics: dict[str, int]) -> None:
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([NewTopic(name, n, 1) for name, n in topics.items()])
+    for name, future in futures.items():
+        try:
+            future.result(60)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # kept --data-dir
+                raise DevBrokerError(f"cannot create topic {name!r}: {exc.args[0].str()}") from None
+
+
+def serve_embedded(topics: dict[str, int], *, partitions: int | None, port: int | None,
+                   data_dir: str | None) -> None:
+    """``agentd dev-broker --embedded``: librdkafka's in-memory mock cluster."""
+    from supervisor.embedded import AUTO_CREATE_PARTITIONS, EmbeddedBroker, EmbeddedBrokerError
+
+    if port is not None or data_dir is not None:
+        raise UsageProblem("--port and --data-dir do not apply to --embedded")
+    if partitions is not None and partitions != AUTO_CREATE_PARTITIONS:
+        raise UsageProblem(f"the embedded broker auto-creates topics with "
+                           f"{AUTO_CREATE_PARTITIONS} partitions; use --topic NAME:N instead")
+    try:
+        broker = EmbeddedBroker({name: n or AUTO_CREATE_PARTITIONS
+                                 for name, n in topics.items()})
+    except (EmbeddedBrokerError, ValueError) as exc:
+        raise DevBrokerError(str(exc)) from None
+    serve_until_signalled(lambda: broker.bootstrap, broker.close, lambda: True)

@@ -44,10 +44,11 @@ def java_children(pid: int) -> list[psutil.Process]:
 
 
 def test_dev_broker_command_round_trips_1000_messages_and_sigint_leaves_no_java() -> None:
-    proc, bootstrap = kafkatools.spawn_dev_broker("--partitions", "3")
+    proc, bootstrap = kafkatools.spawn_dev_broker("--partitions", "3", "--topic", "pre:5")
     try:
         jvms = java_children(proc.pid)
         assert len(jvms) == 1
+        assert len(kafkatools.end_offsets(bootstrap, "pre")) == 5  # --topic, made before ready
         topic = kafkatools.unique_name("auto")  # auto-created with --partitions
         committed = round_trip_in_group(bootstrap, topic, 1000)
         assert set(committed) == {0, 1, 2}
