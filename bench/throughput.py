@@ -29,27 +29,8 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 import _common as c
 
-PEERS = {"quix": "quix", "arroyo_mp": "arroyo", "arroyo_single": "arroyo"}
 ORDER = ("bare", "faust", "quix", "arroyo_mp", "arroyo_single", "agentd_1", "agentd")
-
-
-def run_one(name: str, bootstrap: str, topic: str, count: int, timeout: float,
-            work: int = 0, concurrency: int = 1) -> c.Outcome:
-    """One contestant on the whole topic, in a fresh consumer group."""
-    if name.startswith("agentd"):
-        instances = 1 if name == "agentd_1" else 2
-        return c.run_agentd(name, bootstrap, topic, count, instances, timeout, work=work)
-    if name in PEERS:
-        try:
-            python = str(c.peers_python(PEERS[name]))
-        except Exception as exc:  # no venv, no contestant: the run goes on
-            return c.Outcome(name, reason=f"peers venv failed: {exc}")
-    else:
-        python = sys.executable
-    argv = [python, str(c.BENCH_DIR / "_contestants.py"), name, "--bootstrap", bootstrap,
-            "--topic", topic, "--group", c.unique(f"bench-{name}"), "--count", str(count),
-            "--concurrency", str(concurrency)]
-    return c.run_child(name, argv, timeout, env={"BENCH_WORK": str(work)}, expect=count)
+INSTANCES = {"agentd_1": 1, "agentd": 2}
 
 
 def summary(results: dict[str, c.Outcome]) -> dict[str, object]:
@@ -83,7 +64,9 @@ def main() -> None:
         seconds = c.produce(bootstrap, topic, count)
         c.log(f"produced {count:,} messages to {topic} in {seconds:.1f} s")
         for name in names:
-            results[name] = run_one(name, bootstrap, topic, count, timeout)
+            kind = "agentd" if name in INSTANCES else name
+            results[name] = c.run_contestant(name, bootstrap, topic, count, timeout, kind=kind,
+                                             instances=INSTANCES.get(name, 1))
     print(f"\nthroughput, N = {count:,}, 8 partitions\n")
     print(c.table(["contestant", "msg/s", "count", "seconds", "note"],
                   [o.row() for o in results.values()]))
