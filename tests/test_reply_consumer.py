@@ -16,6 +16,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from faust.agents.models import ReqRepResponse
 
 from agentlib.replies import ReplyConsumer, ReplyConsumerStopped
+from supervisor.embedded import EmbeddedBroker
 
 
 def faust_reply(correlation_id: str, value: Any, key: Any = None) -> bytes:
@@ -160,3 +161,21 @@ def test_start_is_idempotent_and_concurrent_starts_share_one_consumer(kafka_boot
         assert sum(t.name == "agentlib-replies" for t in threading.enumerate()) == 1
     finally:
         replies.close()
+
+
+def test_reply_topic_falls_back_to_auto_creation_on_the_embedded_broker():
+    # librdkafka's mock cluster has no controller: create_topics times out there.
+    with EmbeddedBroker() as broker:
+        replies = ReplyConsumer(broker.bootstrap, create_timeout=1.0)
+
+        async def ask() -> Any:
+            await replies.start()
+            future = replies.expect("cid")
+            kafkatools.produce(broker.bootstrap, replies.topic,
+                               [(None, faust_reply("cid", "via auto-created topic"))])
+            return await asyncio.wait_for(future, 30)
+
+        try:
+            assert asyncio.run(ask()) == "via auto-created topic"
+        finally:
+            replies.close(timeout=2.0)
