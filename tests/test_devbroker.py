@@ -116,3 +116,40 @@ def test_session_fixture_broker_serves_topics_made_by_new_topic(
     assert sorted(int(r.value or b"") for r in records) == list(range(200))
     assert sum(kafkatools.end_offsets(kafka_bootstrap, topic).values()) == 200
     assert len(kafkatools.end_offsets(kafka_bootstrap, topic)) == 4
+
+
+FAKE_MVN = """#!/bin/sh
+# Stands in for Maven: logs each call, then "downloads" one jar into -DoutputDirectory.
+echo call >> "$FAKE_MVN_LOG"
+sleep 1
+for arg in "$@"; do
+  case "$arg" in -DoutputDirectory=*) out="${arg#-DoutputDirectory=}";; esac
+done
+mkdir -p "$out" && touch "$out/kafka_2.13-0.jar"
+"""
+
+RACE = """
+import sys
+from pathlib import Path
+from supervisor.devbroker import ensure_jars
+print(ensure_jars(Path(sys.argv[1])))
+"""
+
+
+def test_racing_sessions_on_a_cold_cache_fetch_the_jars_once(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "mvn").write_text(FAKE_MVN)
+    (bin_dir / "mvn").chmod(0o755)
+    log = tmp_path / "mvn.log"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_MVN_LOG": str(log)}
+    cache = tmp_path / "cache"
+    racers = [subprocess.Popen([sys.executable, "-c", RACE, str(cache)], env=env,
+                               stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    outputs = {racer.communicate(timeout=60)[0].strip() for racer in racers}
+    assert all(racer.returncode == 0 for racer in racers)
+    assert len(outputs) == 1
+    libs = Path(outputs.pop()) / "libs"
+    assert [p.name for p in libs.iterdir()] == ["kafka_2.13-0.jar"]
+    assert log.read_text().splitlines() == ["call"]  # one fetch, the others waited for it
+    assert [p.name for p in cache.iterdir() if p.name.startswith(".")] == []  # no staging left
