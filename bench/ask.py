@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Ask latency: ``adding.ask(Add(a, b))`` round trips, agentd vs Faust, one broker.
+
+For each runtime the server side runs the same agent (``_ask_app.adding``: agentd via
+``agentd start``, Faust via a faust-streaming worker), and a client process asks it
+N times one after another (10,000; quick: 1,000), then N times with 100 asks in flight.
+Latency is the client's ``perf_counter`` around each ``await adding.ask(...)`` after 50
+warm-up asks; p50/p99/p999 in ms. Producer batching delays are stated in the output:
+agentlib's ``linger.ms`` (request and reply each wait up to it) and Faust's
+``producer_linger``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+
+import _common as c
+
+
+def linger_ms() -> dict[str, float | None]:
+    """Each side's producer batching delay, as its library configures it by default."""
+    stated: dict[str, float | None] = {"agentd_linger_ms": None, "faust_linger_ms": None}
+    try:
+        from agentlib.kafka import LINGER_MS
+
+        stated["agentd_linger_ms"] = float(LINGER_MS)
+    except ImportError:
+        pass
+    try:
+        import faust
+
+        app = faust.App("bench-linger-probe", web_enabled=False)
+        stated["faust_linger_ms"] = float(app.conf.producer_linger) * 1000
+    except Exception:  # a stated fact, not part of the run
+        pass
+    return stated
+
+
+def client(name: str, lib: str, bootstrap: str, topic: str, sequential: int, concurrent: int,
+           timeout: float, app_id: str) -> c.Outcome:
+    argv = [sys.executable, str(c.BENCH_DIR / "_ask_client.py"), "client",
+            "--sequential", str(sequential), "--concurrent", str(concurrent), "--window", "100"]
+    env = {"BENCH_ASK_LIB": lib, "BENCH_TOPIC": topic, "BENCH_APP_ID": app_id,
+           "BENCH_BROKER": bootstrap, "AGENTD_BROKER": f"kafka://{bootstrap}",
+           "PYTHONPATH": str(c.BENCH_DIR)}
+    return c.run_child(name, argv, timeout, env=env, expect=concurrent)
+
+
+def run_agentd(bootstrap: str, sequential: int, concurrent: int, timeout: float) -> c.Outcome:
+    missing = c.agentd_missing()
+    if missing:
+        return c.Outcome("agentd", reason=missing)
+    topic = c.create_topic(bootstrap, c.unique("bench-ask-agentd"))
+    app_id = c.unique("bench-ask-agentd")
+    env = {"BENCH_ASK_LIB": "agentlib", "BENCH_TOPIC": topic}
+    with c.Agentd(bootstrap, app_id, env, settings={"app": "_ask_app:app"}) as daemon:
+        time.sleep(1.0)
+        why = daemon.exited()
+        if why:
+            return c.Outcome("agentd", reason=why)
+        return client("agentd", "agentlib", bootstrap, topic, sequential, concurrent, timeout,
+                      app_id)
+
+
+def run_faust(bootstrap: str, sequential: int, concurrent: int, timeout: float) -> c.Outcome:
+    topic = c.create_topic(bootstrap, c.unique("bench-ask-faust"))
+    app_id = c.unique("bench-ask-faust")
+    env = {**os.environ, "BENCH_ASK_LIB": "faust", "BENCH_TOPIC": topic,
+           "BENCH_APP_ID": app_id, "BENCH_BROKER": bootstrap, "PYTHONPATH": str(c.BENCH_DIR)}
+    with open("/dev/null", "wb") as devnull:
+        worker = subprocess.Popen([sys.executable, str(c.BENCH_DIR / "_ask_client.py"), "worker"],
+                                  env=env, cwd=c.REPO, stdout=devnull, stderr=devnull,
+                                  start_new_session=True)
+    try:
+        return client("faust", "faust", bootstrap, topic, sequential, concurrent, timeout,
+                      app_id)
+    finally:
+        c.kill_group(worker)
+
+
+def main() -> None:
+    cli = c.parser(__doc__.splitlines()[1])
+    cli.add_argument("--count", type=int, default=None, help="asks per phase (10k; quick 1k)")
+    args = cli.parse_args()
+    count = args.count or (1_000 if args.quick else 10_000)
+    timeout = args.timeout or (120.0 if args.quick else 400.0)
+    results: dict[str, c.Outcome] = {}
+    with c.broker(args.bootstrap) as bootstrap:
+        results["agentd"] = run_agentd(bootstrap, count, count, timeout)
+        results["faust"] = run_faust(bootstrap, count, count, timeout)
+    stated = linger_ms()
+    rows = []
+    summary: dict[str, object] = {"bench": "ask", "count": count, "window": 100, **stated}
+    for name, outcome in results.items():
+        seq = outcome.extra.get("sequential", {})
+        conc = outcome.extra.get("concurrent", {})
+        rows.append([name, seq.get("p50", 0), seq.get("p99", 0), seq.get("p999", 0),
+                     conc.get("p50", 0), conc.get("p99", 0), conc.get("p999", 0),
+                     outcome.msg_s, outcome.reason or "ok"])
+        for phase, values in (("seq", seq), ("conc", conc)):
+            for pct in ("p50", "p99", "p999"):
+                summary[f"{name}_{phase}_{pct}_ms"] = values.get(pct, 0.0)
+        summary[f"{name}_conc_asks_s"] = outcome.msg_s
+    print(f"\nask latency (ms), {count:,} sequential then {count:,} at 100 in flight; "
+          f"linger.ms agentd={stated['agentd_linger_ms']} faust={stated['faust_linger_ms']}\n")
+    print(c.table(["runtime", "seq p50", "seq p99", "seq p999", "100x p50", "100x p99",
+                   "100x p999", "asks/s @100", "note"], rows))
+    print()
+    a_p50, f_p50 = summary["agentd_seq_p50_ms"], summary["faust_seq_p50_ms"]
+    summary["agentd_vs_faust_p50"] = c.ratio(float(a_p50), float(f_p50))  # type: ignore[arg-type]
+    summary["agentd_p99_over_p50"] = c.ratio(
+        float(summary["agentd_seq_p99_ms"]), float(a_p50))  # type: ignore[arg-type]
+    reasons = {name: o.reason for name, o in results.items() if o.reason}
+    if reasons:
+        summary["reasons"] = reasons
+    c.emit_json(summary)
+
+
+if __name__ == "__main__":
+    main()
