@@ -9,7 +9,8 @@ everything it needs comes from the environment the bench gives the daemon:
 - ``BENCH_MARK_DIR``: each instance writes ``first-<pid>`` there (wall-clock time of its
   first processed message) so the parent can start the clock at the first message;
 - ``BENCH_SINK``: if set, each event is forwarded there as ``{"id", "tag", "pid"}``
-  (the reload bench counts lost and duplicated ids); ``BENCH_TAG`` is the tag.
+  (the reload bench counts lost and duplicated ids); the tag is the content of
+  ``BENCH_TAG_FILE`` when the module is imported (else ``BENCH_TAG``, default ``v1``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from _common import burn
@@ -28,7 +30,9 @@ INSTANCES = int(os.environ.get("BENCH_INSTANCES", "1"))
 WORK = int(os.environ.get("BENCH_WORK", "0"))
 MARK_DIR = os.environ.get("BENCH_MARK_DIR", "")
 SINK = os.environ.get("BENCH_SINK", "")
-TAG = os.environ.get("BENCH_TAG", "v1")
+TAG_FILE = os.environ.get("BENCH_TAG_FILE", "")
+# Read at import: a reload that re-imports the module picks up a new tag.
+TAG = Path(TAG_FILE).read_text().strip() if TAG_FILE else os.environ.get("BENCH_TAG", "v1")
 
 app = faust.App(os.environ.get("BENCH_APP_ID", "bench-agentd"), value_serializer="json")
 
