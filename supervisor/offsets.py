@@ -1,0 +1,189 @@
+"""Which offset may be committed: the lowest one dispatched and not yet acknowledged.
+
+This is where agentd differs from Faust (FAUST-NOTES.md, faust-streaming issue 606):
+Faust commits the highest *contiguous acked* offset + 1 and can run past events still in
+flight; here a slow earlier event holds the commit back until it is acknowledged, so a
+crash can cause redelivery but never loss.
+
+Per (topic, partition) and per *lane* (one lane per agent reading the topic: a message
+fanned out to two agents is done only when both lanes acked it) a ``Lane`` keeps:
+
+- ``pending``: a deque of dispatched, not-yet-retired offsets in increasing order. The
+  front is the low-water mark. Dispatch appends (``deque.extend(range)`` for a batch),
+  so the common case costs no Python loop per message.
+- ``early``: a heap of acked ranges that do not start at the front yet (acks from other
+  instances in ``key``/``none`` ordering, or a slow event ahead of them). Acks arrive as
+  ranges, so this stays small.
+
+An ack range ``[first, last]`` means: every *dispatched* offset in it is done. Kafka
+offsets may have gaps (compaction, transaction markers), so the offsets inside a range
+that were never dispatched are simply not there. A worker must therefore only merge
+offsets *it* processed into one range when no other instance can hold an offset between
+them (always true in ``partition`` ordering; in ``key``/``none`` ordering split ranges
+wherever the next offset it saw is not previous + 1).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Iterable, Mapping
+
+TopicPartition = tuple[str, int]
+
+
+class Lane:
+    """Dispatched/acked offsets of one partition as seen by one agent."""
+
+    __slots__ = ("early", "next_offset", "pending")
+
+    def __init__(self) -> None:
+        self.pending: deque[int] = deque()
+        self.early: list[tuple[int, int]] = []
+        self.next_offset: int | None = None  # highest dispatched + 1
+
+    def dispatched(self, offset: int) -> None:
+        """Record that ``offset`` went to an instance. An offset below ``next_offset``
+        is a redelivery of one already tracked (an instance crashed) and is ignored."""
+        if self.next_offset is None or offset >= self.next_offset:
+            self.pending.append(offset)
+            self.next_offset = offset + 1
+
+    def dispatched_range(self, first: int, last: int) -> None:
+        """Record that every offset in ``[first, last]`` went to an instance."""
+        if self.next_offset is not None and first < self.next_offset:
+            first = self.next_offset
+        if first <= last:
+            self.pending.extend(range(first, last + 1))
+            self.next_offset = last + 1
+
+    def acked(self, first: int, last: int) -> None:
+        """Every dispatched offset in ``[first, last]`` is done (agent and sinks)."""
+        pending = self.pending
+        if pending and first <= pending[0]:
+            while pending and pending[0] <= last:
+                pending.popleft()
+            if self.early:
+                self._drain_early()
+        elif pending and first <= pending[-1]:
+            heapq.heappush(self.early, (first, last))
+        # else: nothing dispatched in the range (already retired, or a stray ack)
+
+    def _drain_early(self) -> None:
+        """Retire offsets covered by early acks that now touch the front."""
+        pending, early = self.pending, self.early
+        while early and pending:
+            first, last = early[0]
+            front = pending[0]
+            if last < front:
+                heapq.heappop(early)  # wholly retired already
+            elif first <= front:
+                heapq.heappop(early)
+                while pending and pending[0] <= last:
+                    pending.popleft()
+            else:
+                return
+        if not pending:
+            early.clear()
+
+    def low_water(self) -> int | None:
+        """The lowest unacked offset, else highest dispatched + 1, else None (never fed)."""
+        return self.pending[0] if self.pending else self.next_offset
+
+    def unacked(self) -> list[int]:
+        """Dispatched offsets not yet acked, in offset order (for re-dispatch after a crash)."""
+        if not self.early:
+            return list(self.pending)
+        done = self.early
+        return [o for o in self.pending if not any(f <= o <= la for f, la in done)]
+
+    @property
+    def in_flight(self) -> int:
+        """How many offsets are tracked but not retired (an upper bound with early acks)."""
+        return len(self.pending)
+
+
+class OffsetTracker:
+    """All partitions of one consumer: what is committable, and what changed since the
+    last successful commit.
+
+    Two-phase on purpose: ``committable()`` does not mark anything, the daemon calls
+    ``mark_committed()`` from the commit's success, so a failed commit is retried with
+    the same offsets on the next interval.
+    """
+
+    def __init__(self) -> None:
+        self._lanes: dict[TopicPartition, dict[int, Lane]] = {}
+        self._committed: dict[TopicPartition, int] = {}
+
+    def lane(self, tp: TopicPartition, lane: int = 0) -> Lane:
+        """The ``Lane`` object, for a hot loop that wants to skip two dict lookups."""
+        lanes = self._lanes.get(tp)
+        if lanes is None:
+            lanes = self._lanes[tp] = {}
+        found = lanes.get(lane)
+        if found is None:
+            found = lanes[lane] = Lane()
+        return found
+
+    def dispatched(self, tp: TopicPartition, offset: int, lane: int = 0) -> None:
+        """One message of ``tp`` went to an instance of agent ``lane``."""
+        self.lane(tp, lane).dispatched(offset)
+
+    def dispatched_range(self, tp: TopicPartition, first: int, last: int,
+                         lane: int = 0) -> None:
+        """Offsets ``first..last`` (all of them exist) went to instances of ``lane``."""
+        self.lane(tp, lane).dispatched_range(first, last)
+
+    def acked(self, tp: TopicPartition, first: int, last: int, lane: int = 0) -> None:
+        """An instance of ``lane`` finished the dispatched offsets in ``first..last``.
+        Acks for a partition that was forgotten (revoked) are ignored."""
+        lanes = self._lanes.get(tp)
+        if lanes is not None:
+            found = lanes.get(lane)
+            if found is not None:
+                found.acked(first, last)
+
+    def position(self, tp: TopicPartition) -> int | None:
+        """The offset to commit for ``tp`` now: the lowest over its lanes."""
+        lows = [low for low in (lane.low_water() for lane in self._lanes.get(tp, {}).values())
+                if low is not None]
+        return min(lows) if lows else None
+
+    def committable(self) -> dict[TopicPartition, int]:
+        """``{tp: offset}`` for partitions whose commit position moved since the last
+        ``mark_committed``; the offset is Kafka's "next message to read"."""
+        moved: dict[TopicPartition, int] = {}
+        for tp in self._lanes:
+            position = self.position(tp)
+            if position is not None and position != self._committed.get(tp):
+                moved[tp] = position
+        return moved
+
+    def mark_committed(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """The broker accepted these offsets (call from the commit's success)."""
+        for tp, offset in offsets.items():
+            if tp in self._lanes:
+                self._committed[tp] = offset
+
+    def set_committed(self, tp: TopicPartition, offset: int) -> None:
+        """The group's committed offset at assignment, so an unchanged one is not resent."""
+        self._committed[tp] = offset
+
+    def unacked(self, tp: TopicPartition, lane: int = 0) -> list[int]:
+        """Offsets of ``tp`` still in flight for ``lane``, in order (for re-dispatch)."""
+        lanes = self._lanes.get(tp)
+        return lanes[lane].unacked() if lanes and lane in lanes else []
+
+    def in_flight(self, tp: TopicPartition) -> int:
+        """Messages of ``tp`` not yet done by every lane (for drain-on-revoke waits)."""
+        return max((lane.in_flight for lane in self._lanes.get(tp, {}).values()), default=0)
+
+    def forget(self, tp: TopicPartition) -> None:
+        """Drop ``tp`` (revoked): later acks for it are ignored, it is never committed."""
+        self._lanes.pop(tp, None)
+        self._committed.pop(tp, None)
+
+    def partitions(self) -> Iterable[TopicPartition]:
+        """Every partition with tracked state."""
+        return list(self._lanes)
