@@ -62,13 +62,14 @@ def dev_broker(ctx: click.Context, partitions: int | None, topics: dict[str, int
     The real broker is Apache Kafka 4.x (KRaft), jars fetched once from Maven Central
     (Java 17 and Maven needed). --embedded keeps everything in memory in this process.
     """
-    from supervisor import devbroker
+    from supervisor import brokerserve, devbroker
 
     try:
         if embedded:
-            devbroker.serve_embedded(topics, partitions=partitions, port=port, data_dir=data_dir)
+            brokerserve.serve_embedded(topics, partitions=partitions, port=port,
+                                       data_dir=data_dir)
         else:
-            devbroker.serve_kafka(topics, partitions=partitions or 8, port=port,
+            brokerserve.serve_kafka(topics, partitions=partitions or 8, port=port,
                                   data_dir=data_dir)
     except devbroker.ToolMissing as exc:
         _fail(ctx, str(exc), 2)

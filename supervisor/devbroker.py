@@ -6,9 +6,11 @@ So the broker is Apache Kafka 4.x from Maven Central, resolved once by ``mvn`` f
 the pom shipped in this package (``supervisor/kafka/pom.xml``) into a jar cache, then
 run as a KRaft combined broker+controller JVM on free loopback ports.
 
-``DevBroker`` is the API tests and benches use; ``agentd dev-broker`` wraps it.
+``DevBroker`` is the API tests and benches use; ``agentd dev-broker`` wraps it
+(``supervisor/brokerserve.py``).
 The JVM is started with ``PR_SET_PDEATHSIG`` so it dies with the Python process
-that started it: a killed test run leaves no java behind.
+that started it: a killed test run leaves no java behind. (The kernel ties that signal
+to the starting *thread*: start a DevBroker from a thread that outlives it.)
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from pathlib import Path
 from types import TracebackType
 
 __all__ = ["DevBroker", "DevBrokerError", "ToolMissing", "UsageProblem", "ensure_jars",
-           "kafka_version", "serve_embedded", "serve_kafka"]
+           "kafka_version"]
 
 _POM_NS = "{http://maven.apache.org/POM/4.0.0}"
 _COMPLETE_MARK = ".complete"
@@ -94,6 +96,8 @@ def ensure_jars(cache: Path | None = None) -> Path:
         if (target / _COMPLETE_MARK).exists():  # another process fetched it meanwhile
             return target
         mvn = _require("mvn", f"Maven is needed once to fetch the Kafka jars into {target}")
+        for stale in root.glob(f".{target.name}-*"):  # left by a fetch that was killed
+            shutil.rmtree(stale, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=root))
         try:
             pom = staging / "pom.xml"
@@ -314,84 +318,3 @@ class DevBroker:
                  tb: TracebackType | None) -> None:
         self.stop()
 
-
-class _Stop(BaseException):
-    """Raised by the SIGINT/SIGTERM handler; unwinds to the cleanup in ``finally``."""
-
-
-def serve_until_signalled(start: Callable[[], str], stop: Callable[[], None],
-                          alive: Callable[[], bool]) -> None:
-    """Start a broker, print ``bootstrap=HOST:PORT`` alone on stdout, stop on SIGINT/SIGTERM.
-
-    Shared by the real and the embedded broker so that both behave the same for a
-    script that reads the first stdout line. A broker that dies by itself is an error.
-    """
-
-    def on_term(signum: int, frame: object) -> None:
-        raise _Stop
-
-    # Both signals are handled explicitly: a shell starts background jobs with SIGINT
-    # ignored, and Python then never turns it into KeyboardInterrupt.
-    previous = {sig: signal.signal(sig, on_term) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        bootstrap = start()
-        print(f"bootstrap={bootstrap}", flush=True)
-        while alive():
-            time.sleep(0.2)
-        raise DevBrokerError("the broker exited unexpectedly")
-    except _Stop:
-        pass
-    finally:
-        for sig in previous:  # a second signal must not cut the cleanup short
-            signal.signal(sig, signal.SIG_IGN)
-        stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def serve_kafka(topics: dict[str, int], *, partitions: int, port: int | None,
-                data_dir: str | None) -> None:
-    """``agentd dev-broker``: a real broker, ``topics`` (0 partitions = ``partitions``)
-    created before the bootstrap line is printed, so a script may use them at once."""
-    broker = DevBroker(partitions=partitions, port=port, data_dir=data_dir)
-
-    def start() -> str:
-        bootstrap = broker.start()
-        if topics:
-            _create_topics(bootstrap, {name: n or partitions for name, n in topics.items()})
-        return bootstrap
-
-    serve_until_signalled(start, broker.stop,
-                          lambda: broker.process is not None and broker.process.poll() is None)
-
-
-def _create_topics(bootstrap: str, topics: dict[str, int]) -> None:
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(name, n, 1) for name, n in topics.items()])
-    for name, future in futures.items():
-        try:
-            future.result(60)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # kept --data-dir
-                raise DevBrokerError(f"cannot create topic {name!r}: {exc.args[0].str()}") from None
-
-
-def serve_embedded(topics: dict[str, int], *, partitions: int | None, port: int | None,
-                   data_dir: str | None) -> None:
-    """``agentd dev-broker --embedded``: librdkafka's in-memory mock cluster."""
-    from supervisor.embedded import AUTO_CREATE_PARTITIONS, EmbeddedBroker, EmbeddedBrokerError
-
-    if port is not None or data_dir is not None:
-        raise UsageProblem("--port and --data-dir do not apply to --embedded")
-    if partitions is not None and partitions != AUTO_CREATE_PARTITIONS:
-        raise UsageProblem(f"the embedded broker auto-creates topics with "
-                           f"{AUTO_CREATE_PARTITIONS} partitions; use --topic NAME:N instead")
-    try:
-        broker = EmbeddedBroker({name: n or AUTO_CREATE_PARTITIONS
-                                 for name, n in topics.items()})
-    except (EmbeddedBrokerError, ValueError) as exc:
-        raise DevBrokerError(str(exc)) from None
-    serve_until_signalled(lambda: broker.bootstrap, broker.close, lambda: True)

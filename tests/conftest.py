@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 
 import kafkatools  # tests/ is on sys.path: pytest puts a rootless conftest's dir there
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from supervisor.devbroker import DevBroker, DevBrokerError
 
@@ -24,6 +25,10 @@ def kafka_bootstrap() -> Iterator[str]:
     """``127.0.0.1:PORT`` of a real Kafka broker shared by the whole session."""
     given = os.environ.get("AGENTD_TEST_BOOTSTRAP")
     if given:
+        try:
+            AdminClient({"bootstrap.servers": given}).list_topics(timeout=15)
+        except Exception as exc:
+            pytest.fail(f"AGENTD_TEST_BOOTSTRAP={given} does not answer: {exc}", pytrace=False)
         yield given
         return
     broker = DevBroker(partitions=8)
