@@ -90,7 +90,8 @@ def fresh_memory(k: int) -> tuple[float, float, str]:
             assert proc.stdout is not None
             if proc.stdout.readline().strip() != "ready":
                 err = proc.stderr.read() if proc.stderr else ""
-                return 0.0, 0.0, f"fresh interpreter failed: {err.strip()[-200:]}"
+                last = (err.strip().splitlines() or ["no output"])[-1]
+                return 0.0, 0.0, f"fresh interpreter failed: {last[-200:]}"
         time.sleep(0.3)
         uss, pss = measure([p.pid for p in procs])
         return uss, pss, ""
