@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""Where agentd spends its time: CPU µs per message in the supervisor and in the workers.
+
+Starts ``agentd start`` (the throughput bench's trivial agent, 2 instances by default)
+on an empty 8-partition topic, waits until its instances are up, then:
+
+1. **clean pass**: produces N messages (quick 100k, full 400k), waits until the group
+   has committed them, and divides each process's CPU time (psutil, user + system)
+   spent meanwhile by N: µs per message in the supervisor, in the zygote, and in all
+   workers together (a message is handled by one worker);
+2. **profiled pass**: the same again with ``py-spy record --nonblocking`` attached to
+   the supervisor and to each worker, and prints each one's hottest functions by own
+   (leaf) samples and by inclusive samples.
+
+py-spy must be installed (``pip install py-spy``; it needs ptrace rights, e.g. root).
+Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+
+import _common as c
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    import psutil
+
+    out = {}
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+            out[pid] = times.user + times.system
+        except psutil.Error:
+            out[pid] = 0.0
+    return out
+
+
+def wait_committed(watch: c.OffsetWatch, daemon: c.Agentd, target: int, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while watch.committed_total() < target:
+        why = daemon.exited()
+        if why:
+            return why
+        if time.monotonic() > deadline:
+            return f"hung: {watch.committed_total()} of {target} committed"
+        time.sleep(0.05)
+    return ""
+
+
+def leaf_and_inclusive(raw: Path, top: int = 12) -> tuple[list[tuple[str, float]],
+                                                            list[tuple[str, float]], int]:
+    """From py-spy's raw (collapsed) output: the top own-time and inclusive frames, in %."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    if not raw.exists():
+        return [], [], 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [f for f in stack.split(";") if not f.startswith("process ")
+                  and not f.startswith("thread ")]
+        if not frames:
+            continue
+        total += count
+        own[_short(frames[-1])] += count
+        for name in {_short(f) for f in frames}:
+            inclusive[name] += count
+    if not total:
+        return [], [], 0
+
+    def pct(counter: collections.Counter[str]) -> list[tuple[str, float]]:
+        return [(name, round(100 * n / total, 1)) for name, n in counter.most_common(top)]
+
+    return pct(own), pct(inclusive), total
+
+
+def _short(frame: str) -> str:
+    """``func (path/to/module.py:12)`` → ``func (module.py)``."""
+    name, _, where = frame.partition(" (")
+    file = where.rstrip(")").rsplit(":", 1)[0]
+    return f"{name} ({os.path.basename(file)})" if file else name
+
+
+def profiled_pass(bootstrap: str, topic: str, count: int, pids: dict[str, int],
+                  watch: c.OffsetWatch, daemon: c.Agentd, timeout: float,
+                  out_dir: Path) -> dict[str, Any]:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        return {"reason": "py-spy not installed"}
+    recorders = {}
+    for role, pid in pids.items():
+        raw = out_dir / f"{role}.txt"
+        recorders[role] = (subprocess.Popen(
+            [spy, "record", "--nonblocking", "-r", "250", "-f", "raw", "-o", str(raw),
+             "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), raw)
+    time.sleep(1.0)  # let py-spy attach
+    base = watch.committed_total()
+    c.produce(bootstrap, topic, count)
+    why = wait_committed(watch, daemon, base + count, timeout)
+    for proc, _ in recorders.values():
+        proc.send_signal(signal.SIGINT)
+    profiles: dict[str, Any] = {}
+    for role, (proc, raw) in recorders.items():
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        own, inclusive, samples = leaf_and_inclusive(raw)
+        profiles[role] = {"samples": samples, "own": own, "inclusive": inclusive}
+    if why:
+        profiles["reason"] = why
+    return profiles
+
+
+def main() -> None:
+    cli = c.parser(__doc__.splitlines()[1])
+    cli.add_argument("--instances", type=int, default=2)
+    cli.add_argument("--count", type=int, default=None, help="messages per pass")
+    cli.add_argument("--keep", default=None, help="keep py-spy's raw files in this dir")
+    args = cli.parse_args()
+    count = args.count or (100_000 if args.quick else 400_000)
+    timeout = args.timeout or 300.0
+    summary: dict[str, Any] = {"bench": "profile_agentd", "count": count,
+                               "instances": args.instances, "supervisor_us_per_msg": 0.0,
+                               "worker_us_per_msg": 0.0}
+    missing = c.agentd_missing()
+    if missing:
+        summary["reason"] = missing
+        c.emit_json(summary)
+        return
+    out_dir = Path(args.keep or tempfile.mkdtemp(prefix="bench-profile-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with c.broker(args.bootstrap) as bootstrap:
+        topic = c.create_topic(bootstrap, c.unique("bench-profile"))
+        group = c.unique("bench-profile")
+        env = {"BENCH_TOPIC": topic, "BENCH_INSTANCES": str(args.instances)}
+        watch = c.OffsetWatch(bootstrap, group, topic, 8)
+        try:
+            with c.Agentd(bootstrap, group, env) as daemon:
+                summary.update(measure(bootstrap, topic, count, args.instances, watch, daemon,
+                                       timeout, out_dir))
+        finally:
+            watch.close()
+    print(f"\nagentd CPU per message, N = {count:,}, {args.instances} instances\n")
+    print(c.table(["process", "CPU s", "µs / message"],
+                  [[k, summary.get(f"{k}_cpu_s", 0), summary.get(f"{k}_us_per_msg", 0)]
+                   for k in ("supervisor", "zygote", "worker")]))
+    for role, profile in summary.get("profiles", {}).items():
+        if isinstance(profile, dict) and profile.get("own"):
+            print(f"\n{role}: {profile['samples']} samples; own time %\n")
+            print(c.table(["function", "own %"], profile["own"]))
+            print(c.table(["function", "inclusive %"], profile["inclusive"]))
+    print()
+    if not args.keep:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    c.emit_json(summary)
+
+
+def measure(bootstrap: str, topic: str, count: int, instances: int, watch: c.OffsetWatch,
+            daemon: c.Agentd, timeout: float, out_dir: Path) -> dict[str, Any]:
+    import psutil
+
+    assert daemon.proc is not None
+    deadline = time.monotonic() + 60
+    while len(daemon.instance_pids()) < instances:
+        if daemon.exited() or time.monotonic() > deadline:
+            return {"reason": daemon.exited() or "instances did not start in 60 s"}
+        time.sleep(0.2)
+    time.sleep(2.0)  # consumer joined, partitions assigned
+    supervisor = daemon.proc.pid
+    workers = daemon.instance_pids()
+    zygotes = [p.pid for p in psutil.Process(supervisor).children()]
+    before = cpu_seconds([supervisor, *zygotes, *workers])
+    c.produce(bootstrap, topic, count)
+    why = wait_committed(watch, daemon, count, timeout)
+    if why:
+        return {"reason": why}
+    after = cpu_seconds([supervisor, *zygotes, *workers])
+    used = {pid: after[pid] - before[pid] for pid in before}
+    result: dict[str, Any] = {
+        "supervisor_cpu_s": round(used[supervisor], 2),
+        "zygote_cpu_s": round(sum(used[p] for p in zygotes), 2),
+        "worker_cpu_s": round(sum(used[p] for p in workers), 2),
+    }
+    for role in ("supervisor", "zygote", "worker"):
+        result[f"{role}_us_per_msg"] = round(result[f"{role}_cpu_s"] * 1e6 / count, 2)
+    pids = {"supervisor": supervisor, **{f"worker{i}": pid for i, pid in enumerate(workers)}}
+    result["profiles"] = profiled_pass(bootstrap, topic, count, pids, watch, daemon, timeout,
+                                       out_dir)
+    return result
+
+
+if __name__ == "__main__":
+    main()
