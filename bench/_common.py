@@ -268,45 +268,22 @@ def from_result(name: str, result: dict[str, Any], expect: int | None) -> Outcom
                    extra=extra)
 
 
-def kill_group(proc: subprocess.Popen[Any], grace: float = 3.0) -> None:
-    """SIGTERM the child's process group, SIGKILL it after ``grace``; never raises."""
+def kill_group(proc: subprocess.Popen[Any], grace: float = 3.0, *,
+               term_group: bool = True) -> None:
+    """SIGTERM the child (its whole process group unless ``term_group`` is False: a
+    daemon drains its own children), SIGKILL the group after ``grace``; never raises."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
+            if term_group:
+                os.killpg(proc.pid, signal.SIGTERM)
+            else:
+                proc.send_signal(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(grace)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)  # grandchildren (pools, workers) too
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(5)
-
-
-PEER_OF = {"quix": "quix", "arroyo_mp": "arroyo", "arroyo_single": "arroyo"}
-
-
-def run_contestant(name: str, bootstrap: str, topic: str, count: int, timeout: float, *,
-                   kind: str | None = None, work: int = 0, instances: int = 1,
-                   concurrency: int = 1) -> Outcome:
-    """Contestant ``name`` reads all of ``topic`` in a fresh consumer group.
-
-    ``kind`` (default: ``name``) is ``agentd`` (run with ``instances``) or a
-    ``_contestants.py`` kind (``bare``, ``faust``, ``quix``, ``arroyo_mp``,
-    ``arroyo_single``); ``work`` is ``burn`` iterations per message, the same for all.
-    """
-    kind = kind or name
-    if kind == "agentd":
-        return run_agentd(name, bootstrap, topic, count, instances, timeout, work=work)
-    if kind in PEER_OF:
-        try:
-            python = str(peers_python(PEER_OF[kind]))
-        except Exception as exc:  # no venv, no contestant: the run goes on
-            return Outcome(name, reason=f"peers venv failed: {exc}")
-    else:
-        python = sys.executable
-    argv = [python, str(BENCH_DIR / "_contestants.py"), kind, "--bootstrap", bootstrap,
-            "--topic", topic, "--group", unique(f"bench-{kind}"), "--count", str(count),
-            "--concurrency", str(concurrency)]
-    return run_child(name, argv, timeout, env={"BENCH_WORK": str(work)}, expect=count)
 
 
 # ---------------------------------------------------------------------------- peers venvs
@@ -446,7 +423,7 @@ class Agentd:
         """SIGTERM (drain, commit, exit 0), then SIGKILL the group; returns the exit code."""
         if self.proc is None:
             return None
-        kill_group(self.proc, grace)
+        kill_group(self.proc, grace, term_group=False)
         code = self.proc.returncode
         shutil.rmtree(self.workdir, ignore_errors=True)
         return code

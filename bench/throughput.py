@@ -56,7 +56,7 @@ def main() -> None:
     cli.add_argument("--only", default=",".join(ORDER), help="comma-separated contestants")
     args = cli.parse_args()
     count = args.count or (200_000 if args.quick else 1_000_000)
-    timeout = args.timeout or (90.0 if args.quick else 300.0)
+    timeout = args.timeout or (90.0 if args.quick else 600.0)
     names = [n for n in ORDER if n in args.only.split(",")]
     results: dict[str, c.Outcome] = {}
     with c.broker(args.bootstrap) as bootstrap:
