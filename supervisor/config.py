@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import os
 import re
+import tempfile
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -191,19 +192,24 @@ def validate_agent_names(config: Config, known_names: Iterable[str]) -> Config:
 def default_state_dir(stem: str = "agentd") -> Path:
     """Where the control socket lives when ``state_dir`` is not set.
 
-    ``<base>/<config file stem>``, base being ``/run/agentd`` when this user may write
-    there (root, or the unit's ``RuntimeDirectory=agentd``), else ``$XDG_RUNTIME_DIR/
-    agentd``, else ``~/.local/state/agentd``. It depends only on the user and the
-    config file's name, so ``agentd status -c same.toml`` finds the daemon's socket,
-    and two template instances (``/etc/agentd/a.toml``, ``b.toml``) never share one.
+    ``/run/agentd/<stem>`` (``<stem>`` = the config file's name without ``.toml``) when
+    this user may write there or in ``/run/agentd`` (root, or a unit's
+    ``RuntimeDirectory=``), else ``$XDG_RUNTIME_DIR/agentd/<stem>``, else
+    ``~/.local/state/agentd/<stem>``. It depends only on the user and the config file's
+    name, not on variables systemd sets, so ``agentd status -c same.toml`` run from a
+    shell finds the daemon's socket, and two template instances never share one.
     """
     run = Path("/run/agentd")
-    if os.access(run, os.W_OK) or (not run.exists() and os.access("/run", os.W_OK)):
+    if (os.access(run / stem, os.W_OK) or os.access(run, os.W_OK)
+            or (not run.exists() and os.access("/run", os.W_OK))):
         return run / stem
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and os.path.isabs(runtime):
         return Path(runtime) / "agentd" / stem
-    return Path.home() / ".local" / "state" / "agentd" / stem
+    try:
+        return Path.home() / ".local" / "state" / "agentd" / stem
+    except RuntimeError:  # no $HOME and no passwd entry (some containers)
+        return Path(tempfile.gettempdir()) / f"agentd-{os.geteuid()}" / stem
 
 
 class _Table:
