@@ -8,6 +8,8 @@ errors exit 2); a traceback only with ``--debug``.
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from supervisor import __version__
@@ -77,3 +79,37 @@ def dev_broker(ctx: click.Context, partitions: int | None, topics: dict[str, int
         raise click.UsageError(str(exc)) from None
     except devbroker.DevBrokerError as exc:
         _fail(ctx, str(exc), 1)
+
+
+@main.command("start")
+@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
+@click.pass_context
+def start(ctx: click.Context, config_path: str) -> None:
+    """Run the agents of CONFIG in the foreground until SIGTERM/SIGINT; logs on stderr.
+
+    Exit 0 after a clean drain, 1 when the app cannot start or an agent's
+    on_error=crash fired, 2 for a config error.
+    """
+    import logging
+
+    from supervisor.config import ConfigError, load_config
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        _fail(ctx, f"config error: {exc}", 2)
+        return
+    logging.basicConfig(level=config.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    from supervisor.daemon import Supervisor
+    from supervisor.zygote import ZygoteError
+
+    try:
+        code = Supervisor(config).run()
+    except ConfigError as exc:  # agent tables checked against the imported app
+        _fail(ctx, f"config error: {exc}", 2)
+        return
+    except ZygoteError as exc:
+        _fail(ctx, str(exc), 1)
+        return
+    ctx.exit(code)

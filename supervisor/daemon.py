@@ -1,0 +1,521 @@
+"""The supervisor: one consumer, one loop, every agent instance fed through its ring.
+
+Read :meth:`Supervisor.run` and :meth:`Supervisor.loop` top to bottom; every state
+change is a named method (gunicorn's arbiter is the model). The loop is single-threaded;
+signal handlers only queue the signal and write a byte to a self-pipe.
+
+One turn of the loop: handle queued signals → start instances that are due → fetch a
+batch and dispatch it (router → wire → ring) → move pending records into rings that
+have room → read acks → notice dead instances (pidfd) → commit on the interval.
+
+The invariant (DESIGN.md §2): an offset is committed only when every agent that got
+the message acked it; the :class:`~supervisor.offsets.OffsetTracker` commits the
+lowest unacked offset per partition, and each :class:`~supervisor.instances.Instance`
+keeps the records it holds so a crash re-dispatches them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from supervisor import notify, wire
+from supervisor.config import Config, validate_agent_names
+from supervisor.failures import FailedRecord, RecordFailures
+from supervisor.instances import AgentRuntime, Instance, Key
+from supervisor.offsets import OffsetTracker
+from supervisor.router import Router
+from supervisor.topics import ensure_topics
+from supervisor.zygote import Zygote
+
+__all__ = ["Supervisor"]
+
+log = logging.getLogger("agentd")
+
+FETCH_BATCH = 2000
+IDLE_WAIT = 0.05       # consume() timeout when nothing is happening
+BLOCKED_WAIT = 0.001   # when some instance waits for ring space
+STOP_GRACE = 5.0       # after STOP, before SIGKILL
+
+
+class Supervisor:
+    """Owns the broker connection, the zygote, every instance and the offsets."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.exit_code = 0
+        self.running = True
+        self.draining_until: float | None = None
+        self.signals: list[int] = []
+        self.tracker = OffsetTracker()
+        self.agents: list[AgentRuntime] = []
+        self.instances: list[Instance] = []
+        self.topics: list[str] = []
+        self.topic_index: dict[str, int] = {}
+        self.subscriptions: dict[str, list[AgentRuntime]] = {}
+        self.paused_by: dict[tuple[int, int], set[Instance]] = {}
+        self.embedded: Any = None
+        self.zygote: Zygote | None = None
+        self.consumer: Consumer | None = None
+        self.failures: RecordFailures | None = None
+        self.bootstrap = config.bootstrap_servers or ""
+        self.next_commit = 0.0
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    # ================================================================= run
+
+    def run(self) -> int:
+        """Start everything, loop until stopped, stop everything; the exit code."""
+        self.install_signal_handlers()
+        try:
+            self.start_broker()
+            self.start_zygote()
+            self.create_topics()
+            self.start_consumer()
+            notify.ready(f"consuming {len(self.topics)} topics, "
+                         f"{len(self.instances)} instances")
+            self.loop()
+        finally:
+            self.shutdown()
+        return self.exit_code
+
+    def loop(self) -> None:
+        busy = False
+        while self.running:
+            self.handle_signals()
+            self.spawn_due_instances()
+            busy = self.fetch(busy)
+            busy = self.pump_instances() or busy
+            busy = self.read_instances() or busy
+            self.reap_instances()
+            self.commit_if_due()
+            if self.failures is not None:
+                self.failures.poll()
+            if self.draining_until is not None and self.drained():
+                self.running = False
+
+    # ================================================================= start
+
+    def start_broker(self) -> None:
+        if self.config.embedded:
+            from supervisor.embedded import EmbeddedBroker
+
+            self.embedded = EmbeddedBroker()
+            self.bootstrap = self.embedded.bootstrap
+            log.info("embedded broker (in memory, not for production): bootstrap=%s",
+                     self.bootstrap)
+
+    def start_zygote(self) -> None:
+        env = {**os.environ, "AGENTD_BROKER": self.bootstrap,
+               "AGENTD_LOG_LEVEL": self.config.log_level}
+        self.zygote = Zygote.start(list(self.config.app), env)
+        self.config = validate_agent_names(self.config, [a.name for a in self.zygote.agents])
+        for lane, spec in enumerate(self.zygote.agents):
+            agent_config = self.config.agent(spec.name)
+            count = agent_config.instances or spec.concurrency
+            agent = AgentRuntime(spec.name, lane, spec.topics, agent_config)
+            agent.router = Router(agent_config.ordering, count)
+            agent.instances = [Instance(agent, i) for i in range(count)]
+            self.agents.append(agent)
+            self.instances.extend(agent.instances)
+            for topic in spec.topics:
+                if topic not in self.topic_index:
+                    self.topic_index[topic] = len(self.topics)
+                    self.topics.append(topic)
+                self.subscriptions.setdefault(topic, []).append(agent)
+            log.info("agent %s: %d instance(s), ordering=%s, on_error=%s, topics %s",
+                     spec.name, count, agent_config.ordering, agent_config.on_error,
+                     ", ".join(spec.topics))
+        if not self.topics:
+            raise RuntimeError("the app defines no agents: nothing to run")
+
+    def create_topics(self) -> None:
+        names = list(self.topics)
+        for agent in self.agents:
+            cfg = agent.config
+            if cfg.on_error == "dead_letter" or (cfg.on_error == "retry"
+                                                 and cfg.dead_letter_topic):
+                names.extend(cfg.dead_letter_topic_for(t) for t in agent.topics)
+        ensure_topics(names, bootstrap=self.bootstrap, embedded=self.embedded)
+
+    def start_consumer(self) -> None:
+        group = self.config.group_id or self.zygote_app_id()
+        settings: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap, "group.id": group,
+            "enable.auto.commit": False, "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "cooperative-sticky",
+            "on_commit": self.on_commit, **dict(self.config.kafka)}
+        self.consumer = Consumer(settings)
+        self.consumer.subscribe(self.topics, on_assign=self.on_assign,
+                                on_revoke=self.on_revoke, on_lost=self.on_revoke)
+        self.failures = RecordFailures(self.bootstrap, self.on_failed_done, self.on_crash)
+        self.next_commit = time.monotonic() + self.config.commit_interval
+        log.info("consumer group %s subscribed to %s", group, ", ".join(self.topics))
+
+    def zygote_app_id(self) -> str:
+        assert self.zygote is not None
+        return self.zygote.app_ids[0]
+
+    def worker_settings(self, agent: AgentRuntime) -> dict[str, Any]:
+        cfg = agent.config
+        return {"agent": agent.name, "topics": self.topics, "on_error": cfg.on_error,
+                "dead_letter_topic": cfg.dead_letter_topic,
+                "dead_letter_explicit": bool(cfg.dead_letter_topic),
+                "max_retries": cfg.max_retries, "retry_backoff": cfg.retry_backoff,
+                "shutdown_timeout": self.config.shutdown_timeout}
+
+    # ================================================================= signals
+
+    def install_signal_handlers(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self.queue_signal)
+
+    def queue_signal(self, signum: int, frame: object) -> None:
+        """Signal handler: queue it, wake the loop. Nothing else happens here."""
+        if len(self.signals) < 8:
+            self.signals.append(signum)
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"!")
+
+    def handle_signals(self) -> None:
+        while self.signals:
+            signum = self.signals.pop(0)
+            name = signal.Signals(signum).name.lower()
+            getattr(self, f"handle_{name}")()
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wake_r, 64)
+
+    def handle_sigterm(self) -> None:
+        self.begin_drain("SIGTERM")
+
+    def handle_sigint(self) -> None:
+        if self.draining_until is not None:
+            log.warning("second SIGINT: stopping now, committing only what was acked")
+            self.exit_code = 1
+            self.running = False
+            return
+        self.begin_drain("SIGINT")
+
+    def handle_sighup(self) -> None:
+        log.warning("SIGHUP: reload is not implemented yet; ignored")
+
+    def begin_drain(self, why: str) -> None:
+        """Stop fetching; the loop ends when everything dispatched is acked (or time)."""
+        if self.draining_until is None:
+            log.info("%s: draining (up to %.0fs)", why, self.config.shutdown_timeout)
+            notify.stopping()
+            self.draining_until = time.monotonic() + self.config.shutdown_timeout
+
+    def drained(self) -> bool:
+        assert self.draining_until is not None
+        if all(not inst.unacked for inst in self.instances):
+            return True
+        if time.monotonic() >= self.draining_until:
+            left = sum(len(inst.unacked) for inst in self.instances)
+            log.warning("shutdown_timeout reached with %d records in flight", left)
+            return True
+        return False
+
+    # ================================================================= data path
+
+    def fetch(self, busy: bool) -> bool:
+        """Consume one batch and dispatch it; True when messages came."""
+        assert self.consumer is not None
+        if self.draining_until is not None:
+            select.select([self._wake_r], [], [], BLOCKED_WAIT)
+            return False
+        blocked = any(inst.pending for inst in self.instances)
+        timeout = 0.0 if busy else (BLOCKED_WAIT if blocked else IDLE_WAIT)
+        messages = self.consumer.consume(FETCH_BATCH, timeout)
+        if messages:
+            self.dispatch(messages)
+        return bool(messages)
+
+    def dispatch(self, messages: list[Any]) -> None:
+        """Route each message to one instance per subscribed agent, then write the
+        batches (the hot path: no per-message work beyond encode, route, record)."""
+        topic_index, subscriptions, tracker = self.topic_index, self.subscriptions, self.tracker
+        encode = wire.encode_record
+        batches: dict[Instance, list[Key]] = {}
+        for msg in messages:
+            if msg.error() is not None:
+                self.on_consume_error(msg.error())
+                continue
+            topic, partition, offset, key = msg.topic(), msg.partition(), msg.offset(), msg.key()
+            tidx = topic_index[topic]
+            ts_type, ts = msg.timestamp()
+            encoded = encode(tidx, partition, offset, ts if ts_type else -1, key, msg.value(),
+                             msg.headers())
+            rkey = (tidx, partition, offset)
+            tp = (topic, partition)
+            for agent in subscriptions[topic]:
+                inst = agent.instances[agent.router.route(tp, key)]
+                tracker.lane(tp, agent.lane).dispatched(offset)
+                if len(encoded) > inst.max_record_size:
+                    self.fail_record(agent, topic, encoded,
+                                     f"record of {len(encoded)} bytes exceeds the ring "
+                                     f"({inst.max_record_size} bytes max; raise ring_size)")
+                    continue
+                inst.unacked[rkey] = encoded
+                batch = batches.get(inst)
+                if batch is None:
+                    batches[inst] = [rkey]
+                else:
+                    batch.append(rkey)
+        for inst, keys in batches.items():
+            newly_blocked = inst.submit(keys)
+            if newly_blocked:
+                self.pause(inst, newly_blocked)
+
+    def pump_instances(self) -> bool:
+        moved = False
+        for inst in self.instances:
+            if inst.pending and inst.pump():
+                moved = True
+            if not inst.pending and inst.paused:
+                self.resume(inst, inst.release_paused())
+        return moved
+
+    def read_instances(self) -> bool:
+        """Drain every outbound ring: acks retire records; errors and stats noted."""
+        got = False
+        topics, tracker = self.topics, self.tracker
+        unpack = wire.ACK_RECORD.unpack_from
+        for inst in self.instances:
+            records = inst.read_outbound()
+            if not records:
+                continue
+            got = True
+            lane = inst.agent.lane
+            for record in records:
+                if record[0] == wire.ACK:
+                    _, tidx, partition, first, last = unpack(record)
+                    inst.acked(tidx, partition, first, last)
+                    tracker.acked((topics[tidx], partition), first, last, lane)
+                else:
+                    self.on_instance_report(inst, record)
+        return got
+
+    def on_instance_report(self, inst: Instance, record: bytes) -> None:
+        kind = record[0]
+        if kind == wire.ERROR:
+            report = wire.decode_error(record)
+            if report.outcome == wire.OUTCOME_CRASH:
+                self.on_crash(f"{inst.label}: {report.message}")
+        elif kind == wire.PONG:
+            inst.processed = wire.decode_pong(record).processed
+        elif kind == wire.RETIRED:
+            inst.retired = True
+
+    # ================================================================= backpressure
+
+    def pause(self, inst: Instance, tps: Iterable[tuple[int, int]]) -> None:
+        """``inst`` cannot take more: pause exactly the partitions feeding it."""
+        assert self.consumer is not None
+        to_pause = []
+        for tp in tps:
+            holders = self.paused_by.setdefault(tp, set())
+            if not holders:
+                to_pause.append(TopicPartition(self.topics[tp[0]], tp[1]))
+            holders.add(inst)
+        inst.agent.router.set_blocked(inst.index, True)
+        if to_pause:
+            self.consumer.pause(to_pause)
+            log.debug("%s blocked: paused %s", inst.label, to_pause)
+
+    def resume(self, inst: Instance, tps: Iterable[tuple[int, int]]) -> None:
+        assert self.consumer is not None
+        to_resume = []
+        for tp in tps:
+            holders = self.paused_by.get(tp)
+            if holders is None:
+                continue
+            holders.discard(inst)
+            if not holders:
+                del self.paused_by[tp]
+                to_resume.append(TopicPartition(self.topics[tp[0]], tp[1]))
+        inst.agent.router.set_blocked(inst.index, False)
+        if to_resume:
+            self.consumer.resume(to_resume)
+            log.debug("%s drained: resumed %s", inst.label, to_resume)
+
+    # ================================================================= instances
+
+    def spawn_due_instances(self) -> None:
+        now = time.monotonic()
+        for inst in self.instances:
+            if inst.restart_at is not None and inst.restart_at <= now and self.running \
+                    and self.draining_until is None:
+                assert self.zygote is not None
+                inst.spawn(self.zygote, self.worker_settings(inst.agent))
+
+    def reap_instances(self) -> None:
+        """Notice dead instances at once (pidfds), re-dispatch what they held."""
+        by_fd = {inst.pidfd: inst for inst in self.instances if inst.pidfd is not None}
+        dead = [inst for inst in self.instances if inst.running and inst.pidfd is None]
+        if by_fd:
+            readable, _, _ = select.select(list(by_fd), [], [], 0)
+            dead.extend(by_fd[fd] for fd in readable)
+        statuses = dict(self.zygote.take_exits()) if self.zygote is not None else {}
+        for inst in dead:
+            self.handle_instance_death(inst, statuses.get(inst.pid or -1))
+
+    def handle_instance_death(self, inst: Instance, status: int | None) -> None:
+        self.read_instances()  # acks written just before the death still count
+        probe = inst.probe if inst.probe_written else None
+        how = f"exit status {os.waitstatus_to_exitcode(status)}" if status is not None \
+            else "exited"
+        inst.died()
+        if not self.running or self.draining_until is not None:
+            inst.restart_at = None
+            return
+        log.warning("%s (pid gone) %s; restart %d, re-dispatching %d records", inst.label,
+                    how, inst.restarts, len(inst.pending))
+        if probe is not None and probe in inst.unacked:
+            crashes = inst.crash_counts[probe] = inst.crash_counts.get(probe, 0) + 1
+            if crashes >= inst.agent.config.poison_after:
+                encoded = inst.unacked.pop(probe)
+                inst.crash_counts.pop(probe, None)
+                self.fail_record(inst.agent, self.topics[probe[0]], encoded,
+                                 f"poison message: its instance crashed {crashes} times "
+                                 f"processing it alone")
+                inst.pending.popleft()
+                inst.probe = inst.pending[0] if inst.pending else None
+
+    # ================================================================= failures
+
+    def fail_record(self, agent: AgentRuntime, topic: str, encoded: bytes, reason: str) -> None:
+        assert self.failures is not None
+        self.failures.fail(FailedRecord(agent, topic, encoded, reason))
+
+    def on_failed_done(self, record: FailedRecord) -> None:
+        self.tracker.acked((record.topic, record.partition), record.offset, record.offset,
+                           record.lane)
+
+    def on_crash(self, reason: str) -> None:
+        """The ``crash`` policy fired: stop now, non-zero, committing only what was done."""
+        log.critical("stopping: %s", reason)
+        self.exit_code = 1
+        self.running = False
+
+    def on_consume_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._PARTITION_EOF:
+            return
+        log.warning("consumer: %s", error)
+
+    # ================================================================= offsets
+
+    def commit_if_due(self) -> None:
+        now = time.monotonic()
+        if now >= self.next_commit:
+            self.next_commit = now + self.config.commit_interval
+            self.commit(asynchronous=True)
+
+    def commit(self, asynchronous: bool, only: set[tuple[str, int]] | None = None) -> None:
+        """Commit the lowest unacked offset of every partition that moved."""
+        assert self.consumer is not None
+        offsets = self.tracker.committable()
+        if only is not None:
+            offsets = {tp: o for tp, o in offsets.items() if tp in only}
+        if not offsets:
+            return
+        tps = [TopicPartition(topic, partition, offset)
+               for (topic, partition), offset in offsets.items()]
+        try:
+            if asynchronous:
+                self.consumer.commit(offsets=tps, asynchronous=True)
+            else:
+                self.on_commit(None, self.consumer.commit(offsets=tps, asynchronous=False))
+        except Exception as exc:
+            log.warning("commit failed: %s", exc)
+
+    def on_commit(self, error: Any, partitions: list[TopicPartition]) -> None:
+        if error is not None:
+            log.warning("commit failed: %s", error)
+            return
+        self.tracker.mark_committed({(tp.topic, tp.partition): tp.offset
+                                     for tp in partitions if tp.error is None})
+
+    # ================================================================= rebalance
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for topic in {tp.topic for tp in partitions}:
+            tps = [(tp.topic, tp.partition) for tp in partitions if tp.topic == topic]
+            for agent in self.subscriptions.get(topic, []):
+                moves = agent.router.assign(tps)
+                if moves:
+                    log.info("agent %s: partitions moved between instances: %s",
+                             agent.name, moves)
+        log.info("assigned %d partitions", len(partitions))
+
+    def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Stop feeding these partitions, wait (bounded) for their acks, commit, forget."""
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        keyed = {(self.topic_index[t], p) for t, p in revoked if t in self.topic_index}
+        for inst in self.instances:  # never-written records go back to the broker
+            pending = set(inst.pending)
+            for key in [k for k in pending if (k[0], k[1]) in keyed]:
+                inst.unacked.pop(key, None)
+        deadline = time.monotonic() + min(self.config.shutdown_timeout, 30.0)
+        while time.monotonic() < deadline and any(
+                (k[0], k[1]) in keyed for inst in self.instances for k in inst.unacked):
+            self.read_instances()
+            self.reap_instances()
+            time.sleep(0.005)
+        self.commit(asynchronous=False, only=revoked)
+        for tidx, partition in keyed:
+            for inst in self.instances:
+                inst.forget(tidx, partition)
+            self.paused_by.pop((tidx, partition), None)
+        for tp in revoked:
+            self.tracker.forget(tp)
+        for topic in {t for t, _ in revoked}:
+            for agent in self.subscriptions.get(topic, []):
+                agent.router.revoke([tp for tp in revoked if tp[0] == topic])
+        log.info("revoked %d partitions", len(partitions))
+
+    # ================================================================= stop
+
+    def shutdown(self) -> None:
+        """Commit what was acked, stop instances, leave the group, stop the broker."""
+        if self.consumer is not None:
+            self.commit(asynchronous=False)
+        self.stop_instances()
+        if self.consumer is not None:
+            self.running = False
+            self.consumer.close()
+            self.consumer = None
+        if self.failures is not None:
+            self.failures.close()
+        if self.zygote is not None:
+            self.zygote.stop()
+        if self.embedded is not None:
+            self.embedded.close()
+        log.info("stopped (exit %d)", self.exit_code)
+
+    def stop_instances(self) -> None:
+        """STOP to each instance; SIGKILL whatever has not exited after a grace."""
+        self.running = False
+        for inst in self.instances:
+            inst.stopping = True
+            inst.restart_at = None
+            if inst.running and not inst.send_control(wire.STOP_RECORD):
+                inst.kill()
+        deadline = time.monotonic() + STOP_GRACE
+        while any(inst.running for inst in self.instances):
+            if time.monotonic() >= deadline:
+                for inst in self.instances:
+                    inst.kill()
+                deadline = float("inf")
+            self.read_instances()
+            self.reap_instances()
+            time.sleep(0.01)

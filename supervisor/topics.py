@@ -1,0 +1,59 @@
+"""Make sure the topics agentd reads and writes exist before the consumer subscribes.
+
+Why the supervisor does it: subscribing to a missing topic leaves the consumer idle
+(or, with broker auto-creation, gives it the broker's default partition count, which
+caps how many instances ``partition`` ordering can use). Agent topics, repartition
+topics and dead-letter topics are created here, once, with a chosen partition count.
+The embedded broker has no controller (``AdminClient.create_topics`` times out), so it
+is asked directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+__all__ = ["DEFAULT_PARTITIONS", "ensure_topics"]
+
+log = logging.getLogger("agentd.topics")
+
+DEFAULT_PARTITIONS = 8
+
+
+def ensure_topics(names: Iterable[str], *, bootstrap: str, embedded: Any = None,
+                  partitions: int = DEFAULT_PARTITIONS, timeout: float = 30.0) -> list[str]:
+    """Create every topic in ``names`` that does not exist; return those created.
+
+    ``embedded`` is the in-process :class:`~supervisor.embedded.EmbeddedBroker` when
+    the config says ``broker = "embedded"``. A topic created meanwhile by someone else
+    is not an error.
+    """
+    wanted = sorted(set(names))
+    if embedded is not None:
+        for name in wanted:
+            embedded.create_topic(name, partitions)
+        return wanted
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    missing = [name for name in wanted if name not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics([NewTopic(name, partitions, 1) for name in missing],
+                                  operation_timeout=timeout)
+    created = []
+    for name, future in futures.items():
+        try:
+            future.result(timeout)
+            created.append(name)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if not (isinstance(error, KafkaError)
+                    and error.code() == KafkaError.TOPIC_ALREADY_EXISTS):
+                raise
+    if created:
+        log.info("created topics %s (%d partitions)", ", ".join(sorted(created)), partitions)
+    return created

@@ -1,0 +1,277 @@
+"""One agent instance: read records from the inbound ring, feed the agent, ack back.
+
+Runs in a process forked from the zygote (:func:`run` is its whole life). Its loop is
+uvloop; the inbound ring's data-ready eventfd is registered with ``add_reader`` and
+the ring is read in batches until it is empty *and* the sleep announcement confirms it
+(``prepare_read_sleep``), so a busy ring costs no system call per message.
+
+What happens to one record: decode (:mod:`supervisor.wire`) → ``AgentHost.feed`` →
+the agent processes it and its sinks complete → ``on_done`` → the record's offset is
+marked done → once per loop iteration the done *prefix* of each partition's fed offsets
+becomes one ``ACK`` range on the outbound ring. Acking only the prefix keeps a range's
+meaning simple ("every record of this partition I was fed up to here is done"); an
+agent finishes its events in order, so little ever waits behind the prefix.
+
+Agent exceptions (and undecodable values) reach :meth:`Worker.on_error`, which applies
+the agent's ``on_error`` policy; see ``docs/decisions.md`` for ``retry`` exhaustion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import importlib
+import logging
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from supervisor import wire
+from supervisor.ring import Ring
+
+__all__ = ["Worker", "run"]
+
+log = logging.getLogger("agentd.worker")
+
+#: Records read from the ring per batch.
+READ_BATCH = 512
+#: Records fed to the agent and not yet done, at most (bounds memory and redelivery).
+DEFAULT_MAX_IN_FLIGHT = 4096
+EXIT_CRASH_POLICY = 3
+
+
+def run(agent: Any, fds: Sequence[int], settings: dict[str, Any]) -> int:
+    """The instance process's main: returns its exit code (the caller ``os._exit``s)."""
+    import uvloop
+
+    worker = Worker(agent, fds, settings)
+    return uvloop.run(worker.main())
+
+
+class Worker:
+    """Ring ↔ agentlib seam glue for one instance (single-threaded, one event loop)."""
+
+    def __init__(self, agent: Any, fds: Sequence[int], settings: dict[str, Any]) -> None:
+        n_in = int(settings["ring_fds"][0])
+        self.inbound = Ring.attach(list(fds[:n_in]))
+        self.outbound = Ring.attach(list(fds[n_in:]))
+        self.agent = agent
+        self.settings = settings
+        self.name: str = settings["agent"]
+        self.topics: list[str] = list(settings["topics"])
+        self.topic_index = {name: i for i, name in enumerate(self.topics)}
+        self.max_in_flight = int(settings.get("max_in_flight", DEFAULT_MAX_IN_FLIGHT))
+        seam = importlib.import_module("agentlib.seam")
+        self._raw_record = seam.RawRecord
+        self._verdict = seam.ErrorVerdict
+        self.host = seam.AgentHost(agent, on_done=self.on_done, on_error=self.on_error)
+        # Per (topic index, partition): offsets fed, in order, and those done.
+        self._fed: dict[tuple[int, int], collections.deque[int]] = {}
+        self._done: dict[tuple[int, int], set[int]] = {}
+        self._outbox: list[bytes] = []
+        self._flush_scheduled = False
+        self._throttled = False
+        self._stopping = False
+        self.processed = 0
+        self._producer: Any = None
+        self._exit: asyncio.Future[int] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def main(self) -> int:
+        self._loop = asyncio.get_running_loop()
+        self._exit = self._loop.create_future()
+        await self.host.start()
+        self._loop.add_reader(self.inbound.reader_fd, self._on_doorbell)
+        self.pump()
+        code = await self._exit
+        self._loop.remove_reader(self.inbound.reader_fd)
+        if code == 0:
+            await self.host.stop(float(self.settings.get("shutdown_timeout", 30.0)))
+            self.flush_acks()
+            self._outbox.append(wire.RETIRED_RECORD)
+            await self._drain_outbox()
+        if self._producer is not None:
+            self._producer.close(5.0)
+        return code
+
+    # ------------------------------------------------------------------ inbound
+
+    def _on_doorbell(self) -> None:
+        self.inbound.ack_doorbell()
+        self.pump()
+
+    def pump(self) -> None:
+        """Read and feed until the ring is empty or the in-flight bound is reached."""
+        ring, host = self.inbound, self.host
+        while not self._stopping:
+            room = self.max_in_flight - host.in_flight
+            if room <= 0:
+                self._throttled = True     # on_done resumes us
+                return
+            views = ring.read_many(min(READ_BATCH, room))
+            if not views:
+                if ring.prepare_read_sleep():
+                    return                 # the doorbell will call us
+                continue
+            try:
+                for view in views:
+                    if view[0] == wire.RECORD:
+                        self._feed(view)
+                    else:
+                        self._control(view)
+            finally:
+                del views
+                ring.release()
+
+    def _feed(self, view: memoryview) -> None:
+        rec = wire.decode_record(view)
+        tp = (rec.topic_index, rec.partition)
+        fed = self._fed.get(tp)
+        if fed is None:
+            fed = self._fed[tp] = collections.deque()
+            self._done[tp] = set()
+        fed.append(rec.offset)
+        self.host.feed(self._raw_record(self.topics[rec.topic_index], rec.partition,
+                                        rec.offset, rec.timestamp_ms, rec.key, rec.value,
+                                        rec.headers))
+
+    def _control(self, view: memoryview) -> None:
+        kind = view[0]
+        if kind == wire.STOP:
+            self._stopping = True
+            self._finish(0)
+        elif kind == wire.PING:
+            self._send(wire.encode_pong(self.processed, self.host.in_flight))
+        elif kind == wire.TOPICS:
+            self.topics = wire.decode_topics(view)
+            self.topic_index = {name: i for i, name in enumerate(self.topics)}
+
+    # ------------------------------------------------------------------ outbound
+
+    def on_done(self, record: Any) -> None:
+        """agentlib's "event finished, sinks included": mark it; ack on the next flush."""
+        self._done[(self.topic_index[record.topic], record.partition)].add(record.offset)
+        self.processed += 1
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self.flush_acks)
+
+    def flush_acks(self) -> None:
+        """Turn each partition's done prefix into one ACK range and write them out."""
+        self._flush_scheduled = False
+        for tp, done in self._done.items():
+            if not done:
+                continue
+            fed = self._fed[tp]
+            first = last = -1
+            while fed and fed[0] in done:
+                offset = fed.popleft()
+                done.discard(offset)
+                if offset != last + 1 and first >= 0:
+                    # A gap: another instance may hold the offsets between (key/none
+                    # ordering), so the range must not cover them.
+                    self._outbox.append(wire.encode_ack(tp[0], tp[1], first, last))
+                    first = -1
+                if first < 0:
+                    first = offset
+                last = offset
+            if first >= 0:
+                self._outbox.append(wire.encode_ack(tp[0], tp[1], first, last))
+        self._write_outbox()
+        if self._throttled and self.host.in_flight < self.max_in_flight:
+            self._throttled = False
+            self.pump()
+
+    def _send(self, record: bytes) -> None:
+        self._outbox.append(record)
+        self._write_outbox()
+
+    def _write_outbox(self) -> None:
+        if not self._outbox:
+            return
+        written = self.outbound.write_many(self._outbox)
+        del self._outbox[:written]
+        if self._outbox and self._loop is not None:
+            # The supervisor drains continuously; a full ack ring is brief.
+            self._loop.call_later(0.001, self._write_outbox)
+
+    async def _drain_outbox(self) -> None:
+        while self._outbox:
+            self._write_outbox()
+            if self._outbox:
+                await asyncio.sleep(0.001)
+
+    def _finish(self, code: int) -> None:
+        if self._exit is not None and not self._exit.done():
+            self._exit.set_result(code)
+
+    # ------------------------------------------------------------------ errors
+
+    async def on_error(self, record: Any, exc: BaseException, attempt: int) -> Any:
+        """Apply the agent's ``on_error`` policy; return ``ErrorVerdict.ACK``/``RETRY``."""
+        policy = self.settings.get("on_error", "log")
+        if policy == "retry":
+            if attempt <= int(self.settings.get("max_retries", 3)):
+                backoff = float(self.settings.get("retry_backoff", 1.0))
+                log.warning("agent %s: %s at %s[%d]@%d, retry %d in %.1fs", self.name,
+                            _one_line(exc), record.topic, record.partition, record.offset,
+                            attempt, backoff * attempt)
+                await asyncio.sleep(backoff * attempt)
+                return self._verdict.RETRY
+            policy = "dead_letter" if self.settings.get("dead_letter_explicit") else "log"
+        if policy == "dead_letter":
+            await self.dead_letter(record, exc)
+            return self._verdict.ACK
+        if policy == "crash":
+            log.critical("agent %s: %s at %s[%d]@%d; on_error=crash stops agentd", self.name,
+                         _one_line(exc), record.topic, record.partition, record.offset,
+                         exc_info=exc)
+            self.flush_acks()
+            self._send(wire.encode_error(self.topic_index[record.topic], record.partition,
+                                         record.offset, wire.OUTCOME_CRASH, _one_line(exc)))
+            self._stopping = True
+            self._finish(EXIT_CRASH_POLICY)
+            raise exc
+        log.error("agent %s: error processing %s[%d]@%d", self.name, record.topic,
+                  record.partition, record.offset, exc_info=exc)
+        return self._verdict.ACK
+
+    async def dead_letter(self, record: Any, exc: BaseException) -> None:
+        """Produce ``record`` with error headers to the DLQ; return on its delivery report.
+
+        A failed delivery is retried (the record stays un-acked meanwhile): losing it
+        would break the invariant.
+        """
+        if self._producer is None:
+            from agentlib.kafka import KafkaProducer
+
+            self._producer = KafkaProducer()
+        topic = self.settings.get("dead_letter_topic") or f"{record.topic}.dlq"
+        headers = [*record.headers, *error_headers(self.name, record, exc)]
+        while True:
+            try:
+                await self._producer.send(topic, record.key, record.value, headers=headers)
+                log.error("agent %s: %s[%d]@%d dead-lettered to %s: %s", self.name,
+                          record.topic, record.partition, record.offset, topic,
+                          _one_line(exc))
+                return
+            except Exception as send_exc:
+                log.error("agent %s: dead-letter to %s failed (%s); retrying", self.name,
+                          topic, send_exc)
+                await asyncio.sleep(1.0)
+
+
+def error_headers(agent: str, record: Any, exc: BaseException | str) -> list[tuple[str, bytes]]:
+    """The headers a dead-lettered record carries (also used by the supervisor)."""
+    reason = exc if isinstance(exc, str) else "".join(
+        traceback.format_exception_only(type(exc), exc)).strip()
+    return [("agentd-error", reason.encode(errors="replace")[:4000]),
+            ("agentd-agent", agent.encode()),
+            ("agentd-original-topic", record.topic.encode()),
+            ("agentd-original-partition", str(record.partition).encode()),
+            ("agentd-original-offset", str(record.offset).encode())]
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:500]

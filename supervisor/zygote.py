@@ -1,0 +1,292 @@
+"""The zygote: a fresh interpreter that imports the app once and forks agent instances.
+
+Why exec and then fork: the supervisor holds a librdkafka consumer whose threads would
+not survive ``fork()`` (and whose locks might be held at that instant). The zygote is
+started by ``exec`` (``python -m supervisor.zygote FD``), so it inherits no threads; it
+imports the user's modules once, and every instance is then a ``fork()`` of it that
+shares that imported code copy-on-write and starts in milliseconds.
+
+Both ends live here: :class:`Zygote` is the supervisor's handle, :func:`serve` runs in
+the zygote. They talk over a ``SOCK_SEQPACKET`` socketpair, one JSON object per
+packet; ring fds travel with a fork request as ``SCM_RIGHTS``. Zygote → supervisor:
+``ready`` (the agents), ``failed`` (the app would not import), ``forked`` (pid),
+``exited`` (pid, wait status). Supervisor → zygote: ``fork``.
+
+Every process here dies with its parent (``PR_SET_PDEATHSIG``): the zygote with the
+supervisor, a worker with the zygote. Workers leave with ``os._exit``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["AgentSpec", "Zygote", "ZygoteError", "find_agents", "serve", "set_parent_death_signal"]
+
+log = logging.getLogger("agentd.zygote")
+
+_MAX_PACKET = 1 << 20
+_PR_SET_PDEATHSIG = 1
+
+
+class ZygoteError(RuntimeError):
+    """The zygote could not import the app, or stopped answering."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    """What the supervisor needs to know about one agent of the imported app."""
+
+    name: str
+    topics: tuple[str, ...]
+    concurrency: int
+
+
+def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
+    """Ask the kernel to send ``sig`` to this process when its parent dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+
+
+# --------------------------------------------------------------- supervisor side
+
+
+class Zygote:
+    """The supervisor's handle on one zygote process."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket,
+                 agents: list[AgentSpec], app_ids: list[str]) -> None:
+        self.proc = proc
+        self.sock = sock
+        self.agents = agents
+        self.app_ids = app_ids
+        self._events: deque[dict[str, Any]] = deque()
+        self._next_request = 0
+
+    @classmethod
+    def start(cls, apps: list[str], env: dict[str, str], timeout: float = 60.0) -> Zygote:
+        """Exec a zygote, wait until it imported ``apps``; raise :class:`ZygoteError`
+        with its one-line reason if it could not."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        cmd = [sys.executable, "-m", "supervisor.zygote", str(theirs.fileno()), *apps]
+        proc = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], env=env)
+        theirs.close()
+        ready, _, _ = select.select([ours], [], [], timeout)
+        packet = ours.recv(_MAX_PACKET) if ready else b""
+        message: dict[str, Any] = json.loads(packet) if packet else {
+            "op": "failed", "reason": "the zygote exited before reporting its agents"}
+        if message["op"] != "ready":
+            ours.close()
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait()
+            if message.get("traceback"):
+                log.debug("app import traceback:\n%s", message["traceback"])
+            raise ZygoteError(message.get("reason", "the zygote failed"))
+        agents = [AgentSpec(a["name"], tuple(a["topics"]), int(a["concurrency"]))
+                  for a in message["agents"]]
+        return cls(proc, ours, agents, list(message.get("app_ids") or ["agentd"]))
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def fork(self, agent: str, settings: dict[str, Any], fds: list[int],
+             timeout: float = 30.0) -> int:
+        """Fork one instance of ``agent`` attached to the rings behind ``fds``; its pid.
+
+        Blocks until the zygote answers (a fork takes milliseconds); ``exited``
+        reports that arrive meanwhile are kept for :meth:`take_exits`.
+        """
+        self._next_request += 1
+        request = {"op": "fork", "id": self._next_request, "agent": agent,
+                   "settings": settings}
+        socket.send_fds(self.sock, [json.dumps(request).encode()], fds)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self.sock], [], [], max(0.0, left))
+            if not ready:
+                raise ZygoteError(f"no answer to a fork request after {timeout} s")
+            message = self._receive()
+            if message["op"] == "forked" and message["id"] == self._next_request:
+                return int(message["pid"])
+            if message["op"] == "fork_failed":
+                raise ZygoteError(message["reason"])
+            self._events.append(message)
+
+    def take_exits(self) -> list[tuple[int, int]]:
+        """``(pid, wait status)`` of every instance the zygote reaped since last asked
+        (non-blocking; call when :meth:`fileno` is readable or at any time)."""
+        while True:
+            ready, _, _ = select.select([self.sock], [], [], 0)
+            if not ready:
+                break
+            self._events.append(self._receive())
+        exits = [(int(m["pid"]), int(m["status"])) for m in self._events
+                 if m["op"] == "exited"]
+        self._events.clear()
+        return exits
+
+    def _receive(self) -> dict[str, Any]:
+        packet = self.sock.recv(_MAX_PACKET)
+        if not packet:
+            raise ZygoteError("the zygote exited")
+        message: dict[str, Any] = json.loads(packet)
+        return message
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close the socket (the zygote exits on EOF; its children get SIGKILL with it)."""
+        self.sock.close()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# ------------------------------------------------------------------ zygote side
+
+
+def load_app(spec: str) -> Any:
+    """``"module:attr"`` → that object; ``"module"`` → the one agentlib App in it."""
+    app_type = importlib.import_module("agentlib").App
+    module_name, _, attr = spec.partition(":")
+    module = importlib.import_module(module_name)
+    if attr:
+        obj = module
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        return obj
+    apps = [value for value in vars(module).values() if isinstance(value, app_type)]
+    if len(apps) != 1:
+        raise LookupError(f"module {module_name!r} defines {len(apps)} agentlib Apps; "
+                          f"name one as '{module_name}:ATTR'")
+    return apps[0]
+
+
+def find_agents(apps: list[Any]) -> dict[str, Any]:
+    """Every agent of ``apps`` by its full name (``module.function``)."""
+    agents: dict[str, Any] = {}
+    for app in apps:
+        for name, agent in dict(app.agents).items():
+            agents[str(name)] = agent
+    return agents
+
+
+def _describe(agents: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"name": name, "topics": list(agent.topic_names()),
+             "concurrency": int(getattr(agent, "concurrency", 1) or 1)}
+            for name, agent in agents.items()]
+
+
+def _app_id(app: Any) -> str:
+    """Faust keeps the id as ``app.conf.id``; accept a plain ``app.id`` as well."""
+    conf = getattr(app, "conf", None)
+    return str(getattr(conf, "id", None) or getattr(app, "id", None) or "agentd")
+
+
+def serve(fd: int, specs: list[str]) -> int:
+    """The zygote's main: import, report, then fork on request until the socket closes."""
+    set_parent_death_signal()
+    sock = socket.socket(fileno=fd)
+    try:
+        apps = [load_app(spec) for spec in specs]
+        agents = find_agents(apps)
+    except BaseException as exc:  # any import-time failure is the user's to read
+        reason = f"cannot import app {' '.join(specs)}: {type(exc).__name__}: {exc}"
+        sock.send(json.dumps({"op": "failed", "reason": reason,
+                              "traceback": traceback.format_exc()}).encode())
+        return 1
+    sock.send(json.dumps({"op": "ready", "agents": _describe(agents),
+                          "app_ids": [_app_id(app) for app in apps]}).encode())
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    while True:
+        ready, _, _ = select.select([sock.fileno(), wake_r], [], [])
+        if wake_r in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake_r, 4096)
+            _report_exits(sock)
+        if sock.fileno() in ready:
+            packet, fds, _, _ = socket.recv_fds(sock, _MAX_PACKET, 64)
+            if not packet:
+                return 0
+            request = json.loads(packet)
+            try:
+                pid = _fork_instance(sock, (wake_r, wake_w), agents[request["agent"]],
+                                     request["settings"], fds)
+            except Exception as exc:
+                sock.send(json.dumps({"op": "fork_failed", "id": request["id"],
+                                      "reason": f"{type(exc).__name__}: {exc}"}).encode())
+            else:
+                sock.send(json.dumps({"op": "forked", "id": request["id"],
+                                      "pid": pid}).encode())
+            finally:
+                for received in fds:
+                    os.close(received)
+
+
+def _report_exits(sock: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        sock.send(json.dumps({"op": "exited", "pid": pid, "status": status}).encode())
+
+
+def _fork_instance(sock: socket.socket, wake: tuple[int, int], agent: Any,
+                   settings: dict[str, Any], fds: list[int]) -> int:
+    zygote_pid = os.getpid()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 70
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        set_parent_death_signal()
+        if os.getppid() != zygote_pid:  # the zygote died before prctl took effect
+            os._exit(code)
+        sock.close()
+        for end in wake:
+            os.close(end)
+        from supervisor import worker
+
+        code = worker.run(agent, fds, settings)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _main(argv: list[str]) -> int:
+    logging.basicConfig(level=os.environ.get("AGENTD_LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    return serve(int(argv[1]), argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv))
