@@ -107,14 +107,19 @@ class Ring:
     """
 
     def __init__(self, memfd: int, data_bell: Doorbell, space_bell: Doorbell) -> None:
-        """Map ``memfd`` and adopt the three fds (closed by :meth:`close`)."""
+        """Map ``memfd`` and adopt the three fds (on success only; closed by close()).
+
+        The mmap object keeps a private duplicate of ``memfd`` (released when the map is
+        closed), so a ring holds four fds, five with a peer watch.
+        """
         self._memfd = memfd
         self._data_bell = data_bell
         self._space_bell = space_bell
         self._peer: PeerWatch | None = None
         size = os.fstat(memfd).st_size
-        self._map = mmap.mmap(memfd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        self._whole = memoryview(self._map)
+        mapping = mmap.mmap(memfd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self._map: mmap.mmap | None = mapping
+        self._whole = memoryview(mapping)
         self._ctl = self._whole[:HEADER_BYTES].cast("Q")
         self._data = self._whole[HEADER_BYTES:]
         self._words = self._data.cast("Q")
@@ -190,8 +195,8 @@ class Ring:
     def close(self) -> None:
         """Unmap and close every fd this object owns; idempotent.
 
-        Views from :meth:`read_many` must be dropped first; if some are still alive the
-        fds are closed anyway and the mapping goes away with the last view.
+        Views from :meth:`read_many` should be dropped first; if some are still alive,
+        the mapping (and the mmap object's private fd) go away with the last view.
         """
         self._release_mapping()
         for bell in (self._data_bell, self._space_bell):
@@ -206,9 +211,12 @@ class Ring:
     def _release_mapping(self) -> None:
         for view in (self._words, self._data, self._ctl, self._whole):
             view.release()
-        # BufferError: a caller still holds a view; munmap happens when it is collected.
-        with contextlib.suppress(BufferError):
-            self._map.close()
+        # BufferError: a caller still holds a view; munmap happens when it is collected,
+        # so drop our reference to let that happen.
+        if self._map is not None:
+            with contextlib.suppress(BufferError):
+                self._map.close()
+            self._map = None
 
     def __enter__(self) -> Ring:
         return self
