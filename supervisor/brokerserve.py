@@ -12,7 +12,13 @@ import sys
 import time
 from collections.abc import Callable
 
-from supervisor.devbroker import DevBroker, DevBrokerError, UsageProblem, kafka_version
+from supervisor.devbroker import (
+    DevBroker,
+    DevBrokerError,
+    UsageProblem,
+    create_topics,
+    kafka_version,
+)
 
 __all__ = ["serve_embedded", "serve_kafka", "serve_until_signalled"]
 
@@ -60,27 +66,13 @@ def serve_kafka(topics: dict[str, int], *, partitions: int, port: int | None,
     def start() -> str:
         bootstrap = broker.start()
         if topics:
-            _create_topics(bootstrap, {name: n or partitions for name, n in topics.items()})
+            create_topics(bootstrap, {name: n or partitions for name, n in topics.items()})
         print(f"agentd dev-broker: Apache Kafka {kafka_version()} ready, warnings go to "
               f"{broker.log_path}; Ctrl-C stops it", file=sys.stderr, flush=True)
         return bootstrap
 
     serve_until_signalled(start, broker.stop,
                           lambda: broker.process is not None and broker.process.poll() is None)
-
-
-def _create_topics(bootstrap: str, topics: dict[str, int]) -> None:
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(name, n, 1) for name, n in topics.items()])
-    for name, future in futures.items():
-        try:
-            future.result(60)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # kept --data-dir
-                raise DevBrokerError(f"cannot create topic {name!r}: {exc.args[0].str()}") from None
 
 
 def serve_embedded(topics: dict[str, int], *, partitions: int | None, port: int | None,

@@ -32,9 +32,13 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-__all__ = ["DevBroker", "DevBrokerError", "ToolMissing", "UsageProblem", "ensure_jars",
-           "kafka_version"]
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer
+
+__all__ = ["DevBroker", "DevBrokerError", "ToolMissing", "UsageProblem", "create_topics",
+           "ensure_jars", "kafka_version"]
 
 _POM_NS = "{http://maven.apache.org/POM/4.0.0}"
 _COMPLETE_MARK = ".complete"
@@ -318,3 +322,51 @@ class DevBroker:
                  tb: TracebackType | None) -> None:
         self.stop()
 
+
+
+def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 60.0) -> None:
+    """Create ``{name: partitions}`` (replication 1); return once every partition serves.
+
+    CreateTopics answers when the controller has recorded the topic; the broker starts
+    serving its partitions a moment later, and a ListOffsets sent in that gap fails.
+    Waiting here lets callers query offsets at once. A topic that already exists (a
+    kept ``--data-dir``) is not an error.
+    """
+    from confluent_kafka import Consumer, KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([NewTopic(name, n, 1) for name, n in topics.items()],
+                                  operation_timeout=timeout)
+    for name, future in futures.items():
+        try:
+            future.result(timeout)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise DevBrokerError(f"cannot create topic {name!r}: {exc.args[0].str()}") from None
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "agentd-topic-probe",
+                      "enable.auto.commit": False})
+    try:
+        deadline = time.monotonic() + timeout
+        for name in topics:
+            _wait_until_served(probe, name, deadline)
+    finally:
+        probe.close()
+
+
+def _wait_until_served(probe: Consumer, topic: str, deadline: float) -> None:
+    from confluent_kafka import KafkaException, TopicPartition
+
+    while True:
+        try:
+            meta = probe.list_topics(topic, timeout=5).topics[topic]
+            if meta.error is None and meta.partitions:
+                for partition in meta.partitions:
+                    probe.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
+                return
+            problem = str(meta.error or "no partitions yet")
+        except KafkaException as exc:
+            problem = str(exc)
+        if time.monotonic() > deadline:
+            raise DevBrokerError(f"topic {topic!r} was created but is not served: {problem}")
+        time.sleep(0.05)

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+
+from supervisor.devbroker import create_topics
 
 _AGENTD = Path(__file__).resolve().parent.parent / "bin" / "agentd"
 
@@ -47,10 +48,9 @@ def unique_name(prefix: str = "t") -> str:
 
 
 def create_topic(bootstrap: str, name: str, partitions: int = 8, timeout: float = 30.0) -> str:
-    """Create ``name`` with ``partitions`` partitions (replication 1) and wait until it exists."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(name, partitions, 1)], operation_timeout=timeout)
-    futures[name].result(timeout)
+    """Create ``name`` with ``partitions`` partitions (replication 1); return it once every
+    partition answers offset queries, so the caller can use it at once."""
+    create_topics(bootstrap, {name: partitions}, timeout)
     return name
 
 
