@@ -371,25 +371,24 @@ class Supervisor:
 
     def handle_instance_death(self, inst: Instance, status: int | None) -> None:
         self.read_instances()  # acks written just before the death still count
-        probe = inst.probe if inst.probe_written else None
+        suspect = inst.lone_suspect()
         how = f"exit status {os.waitstatus_to_exitcode(status)}" if status is not None \
             else "exited"
         inst.died()
         if not self.running or self.draining_until is not None:
             inst.restart_at = None
             return
-        log.warning("%s (pid gone) %s; restart %d, re-dispatching %d records", inst.label,
+        log.warning("%s died (%s); restart %d, re-dispatching %d records", inst.label,
                     how, inst.restarts, len(inst.pending))
-        if probe is not None and probe in inst.unacked:
-            crashes = inst.crash_counts[probe] = inst.crash_counts.get(probe, 0) + 1
+        if suspect is not None:
+            crashes = inst.crash_counts[suspect] = inst.crash_counts.get(suspect, 0) + 1
             if crashes >= inst.agent.config.poison_after:
-                encoded = inst.unacked.pop(probe)
-                inst.crash_counts.pop(probe, None)
-                self.fail_record(inst.agent, self.topics[probe[0]], encoded,
-                                 f"poison message: its instance crashed {crashes} times "
+                encoded = inst.unacked.pop(suspect)
+                inst.crash_counts.pop(suspect, None)
+                inst.recover_left -= 1
+                self.fail_record(inst.agent, self.topics[suspect[0]], encoded,
+                                 f"poison message: its instance died {crashes} times "
                                  f"processing it alone")
-                inst.pending.popleft()
-                inst.probe = inst.pending[0] if inst.pending else None
 
     # ================================================================= failures
 

@@ -10,9 +10,14 @@ process, and two collections the at-least-once promise rests on:
   was full, the process is restarting, or a poison probe is out). While ``pending`` is
   not empty the instance is *blocked*: the partitions of those records are paused.
 
-Poison probe: after a crash the oldest unacked record is written **alone**; the rest
-wait until it is acked. Only a crash during such a probe counts against the record, so
-a record that merely shared a ring with the real culprit is never blamed.
+Recovery after a crash: what the instance held is re-dispatched in growing windows,
+1 record, then 2, 4, 8, ... each written only when the previous window is fully acked,
+until the records held at the crash are all through; then normal streaming resumes.
+A crash while exactly one record of the window is unacked counts against that record
+(``poison_after`` such crashes make it poison). A record that merely shared the ring
+with the real culprit is never blamed, and a culprit among n records is isolated
+within about log2(n) crashes even when the records ahead of it were processed but
+not yet acked (their sinks' deliveries still pending) when it killed the worker.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from supervisor.ring import RecordTooLarge, Ring
+from supervisor.ring import Ring
 
 __all__ = ["AgentRuntime", "Instance", "Key", "power_of_two"]
 
@@ -69,8 +74,9 @@ class Instance:
         self.unacked: dict[Key, bytes] = {}
         self.pending: deque[Key] = deque()
         self.paused: set[tuple[int, int]] = set()
-        self.probe: Key | None = None
-        self.probe_written = False
+        self.window = 0                  # recovery window size; 0: streaming normally
+        self.window_keys: set[Key] = set()
+        self.recover_left = 0            # records held at the crash not yet windowed
         self.crash_counts: dict[Key, int] = {}
         self.crashes_in_row = 0
         self.restarts = 0
@@ -112,6 +118,14 @@ class Instance:
         readable, _, _ = select.select([self.pidfd], [], [], 0)
         return bool(readable)
 
+    def lone_suspect(self) -> Key | None:
+        """During recovery: the one record of the window still unacked, if exactly one."""
+        if self.window and len(self.window_keys) == 1:
+            (key,) = self.window_keys
+            if key in self.unacked:
+                return key
+        return None
+
     def died(self) -> None:
         """The process is gone: drop rings and pidfd, arm the restart with backoff.
 
@@ -129,10 +143,11 @@ class Instance:
         self.restarts += 1
         backoff = min(MAX_BACKOFF, 0.1 * 2 ** (self.crashes_in_row - 1))
         self.restart_at = time.monotonic() + backoff
-        # Everything it held goes back in line, oldest first; the oldest goes alone.
+        # Everything it held goes back in line, oldest first, in recovery windows.
         self.pending = deque(self.unacked)
-        self.probe = self.pending[0] if self.pending else None
-        self.probe_written = False
+        self.window_keys = set()
+        self.window = 1 if self.pending else 0
+        self.recover_left = len(self.pending)
 
     def kill(self) -> None:
         if self.pid is not None:
@@ -163,22 +178,14 @@ class Instance:
         return newly
 
     def pump(self) -> bool:
-        """Move pending records into the ring; True when any moved (or a probe ended)."""
+        """Move pending records into the ring; True when any moved."""
         if not self.pending or self.inbound is None or self.stopping:
             return False
         unacked, pending = self.unacked, self.pending
-        if self.probe is not None:
-            if self.probe in unacked:
-                if self.probe_written:
-                    return False
-                if pending[0] == self.probe and self._write_one(unacked[self.probe]):
-                    pending.popleft()
-                    self.probe_written = True
-                    return True
-                return False
-            self.probe = None  # acked, or taken out as poison
         while pending and pending[0] not in unacked:
             pending.popleft()  # forgotten (partition revoked) or poisoned meanwhile
+        if self.window:
+            return self._pump_window()
         moved = False
         while pending:
             keys = [pending[i] for i in range(min(WRITE_CHUNK, len(pending)))]
@@ -191,12 +198,30 @@ class Instance:
                 break
         return moved
 
-    def _write_one(self, record: bytes) -> bool:
+    def _pump_window(self) -> bool:
+        """Recovery: write the next window once the previous one is fully acked."""
         assert self.inbound is not None
-        try:
-            return self.inbound.try_write(record)
-        except RecordTooLarge:
-            return False
+        if self.window_keys:
+            self.window_keys = {key for key in self.window_keys if key in self.unacked}
+            if self.window_keys:
+                return False
+        if self.recover_left <= 0:
+            self.window = 0        # through the records held at the crash
+            return self.pump()
+        unacked, pending = self.unacked, self.pending
+        keys: list[Key] = []
+        while pending and len(keys) < self.window:
+            key = pending.popleft()
+            if key in unacked:
+                keys.append(key)
+        records = [unacked[key] for key in keys]
+        written = self.inbound.write_many(records) if records else 0
+        for key in reversed(keys[written:]):
+            pending.appendleft(key)
+        self.window_keys = set(keys[:written])
+        self.recover_left -= self.window
+        self.window *= 2
+        return written > 0
 
     def release_paused(self) -> list[tuple[int, int]]:
         """When nothing is pending any more: the partitions this instance may resume."""
