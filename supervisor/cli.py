@@ -45,7 +45,7 @@ def _topic_spec(ctx: click.Context, param: click.Parameter,
     return topics
 
 
-@main.command("dev-broker")
+@main.command("dev-broker", short_help="Run a local Kafka (real, or --embedded) for development.")
 @click.option("--partitions", type=click.IntRange(min=1), default=None,
               help="Partitions of auto-created topics (default 8; the embedded broker: 4, fixed).")
 @click.option("--topic", "topics", multiple=True, callback=_topic_spec, metavar="NAME[:N]",
