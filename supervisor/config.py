@@ -11,7 +11,6 @@ The full reference, with defaults, is ``docs/config.md``; keep the two in step.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import re
 import tempfile
@@ -22,15 +21,16 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from supervisor.units import _kind, parse_duration, parse_size
+from supervisor import configvalues as v
+from supervisor.configvalues import (
+    EMBEDDED,
+    ERROR_POLICIES,
+    ORDERINGS,
+    did_you_mean,
+)
+from supervisor.units import kind
 
-ORDERINGS = ("partition", "key", "none")
-ERROR_POLICIES = ("log", "dead_letter", "retry", "crash")
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-EMBEDDED = "embedded"
 DEFAULT_RING_SIZE = 4 * 1024 * 1024
-MIN_RING_SIZE = 64 * 1024
-MAX_RING_SIZE = 1024**3
 MAX_INSTANCES = 1024
 # librdkafka settings agentd owns: letting a user set them would break the invariant
 # (auto commit) or contradict a top-level key.
@@ -41,9 +41,6 @@ RESERVED_KAFKA_KEYS = {
     "bootstrap.servers": "use the top-level broker key",
     "metadata.broker.list": "use the top-level broker key",
 }
-_APP_SPEC = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)?")
-_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
-_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})")
 
 T = TypeVar("T")
 
@@ -141,19 +138,19 @@ def loads(text: str, source: str = "<string>") -> Config:
 def from_mapping(data: Mapping[str, Any], source: str = "<string>") -> Config:
     """Validate already-parsed TOML (a dict of tables) into a ``Config``."""
     table = _Table(data, "")
-    app = table.take("app", _app_list, required=True)
+    app = table.take("app", v.app_list, required=True)
     stem = Path(source).stem if source != "<string>" else "agentd"
     config = Config(
         app=app,
-        broker=table.take("broker", _broker, EMBEDDED),
-        group_id=table.take("group_id", _nonempty_str, None),
-        commit_interval=table.take("commit_interval", _positive_duration, 1.0),
-        shutdown_timeout=table.take("shutdown_timeout", _positive_duration, 30.0),
-        state_dir=table.take("state_dir", _path, None) or default_state_dir(stem),
-        log_level=table.take("log_level", _log_level, "INFO"),
-        kafka=MappingProxyType(table.take("kafka", _kafka_table, {})),
-        metrics=table.take("metrics", _metrics_table, MetricsConfig()),
-        agents=MappingProxyType(table.take("agents", _agents_table, {})),
+        broker=table.take("broker", v.broker, EMBEDDED),
+        group_id=table.take("group_id", v.nonempty_string, None),
+        commit_interval=table.take("commit_interval", v.positive_duration, 1.0),
+        shutdown_timeout=table.take("shutdown_timeout", v.positive_duration, 30.0),
+        state_dir=table.take("state_dir", v.absolute_path, None) or default_state_dir(stem),
+        log_level=table.take("log_level", v.log_level, "INFO"),
+        kafka=MappingProxyType(table.take_table("kafka", _kafka_table, {})),
+        metrics=table.take_table("metrics", _metrics_table, MetricsConfig()),
+        agents=MappingProxyType(table.take_table("agents", _agents_table, {})),
         source=source,
     )
     table.reject_unknown()
@@ -181,7 +178,7 @@ def validate_agent_names(config: Config, known_names: Iterable[str]) -> Config:
         elif name in by_short:
             raise ConfigError(key, f"ambiguous agent name; use one of {sorted(by_short[name])}")
         else:
-            hint = _did_you_mean(name, [*known, *by_short])
+            hint = did_you_mean(name, [*known, *by_short])
             raise ConfigError(key, "no such agent in the app" + hint)
         if full in resolved:
             raise ConfigError(key, f"agent {full!r} is configured twice")
@@ -217,7 +214,7 @@ class _Table:
 
     def __init__(self, data: object, path: str) -> None:
         if not isinstance(data, Mapping):
-            raise ConfigError(path or "config", f"must be a table, not {_kind(data)}")
+            raise ConfigError(path or "config", f"must be a table, not {kind(data)}")
         self.data = dict(data)
         self.path = path
         self.known: list[str] = []
@@ -226,8 +223,14 @@ class _Table:
         part = _key_part(name)
         return f"{self.path}.{part}" if self.path else part
 
-    def take(self, name: str, parse: Callable[[Any, str], T], default: Any = None,
+    def take(self, name: str, parse: Callable[[Any], T], default: Any = None,
              required: bool = False) -> T:
+        """Pop ``name`` parsed by ``parse`` (ValueError -> ConfigError at this key)."""
+        return self.take_table(name, lambda value, key: parse(value), default, required)
+
+    def take_table(self, name: str, parse: Callable[[Any, str], T], default: Any = None,
+                   required: bool = False) -> T:
+        """Like ``take`` for a value that is itself a table: ``parse`` gets its key path."""
         self.known.append(name)
         if name not in self.data:
             if required:
@@ -241,12 +244,7 @@ class _Table:
 
     def reject_unknown(self) -> None:
         for name in self.data:
-            raise ConfigError(self.key(name), "unknown key" + _did_you_mean(name, self.known))
-
-
-def _did_you_mean(name: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(self.key(name), "unknown key" + did_you_mean(name, self.known))
 
 
 def _key_part(name: str) -> str:
@@ -278,117 +276,13 @@ def _key_at_error(text: str, exc: tomllib.TOMLDecodeError) -> str:
     return found.group(1) if found else f"line {lineno}"
 
 
-# ---- value parsers: (value, key) -> parsed; raise ValueError(reason) ----
-
-def _str(value: Any, key: str) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"must be a string, not {_kind(value)}")
-    return value
-
-
-def _nonempty_str(value: Any, key: str) -> str:
-    if not _str(value, key).strip():
-        raise ValueError("must not be empty")
-    return str(value)
-
-
-def _int(value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"must be an integer, not {_kind(value)}")
-    if not low <= value <= high:
-        raise ValueError(f"must be between {low} and {high}, not {value}")
-    return value
-
-
-def _app_list(value: Any, key: str) -> tuple[str, ...]:
-    specs = value if isinstance(value, list) else [value]
-    if not specs:
-        raise ValueError("must name at least one module")
-    for spec in specs:
-        if not isinstance(spec, str) or not _APP_SPEC.fullmatch(spec):
-            raise ValueError(f"{spec!r} is not \"module\" or \"module:attribute\"")
-    return tuple(specs)
-
-
-def _broker(value: Any, key: str) -> str:
-    text = _str(value, key).strip()
-    if text == EMBEDDED:
-        return text
-    hosts = text.removeprefix("kafka://")
-    if "://" in hosts:
-        raise ValueError(f"{text!r}: only kafka:// URLs or \"embedded\" are supported")
-    for hostport in hosts.split(","):
-        match = _HOST_PORT.fullmatch(hostport.strip())
-        if not match or not 0 < int(match.group(2)) < 65536:
-            raise ValueError(f"{text!r} is not \"embedded\" or kafka://host:port[,host:port]")
-    return "kafka://" + ",".join(h.strip() for h in hosts.split(","))
-
-
-def _positive_duration(value: Any, key: str) -> float:
-    seconds = parse_duration(value)
-    if seconds <= 0:
-        raise ValueError("must be greater than zero")
-    return seconds
-
-
-def _duration(value: Any, key: str) -> float:
-    return parse_duration(value)
-
-
-def _positive_size(value: Any, key: str) -> int:
-    nbytes = parse_size(value)
-    if nbytes <= 0:
-        raise ValueError("must be greater than zero")
-    return nbytes
-
-
-def _ring_size(value: Any, key: str) -> int:
-    nbytes = parse_size(value)
-    if not MIN_RING_SIZE <= nbytes <= MAX_RING_SIZE:
-        raise ValueError(f"must be between 64KiB and 1GiB, not {nbytes} bytes")
-    return nbytes
-
-
-def _path(value: Any, key: str) -> Path:
-    text = _nonempty_str(value, key)
-    path = Path(os.path.expanduser(text))
-    if not path.is_absolute():
-        raise ValueError(f"{text!r} must be an absolute path")
-    return path
-
-
-def _log_level(value: Any, key: str) -> str:
-    level = _str(value, key).upper()
-    if level not in LOG_LEVELS:
-        raise ValueError(f"{value!r} is not one of {', '.join(LOG_LEVELS)}"
-                         + _did_you_mean(level, LOG_LEVELS))
-    return level
-
-
-def _choice(choices: tuple[str, ...]) -> Callable[[Any, str], str]:
-    def parse(value: Any, key: str) -> str:
-        text = _str(value, key)
-        if text not in choices:
-            raise ValueError(f"{text!r} is not one of {', '.join(choices)}"
-                             + _did_you_mean(text, choices))
-        return text
-    return parse
-
-
-def _topic(value: Any, key: str) -> str:
-    text = _str(value, key)
-    if not _TOPIC_NAME.fullmatch(text) or text in (".", ".."):
-        raise ValueError(f"{text!r} is not a valid Kafka topic name")
-    return text
-
-
 def _kafka_table(value: Any, key: str) -> dict[str, str | int | bool]:
     """librdkafka properties; unquoted dotted keys (``fetch.min.bytes = 1``) are joined."""
     flat: dict[str, str | int | bool] = {}
 
     def walk(table: Any, prefix: str) -> None:
         if not isinstance(table, Mapping):
-            raise ValueError(f"must be a table, not {_kind(table)}")
+            raise ValueError(f"must be a table, not {kind(table)}")
         for name, item in table.items():
             full = f"{prefix}.{name}" if prefix else name
             if isinstance(item, Mapping):
@@ -398,7 +292,7 @@ def _kafka_table(value: Any, key: str) -> dict[str, str | int | bool]:
             if full in RESERVED_KAFKA_KEYS:
                 raise ConfigError(where, f"is set by agentd: {RESERVED_KAFKA_KEYS[full]}")
             if isinstance(item, float) or not isinstance(item, (str, int, bool)):
-                raise ConfigError(where, f"must be a string, integer or boolean, not {_kind(item)}")
+                raise ConfigError(where, f"must be a string, integer or boolean, not {kind(item)}")
             if full in flat:
                 raise ConfigError(where, "is given twice")
             flat[full] = item
@@ -410,8 +304,8 @@ def _kafka_table(value: Any, key: str) -> dict[str, str | int | bool]:
 def _metrics_table(value: Any, key: str) -> MetricsConfig:
     table = _Table(value, key)
     metrics = MetricsConfig(
-        port=table.take("port", lambda v, k: _int(v, 1, 65535), None),
-        host=table.take("host", _nonempty_str, "127.0.0.1"),
+        port=table.take("port", lambda x: v.integer(x, 1, 65535), None),
+        host=table.take("host", v.nonempty_string, "127.0.0.1"),
     )
     table.reject_unknown()
     return metrics
@@ -431,17 +325,17 @@ def _agent_table(name: str, value: Any, key: str) -> AgentConfig:
     table = _Table(value, key)
     agent = AgentConfig(
         name=name,
-        instances=table.take("instances", lambda v, k: _int(v, 1, MAX_INSTANCES), None),
-        ordering=table.take("ordering", _choice(ORDERINGS), "partition"),
-        on_error=table.take("on_error", _choice(ERROR_POLICIES), "log"),
-        dead_letter_topic=table.take("dead_letter_topic", _topic, None),
-        max_retries=table.take("max_retries", lambda v, k: _int(v, 0, 1_000_000), 3),
-        retry_backoff=table.take("retry_backoff", _duration, 1.0),
-        poison_after=table.take("poison_after", lambda v, k: _int(v, 1, 1000), 3),
-        ring_size=table.take("ring_size", _ring_size, DEFAULT_RING_SIZE),
-        max_rss=table.take("max_rss", _positive_size, None),
-        max_age=table.take("max_age", _positive_duration, None),
-        heartbeat_timeout=table.take("heartbeat_timeout", _positive_duration, 30.0),
+        instances=table.take("instances", lambda x: v.integer(x, 1, MAX_INSTANCES), None),
+        ordering=table.take("ordering", v.choice(ORDERINGS), "partition"),
+        on_error=table.take("on_error", v.choice(ERROR_POLICIES), "log"),
+        dead_letter_topic=table.take("dead_letter_topic", v.topic_name, None),
+        max_retries=table.take("max_retries", lambda x: v.integer(x, 0, 1_000_000), 3),
+        retry_backoff=table.take("retry_backoff", v.duration, 1.0),
+        poison_after=table.take("poison_after", lambda x: v.integer(x, 1, 1000), 3),
+        ring_size=table.take("ring_size", v.ring_size, DEFAULT_RING_SIZE),
+        max_rss=table.take("max_rss", v.positive_size, None),
+        max_age=table.take("max_age", v.positive_duration, None),
+        heartbeat_timeout=table.take("heartbeat_timeout", v.positive_duration, 30.0),
     )
     table.reject_unknown()
     return agent

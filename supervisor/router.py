@@ -20,7 +20,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Sequence
 
-from supervisor.config import ORDERINGS
+from supervisor.configvalues import ORDERINGS
 
 TopicPartition = tuple[str, int]
 

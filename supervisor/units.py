@@ -27,7 +27,7 @@ def parse_size(value: object) -> int:
     counts are refused because a ring or a memory limit cannot be either.
     """
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ValueError(f"must be a size such as 4194304 or \"4MiB\", not {_kind(value)}")
+        raise ValueError(f"must be a size such as 4194304 or \"4MiB\", not {kind(value)}")
     if isinstance(value, int):
         if value < 0:
             raise ValueError("must not be negative")
@@ -48,7 +48,7 @@ def parse_size(value: object) -> int:
 def parse_duration(value: object) -> float:
     """Seconds from a number or a string such as ``"30s"``, ``"500ms"``, ``"2m"``, ``"1h"``."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"must be a duration such as 30 or \"30s\", not {_kind(value)}")
+        raise ValueError(f"must be a duration such as 30 or \"30s\", not {kind(value)}")
     if isinstance(value, str):
         match = _NUMBER_UNIT.fullmatch(value)
         unit = match.group(2).lower() if match else ""
@@ -71,7 +71,7 @@ def format_size(nbytes: int) -> str:
     return f"{nbytes}B"
 
 
-def _kind(value: object) -> str:
+def kind(value: object) -> str:
     """A TOML-flavoured name for a value's type, for error messages."""
     names = {bool: "a boolean", int: "an integer", float: "a float", str: "a string",
              list: "an array", dict: "a table"}
