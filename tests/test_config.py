@@ -204,3 +204,19 @@ def test_loader_raises_only_config_error_on_any_text(text):
         loads(text)
     except ConfigError as exc:
         assert exc.key
+
+
+@pytest.mark.parametrize("text,key,reason", BAD, ids=[f"{i:02d}-{b[1]}" for i, b in enumerate(BAD)])
+def test_agentd_start_with_bad_config_exits_2_with_one_line_naming_the_key(
+        tmp_path, text, key, reason):
+    from click.testing import CliRunner
+
+    from supervisor.cli import main
+
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    result = CliRunner().invoke(main, ["start", str(path)])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output
+    assert "config error" in lines[0] and f"{key}: " in lines[0]
