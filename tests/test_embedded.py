@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -97,3 +98,13 @@ def test_embedded_rejects_options_it_cannot_honour() -> None:
     assert done.returncode == 2
     assert "--topic NAME:N" in done.stderr
     assert done.stdout == ""
+
+
+def test_embedded_command_exits_0_on_sigterm_and_stops_serving() -> None:
+    proc, bootstrap = kafkatools.spawn_dev_broker("--embedded")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    host, port = bootstrap.split(":")
+    with socket.socket() as sock:
+        assert sock.connect_ex((host, int(port))) != 0  # nothing listens any more
