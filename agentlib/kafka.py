@@ -22,6 +22,7 @@ report* of every message an agent produces, and client scripts need the same for
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
 import contextlib
 import logging
@@ -61,6 +62,9 @@ PRODUCER_CONFIG: Mapping[str, Any] = {
     # Retries without duplicates or reordering: a sink's message is delivered once.
     "enable.idempotence": True,
 }
+
+#: How long interpreter exit waits for queued messages (``close`` runs from atexit).
+_EXIT_FLUSH_TIMEOUT = 10.0
 
 Headers = Sequence[tuple[str, bytes | str | None]] | Mapping[str, bytes | str | None]
 
@@ -142,6 +146,7 @@ class KafkaProducer:
         self._poller: threading.Thread | None = None
         self._stop_polling = threading.Event()
         self._reports: collections.deque[_Report] = collections.deque()
+        self._exit_hook = False
 
     @property
     def bootstrap(self) -> str:
@@ -167,6 +172,10 @@ class KafkaProducer:
                 target=self._poll_until_stopped, args=(self._handle, self._stop_polling),
                 name="agentlib-producer-poll", daemon=True)
             self._poller.start()
+            if not self._exit_hook:
+                # A client script that ends right after send_soon() still delivers.
+                atexit.register(self.close, _EXIT_FLUSH_TIMEOUT)
+                self._exit_hook = True
         return self._handle
 
     def send_soon(self, topic: str, key: bytes | None, value: bytes | None,

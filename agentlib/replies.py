@@ -39,6 +39,7 @@ Choices, and why:
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import functools
 import json
@@ -95,6 +96,7 @@ class ReplyConsumer:
         self._fixed_topic = topic
         self._decode_value = decode_value or _identity
         self._create_timeout = create_timeout
+        self._exit_hook = False
         self._reset_for_this_process()
 
     def _reset_for_this_process(self) -> None:
@@ -178,17 +180,18 @@ class ReplyConsumer:
             if self._thread is not None:
                 return
             bootstrap = kafka.bootstrap_servers(self._broker)
-            created = self._create_topic(bootstrap)
+            created, by_admin = self._create_topic(bootstrap)
+            partitions = self._wait_for_partitions(bootstrap, auto_create=not by_admin)
+            # This consumer never auto-creates: its metadata refreshes could otherwise
+            # bring the topic back after close() deleted it.
             consumer = Consumer({
                 "bootstrap.servers": bootstrap,
                 "group.id": self._topic,          # required by the client; never joined
                 "enable.auto.commit": False,
                 "enable.partition.eof": False,
-                "allow.auto.create.topics": True,  # the mock-cluster fallback
                 "error_cb": _log_client_error,
             })
             try:
-                partitions = self._wait_for_partitions(consumer)
                 if created:
                     starts = dict.fromkeys(partitions, OFFSET_BEGINNING)
                 else:
@@ -206,9 +209,13 @@ class ReplyConsumer:
                 target=self._consume_until_stopped, args=(consumer, self._stop_event),
                 name="agentlib-replies", daemon=True)
             self._thread.start()
+            if not self._exit_hook:
+                # Scripts rarely stop what they did not start: clean up at exit.
+                atexit.register(self.close, 5.0)
+                self._exit_hook = True
 
-    def _create_topic(self, bootstrap: str) -> bool:
-        """Create the topic; True if it is new (ours), False if it already existed."""
+    def _create_topic(self, bootstrap: str) -> tuple[bool, bool]:
+        """Create the topic: (is it new, i.e. ours; did create_topics make or find it)."""
         admin = AdminClient({"bootstrap.servers": bootstrap})
         spec = NewTopic(self._topic, num_partitions=1, replication_factor=-1,
                         config={"cleanup.policy": "delete",
@@ -223,22 +230,32 @@ class ReplyConsumer:
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
             if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
-                return self._fixed_topic is None   # a fresh uuid name: someone raced us
+                # A fresh uuid name can only have been auto-created by a racing reply.
+                return self._fixed_topic is None, True
             log.info("create_topics(%s) failed (%s); relying on auto-creation",
                      self._topic, exc)
-        return True
+        else:
+            return True, True
+        return True, False
 
-    def _wait_for_partitions(self, consumer: Consumer) -> list[int]:
-        """The topic's partitions, asking (with auto-creation) until it has some."""
-        deadline = time.monotonic() + self._create_timeout + 10.0
-        last_error: Any = None
-        while time.monotonic() < deadline:
-            meta = consumer.list_topics(self._topic, timeout=self._create_timeout)
-            topic_meta = meta.topics.get(self._topic)
-            if topic_meta is not None and topic_meta.error is None and topic_meta.partitions:
-                return sorted(topic_meta.partitions)
-            last_error = topic_meta.error if topic_meta is not None else "not listed"
-            self._stop_event.wait(0.2)
+    def _wait_for_partitions(self, bootstrap: str, *, auto_create: bool) -> list[int]:
+        """The topic's partitions, asking (with auto-creation if told) until it has some."""
+        probe = Consumer({"bootstrap.servers": bootstrap, "group.id": self._topic,
+                          "allow.auto.create.topics": auto_create,
+                          "error_cb": _log_client_error})
+        try:
+            deadline = time.monotonic() + self._create_timeout + 10.0
+            last_error: Any = None
+            while time.monotonic() < deadline:
+                meta = probe.list_topics(self._topic, timeout=self._create_timeout)
+                topic_meta = meta.topics.get(self._topic)
+                if (topic_meta is not None and topic_meta.error is None
+                        and topic_meta.partitions):
+                    return sorted(topic_meta.partitions)
+                last_error = topic_meta.error if topic_meta is not None else "not listed"
+                self._stop_event.wait(0.2)
+        finally:
+            probe.close()
         raise KafkaException(f"reply topic {self._topic} could not be created: neither "
                              f"create_topics nor auto-creation made it ({last_error})")
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import kafkatools
 import pytest
@@ -118,3 +121,18 @@ def test_cancelled_send_leaves_other_sends_unaffected(new_topic, kafka_bootstrap
         assert asyncio.run(send_and_cancel_one()) == [0, 2]   # cancelling never unsends
     finally:
         producer.close(10)
+
+
+def test_messages_queued_by_a_script_that_exits_at_once_are_delivered(new_topic, kafka_bootstrap):
+    topic = new_topic(partitions=1)
+    script = (
+        "import asyncio\n"
+        "from agentlib.kafka import KafkaProducer\n"
+        f"producer = KafkaProducer({kafka_bootstrap!r})\n"
+        "async def fire_and_forget():\n"
+        f"    for i in range(100): producer.send_soon({topic!r}, None, b'%d' % i)\n"
+        "asyncio.run(fire_and_forget())\n")
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60,
+                   cwd=Path(__file__).resolve().parent.parent)
+    values = [r.value for r in kafkatools.read_to_end(kafka_bootstrap, topic)]
+    assert values == [b"%d" % i for i in range(100)]

@@ -7,7 +7,11 @@ faust-streaming's own ``ReqRepResponse`` model.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import kafkatools
@@ -26,6 +30,17 @@ def faust_reply(correlation_id: str, value: Any, key: Any = None) -> bytes:
 
 def topic_exists(bootstrap: str, topic: str) -> bool:
     return topic in AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
+
+
+def topic_deleted(bootstrap: str, topic: str, within: float = 15.0) -> bool:
+    """Whether ``topic`` disappears from metadata (deletion reaches brokers shortly after
+    the controller acknowledged it)."""
+    deadline = time.monotonic() + within
+    while topic_exists(bootstrap, topic):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def test_replies_settle_the_future_with_their_correlation_id(kafka_bootstrap):
@@ -144,7 +159,7 @@ def test_stop_fails_waiting_requests_and_deletes_an_unused_topic(kafka_bootstrap
         await clean.stop()
 
     asyncio.run(answer_all_then_stop())
-    assert not topic_exists(kafka_bootstrap, clean.topic)
+    assert topic_deleted(kafka_bootstrap, clean.topic)
 
 
 def test_start_is_idempotent_and_concurrent_starts_share_one_consumer(kafka_bootstrap):
@@ -179,3 +194,19 @@ def test_reply_topic_falls_back_to_auto_creation_on_the_embedded_broker():
             assert asyncio.run(ask()) == "via auto-created topic"
         finally:
             replies.close(timeout=2.0)
+
+
+def test_a_script_that_never_stops_its_replies_still_deletes_the_topic_at_exit(
+        kafka_bootstrap, tmp_path):
+    script = (
+        "import asyncio, sys\n"
+        "from agentlib.replies import ReplyConsumer\n"
+        f"replies = ReplyConsumer({kafka_bootstrap!r})\n"
+        "asyncio.run(replies.start())\n"
+        "print(replies.topic)\n")
+    done = subprocess.run([sys.executable, "-c", script], check=True, timeout=60,
+                          capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent)
+    topic = done.stdout.strip()
+    assert topic.startswith("f-reply-")
+    assert topic_deleted(kafka_bootstrap, topic)
