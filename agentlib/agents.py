@@ -1,0 +1,279 @@
+"""``Agent``: the object ``@app.agent`` makes, as a description and as a client.
+
+An Agent is not a running thing in agentlib. Inside agentd a worker runs it through
+``agentlib.seam.AgentHost``; everywhere else (scripts, ``@app.command``s, other
+agents) it is a client: ``send``/``cast`` produce to its topic, ``ask``/``map``/
+``join`` also wait on this process's reply consumer (``app.replies``).
+
+What the supervisor needs before anything runs comes from here: ``name``,
+``concurrency`` and ``topic_names()``. The latter includes the topics the agent
+reads back after ``group_by``/``through``; they are found by *priming*: the agent
+function is started on a probe stream that records those calls and stops the
+function at its first read. So ``group_by`` must be called before the agent's first
+``await``, as in every Faust example; a host refuses one that was not announced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from agentlib import reqrep
+from agentlib.events import Event
+from agentlib.streams import Stream
+from agentlib.topics import Channel, Topic
+
+if TYPE_CHECKING:
+    from agentlib.app import App
+    from agentlib.kafka import RecordMetadata
+    from agentlib.testing import AgentTestContext
+
+__all__ = ["Agent"]
+
+T = TypeVar("T")
+AgentFun = Callable[[Stream[Any]], Any]
+#: How many requests ``map``/``kvmap`` keep outstanding at once.
+MAP_WINDOW = 1000
+
+
+class Agent(Generic[T]):
+    """An agent: its function, its input topic, sinks and reply settings."""
+
+    def __init__(self, fun: AgentFun, *, app: App, channel: Topic, name: str,
+                 concurrency: int = 1, sink: Iterable[Any] | None = None,
+                 use_reply_headers: bool = True, **kwargs: Any) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.fun = fun
+        self.app = app
+        self.channel = channel
+        self.name = name
+        self.concurrency = concurrency
+        self.sinks: list[Any] = list(sink or ())
+        self.use_reply_headers = use_reply_headers
+        self.options = kwargs
+        self._derived_topics: list[str] | None = None
+        self.__doc__ = fun.__doc__
+        self.__wrapped__ = fun
+
+    def __repr__(self) -> str:
+        return f"<Agent: {self.name}>"
+
+    # -- what the supervisor reads --------------------------------------------------
+
+    def topic_names(self) -> list[str]:
+        """Every topic this agent reads: its channel's, then group_by/through topics."""
+        if self._derived_topics is None:
+            self._derived_topics = _prime(self)
+        own = [] if isinstance(self.channel, Channel) else list(self.channel.topics)
+        return own + [name for name in self._derived_topics if name not in own]
+
+    def add_sink(self, sink: Any) -> None:
+        """Add a sink (callable, async callable, topic or agent) for yielded values."""
+        self.sinks.append(sink)
+
+    # -- client side ----------------------------------------------------------------
+
+    def _request(self, key: Any, value: Any, partition: int | None,
+                 reply_to: Any, correlation_id: str | None,
+                 headers: list[tuple[str, bytes]] | None = None
+                 ) -> asyncio.Future[RecordMetadata]:
+        """Encode and queue one message to this agent's topic (the delivery future)."""
+        headers = list(headers or ())
+        reply_topic = _topic_name(reply_to)
+        if reply_topic is not None:
+            correlation_id = correlation_id or str(uuid.uuid4())
+            if self.use_reply_headers:
+                headers += reqrep.request_headers(reply_topic, correlation_id)
+            else:
+                value = reqrep.request_envelope(value, reply_topic, correlation_id)
+        return self.channel.send_soon(key=key, value=value, partition=partition,
+                                      headers=headers or None)
+
+    async def send(self, *, key: Any = None, value: Any = None, partition: int | None = None,
+                   reply_to: Any = None, correlation_id: str | None = None,
+                   headers: list[tuple[str, bytes]] | None = None) -> RecordMetadata:
+        """Send ``value`` to the agent; return once delivered to Kafka.
+
+        ``reply_to`` (an agent, topic or topic name) makes it a request whose answers
+        the agent produces there.
+        """
+        while True:
+            try:
+                future = self._request(key, value, partition, reply_to, correlation_id,
+                                       headers)
+            except BufferError:  # producer queue full: wait for deliveries
+                await asyncio.sleep(0.01)
+                continue
+            return await future
+
+    async def cast(self, value: Any = None, *, key: Any = None,
+                   partition: int | None = None) -> RecordMetadata:
+        """Send without expecting a reply."""
+        return await self.send(key=key, value=value, partition=partition)
+
+    async def ask(self, value: Any = None, *, key: Any = None, partition: int | None = None,
+                  reply_to: Any = None, correlation_id: str | None = None) -> Any:
+        """Send and wait for the first value the agent yields for it."""
+        replies = self.app.replies
+        await replies.start()
+        correlation_id = correlation_id or str(uuid.uuid4())
+        answer = replies.expect(correlation_id)
+        try:
+            await self.send(key=key, value=value, partition=partition,
+                            reply_to=reply_to or replies.topic, correlation_id=correlation_id)
+            return await answer
+        finally:
+            answer.cancel()
+
+    async def map(self, values: AsyncIterable[Any] | Iterable[Any]) -> AsyncIterator[Any]:
+        """Ask for each value; yield replies as they arrive (any order)."""
+        async for reply in self.kvmap(_with_keys(values)):
+            yield reply
+
+    async def kvmap(self, items: AsyncIterable[tuple[Any, Any]] | Iterable[tuple[Any, Any]]
+                    ) -> AsyncIterator[Any]:
+        """Like ``map`` for ``(key, value)`` pairs; the key becomes the message key."""
+        replies = self.app.replies
+        await replies.start()
+        waiting: set[asyncio.Future[Any]] = set()
+        deliveries: list[asyncio.Future[Any]] = []
+        try:
+            async for key, value in _aiter(items):
+                waiting.add(await self._ask_soon(key, value, deliveries))
+                while len(waiting) >= MAP_WINDOW:
+                    done, waiting = await asyncio.wait(waiting,
+                                                       return_when=asyncio.FIRST_COMPLETED)
+                    for future in done:
+                        yield future.result()
+            await asyncio.gather(*deliveries)
+            for future in asyncio.as_completed(waiting):
+                yield await future
+        finally:
+            for future in waiting:
+                future.cancel()
+
+    async def join(self, values: AsyncIterable[Any] | Iterable[Any]) -> list[Any]:
+        """Ask for every value; return the replies as a list in input order."""
+        return await self.kvjoin(_with_keys(values))
+
+    async def kvjoin(self, items: AsyncIterable[tuple[Any, Any]] | Iterable[tuple[Any, Any]]
+                     ) -> list[Any]:
+        """Like ``join`` for ``(key, value)`` pairs."""
+        replies = self.app.replies
+        await replies.start()
+        answers: list[asyncio.Future[Any]] = []
+        deliveries: list[asyncio.Future[Any]] = []
+        try:
+            async for key, value in _aiter(items):
+                answers.append(await self._ask_soon(key, value, deliveries))
+            await asyncio.gather(*deliveries)
+            return list(await asyncio.gather(*answers))
+        finally:
+            for future in answers:
+                future.cancel()
+
+    async def _ask_soon(self, key: Any, value: Any,
+                        deliveries: list[asyncio.Future[Any]]) -> asyncio.Future[Any]:
+        replies = self.app.replies
+        correlation_id = str(uuid.uuid4())
+        answer = replies.expect(correlation_id)
+        while True:
+            try:
+                deliveries.append(self._request(key, value, None, replies.topic,
+                                                correlation_id))
+                return answer
+            except BufferError:
+                await asyncio.sleep(0.01)
+
+    # -- testing --------------------------------------------------------------------
+
+    def test_context(self) -> AgentTestContext:
+        """An async context manager running this agent in memory (no broker)."""
+        from agentlib.testing import AgentTestContext
+        return AgentTestContext(self)
+
+
+def _topic_name(reply_to: Any) -> str | None:
+    if reply_to is None or isinstance(reply_to, str):
+        return reply_to
+    if isinstance(reply_to, Agent):
+        return reply_to.channel.get_topic_name()
+    if isinstance(reply_to, Topic):
+        return reply_to.get_topic_name()
+    raise TypeError(f"reply_to must be an agent, topic or topic name, not {reply_to!r}")
+
+
+async def _aiter(items: AsyncIterable[Any] | Iterable[Any]) -> AsyncIterator[Any]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
+async def _with_keys(values: AsyncIterable[Any] | Iterable[Any]
+                     ) -> AsyncIterator[tuple[Any, Any]]:
+    async for value in _aiter(values):
+        yield None, value
+
+
+class _ProbeDone(BaseException):
+    """Stops a primed agent function at its first read."""
+
+
+class _ProbeSource:
+    """A StreamSource that records derived topics and ends the agent at the first read."""
+
+    def __init__(self, agent: Agent[Any]) -> None:
+        self.app = agent.app
+        self.declared: list[str] = []
+
+    async def next_event(self, release: bool, auto_ack: bool,
+                         deadline: float | None) -> Event[Any] | None:
+        raise _ProbeDone()
+
+    def forward(self, event: Event[Any], topic: Topic, key: Any) -> None:
+        """Never reached: the probe ends the agent before any event."""
+
+    def declare(self, topic: Topic) -> None:
+        self.declared.append(topic.get_topic_name())
+
+    def ack(self, event: Event[Any]) -> bool:
+        return False
+
+    @property
+    def last_event(self) -> Event[Any] | None:
+        return None
+
+
+def _prime(agent: Agent[Any]) -> list[str]:
+    """Start the agent function on a probe stream; return the topics it declared.
+
+    Driven by hand (``send(None)``), so it works with or without a running loop; the
+    function runs only until its first read or its first real suspension.
+    """
+    probe = _ProbeSource(agent)
+    result = agent.fun(Stream(probe, agent.channel))
+    step = result.__anext__() if inspect.isasyncgen(result) else result
+    try:
+        step.send(None)
+    except (_ProbeDone, StopIteration, StopAsyncIteration):
+        pass
+    except Exception:
+        pass
+    finally:
+        step.close()
+        if inspect.isasyncgen(result):
+            closing = result.aclose()
+            try:
+                closing.send(None)
+            except (StopIteration, StopAsyncIteration, RuntimeError):
+                pass
+            finally:
+                closing.close()
+    return probe.declared

@@ -1,0 +1,212 @@
+"""``App``: the registry of one application's agents, tasks, timers and commands.
+
+The App runs nothing by itself. The supervisor's zygote imports the module, reads
+``app.agents`` (name → :class:`Agent`, each with ``topic_names()`` and
+``concurrency``), ``app.tasks``, ``app.timers`` and ``app.commands``, and hosts
+the agents through ``agentlib.seam``. Any other process uses the App as a client.
+
+``app.producer`` and ``app.replies`` are made on first use, so importing an app
+module (in the zygote, before forking) never touches Kafka. The broker address is
+resolved at connection time: ``AGENTD_BROKER`` overrides ``broker=``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from agentlib import cli
+from agentlib.agents import Agent, AgentFun
+from agentlib.records import decode_known
+from agentlib.topics import Channel, Topic
+
+if TYPE_CHECKING:
+    import click
+
+    from agentlib.kafka import KafkaProducer, RecordMetadata
+    from agentlib.replies import ReplyConsumer
+
+__all__ = ["App", "Timer"]
+
+DEFAULT_BROKER = "kafka://localhost:9092"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """A function to run every ``seconds`` (``@app.timer``)."""
+
+    seconds: float
+    fun: Callable[[], Awaitable[Any]]
+    on_leader: bool = False
+
+
+class Settings(dict[str, Any]):
+    """``app.conf``: the App's settings, readable as keys or attributes."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class App:
+    """A Faust-compatible application: ``App("id", broker="kafka://host:9092")``."""
+
+    def __init__(self, id: str, *, broker: str | Sequence[str] | None = None,
+                 value_serializer: str = "json", key_serializer: str = "raw",
+                 **settings: Any) -> None:
+        self.id = id
+        self.conf = Settings(id=id, broker=broker or DEFAULT_BROKER,
+                             value_serializer=value_serializer,
+                             key_serializer=key_serializer, **settings)
+        self.agents: dict[str, Agent[Any]] = {}
+        self.tasks: list[Callable[..., Awaitable[Any]]] = []
+        self.timers: list[Timer] = []
+        self.commands: dict[str, click.Command] = {}
+        self._producer: KafkaProducer | None = None
+        self._replies: ReplyConsumer | None = None
+        self._local_hosts: dict[str, list[Any]] = {}
+
+    def __repr__(self) -> str:
+        return f"<App: {self.id}>"
+
+    @property
+    def broker(self) -> str | Sequence[str]:
+        """The configured broker (``AGENTD_BROKER`` still overrides it on connect)."""
+        broker: str | Sequence[str] = self.conf["broker"]
+        return broker
+
+    # -- declarations ---------------------------------------------------------------
+
+    def topic(self, *topics: str, **kwargs: Any) -> Topic:
+        """Describe a topic (the first name is the main one), as ``faust.App.topic``."""
+        return Topic(self, *topics, **kwargs)
+
+    def channel(self, *, key_type: Any = None, value_type: Any = None,
+                maxsize: int | None = None, **kwargs: Any) -> Channel:
+        """An in-process channel (never a Kafka topic)."""
+        return Channel(self, key_type=key_type, value_type=value_type, maxsize=maxsize,
+                       **kwargs)
+
+    def agent(self, channel: Topic | str | None = None, *, name: str | None = None,
+              concurrency: int = 1, sink: Iterable[Any] | None = None,
+              use_reply_headers: bool = True, **kwargs: Any
+              ) -> Callable[[AgentFun], Agent[Any]]:
+        """Decorate an ``async def f(stream)`` into an :class:`Agent`.
+
+        ``name`` defaults to ``module.function``; with no channel the agent reads
+        the topic ``f"{app id}-{name}"``.
+        """
+        def create(fun: AgentFun) -> Agent[Any]:
+            agent_name = name or f"{fun.__module__}.{fun.__qualname__}"
+            if agent_name in self.agents:
+                raise ValueError(f"app {self.id!r} already has an agent named {agent_name!r}")
+            topic = channel
+            if topic is None:
+                topic = self.topic(f"{self.id}-{agent_name}")
+            elif isinstance(topic, str):
+                topic = self.topic(topic)
+            agent: Agent[Any] = Agent(fun, app=self, channel=topic, name=agent_name,
+                                      concurrency=concurrency, sink=sink,
+                                      use_reply_headers=use_reply_headers, **kwargs)
+            self.agents[agent_name] = agent
+            return agent
+        return create
+
+    actor = agent  # Faust's alias
+
+    @overload
+    def task(self, fun: F) -> F: ...
+
+    @overload
+    def task(self, fun: None = None, *, on_leader: bool = False) -> Callable[[F], F]: ...
+
+    def task(self, fun: F | None = None, *, on_leader: bool = False) -> Any:
+        """Register an ``async def`` to run once when the app's worker starts."""
+        def register(task: F) -> F:
+            self.tasks.append(task)
+            return task
+        return register if fun is None else register(fun)
+
+    def timer(self, seconds: float, *, on_leader: bool = False) -> Callable[[F], F]:
+        """Register an ``async def`` to run every ``seconds`` in the worker."""
+        if seconds <= 0:
+            raise ValueError("timer interval must be positive")
+
+        def register(fun: F) -> F:
+            self.timers.append(Timer(seconds, fun, on_leader))
+            return fun
+        return register
+
+    def command(self, *options: Callable[[Any], Any], name: str | None = None
+                ) -> Callable[[F], F]:
+        """Register a CLI command; ``options`` are ``cli.argument``/``cli.option`` calls."""
+        def register(fun: F) -> F:
+            command = cli.make_command(self, fun, options, name=name)
+            assert command.name is not None
+            self.commands[command.name] = command
+            return fun
+        return register
+
+    def main(self, argv: Sequence[str] | None = None) -> None:
+        """Run the app's commands as a CLI (``python -m mymodule send_value 4 8``)."""
+        cli.build_group(self).main(args=list(argv) if argv is not None else None)
+
+    # -- client machinery -----------------------------------------------------------
+
+    @property
+    def producer(self) -> KafkaProducer:
+        """This process's producer, made on first use (no Kafka until a send)."""
+        if self._producer is None:
+            from agentlib.kafka import KafkaProducer
+            self._producer = KafkaProducer(self.conf["broker"])
+        return self._producer
+
+    @property
+    def replies(self) -> ReplyConsumer:
+        """This process's reply consumer (``ask``/``map``/``join``), made on first use."""
+        if self._replies is None:
+            from agentlib.replies import ReplyConsumer
+            self._replies = ReplyConsumer(self.conf["broker"], decode_value=decode_known)
+        return self._replies
+
+    async def run_client(self, work: Awaitable[Any]) -> Any:
+        """Await ``work`` (a command), then stop the reply consumer and flush sends."""
+        try:
+            return await work
+        finally:
+            await self.stop_clients()
+
+    async def stop_clients(self, timeout: float = 10.0) -> None:
+        """Stop the reply consumer and flush the producer, if they were made."""
+        if self._replies is not None and self._replies.started:
+            await self._replies.stop(timeout)
+        if self._producer is not None:
+            await asyncio.to_thread(self._producer.flush, timeout)
+
+    # -- in-process channels --------------------------------------------------------
+
+    def register_local_host(self, channel: Channel, host: Any) -> None:
+        """Let ``channel.send`` feed ``host`` (an AgentHost in this process)."""
+        self._local_hosts.setdefault(channel.get_topic_name(), []).append(host)
+
+    def _deliver_locally(self, channel: Channel, key: bytes | None, value: bytes | None,
+                         headers: list[tuple[str, bytes]] | None
+                         ) -> asyncio.Future[RecordMetadata]:
+        from agentlib.kafka import RecordMetadata
+        from agentlib.seam import RawRecord
+        hosts = self._local_hosts.get(channel.get_topic_name())
+        if not hosts:
+            raise RuntimeError(f"nothing in this process reads {channel!r}")
+        record = RawRecord(channel.get_topic_name(), 0, -1, None, key, value,
+                           tuple(headers or ()))
+        for host in hosts:
+            host.feed(record)
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(RecordMetadata(record.topic, 0, -1, None))
+        return done
+

@@ -1,0 +1,57 @@
+"""``agentlib.cli``: ``argument``/``option`` for ``@app.command``, and the app's CLI.
+
+They are click's decorators under Faust's names, so ``from faust.cli import argument,
+option`` becomes ``from agentlib.cli import argument, option`` unchanged. Commands
+run as clients: no agent starts; ``ask``/``cast`` use the producer and the reply
+consumer, which are closed when the command returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from agentlib.app import App
+
+__all__ = ["argument", "build_group", "make_command", "option"]
+
+
+def argument(*args: Any, **kwargs: Any) -> Callable[[Any], Any]:
+    """A positional command-line argument (``click.argument``)."""
+    return click.argument(*args, **kwargs)
+
+
+def option(*args: Any, **kwargs: Any) -> Callable[[Any], Any]:
+    """A command-line option such as ``--print/--no-print`` (``click.option``)."""
+    return click.option(*args, **kwargs)
+
+
+def make_command(app: App, fun: Callable[..., Any], options: Sequence[Callable[[Any], Any]],
+                 name: str | None = None) -> click.Command:
+    """A click command running ``fun`` (sync or async) as a client of ``app``."""
+
+    @functools.wraps(fun)
+    def run(**kwargs: Any) -> Any:
+        result = fun(**kwargs)
+        if inspect.isawaitable(result):
+            return asyncio.run(app.run_client(result))
+        return result
+
+    command: Any = run
+    for decorate in reversed(options):
+        command = decorate(command)
+    return click.command(name=name or fun.__name__, help=inspect.getdoc(fun))(command)
+
+
+def build_group(app: App) -> click.Group:
+    """The click group ``app.main()`` runs: one subcommand per ``@app.command``."""
+    group = click.Group(name=app.id, help=f"Commands of the {app.id!r} agentlib app.")
+    for command in app.commands.values():
+        group.add_command(command)
+    return group

@@ -1,0 +1,407 @@
+"""The seam between a worker and one agent instance: raw records in, "done" out.
+
+The worker never hands agentlib a Kafka consumer. It calls :meth:`AgentHost.feed`
+with raw records and learns, through ``on_done``, when each one is finished: the
+agent asked for the event after it (or filtered it out) **and** every sink for what
+the agent yielded meanwhile completed (a reply or topic sink on its delivery
+report, an async sink awaited). Errors, decode errors included, go to ``on_error``
+with the raw record; its verdict acks the record or feeds it again before anything
+after it. The contract is written in ``docs/architecture.md`` ("agentlib seam").
+
+Bookkeeping: every fed record gets a :class:`_Ticket` the moment it is decoded; the
+ticket counts the sink deliveries still outstanding and whether the agent moved past
+it. ``on_done`` fires when both are settled, exactly once per fed record (a retried
+record's old ticket is abandoned; its new one finishes it).
+
+An agent exception restarts the agent function on the same stream (Faust's
+OneForOne supervisor), after ``on_error`` decided about the events it was holding.
+If ``on_error`` raises, the host stops and that exception comes out of ``stop()``
+(the ``crash`` policy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agentlib.events import Event
+from agentlib.reqrep import response_bytes, split_request
+from agentlib.streams import Stream
+from agentlib.topics import Topic
+
+if TYPE_CHECKING:
+    from agentlib.agents import Agent
+
+__all__ = ["AgentHost", "ErrorVerdict", "RawRecord"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One Kafka message exactly as the supervisor read it (nothing decoded)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
+class ErrorVerdict(enum.Enum):
+    """What the caller's error policy decided for a record that failed."""
+
+    ACK = "ack"      # the event is finished (logged or dead-lettered by the caller)
+    RETRY = "retry"  # feed the same record again before anything after it
+
+
+OnDone = Callable[[RawRecord], None]
+OnError = Callable[[RawRecord, BaseException, int], Awaitable[ErrorVerdict]]
+#: Test hook: (events current when the value was yielded, the value).
+OnYield = Callable[[list[Event[Any]], Any], None]
+#: Replaces the producer for group_by/through/echo: (record to produce) → delivery.
+Forwarder = Callable[[RawRecord], Awaitable[Any] | None]
+
+
+class _HostCrashed(BaseException):
+    """Unwinds the agent after ``on_error`` raised (BaseException: agents' ``except
+    Exception`` must not swallow it)."""
+
+
+class _Ticket:
+    """The host's record of one fed message while it is in flight."""
+
+    __slots__ = ("abandoned", "attempt", "finished", "host", "moved_past", "pending",
+                 "record")
+
+    def __init__(self, host: AgentHost, record: RawRecord, attempt: int) -> None:
+        self.host = host
+        self.record = record
+        self.attempt = attempt
+        self.moved_past = False
+        self.pending = 0
+        self.finished = False
+        self.abandoned = False
+
+    def ack(self) -> bool:
+        if self.moved_past or self.abandoned:
+            return False
+        self.moved_past = True
+        self.host._maybe_done(self)
+        return True
+
+
+class AgentHost:
+    """Runs one instance of one agent for a worker.
+
+    ``producer`` (anything with Faust-free ``send_soon(topic, key, value, partition,
+    headers)``) defaults to ``agent.app.producer``, made only when something is
+    produced; ``forwarder``, ``on_yield`` and ``on_event`` exist for the broker-less
+    test context.
+    """
+
+    def __init__(self, agent: Agent[Any], *, on_done: OnDone, on_error: OnError,
+                 producer: Any = None, forwarder: Forwarder | None = None,
+                 on_yield: OnYield | None = None,
+                 on_event: Callable[[Event[Any]], None] | None = None) -> None:
+        self.agent = agent
+        self.app = agent.app
+        self._on_done = on_done
+        self._on_error = on_error
+        self._producer = producer
+        self._forwarder = forwarder
+        self._on_yield = on_yield
+        self._on_event = on_event
+        self._queue: collections.deque[tuple[RawRecord, int]] = collections.deque()
+        self._current: list[Event[Any]] = []
+        self._last_event: Event[Any] | None = None
+        self._topics: dict[str, Topic] = {name: agent.channel for name in agent.channel.topics}
+        self._in_flight = 0
+        self._stopping = False
+        self._fatal: BaseException | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Future[Any]] = set()
+        self._wakeup = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self.idle = asyncio.Event()
+        self._pulls = 0
+
+    # -- the worker's side --------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the agent coroutine (it waits for the first fed record)."""
+        if self._task is not None:
+            raise RuntimeError("AgentHost already started")
+        self._declared = set(self.agent.topic_names())
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"agent:{self.agent.name}")
+
+    def feed(self, record: RawRecord) -> None:
+        """Queue ``record`` for the agent; never blocks (the caller bounds in-flight)."""
+        if self._stopping:
+            raise RuntimeError("AgentHost is stopping: no more records")
+        self._queue.append((record, 1))
+        self._in_flight += 1
+        self._drained.clear()
+        self.idle.clear()
+        self._wakeup.set()
+
+    @property
+    def in_flight(self) -> int:
+        """Records fed and not yet reported done."""
+        return self._in_flight
+
+    async def stop(self, timeout: float) -> None:
+        """Finish what was fed, then stop; raise what ``on_error`` raised (crash policy).
+
+        After ``timeout`` seconds the agent is cancelled and records still in flight
+        are never reported done (the supervisor re-dispatches them).
+        """
+        self._stopping = True
+        self._wakeup.set()
+        task = self._task
+        if task is None:
+            return
+        try:
+            await asyncio.wait_for(self._finish(task), timeout)
+        except TimeoutError:
+            log.warning("agent %s: %d record(s) unfinished after %.1fs; cancelled",
+                        self.agent.name, self._in_flight, timeout)
+            task.cancel()
+            for future in list(self._background):
+                future.cancel()
+        if self._fatal is not None:
+            raise self._fatal
+
+    async def _finish(self, task: asyncio.Task[None]) -> None:
+        await asyncio.shield(task)
+        await self._drained.wait()
+
+    # -- the stream's side (StreamSource) -----------------------------------------
+
+    async def next_event(self, release: bool, auto_ack: bool,
+                         deadline: float | None) -> Event[Any] | None:
+        """See :class:`agentlib.streams.StreamSource`."""
+        if release:
+            self._release_current(auto_ack)
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._fatal is not None:
+                raise _HostCrashed()
+            if not self._queue:
+                if self._stopping:
+                    raise StopAsyncIteration
+                self._wakeup.clear()
+                self.idle.set()
+                if deadline is None:
+                    await self._wakeup.wait()
+                    continue
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), deadline - loop.time())
+                except TimeoutError:
+                    return None
+                continue
+            record, attempt = self._queue.popleft()
+            ticket = _Ticket(self, record, attempt)
+            try:
+                event = self._decode(record, ticket)
+            except Exception as exc:
+                log.warning("agent %s: cannot decode %s[%d]@%d: %r", self.agent.name,
+                            record.topic, record.partition, record.offset, exc)
+                await self._decide([ticket], exc)
+                continue
+            self._pulls += 1
+            self._current.append(event)
+            self._last_event = event
+            if self._on_event is not None:
+                self._on_event(event)
+            return event
+
+    def forward(self, event: Event[Any], topic: Topic, key: Any) -> None:
+        """Produce ``event``'s raw value to ``topic`` keyed by ``key``; it holds the event."""
+        ticket = event._ticket
+        assert isinstance(ticket, _Ticket)
+        message = event.message
+        record = RawRecord(topic.get_topic_name(), -1, -1, message.timestamp_ms,
+                           topic.encode_key(key), message.value, message.headers)
+        if self._forwarder is not None:
+            delivery = self._forwarder(record)
+            if delivery is not None:
+                self._hold([ticket], asyncio.ensure_future(delivery))
+            return
+        self._hold([ticket], asyncio.ensure_future(
+            self._produce(record.topic, record.key, record.value, list(record.headers))))
+
+    def declare(self, topic: Topic) -> None:
+        """Register a derived topic; it must be one ``topic_names()`` announced."""
+        name = topic.get_topic_name()
+        declared = getattr(self, "_declared", None)
+        if declared is not None and name not in declared:
+            raise RuntimeError(
+                f"agent {self.agent.name} reads {name!r}, which topic_names() did not "
+                f"announce: call group_by()/through() before the first await in the agent "
+                f"so the supervisor can subscribe to it")
+        self._topics[name] = topic
+
+    def ack(self, event: Event[Any]) -> bool:
+        """Ack an event of a ``noack()`` stream."""
+        return event.ack()
+
+    @property
+    def last_event(self) -> Event[Any] | None:
+        """The event most recently handed to the agent."""
+        return self._last_event
+
+    # -- internals ----------------------------------------------------------------
+
+    def _decode(self, record: RawRecord, ticket: _Ticket) -> Event[Any]:
+        topic = self._topics.get(record.topic, self.agent.channel)
+        headers = dict(record.headers)
+        payload, reply_to, correlation_id = split_request(topic.load_value(record.value),
+                                                          headers)
+        return Event(topic.decode_key(record.key), topic.decode_value(payload), headers,
+                     record, reply_to=reply_to, correlation_id=correlation_id, ticket=ticket)
+
+    def _release_current(self, auto_ack: bool) -> None:
+        current, self._current = self._current, []
+        if auto_ack:
+            for event in current:
+                event.ack()
+
+    def _maybe_done(self, ticket: _Ticket) -> None:
+        if ticket.moved_past and ticket.pending == 0 and not ticket.finished \
+                and not ticket.abandoned:
+            ticket.finished = True
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._drained.set()
+            self._on_done(ticket.record)
+
+    def _hold(self, tickets: list[_Ticket], delivery: asyncio.Future[Any]) -> None:
+        """Keep ``tickets`` from finishing until ``delivery`` completes."""
+        for ticket in tickets:
+            ticket.pending += 1
+        self._background.add(delivery)
+        delivery.add_done_callback(lambda future: self._delivered(tickets, future))
+
+    def _delivered(self, tickets: list[_Ticket], delivery: asyncio.Future[Any]) -> None:
+        self._background.discard(delivery)
+        error = None if delivery.cancelled() else delivery.exception()
+        for ticket in tickets:
+            ticket.pending -= 1
+        if error is None:
+            for ticket in tickets:
+                self._maybe_done(ticket)
+            return
+        log.warning("agent %s: a sink delivery failed: %r", self.agent.name, error)
+        decision = asyncio.ensure_future(self._decide_quietly(tickets, error))
+        self._background.add(decision)
+        decision.add_done_callback(self._background.discard)
+
+    async def _decide_quietly(self, tickets: list[_Ticket], error: BaseException) -> None:
+        try:
+            await self._decide(tickets, error)
+        except _HostCrashed:
+            self._wakeup.set()  # the agent notices the crash at its next pull
+
+    async def _decide(self, tickets: list[_Ticket], error: BaseException) -> None:
+        """Ask ``on_error`` about each ticket; RETRY re-queues them first, in order."""
+        retries: list[_Ticket] = []
+        for ticket in tickets:
+            if ticket.finished or ticket.abandoned:
+                continue
+            try:
+                verdict = await self._on_error(ticket.record, error, ticket.attempt)
+            except BaseException as crash:
+                self._fatal = crash
+                raise _HostCrashed() from crash
+            if verdict is ErrorVerdict.RETRY:
+                ticket.abandoned = True
+                retries.append(ticket)
+            else:
+                ticket.ack()
+                self._maybe_done(ticket)
+        for ticket in reversed(retries):
+            self._queue.appendleft((ticket.record, ticket.attempt + 1))
+        if retries:
+            self._wakeup.set()
+
+    async def _produce(self, topic: str, key: bytes | None, value: bytes | None,
+                       headers: list[tuple[str, bytes]] | None) -> Any:
+        producer = self._producer if self._producer is not None else self.app.producer
+        while True:
+            try:
+                future = producer.send_soon(topic, key, value, None, headers or None)
+            except BufferError:  # local queue full: wait for deliveries (backpressure)
+                await asyncio.sleep(0.01)
+                continue
+            return await future
+
+    async def _deliver(self, value: Any) -> None:
+        """Hand one yielded value to its reply address(es), then to every sink."""
+        events = list(self._current)
+        tickets = [event._ticket for event in events if isinstance(event._ticket, _Ticket)]
+        if self._on_yield is not None:
+            self._on_yield(events, value)
+        for event in events:
+            if event.reply_to and isinstance(event._ticket, _Ticket):
+                reply = response_bytes(event.key, value, event.correlation_id)
+                self._hold([event._ticket], asyncio.ensure_future(
+                    self._produce(event.reply_to, None, reply, None)))
+        for sink in self.agent.sinks:
+            send = getattr(sink, "send", None)
+            if isinstance(sink, Topic) or (send is not None and hasattr(sink, "topic_names")):
+                self._hold(tickets, asyncio.ensure_future(sink.send(value=value)))
+                continue
+            result = sink(value)
+            if inspect.isawaitable(result):
+                await result  # an async sink holds the agent, as in Faust
+
+    async def _run(self) -> None:
+        """Run the agent function; restart it after an exception, on the same stream."""
+        stream: Stream[Any] = Stream(self, self.agent.channel)
+        while True:
+            pulls_before = self._pulls
+            try:
+                await self._run_once(stream)
+            except _HostCrashed:
+                assert self._fatal is not None
+                raise self._fatal from None
+            except Exception as exc:
+                log.exception("agent %s raised; restarting it", self.agent.name)
+                failed = [e._ticket for e in self._current if isinstance(e._ticket, _Ticket)]
+                self._current = []
+                try:
+                    await self._decide(failed, exc)
+                except _HostCrashed:
+                    assert self._fatal is not None
+                    raise self._fatal from None
+                continue
+            self._release_current(True)
+            if self._stopping and not self._queue:
+                return
+            if self._pulls == pulls_before:
+                raise RuntimeError(f"agent {self.agent.name} returned without reading its "
+                                   f"stream; an agent must iterate its stream")
+            log.warning("agent %s returned before its stream ended; restarting it",
+                        self.agent.name)
+
+    async def _run_once(self, stream: Stream[Any]) -> None:
+        result = self.agent.fun(stream)
+        if not inspect.isasyncgen(result):
+            await result
+            return
+        try:
+            async for value in result:
+                await self._deliver(value)
+        finally:
+            await result.aclose()

@@ -1,0 +1,289 @@
+"""``Stream``: what an agent iterates, and the stream operators of Faust's API.
+
+A stream does not read Kafka. It pulls decoded events from a :class:`StreamSource`
+(the seam's host, fed by the worker) and tells it two things: which events the agent
+is working on now (sinks of what it yields attach to those), and when the agent
+moved past them (asked for the next one). Operators build a new pull function over
+their parent's; all of them share one source, so acking stays in one place.
+
+Acking rules, which the seam turns into "event done":
+
+* iterating asks for the next event → the previous one(s) are released (acked,
+  unless the stream was made with ``noack()``; then ``stream.ack(event)`` acks);
+* ``take(n)`` keeps the batch current until the agent asks for the next batch;
+* ``filter`` releases a rejected event as it pulls the next one;
+* ``group_by``/``through`` forward each source event to the derived topic (it is
+  done when that produce is delivered) and yield events read back from that topic.
+  agentd's supervisor delivers the derived topic to the same agent, so the topic
+  must be known before the agent runs: ``Agent.topic_names()`` primes the agent
+  function with a probe stream that records the ``group_by``/``through`` calls made
+  before its first ``async for`` (see ``agentlib.agents``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from agentlib.events import Event, set_current_event
+from agentlib.records import FieldDescriptor
+from agentlib.topics import Topic
+
+if TYPE_CHECKING:
+    from agentlib.app import App
+
+__all__ = ["JoinNotSupported", "Stream", "StreamSource", "StreamT"]
+
+T = TypeVar("T")
+_Pull = Callable[[bool, "float | None"], Awaitable["Event[Any] | None"]]
+
+_JOIN_HELP = ("stream joins are not supported (Faust never implemented them either): "
+              "use an @app.task that iterates the topics it needs and combines them "
+              "itself, or send both inputs to one agent's topic")
+
+
+class JoinNotSupported(NotImplementedError):
+    """Raised by ``stream & other`` and ``stream.join(...)``."""
+
+
+class StreamSource(Protocol):
+    """Where a stream's events come from (implemented by ``agentlib.seam.AgentHost``)."""
+
+    app: App
+
+    async def next_event(self, release: bool, auto_ack: bool,
+                         deadline: float | None) -> Event[Any] | None:
+        """The next event, made current. ``release``: first release the current ones.
+
+        Returns None only when ``deadline`` (loop time) passed first; raises
+        ``StopAsyncIteration`` when the stream ended (the host is stopping).
+        """
+        ...
+
+    def forward(self, event: Event[Any], topic: Topic, key: Any) -> None:
+        """Produce ``event``'s value to ``topic`` with ``key``; ``event`` waits for it."""
+        ...
+
+    def declare(self, topic: Topic) -> None:
+        """A derived topic this agent reads back (raises if it was not primed)."""
+        ...
+
+    def ack(self, event: Event[Any]) -> bool:
+        """Acknowledge ``event`` (noack streams)."""
+        ...
+
+    @property
+    def last_event(self) -> Event[Any] | None:
+        """The event handed out most recently."""
+        ...
+
+
+class Stream(Generic[T]):
+    """An async iterable of values of type ``T`` with Faust's stream operators."""
+
+    def __init__(self, source: StreamSource, topic: Topic, *, pull: _Pull | None = None,
+                 auto_ack: bool = True) -> None:
+        self.source = source
+        self.app = source.app
+        self.channel = topic
+        self._auto_ack = auto_ack
+        self._pull: _Pull = pull if pull is not None else self._pull_from_source
+
+    async def _pull_from_source(self, release: bool, deadline: float | None
+                                ) -> Event[Any] | None:
+        event = await self.source.next_event(release, self._auto_ack, deadline)
+        if event is not None:
+            set_current_event(event)
+        return event
+
+    def _derive(self, pull: _Pull) -> Stream[Any]:
+        return Stream(self.source, self.channel, pull=pull, auto_ack=self._auto_ack)
+
+    # -- iteration ------------------------------------------------------------------
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self._values()
+
+    async def _values(self) -> AsyncIterator[T]:
+        while True:
+            try:
+                event = await self._next_event()
+            except StopAsyncIteration:
+                return
+            yield event.value
+
+    async def _next_event(self) -> Event[Any]:
+        event = await self._pull(True, None)
+        assert event is not None  # no deadline: only StopAsyncIteration ends it
+        return event
+
+    def _stream_of(self, project: Callable[[Event[Any]], Any]) -> AsyncIterator[Any]:
+        async def projected() -> AsyncIterator[Any]:
+            while True:
+                try:
+                    event = await self._next_event()
+                except StopAsyncIteration:
+                    return
+                yield project(event)
+        return projected()
+
+    def events(self) -> AsyncIterator[Event[T]]:
+        """Iterate over whole events (key, value, headers, message)."""
+        return self._stream_of(lambda event: event)
+
+    def items(self) -> AsyncIterator[tuple[Any, T]]:
+        """Iterate over ``(key, value)`` pairs."""
+        return self._stream_of(lambda event: (event.key, event.value))
+
+    async def enumerate(self, start: int = 0) -> AsyncIterator[tuple[int, T]]:
+        """Iterate over ``(index, value)`` pairs, counting from ``start``."""
+        index = start
+        async for value in self:
+            yield index, value
+            index += 1
+
+    async def take(self, max_: int, within: float | None = None) -> AsyncIterator[list[T]]:
+        """Yield lists of up to ``max_`` values; a partial list after ``within`` seconds.
+
+        The values of one list are acked together when the agent asks for the next
+        list.
+        """
+        if max_ < 1:
+            raise ValueError("take() needs max_ >= 1")
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                first = await self._pull(True, None)
+            except StopAsyncIteration:
+                return
+            assert first is not None
+            batch = [first.value]
+            deadline = None if within is None else loop.time() + within
+            while len(batch) < max_:
+                try:
+                    event = await self._pull(False, deadline)
+                except StopAsyncIteration:
+                    break
+                if event is None:
+                    break
+                batch.append(event.value)
+            yield batch
+
+    # -- operators ------------------------------------------------------------------
+
+    def filter(self, fun: Callable[[T], Any]) -> Stream[T]:
+        """Only values for which ``fun`` (sync or async) is true; others are acked."""
+        parent = self._pull
+
+        async def pull(release: bool, deadline: float | None) -> Event[Any] | None:
+            while True:
+                event = await parent(release, deadline)
+                if event is None:
+                    return None
+                verdict = fun(event.value)
+                if inspect.isawaitable(verdict):
+                    verdict = await verdict
+                if verdict:
+                    return event
+        return self._derive(pull)
+
+    def group_by(self, key: FieldDescriptor | Callable[[T], Any], *, name: str | None = None,
+                 topic: Topic | None = None, partitions: int | None = None) -> Stream[T]:
+        """Repartition by a new key: produce to ``<app id>-<name>-repartition``, read back.
+
+        ``key`` is a Record field (``BankTransfer.account_id``) or a callable (sync
+        or async; then ``name`` is required).
+        """
+        if name is None:
+            if not isinstance(key, FieldDescriptor):
+                raise TypeError("group_by with a callable key must set name=")
+            name = key.ident
+        if topic is None:
+            topic = Topic(self.app, f"{self.app.id}-{name}-repartition",
+                          key_type=self.channel.key_type, value_type=self.channel.value_type,
+                          value_serializer=self.channel.value_serializer,
+                          partitions=partitions or self.channel.partitions, internal=True)
+
+        async def new_key(event: Event[Any]) -> Any:
+            if isinstance(key, FieldDescriptor):
+                return key.getattr(event.value)
+            result = key(event.value)
+            return await result if inspect.isawaitable(result) else result
+        return self._read_back(topic, new_key)
+
+    def through(self, channel: str | Topic) -> Stream[T]:
+        """Forward every value to ``channel`` and continue with the stream read from it."""
+        topic = channel if isinstance(channel, Topic) else Topic(
+            self.app, channel, key_type=self.channel.key_type,
+            value_type=self.channel.value_type)
+
+        async def same_key(event: Event[Any]) -> Any:
+            return event.key
+        return self._read_back(topic, same_key)
+
+    def _read_back(self, topic: Topic, key_of: Callable[[Event[Any]], Awaitable[Any]]
+                   ) -> Stream[T]:
+        self.source.declare(topic)
+        parent = self._pull
+        target = topic.get_topic_name()
+
+        async def pull(release: bool, deadline: float | None) -> Event[Any] | None:
+            while True:
+                event = await parent(release, deadline)
+                if event is None or event.message.topic == target:
+                    return event
+                self.source.forward(event, topic, await key_of(event))
+        return self._derive(pull)
+
+    def echo(self, *channels: str | Topic) -> Stream[T]:
+        """Also send every value to ``channels``; the event waits for those sends."""
+        topics = [c if isinstance(c, Topic) else Topic(self.app, c) for c in channels]
+        parent = self._pull
+
+        async def pull(release: bool, deadline: float | None) -> Event[Any] | None:
+            event = await parent(release, deadline)
+            if event is not None:
+                for topic in topics:
+                    self.source.forward(event, topic, event.key)
+            return event
+        return self._derive(pull)
+
+    # -- acking ---------------------------------------------------------------------
+
+    def noack(self) -> Stream[T]:
+        """A stream whose events are not acked automatically: call ``ack(event)``."""
+        if self._pull != self._pull_from_source:
+            raise TypeError("call noack() on the agent's stream before other operators")
+        return Stream(self.source, self.channel, auto_ack=False)
+
+    def ack(self, event: Event[Any]) -> bool:
+        """Ack ``event`` (from a ``noack()`` stream); False if it was already acked."""
+        return self.source.ack(event)
+
+    @property
+    def current_event(self) -> Event[Any] | None:
+        """The event most recently handed to the agent."""
+        return self.source.last_event
+
+    # -- joins: not supported -------------------------------------------------------
+
+    def __and__(self, other: object) -> Stream[Any]:
+        raise JoinNotSupported(_JOIN_HELP)
+
+    def join(self, *fields: Any) -> Stream[Any]:
+        """Not supported: raises :class:`JoinNotSupported` naming the alternative."""
+        raise JoinNotSupported(_JOIN_HELP)
+
+    combine = join
+    left_join = join
+    inner_join = join
+    outer_join = join
+
+    def __repr__(self) -> str:
+        return f"<Stream: {self.channel!r}>"
+
+
+#: The type to annotate agent streams with (``StreamT[Add]``), as in Faust.
+StreamT = Stream

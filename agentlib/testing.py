@@ -1,0 +1,148 @@
+"""``agent.test_context()``: run an agent in memory, through the real seam.
+
+The context is an in-memory feeder for :class:`agentlib.seam.AgentHost`: ``put``
+encodes the value with the agent's topic schema into a :class:`RawRecord` (offset =
+event index), feeds it, and returns the decoded event once it is done or the agent
+is waiting for more input (a ``take(n)`` batch still filling). Nothing touches
+Kafka unless the agent has topic/agent sinks or answers an ``ask``;
+``group_by``/``through``/``echo`` forwards are fed straight back to the same host,
+which is what the supervisor would do.
+
+``results`` maps event index (``event.message.offset``, as in Faust) to the value the
+agent yielded for it. An exception raised by the agent for a ``put`` is re-raised
+from that ``put`` (the event is acked and the agent restarted, as in production).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from agentlib.events import Event
+from agentlib.reqrep import request_envelope, request_headers
+from agentlib.seam import AgentHost, ErrorVerdict, RawRecord
+
+if TYPE_CHECKING:
+    from agentlib.agents import Agent
+
+__all__ = ["AgentTestContext"]
+
+
+class AgentTestContext:
+    """What ``async with agent.test_context() as ctx`` gives: ``put`` and ``results``."""
+
+    def __init__(self, agent: Agent[Any], *, stop_timeout: float = 10.0) -> None:
+        self.agent = agent
+        self.results: dict[int, Any] = {}
+        self.errors: dict[int, BaseException] = {}
+        self.done: list[RawRecord] = []
+        self._stop_timeout = stop_timeout
+        self._next_offset = 0
+        self._origin: dict[int, int] = {}
+        self._waiting: dict[tuple[str, int], asyncio.Future[None]] = {}
+        self._events: dict[tuple[str, int], Event[Any]] = {}
+        self._host: AgentHost | None = None
+
+    @property
+    def host(self) -> AgentHost:
+        """The seam host running the agent (started by ``__aenter__``)."""
+        if self._host is None:
+            raise RuntimeError("use the test context with 'async with'")
+        return self._host
+
+    async def __aenter__(self) -> AgentTestContext:
+        self._host = AgentHost(self.agent, on_done=self._on_done, on_error=self._on_error,
+                               forwarder=self._forward, on_yield=self._on_yield,
+                               on_event=self._remember)
+        await self._host.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.host.stop(self._stop_timeout)
+
+    async def put(self, value: Any = None, key: Any = None, *, partition: int = 0,
+                  headers: Mapping[str, bytes] | Sequence[tuple[str, bytes]] | None = None,
+                  reply_to: str | None = None, correlation_id: str | None = None,
+                  wait: bool = True) -> Event[Any]:
+        """Run one message through the agent; return its decoded event."""
+        topic = self.agent.channel
+        header_list = list(headers.items() if isinstance(headers, Mapping) else headers or ())
+        if reply_to is not None:
+            correlation_id = correlation_id or f"test-{len(self.done)}"
+            if self.agent.use_reply_headers:
+                header_list += request_headers(reply_to, correlation_id)
+            else:
+                value = request_envelope(value, reply_to, correlation_id)
+        record = self._record(topic.get_topic_name(), partition, topic.encode_key(key),
+                              topic.encode_value(value), tuple(header_list))
+        finished = asyncio.get_running_loop().create_future()
+        self._waiting[(record.topic, record.offset)] = finished
+        self.host.feed(record)
+        if wait:
+            await self._until_done_or_idle(finished)
+        slot = (record.topic, record.offset)
+        error = self.errors.get(record.offset)
+        if error is not None and finished.done():
+            raise error
+        event = self._events.get(slot)
+        if event is None:
+            raise RuntimeError(f"the agent has not read {record.topic}@{record.offset} yet")
+        return event
+
+    def _record(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
+                headers: tuple[tuple[str, bytes], ...]) -> RawRecord:
+        offset, self._next_offset = self._next_offset, self._next_offset + 1
+        return RawRecord(topic, partition, offset, int(time.time() * 1000), key, value,
+                         headers)
+
+    async def _until_done_or_idle(self, finished: asyncio.Future[None]) -> None:
+        host = self.host
+        while not finished.done():
+            idle: asyncio.Future[Any] = asyncio.ensure_future(host.idle.wait())
+            waiting: set[asyncio.Future[Any]] = {finished, idle}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            idle.cancel()
+            if host.idle.is_set() and not finished.done():
+                await asyncio.sleep(0)  # let done-callbacks of finished sinks run
+                if host.idle.is_set():
+                    return
+
+    def _on_done(self, record: RawRecord) -> None:
+        self.done.append(record)
+        finished = self._waiting.pop((record.topic, record.offset), None)
+        if finished is not None and not finished.done():
+            finished.set_result(None)
+
+    async def _on_error(self, record: RawRecord, exc: BaseException,
+                        attempt: int) -> ErrorVerdict:
+        self.errors[self._origin.get(record.offset, record.offset)] = exc
+        return ErrorVerdict.ACK
+
+    def _on_yield(self, events: list[Event[Any]], value: Any) -> None:
+        for event in events:
+            self.results[self._origin.get(event.message.offset, event.message.offset)] = value
+
+    def _remember(self, event: Event[Any]) -> None:
+        self._events[(event.message.topic, event.message.offset)] = event
+
+    def _forward(self, record: RawRecord) -> asyncio.Future[None] | None:
+        """A group_by/through/echo produce: feed it back to the host if it reads it.
+
+        The source event then waits for the forwarded one, so ``put`` returns after
+        the agent processed the repartitioned event; results are keyed by the source.
+        """
+        if record.topic not in self.agent.topic_names():
+            return None  # echo() to a topic nobody here reads: delivered as far as we care
+        forwarded = self._record(record.topic, 0, record.key, record.value, record.headers)
+        source = self.host.last_event
+        if source is not None:
+            origin = source.message.offset
+            self._origin[forwarded.offset] = self._origin.get(origin, origin)
+        finished = asyncio.get_running_loop().create_future()
+        self._waiting[(forwarded.topic, forwarded.offset)] = finished
+        self.host.feed(forwarded)
+        return finished

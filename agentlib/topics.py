@@ -1,0 +1,192 @@
+"""Topics and channels: where messages go, and how their keys and values are coded.
+
+A :class:`Topic` is a description (names, key/value types and serializers, partition
+count); it owns the encode/decode of its messages so that the worker side (decode a
+fed record) and the client side (``send``) agree by construction. Defaults follow
+Faust: values ``json``, keys ``raw``.
+
+Decoding a value: the codec turns bytes into a payload; if the topic has a Record
+``value_type`` the payload becomes that Record (``__faust`` or not); without one, a
+payload carrying a registered ``__faust.ns`` becomes its Record.
+
+A :class:`Channel` is an in-process, unnamed topic (``app.channel()``); agentd never
+subscribes to it, so an agent reading one only receives what this process sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from agentlib import codecs
+from agentlib.records import Record, decode_known
+
+if TYPE_CHECKING:
+    from agentlib.app import App
+    from agentlib.kafka import RecordMetadata
+
+__all__ = ["Channel", "Topic"]
+
+_HeadersArg = Mapping[str, bytes | str] | Sequence[tuple[str, bytes | str]] | None
+
+
+class Topic:
+    """One or more Kafka topic names sharing a schema; the first is the main one."""
+
+    def __init__(self, app: App, *topics: str, key_type: Any = None, value_type: Any = None,
+                 key_serializer: str | codecs.Codec | None = None,
+                 value_serializer: str | codecs.Codec | None = None,
+                 partitions: int | None = None, replicas: int | None = None,
+                 retention: float | None = None, compacting: bool | None = None,
+                 internal: bool = False, config: Mapping[str, Any] | None = None,
+                 **kwargs: Any) -> None:
+        if not topics:
+            raise TypeError("app.topic() needs at least one topic name")
+        self.app = app
+        self.topics: tuple[str, ...] = tuple(topics)
+        self.key_type = key_type
+        self.value_type = value_type
+        self.key_serializer = key_serializer
+        self.value_serializer = value_serializer
+        self.partitions = partitions
+        self.replicas = replicas
+        self.retention = retention
+        self.compacting = compacting
+        self.internal = internal
+        self.config = dict(config or {})
+
+    def get_topic_name(self) -> str:
+        """The main topic (the first name), where ``send`` produces."""
+        return self.topics[0]
+
+    def __repr__(self) -> str:
+        return f"<Topic: {', '.join(self.topics)}>"
+
+    # -- coding -------------------------------------------------------------------
+
+    def _key_codec(self) -> str | codecs.Codec:
+        if self.key_serializer is not None:
+            return self.key_serializer
+        return self.app.conf.get("key_serializer", "raw")
+
+    def _value_codec(self) -> str | codecs.Codec:
+        if self.value_serializer is not None:
+            return self.value_serializer
+        if self.value_type is bytes:
+            return "raw"
+        if isinstance(self.value_type, type) and issubclass(self.value_type, Record):
+            return self.value_type._serializer
+        return self.app.conf.get("value_serializer", "json")
+
+    def encode_key(self, key: Any) -> bytes | None:
+        """Key bytes: Records as their JSON form, str/bytes raw, others as JSON."""
+        if key is None:
+            return None
+        if isinstance(key, Record):
+            return key.dumps(serializer=self.key_serializer
+                             if isinstance(self.key_serializer, str) else None)
+        codec = self._key_codec()
+        if codec == "raw" and not isinstance(key, bytes | str | bytearray | memoryview):
+            return codecs.json_dumps(key)
+        return codecs.dumps(codec, key)
+
+    def encode_value(self, value: Any) -> bytes | None:
+        """Value bytes with the topic's serializer (None stays None: a tombstone)."""
+        if value is None:
+            return None
+        if isinstance(value, Record):
+            value = value.to_representation()
+        return codecs.dumps(self._value_codec(), value)
+
+    def decode_key(self, data: bytes | None) -> Any:
+        """The key as the agent sees it: ``key_type`` applied, else raw bytes."""
+        if data is None:
+            return None
+        payload = codecs.loads(self._key_codec(), data)
+        return _as_type(self.key_type, payload)
+
+    def load_value(self, data: bytes | None) -> Any:
+        """Bytes → codec payload (still JSON-shaped), before any Record is built."""
+        if data is None:
+            return None
+        return codecs.loads(self._value_codec(), data)
+
+    def decode_value(self, payload: Any) -> Any:
+        """A codec payload → the value the agent sees (``value_type`` applied)."""
+        return _as_type(self.value_type, payload)
+
+    # -- producing ----------------------------------------------------------------
+
+    async def send(self, *, key: Any = None, value: Any = None, partition: int | None = None,
+                   headers: _HeadersArg = None) -> RecordMetadata:
+        """Produce one message to the main topic; return on the delivery report."""
+        return await self.send_soon(key=key, value=value, partition=partition,
+                                    headers=headers)
+
+    def send_soon(self, *, key: Any = None, value: Any = None, partition: int | None = None,
+                  headers: _HeadersArg = None) -> asyncio.Future[RecordMetadata]:
+        """Queue one message; the future resolves on its delivery report."""
+        return self.app.producer.send_soon(
+            self.get_topic_name(), self.encode_key(key), self.encode_value(value),
+            partition, _headers_list(headers))
+
+    def stream(self) -> Any:
+        """Not available: agentd delivers topics to agents only (one consumer per host)."""
+        raise NotImplementedError(
+            "topic.stream() outside an agent is not supported by agentd: the supervisor "
+            "owns the Kafka consumer. Declare an @app.agent on this topic instead.")
+
+    def derive(self, *, prefix: str = "", suffix: str = "", **kwargs: Any) -> Topic:
+        """A topic with the same schema and names wrapped in ``prefix``/``suffix``."""
+        settings = {"key_type": self.key_type, "value_type": self.value_type,
+                    "key_serializer": self.key_serializer,
+                    "value_serializer": self.value_serializer,
+                    "partitions": self.partitions, **kwargs}
+        return Topic(self.app, *(f"{prefix}{name}{suffix}" for name in self.topics),
+                     **settings)
+
+
+_channel_numbers = itertools.count()
+
+
+class Channel(Topic):
+    """An in-process channel: never subscribed in Kafka, no producer needed."""
+
+    def __init__(self, app: App, *, key_type: Any = None, value_type: Any = None,
+                 maxsize: int | None = None, **kwargs: Any) -> None:
+        super().__init__(app, f"channel-{next(_channel_numbers)}", key_type=key_type,
+                         value_type=value_type, **kwargs)
+        self.maxsize = maxsize
+
+    def __repr__(self) -> str:
+        return f"<Channel: {self.get_topic_name()}>"
+
+    def send_soon(self, *, key: Any = None, value: Any = None, partition: int | None = None,
+                  headers: _HeadersArg = None) -> asyncio.Future[RecordMetadata]:
+        """Feed the agents of this process that read this channel."""
+        return self.app._deliver_locally(self, self.encode_key(key), self.encode_value(value),
+                                         _headers_list(headers))
+
+
+def _as_type(wanted: Any, payload: Any) -> Any:
+    if isinstance(wanted, type) and issubclass(wanted, Record):
+        if isinstance(payload, wanted):
+            return payload
+        return wanted.from_data(payload)
+    if wanted is None:
+        return decode_known(payload)
+    if wanted is str and isinstance(payload, bytes):
+        return payload.decode()
+    if wanted in (int, float) and isinstance(payload, bytes | str):
+        return wanted(payload)
+    return payload
+
+
+def _headers_list(headers: _HeadersArg) -> list[tuple[str, bytes]] | None:
+    if not headers:
+        return None
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return [(name, value.encode() if isinstance(value, str) else value)
+            for name, value in items]
