@@ -50,14 +50,13 @@ Memory ordering (the argument, in the manner of folly's ProducerConsumerQueue.h)
 * Doorbells are Dekker's pattern: the sleeper stores its flag then loads the peer's
   index; the waker stores its index then loads the flag. x86-64 *does* reorder a store
   with a later load from another address (the store buffer), which would let both
-  miss each other and lose the wake-up. :func:`_full_fence` puts a locked instruction
+  miss each other and lose the wake-up. ``supervisor/fence.py`` puts a locked instruction
   between the store and the load on both sides, which drains the store buffer. Even a
   lost wake-up could only cost the waiter's timeout, never a hang.
 """
 
 from __future__ import annotations
 
-import _thread
 import contextlib
 import mmap
 import os
@@ -65,6 +64,7 @@ from collections.abc import Sequence
 from time import monotonic
 
 from supervisor.doorbell import Doorbell, PeerGone, PeerWatch, sleep_until_rung
+from supervisor.fence import full_fence
 
 __all__ = ["PeerGone", "RecordTooLarge", "Ring"]
 
@@ -77,23 +77,6 @@ _MAGIC, _VERSION, _CAPACITY = 0, 1, 2
 _HEAD, _TAIL, _READER_SLEEPING, _WRITER_SLEEPING = 16, 32, 48, 64
 # What _sleep saw: the deadline passed, the doorbell rang (or a spurious wake), the peer died.
 _TIMED_OUT, _WOKEN, _PEER_EXITED = 0, 1, 2
-
-_fence_lock = _thread.allocate_lock()
-_fence_acquire = _fence_lock.acquire
-_fence_release = _fence_lock.release
-
-
-def _full_fence() -> None:
-    """A full memory barrier on x86-64 (StoreLoad included).
-
-    A non-blocking acquire of a free lock is ``sem_trywait``, a ``lock cmpxchg``; any
-    locked instruction drains the store buffer before later loads run. This costs
-    ~100 ns, paid once per batch and only on the doorbell paths. On weaker models this
-    would be ``atomic_thread_fence(memory_order_seq_cst)`` from a C extension.
-    """
-    _fence_acquire(False)
-    _fence_release()
-
 
 class RecordTooLarge(ValueError):
     """A record larger than ``max_record_size``: it can never fit, so waiting is wrong."""
@@ -117,6 +100,8 @@ class Ring:
         self._space_bell = space_bell
         self._peer: PeerWatch | None = None
         size = os.fstat(memfd).st_size
+        if size < HEADER_BYTES + 64:
+            raise ValueError(f"fd is not an agentd ring ({size} bytes)")
         mapping = mmap.mmap(memfd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self._map: mmap.mmap | None = mapping
         self._whole = memoryview(mapping)
@@ -124,7 +109,8 @@ class Ring:
         self._data = self._whole[HEADER_BYTES:]
         self._words = self._data.cast("Q")
         ctl = self._ctl
-        if ctl[_MAGIC] != MAGIC or ctl[_VERSION] != LAYOUT_VERSION:
+        if (ctl[_MAGIC] != MAGIC or ctl[_VERSION] != LAYOUT_VERSION
+                or ctl[_CAPACITY] != size - HEADER_BYTES):
             self._release_mapping()
             raise ValueError("fd is not an agentd ring (bad magic or layout version)")
         self.capacity: int = ctl[_CAPACITY]
@@ -185,6 +171,11 @@ class Ring:
     def writer_fd(self) -> int:
         """The space-ready eventfd, for ``loop.add_reader`` in the writing process."""
         return self._space_bell.fd
+
+    @property
+    def peer_fd(self) -> int:
+        """The watched peer's pidfd (readable once it exits) for event loops; -1 if none."""
+        return self._peer.fd if self._peer is not None else -1
 
     def watch_peer(self, pid: int) -> None:
         """Make waits raise :class:`PeerGone` once process ``pid`` has exited."""
@@ -288,32 +279,23 @@ class Ring:
             return
         self._head = head
         self._ctl[_HEAD] = head            # after the payload stores: see module docstring
-        _full_fence()                      # StoreLoad: head visible before reading the flag
+        full_fence()                       # StoreLoad: head visible before reading the flag
         if self._ctl[_READER_SLEEPING]:
             self._data_bell.ring()
 
     def wait_writable(self, nbytes: int, timeout: float) -> bool:
         """Block until a record of ``nbytes`` fits, or ``timeout`` seconds pass (False).
 
-        Announce-then-recheck: set writer_sleeping, fence, reload tail, and sleep on the
-        space-ready doorbell only if there is still no room. Raises :class:`PeerGone`
-        when the watched peer exits while there is no room.
+        Raises :class:`RecordTooLarge` at once for a record that can never fit, and
+        :class:`PeerGone` when the watched peer exits while there is no room.
         """
         need = (nbytes + 15) & ~7
-        if nbytes > self.max_record_size:
-            raise RecordTooLarge(f"record of {nbytes} bytes > max {self.max_record_size}")
-        ctl = self._ctl
         deadline = monotonic() + timeout
         while True:
-            if self._advance_to_fit(need):
-                return True
-            ctl[_WRITER_SLEEPING] = 1
-            _full_fence()                  # StoreLoad: flag visible before reading tail
-            if self._advance_to_fit(need):
-                ctl[_WRITER_SLEEPING] = 0
+            if not self.prepare_write_sleep(nbytes):
                 return True
             outcome = self._sleep(self._space_bell, deadline)
-            ctl[_WRITER_SLEEPING] = 0
+            self._ctl[_WRITER_SLEEPING] = 0
             if outcome == _WOKEN:
                 continue
             if self._advance_to_fit(need):
@@ -321,6 +303,31 @@ class Ring:
             if outcome == _PEER_EXITED:
                 raise self._peer_gone()
             return False
+
+    def prepare_write_sleep(self, nbytes: int) -> bool:
+        """Announce that the writer will sleep until ``nbytes`` fit; False: it fits now.
+
+        Announce-then-recheck: set writer_sleeping, fence, reload tail; the reader's
+        release() rings the space-ready doorbell only when it sees the flag. After True,
+        wait for ``writer_fd`` to become readable, then call :meth:`ack_write_doorbell`.
+        """
+        if nbytes > self.max_record_size:
+            raise RecordTooLarge(f"record of {nbytes} bytes > max {self.max_record_size}")
+        need = (nbytes + 15) & ~7
+        if self._advance_to_fit(need):
+            return False
+        ctl = self._ctl
+        ctl[_WRITER_SLEEPING] = 1
+        full_fence()                       # StoreLoad: flag visible before reading tail
+        if self._advance_to_fit(need):
+            ctl[_WRITER_SLEEPING] = 0
+            return False
+        return True
+
+    def ack_write_doorbell(self) -> None:
+        """After an event-loop wake-up: clear the writer's announcement, drain the fd."""
+        self._ctl[_WRITER_SLEEPING] = 0
+        self._space_bell.drain()
 
     def _advance_to_fit(self, need: int) -> bool:
         """Refresh tail, write (and publish) a wrap marker if due; True if ``need`` fits."""
@@ -363,7 +370,7 @@ class Ring:
         if ctl[_TAIL] == self._read_pos:
             return
         ctl[_TAIL] = self._read_pos        # after the reader's loads: see module docstring
-        _full_fence()                      # StoreLoad: tail visible before reading the flag
+        full_fence()                       # StoreLoad: tail visible before reading the flag
         if ctl[_WRITER_SLEEPING]:
             self._space_bell.ring()
 
@@ -401,7 +408,7 @@ class Ring:
         if ctl[_HEAD] != self._read_pos:
             return False
         ctl[_READER_SLEEPING] = 1
-        _full_fence()                      # StoreLoad: flag visible before reading head
+        full_fence()                       # StoreLoad: flag visible before reading head
         if ctl[_HEAD] != self._read_pos:
             ctl[_READER_SLEEPING] = 0
             return False
@@ -424,9 +431,8 @@ class Ring:
         if remaining <= 0:
             self.timeouts += 1
             return _TIMED_OUT
-        peer_fd = self._peer.fd if self._peer is not None else -1
         self.sleeps += 1
-        rung, gone = sleep_until_rung(bell, peer_fd, remaining)
+        rung, gone = sleep_until_rung(bell, self.peer_fd, remaining)
         if gone:
             return _PEER_EXITED
         if rung:

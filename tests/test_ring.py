@@ -188,3 +188,42 @@ def test_attach_rejects_a_file_that_is_not_a_ring():
     finally:
         for opened in (fd, *bells):
             os.close(opened)
+
+
+def test_writer_doorbell_rings_for_an_event_loop_writer_after_release(ring):
+    poller = select.poll()
+    poller.register(ring.writer_fd, select.POLLIN)
+    assert ring.write_many([b"r" * 120] * 8) == 8
+    assert ring.prepare_write_sleep(120)              # full: the writer may sleep
+    assert poller.poll(0) == []
+    ring.read_many(1)
+    ring.release()
+    assert poller.poll(0) != []
+    ring.ack_write_doorbell()
+    assert poller.poll(0) == []
+    assert not ring.prepare_write_sleep(120)          # room now: write instead of sleeping
+
+
+def test_prepare_write_sleep_rejects_a_record_that_can_never_fit(ring):
+    with pytest.raises(RecordTooLarge):
+        ring.prepare_write_sleep(ring.capacity)
+
+
+def test_peer_fd_is_a_pidfd_only_after_watch_peer(ring):
+    assert ring.peer_fd == -1
+    ring.watch_peer(os.getpid())
+    assert ring.peer_fd >= 0
+    poller = select.poll()
+    poller.register(ring.peer_fd, select.POLLIN)
+    assert poller.poll(0) == []                        # this process is alive
+
+
+def test_attach_rejects_a_file_too_small_to_be_a_ring():
+    fd = os.memfd_create("tiny")
+    bells = [os.eventfd(0), os.eventfd(0)]
+    try:
+        with pytest.raises(ValueError):
+            Ring.attach([fd, *bells])
+    finally:
+        for opened in (fd, *bells):
+            os.close(opened)
