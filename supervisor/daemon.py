@@ -121,7 +121,7 @@ class Supervisor:
         for lane, spec in enumerate(self.zygote.agents):
             agent_config = self.config.agent(spec.name)
             count = agent_config.instances or spec.concurrency
-            agent = AgentRuntime(spec.name, lane, spec.topics, agent_config)
+            agent = AgentRuntime(spec.name, lane, spec.topics, agent_config, spec.app)
             agent.router = Router(agent_config.ordering, count)
             agent.instances = [Instance(agent, i) for i in range(count)]
             self.agents.append(agent)
@@ -165,9 +165,13 @@ class Supervisor:
         assert self.zygote is not None
         return self.zygote.app_ids[0]
 
-    def worker_settings(self, agent: AgentRuntime) -> dict[str, Any]:
-        cfg = agent.config
+    def worker_settings(self, inst: Instance) -> dict[str, Any]:
+        agent, cfg = inst.agent, inst.agent.config
+        # An app's @app.task/@app.timer functions run once per supervisor: in instance
+        # 0 of the app's first agent.
+        first_of_app = next(a for a in self.agents if a.app == agent.app)
         return {"agent": agent.name, "topics": self.topics, "on_error": cfg.on_error,
+                "run_app_tasks": first_of_app is agent and inst.index == 0,
                 "dead_letter_topic": cfg.dead_letter_topic,
                 "dead_letter_explicit": bool(cfg.dead_letter_topic),
                 "max_retries": cfg.max_retries, "retry_backoff": cfg.retry_backoff,
@@ -356,7 +360,7 @@ class Supervisor:
             if inst.restart_at is not None and inst.restart_at <= now and self.running \
                     and self.draining_until is None:
                 assert self.zygote is not None
-                inst.spawn(self.zygote, self.worker_settings(inst.agent))
+                inst.spawn(self.zygote, self.worker_settings(inst))
 
     def reap_instances(self) -> None:
         """Notice dead instances at once (pidfds), re-dispatch what they held."""

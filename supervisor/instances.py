@@ -55,6 +55,7 @@ class AgentRuntime:
     lane: int
     topics: tuple[str, ...]
     config: Any  # supervisor.config.AgentConfig
+    app: str     # the id of the App that defines it
     instances: list[Instance] = field(default_factory=list)
     router: Any = None  # supervisor.router.Router
 

@@ -21,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import importlib
+import inspect
 import logging
+import signal
 import traceback
 from collections.abc import Sequence
 from typing import Any
@@ -74,17 +76,26 @@ class Worker:
         self._stopping = False
         self.processed = 0
         self._producer: Any = None
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._exit: asyncio.Future[int] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def main(self) -> int:
         self._loop = asyncio.get_running_loop()
         self._exit = self._loop.create_future()
+        # SIGINT (a terminal's Ctrl-C reaches the whole group) is the supervisor's to
+        # handle; SIGTERM means "finish what you hold, then exit", like STOP.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        self._loop.add_signal_handler(signal.SIGTERM, self._finish, 0)
         await self.host.start()
+        if self.settings.get("run_app_tasks"):
+            self._start_app_tasks()
         self._loop.add_reader(self.inbound.reader_fd, self._on_doorbell)
         self.pump()
         code = await self._exit
         self._loop.remove_reader(self.inbound.reader_fd)
+        for task in list(self._tasks):
+            task.cancel()
         if code == 0:
             await self.host.stop(float(self.settings.get("shutdown_timeout", 30.0)))
             self.flush_acks()
@@ -93,6 +104,31 @@ class Worker:
         if self._producer is not None:
             self._producer.close(5.0)
         return code
+
+    def _start_app_tasks(self) -> None:
+        """Run the app's ``@app.task``s once and its ``@app.timer``s on their interval.
+
+        The supervisor asks exactly one instance to do this, so a timer fires once per
+        interval per supervisor (Faust runs them in every worker, too).
+        """
+        assert self._loop is not None
+        app = self.agent.app
+        for task in getattr(app, "tasks", []):
+            self._background(_call_app_function(task, app), getattr(task, "__name__", "task"))
+        for timer in getattr(app, "timers", []):
+            self._background(_run_timer(timer.seconds, timer.fun, app),
+                             getattr(timer.fun, "__name__", "timer"))
+
+    def _background(self, coro: Any, name: str) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("app task %s failed", task.get_name(), exc_info=task.exception())
 
     # ------------------------------------------------------------------ inbound
 
@@ -260,6 +296,24 @@ class Worker:
                 log.error("agent %s: dead-letter to %s failed (%s); retrying", self.name,
                           topic, send_exc)
                 await asyncio.sleep(1.0)
+
+
+async def _call_app_function(fun: Any, app: Any) -> Any:
+    """Faust passes the app to a task or timer that takes an argument."""
+    try:
+        takes_app = bool(inspect.signature(fun).parameters)
+    except (TypeError, ValueError):
+        takes_app = False
+    return await (fun(app) if takes_app else fun())
+
+
+async def _run_timer(seconds: float, fun: Any, app: Any) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await _call_app_function(fun, app)
+        except Exception:
+            log.exception("timer %s failed", getattr(fun, "__name__", fun))
 
 
 def error_headers(agent: str, record: Any, exc: BaseException | str) -> list[tuple[str, bytes]]:

@@ -54,6 +54,7 @@ class AgentSpec:
     name: str
     topics: tuple[str, ...]
     concurrency: int
+    app: str
 
 
 def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
@@ -98,7 +99,7 @@ class Zygote:
             if message.get("traceback"):
                 log.debug("app import traceback:\n%s", message["traceback"])
             raise ZygoteError(message.get("reason", "the zygote failed"))
-        agents = [AgentSpec(a["name"], tuple(a["topics"]), int(a["concurrency"]))
+        agents = [AgentSpec(a["name"], tuple(a["topics"]), int(a["concurrency"]), a["app"])
                   for a in message["agents"]]
         return cls(proc, ours, agents, list(message.get("app_ids") or ["agentd"]))
 
@@ -190,7 +191,8 @@ def find_agents(apps: list[Any]) -> dict[str, Any]:
 
 def _describe(agents: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"name": name, "topics": list(agent.topic_names()),
-             "concurrency": int(getattr(agent, "concurrency", 1) or 1)}
+             "concurrency": int(getattr(agent, "concurrency", 1) or 1),
+             "app": _app_id(agent.app)}
             for name, agent in agents.items()]
 
 
@@ -201,8 +203,15 @@ def _app_id(app: Any) -> str:
 
 
 def serve(fd: int, specs: list[str]) -> int:
-    """The zygote's main: import, report, then fork on request until the socket closes."""
+    """The zygote's main: import, report, then fork on request until the socket closes.
+
+    SIGINT and SIGTERM are ignored: a Ctrl-C or a unit stop reaches the whole process
+    group, and only the supervisor decides how its instances stop (it closes our
+    socket; if it dies instead, PR_SET_PDEATHSIG ends us).
+    """
     set_parent_death_signal()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
     try:
         apps = [load_app(spec) for spec in specs]
