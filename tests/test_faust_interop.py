@@ -31,7 +31,7 @@ def test_faust_worker_answers_a_request_made_with_agentlib_producer_and_replies(
         return await asyncio.wait_for(future, 120)
 
     try:
-        with FaustWorker(kafka_bootstrap, topic, kafkatools.unique_name("peer"), tmp_path):
+        with FaustWorker(kafka_bootstrap, kafkatools.unique_name("peer"), tmp_path, adding=topic):
             assert asyncio.run(ask()) == 12
     finally:
         producer.close(10)
