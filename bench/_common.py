@@ -286,6 +286,34 @@ def kill_group(proc: subprocess.Popen[Any], grace: float = 3.0, *,
         proc.wait(5)
 
 
+PEER_OF = {"quix": "quix", "arroyo_mp": "arroyo", "arroyo_single": "arroyo"}
+
+
+def run_contestant(name: str, bootstrap: str, topic: str, count: int, timeout: float, *,
+                   kind: str | None = None, work: int = 0, instances: int = 1,
+                   concurrency: int = 1) -> Outcome:
+    """Contestant ``name`` reads all of ``topic`` in a fresh consumer group.
+
+    ``kind`` (default: ``name``) is ``agentd`` (run with ``instances``) or a
+    ``_contestants.py`` kind (``bare``, ``faust``, ``quix``, ``arroyo_mp``,
+    ``arroyo_single``); ``work`` is ``burn`` iterations per message, the same for all.
+    """
+    kind = kind or name
+    if kind == "agentd":
+        return run_agentd(name, bootstrap, topic, count, instances, timeout, work=work)
+    if kind in PEER_OF:
+        try:
+            python = str(peers_python(PEER_OF[kind]))
+        except Exception as exc:  # no venv, no contestant: the run goes on
+            return Outcome(name, reason=f"peers venv failed: {exc}")
+    else:
+        python = sys.executable
+    argv = [python, str(BENCH_DIR / "_contestants.py"), kind, "--bootstrap", bootstrap,
+            "--topic", topic, "--group", unique(f"bench-{kind}"), "--count", str(count),
+            "--concurrency", str(concurrency)]
+    return run_child(name, argv, timeout, env={"BENCH_WORK": str(work)}, expect=count)
+
+
 # ---------------------------------------------------------------------------- peers venvs
 
 def peers_python(peer: str) -> Path:
