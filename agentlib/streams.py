@@ -189,12 +189,15 @@ class Stream(Generic[T]):
                     return event
         return self._derive(pull)
 
-    def group_by(self, key: FieldDescriptor | Callable[[T], Any], *, name: str | None = None,
-                 topic: Topic | None = None, partitions: int | None = None) -> Stream[T]:
+    def group_by(self, key: FieldDescriptor | Callable[[T], Any] | Any, *,
+                 name: str | None = None, topic: Topic | None = None,
+                 partitions: int | None = None) -> Stream[T]:
         """Repartition by a new key: produce to ``<app id>-<name>-repartition``, read back.
 
         ``key`` is a Record field (``BankTransfer.account_id``) or a callable (sync
-        or async; then ``name`` is required).
+        or async; then ``name`` is required). ``Any`` in the annotation because mypy
+        types ``BankTransfer.account_id`` as the field's type (``str``), not as the
+        descriptor it is at run time.
         """
         if name is None:
             if not isinstance(key, FieldDescriptor):

@@ -69,7 +69,8 @@ class Topic:
     def _key_codec(self) -> str | codecs.Codec:
         if self.key_serializer is not None:
             return self.key_serializer
-        return self.app.conf.get("key_serializer", "raw")
+        codec: str | codecs.Codec = self.app.conf.get("key_serializer", "raw")
+        return codec
 
     def _value_codec(self) -> str | codecs.Codec:
         if self.value_serializer is not None:
@@ -78,7 +79,8 @@ class Topic:
             return "raw"
         if isinstance(self.value_type, type) and issubclass(self.value_type, Record):
             return self.value_type._serializer
-        return self.app.conf.get("value_serializer", "json")
+        codec: str | codecs.Codec = self.app.conf.get("value_serializer", "json")
+        return codec
 
     def encode_key(self, key: Any) -> bytes | None:
         """Key bytes: Records as their JSON form, str/bytes raw, others as JSON."""
