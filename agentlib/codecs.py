@@ -9,8 +9,9 @@ Pickle is registered but never picked by default: data from Kafka is unpickled o
 when the user named the ``pickle`` codec for that topic (DESIGN.md §6).
 
 The JSON form is compact (no spaces) like the bytes faust-streaming writes, and
-encodes what Faust's encoder does: datetimes and dates as ISO 8601, ``Decimal`` and
-``UUID`` as strings, sets as lists, Records as their ``__faust`` representation.
+encodes what Faust's encoder does: datetimes as ISO 8601 (UTC as ``Z``, dates as
+midnight), ``Decimal`` and ``UUID`` as strings, enums by value, sets as lists,
+Records as their ``__faust`` representation.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import base64
 import datetime
 import decimal
+import enum
 import json
 import pickle
 import uuid
@@ -45,10 +47,17 @@ def _json_default(obj: Any) -> Any:
     to_representation = getattr(obj, "to_representation", None)
     if to_representation is not None:
         return to_representation()
-    if isinstance(obj, datetime.date | datetime.time):
+    if isinstance(obj, datetime.date):
+        if not isinstance(obj, datetime.datetime):  # Faust writes dates as midnight
+            obj = datetime.datetime(obj.year, obj.month, obj.day)
+        text = obj.isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+    if isinstance(obj, datetime.time):
         return obj.isoformat()
     if isinstance(obj, decimal.Decimal | uuid.UUID):
         return str(obj)
+    if isinstance(obj, enum.Enum):
+        return obj.value
     if isinstance(obj, set | frozenset):
         return list(obj)
     raise TypeError(f"cannot encode {type(obj).__name__} as JSON: {obj!r}")

@@ -238,8 +238,8 @@ class AgentHost:
             if delivery is not None:
                 self._hold([ticket], asyncio.ensure_future(delivery))
             return
-        self._hold([ticket], asyncio.ensure_future(
-            self._produce(record.topic, record.key, record.value, list(record.headers))))
+        self._hold([ticket], self._produce_soon(record.topic, record.key, record.value,
+                                                list(record.headers)))
 
     def declare(self, topic: Topic) -> None:
         """Register a derived topic; it must be one ``topic_names()`` announced."""
@@ -335,9 +335,19 @@ class AgentHost:
         if retries:
             self._wakeup.set()
 
-    async def _produce(self, topic: str, key: bytes | None, value: bytes | None,
-                       headers: list[tuple[str, bytes]] | None) -> Any:
+    def _produce_soon(self, topic: str, key: bytes | None, value: bytes | None,
+                      headers: list[tuple[str, bytes]] | None) -> asyncio.Future[Any]:
+        """Queue a message now (so it is ordered before later ones) → its delivery."""
         producer = self._producer if self._producer is not None else self.app.producer
+        try:
+            future: asyncio.Future[Any] = producer.send_soon(topic, key, value, None,
+                                                             headers or None)
+            return future
+        except BufferError:
+            return asyncio.ensure_future(self._produce(producer, topic, key, value, headers))
+
+    async def _produce(self, producer: Any, topic: str, key: bytes | None,
+                       value: bytes | None, headers: list[tuple[str, bytes]] | None) -> Any:
         while True:
             try:
                 future = producer.send_soon(topic, key, value, None, headers or None)
@@ -355,8 +365,8 @@ class AgentHost:
         for event in events:
             if event.reply_to and isinstance(event._ticket, _Ticket):
                 reply = response_bytes(event.key, value, event.correlation_id)
-                self._hold([event._ticket], asyncio.ensure_future(
-                    self._produce(event.reply_to, None, reply, None)))
+                self._hold([event._ticket],
+                           self._produce_soon(event.reply_to, None, reply, None))
         for sink in self.agent.sinks:
             send = getattr(sink, "send", None)
             if isinstance(sink, Topic) or (send is not None and hasattr(sink, "topic_names")):

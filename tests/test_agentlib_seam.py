@@ -1,0 +1,363 @@
+"""The agentlib seam (docs/architecture.md, "agentlib seam"), with an in-memory feeder.
+
+No broker: topic sinks and replies go to a FakeProducer whose deliveries the test
+completes by hand, which is how "done waits for the delivery report" is observed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from agentlib_fakes import FakeProducer, Feeder, raw
+
+import agentlib
+from agentlib.seam import ErrorVerdict, RawRecord
+
+
+class Add(agentlib.Record, namespace="tests.seam.Add"):
+    a: int
+    b: int
+
+
+def make_app() -> agentlib.App:
+    return agentlib.App("seam-test", broker="kafka://unused:1")
+
+
+def add_bytes(a: int, b: int) -> bytes:
+    return Add(a, b).dumps()
+
+
+def test_each_record_is_done_once_when_the_agent_asks_for_the_next():
+    app = make_app()
+    progress: list[str] = []
+
+    @app.agent(app.topic("in", value_type=Add))
+    async def adding(stream):
+        async for value in stream:
+            progress.append(f"got {value.a}")
+            yield value.a + value.b
+
+    async def scenario() -> None:
+        feeder = Feeder(adding)
+        await feeder.host.start()
+        feeder.host.feed(raw(add_bytes(1, 1), offset=10))
+        await feeder.settle()
+        # the agent is parked in `async for` waiting for the next one: 10 is done
+        assert feeder.done == [10]
+        feeder.host.feed(raw(add_bytes(2, 2), offset=11))
+        feeder.host.feed(raw(add_bytes(3, 3), offset=12))
+        await feeder.host.stop(timeout=5)
+        assert feeder.done == [10, 11, 12]
+        assert progress == ["got 1", "got 2", "got 3"]
+        assert feeder.host.in_flight == 0
+    asyncio.run(scenario())
+
+
+def test_topic_sink_holds_done_until_the_delivery_report():
+    app = make_app()
+    out = app.topic("out")
+
+    @app.agent(app.topic("in", value_type=Add), sink=[out])
+    async def adding(stream):
+        async for value in stream:
+            yield value.a + value.b
+
+    producer = FakeProducer()
+    app._producer = producer  # type: ignore[assignment]
+
+    async def scenario() -> None:
+        feeder = Feeder(adding, producer=producer)
+        await feeder.host.start()
+        feeder.host.feed(raw(add_bytes(1, 2), offset=0))
+        feeder.host.feed(raw(add_bytes(3, 4), offset=1))
+        await feeder.settle()
+        assert [(s.topic, s.value) for s in producer.sent] == [("out", b"3"), ("out", b"7")]
+        assert feeder.done == []  # moved past both, nothing delivered yet
+        producer.sent[1].deliver()
+        await feeder.settle()
+        assert feeder.done == [1]  # done per record, in delivery order
+        producer.sent[0].deliver()
+        await feeder.settle()
+        assert feeder.done == [1, 0]
+        await feeder.host.stop(timeout=5)
+    asyncio.run(scenario())
+
+
+def test_async_sink_is_awaited_before_the_agent_reads_the_next_event():
+    app = make_app()
+    trace: list[str] = []
+    release = asyncio.Event()
+
+    async def slow_sink(value: int) -> None:
+        trace.append(f"sink start {value}")
+        await release.wait()
+        trace.append(f"sink end {value}")
+
+    @app.agent(app.topic("in", value_type=int), sink=[slow_sink])
+    async def double(stream):
+        async for value in stream:
+            trace.append(f"agent {value}")
+            yield value * 2
+
+    async def scenario() -> None:
+        feeder = Feeder(double)
+        await feeder.host.start()
+        feeder.host.feed(raw(b"1", offset=0))
+        feeder.host.feed(raw(b"2", offset=1))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert trace == ["agent 1", "sink start 2"]
+        assert feeder.done == []
+        release.set()
+        await feeder.host.stop(timeout=5)
+        assert trace == ["agent 1", "sink start 2", "sink end 2", "agent 2",
+                         "sink start 4", "sink end 4"]
+        assert feeder.done == [0, 1]
+    asyncio.run(scenario())
+
+
+def test_undecodable_value_goes_to_on_error_and_the_agent_keeps_running():
+    app = make_app()
+    seen: list[int] = []
+
+    @app.agent(app.topic("in", value_type=Add))
+    async def adding(stream):
+        async for value in stream:
+            seen.append(value.a)
+
+    async def scenario() -> None:
+        feeder = Feeder(adding)
+        await feeder.host.start()
+        feeder.host.feed(raw(b"{not json", offset=0))
+        feeder.host.feed(raw(b'{"a": 1}', offset=1))  # Add without its required b
+        feeder.host.feed(raw(add_bytes(5, 5), offset=2))
+        await feeder.host.stop(timeout=5)
+        assert [(offset, attempt) for offset, _, attempt in feeder.errors] == [(0, 1), (1, 1)]
+        assert isinstance(feeder.errors[0][1], ValueError)
+        assert isinstance(feeder.errors[1][1], TypeError)
+        assert seen == [5]
+        assert feeder.done == [0, 1, 2]
+    asyncio.run(scenario())
+
+
+def test_retry_feeds_the_same_record_again_before_later_ones():
+    app = make_app()
+    attempts: list[int] = []
+
+    @app.agent(app.topic("in", value_type=int))
+    async def flaky(stream):
+        async for value in stream:
+            attempts.append(value)
+            if value == 1 and attempts.count(1) < 3:
+                raise RuntimeError("transient")
+
+    async def scenario() -> None:
+        feeder = Feeder(flaky, verdicts=[ErrorVerdict.RETRY, ErrorVerdict.RETRY])
+        await feeder.host.start()
+        for offset, value in enumerate([b"1", b"2", b"3"]):
+            feeder.host.feed(raw(value, offset=offset))
+        await feeder.host.stop(timeout=5)
+        assert attempts == [1, 1, 1, 2, 3]
+        assert [(offset, attempt) for offset, _, attempt in feeder.errors] == [(0, 1), (0, 2)]
+        assert feeder.done == [0, 1, 2]
+    asyncio.run(scenario())
+
+
+def test_agent_exception_acks_by_verdict_and_restarts_the_agent_function():
+    app = make_app()
+    starts: list[int] = []
+    seen: list[int] = []
+
+    @app.agent(app.topic("in", value_type=int))
+    async def fragile(stream):
+        starts.append(len(seen))
+        async for value in stream:
+            seen.append(value)
+            if value == 2:
+                raise ValueError("bad value")
+            yield value
+
+    async def scenario() -> None:
+        feeder = Feeder(fragile)
+        await feeder.host.start()
+        starts.clear()  # start() primed the function once to learn its topics
+        for offset in range(4):
+            feeder.host.feed(raw(str(offset + 1).encode(), offset=offset))
+        await feeder.host.stop(timeout=5)
+        assert seen == [1, 2, 3, 4]
+        assert starts == [0, 2]  # restarted once, on the same stream, after event 2
+        assert [offset for offset, _, _ in feeder.errors] == [1]
+        assert feeder.done == [0, 1, 2, 3]
+    asyncio.run(scenario())
+
+
+def test_on_error_raising_stops_the_host_and_propagates_from_stop():
+    app = make_app()
+
+    @app.agent(app.topic("in", value_type=int))
+    async def failing(stream):
+        async for _value in stream:
+            raise ValueError("boom")
+
+    class Crash(Exception):
+        pass
+
+    async def crash_policy(record: RawRecord, exc: BaseException, attempt: int) -> Any:
+        raise Crash(f"offset {record.offset}: {exc}")
+
+    async def scenario() -> None:
+        feeder = Feeder(failing, on_error=crash_policy)
+        await feeder.host.start()
+        feeder.host.feed(raw(b"1", offset=7))
+        feeder.host.feed(raw(b"2", offset=8))
+        with pytest.raises(Crash, match="offset 7: boom"):
+            await feeder.host.stop(timeout=5)
+        assert feeder.done == []
+    asyncio.run(scenario())
+
+
+def test_take_batch_is_done_together_when_the_next_batch_is_requested():
+    app = make_app()
+    batches: list[list[int]] = []
+
+    @app.agent(app.topic("in", value_type=int))
+    async def batcher(stream):
+        async for batch in stream.take(2):
+            batches.append(batch)
+
+    async def scenario() -> None:
+        feeder = Feeder(batcher)
+        await feeder.host.start()
+        feeder.host.feed(raw(b"1", offset=0))
+        await feeder.settle()
+        assert feeder.done == []  # batch still filling
+        feeder.host.feed(raw(b"2", offset=1))
+        await feeder.settle()
+        assert batches == [[1, 2]]
+        assert feeder.done == [0, 1]
+        await feeder.host.stop(timeout=5)
+    asyncio.run(scenario())
+
+
+def test_filtered_out_event_is_done_without_reaching_the_agent_body():
+    app = make_app()
+    seen: list[int] = []
+
+    @app.agent(app.topic("in", value_type=int))
+    async def evens(stream):
+        async for value in stream.filter(lambda v: v % 2 == 0):
+            seen.append(value)
+
+    async def scenario() -> None:
+        feeder = Feeder(evens)
+        await feeder.host.start()
+        feeder.host.feed(raw(b"1", offset=0))
+        await feeder.settle()
+        assert feeder.done == [0]
+        feeder.host.feed(raw(b"2", offset=1))
+        await feeder.host.stop(timeout=5)
+        assert seen == [2]
+        assert feeder.done == [0, 1]
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("use_headers", [True, False])
+def test_request_gets_a_reqrep_response_with_null_key_before_the_sinks(use_headers: bool):
+    app = make_app()
+    order: list[str] = []
+    producer = FakeProducer()
+
+    def sink(value: int) -> None:
+        order.append(f"sink {value}; replies sent: {len(producer.sent)}")
+
+    @app.agent(app.topic("in", value_type=Add), sink=[sink], use_reply_headers=use_headers)
+    async def adding(stream):
+        async for value in stream:
+            yield value.a + value.b
+
+    async def scenario() -> None:
+        feeder = Feeder(adding, producer=producer)
+        await feeder.host.start()
+        if use_headers:
+            record = raw(add_bytes(2, 3), offset=0, key=b"k1", headers=(
+                ("Faust-Ag-ReplyTo", b"f-reply-x"), ("Faust-Ag-CorrelationId", b"cid-1")))
+        else:
+            envelope = {"value": Add(2, 3).to_representation(), "reply_to": "f-reply-x",
+                        "correlation_id": "cid-1", "__faust": {"ns": "@ReqRepRequest"}}
+            record = raw(json.dumps(envelope).encode(), offset=0, key=b"k1")
+        feeder.host.feed(record)
+        await feeder.settle()
+        assert order == ["sink 5; replies sent: 1"]
+        [reply] = producer.sent
+        assert (reply.topic, reply.key) == ("f-reply-x", None)
+        assert json.loads(reply.value or b"") == {
+            "key": "k1", "value": 5, "correlation_id": "cid-1",
+            "__faust": {"ns": "@ReqRepResponse"}}
+        assert feeder.done == []  # the reply is not delivered yet
+        reply.deliver()
+        await feeder.host.stop(timeout=5)
+        assert feeder.done == [0]
+    asyncio.run(scenario())
+
+
+def test_group_by_forwards_to_the_repartition_topic_and_reads_it_back():
+    app = make_app()
+
+    class Transfer(agentlib.Record, namespace="tests.seam.Transfer"):
+        account_id: str
+        amount: float
+
+    seen: list[tuple[str, Any, float]] = []
+
+    @app.agent(app.topic("transfers", value_type=Transfer))
+    async def by_account(stream):
+        async for transfer in stream.group_by(Transfer.account_id):
+            event = stream.current_event
+            seen.append((event.message.topic, event.key, transfer.amount))
+
+    producer = FakeProducer(auto_deliver=True)
+
+    async def scenario() -> None:
+        assert by_account.topic_names() == ["transfers", "seam-test-account_id-repartition"]
+        feeder = Feeder(by_account, producer=producer)
+        await feeder.host.start()
+        source = Transfer("acc-9", 1.5).dumps()
+        feeder.host.feed(raw(source, offset=0, topic="transfers"))
+        await feeder.settle()
+        [forwarded] = producer.sent
+        assert (forwarded.topic, forwarded.key, forwarded.value) == (
+            "seam-test-account_id-repartition", b"acc-9", source)
+        assert seen == []
+        assert feeder.done == [0]  # the source event is done once the forward is delivered
+        feeder.host.feed(raw(source, offset=0, topic="seam-test-account_id-repartition",
+                             key=b"acc-9"))
+        await feeder.host.stop(timeout=5)
+        assert seen == [("seam-test-account_id-repartition", b"acc-9", 1.5)]
+    asyncio.run(scenario())
+
+
+def test_stop_finishes_every_record_fed_before_it():
+    app = make_app()
+    seen: list[int] = []
+
+    @app.agent(app.topic("in", value_type=int))
+    async def slow(stream):
+        async for value in stream:
+            await asyncio.sleep(0)
+            seen.append(value)
+
+    async def scenario() -> None:
+        feeder = Feeder(slow)
+        await feeder.host.start()
+        for offset in range(50):
+            feeder.host.feed(raw(str(offset).encode(), offset=offset))
+        assert feeder.host.in_flight == 50
+        await feeder.host.stop(timeout=5)
+        assert seen == list(range(50))
+        assert feeder.done == list(range(50))
+        with pytest.raises(RuntimeError, match="stopping"):
+            feeder.host.feed(raw(b"1", offset=99))
+    asyncio.run(scenario())
