@@ -23,7 +23,12 @@ __all__ = ["argument", "build_group", "make_command", "option"]
 
 
 def argument(*args: Any, **kwargs: Any) -> Callable[[Any], Any]:
-    """A positional command-line argument (``click.argument``)."""
+    """A positional command-line argument (``click.argument``).
+
+    Accepts ``help=`` as the guide writes it (``argument('a', type=int, help=...)``),
+    which click's arguments reject (they have no help text): it is dropped.
+    """
+    kwargs.pop("help", None)
     return click.argument(*args, **kwargs)
 
 
