@@ -1,0 +1,88 @@
+"""Backpressure: a stuck agent pauses only the partitions that feed it.
+
+The ``stuck`` agent's async sink blocks for 30 s on its first value (an async sink
+holds the agent, as in Faust), so its instance stops taking records, its ring fills
+and the supervisor must pause exactly its topic's partitions. Meanwhile ``steady``, on
+another topic, must process everything it is sent; afterwards ``stuck`` catches up.
+"""
+
+from __future__ import annotations
+
+import re
+
+import kafkatools
+import pytest
+from agentdproc import Agentd, wait_until
+from test_daemon_pipeline import committed_equals_end
+
+TWO_AGENTS = """
+import asyncio
+import os
+import agentlib as faust
+
+app = faust.App("backpressure-app")
+stuck_topic = app.topic(os.environ["STUCK_TOPIC"], value_type=bytes, value_serializer="raw")
+steady_topic = app.topic(os.environ["STEADY_TOPIC"], value_type=bytes,
+                         value_serializer="raw")
+stuck_sink = app.topic(os.environ["STUCK_SINK"], value_type=bytes, value_serializer="raw")
+steady_sink = app.topic(os.environ["STEADY_SINK"], value_type=bytes, value_serializer="raw")
+blocked = []
+
+
+async def slow_sink(value):
+    if not blocked:
+        blocked.append(value)
+        await asyncio.sleep(30)
+
+
+@app.agent(stuck_topic, sink=[stuck_sink, slow_sink])
+async def stuck(stream):
+    async for value in stream:
+        yield value
+
+
+@app.agent(steady_topic, sink=[steady_sink])
+async def steady(stream):
+    async for value in stream:
+        yield value
+"""
+
+
+@pytest.mark.kafka
+def test_a_blocked_sink_pauses_only_its_partitions_while_another_agent_keeps_going(
+        kafka_bootstrap, new_topic, tmp_path):
+    stuck_topic, steady_topic = new_topic(4), new_topic(4)
+    stuck_sink, steady_sink = new_topic(1), new_topic(1)
+    group = kafkatools.unique_name("backpressure")
+    settings = {"app": "two_agents:app", "broker": f"kafka://{kafka_bootstrap}",
+                "group_id": group, "commit_interval": 0.2, "log_level": "DEBUG"}
+    agents = {"stuck": {"instances": 1, "ring_size": "64KiB"},
+              "steady": {"instances": 1}}
+    env = {"STUCK_TOPIC": stuck_topic, "STEADY_TOPIC": steady_topic,
+           "STUCK_SINK": stuck_sink, "STEADY_SINK": steady_sink}
+    stuck_inputs = [(None, f"s{i}".encode() * 20) for i in range(20_000)]
+    steady_inputs = [(None, f"t{i}".encode()) for i in range(2_000)]
+    with Agentd(tmp_path, settings, agents=agents, modules={"two_agents": TWO_AGENTS},
+                env=env) as daemon:
+        daemon.wait_consuming()
+        kafkatools.produce(kafka_bootstrap, stuck_topic, stuck_inputs)
+        wait_until(lambda: daemon.assert_running() or "blocked: paused" in daemon.log(),
+                   20, "the stuck agent's partitions to be paused")
+        kafkatools.produce(kafka_bootstrap, steady_topic, steady_inputs)
+        wait_until(lambda: daemon.assert_running() or
+                   committed_equals_end(kafka_bootstrap, group, steady_topic),
+                   20, "the steady agent to finish while the other is stuck")
+        # Still inside the 30 s block: the stuck agent has not caught up.
+        assert not committed_equals_end(kafka_bootstrap, group, stuck_topic)
+        assert len(kafkatools.read_to_end(kafka_bootstrap, stuck_sink)) < len(stuck_inputs)
+        paused = re.findall(r"blocked: paused (.*)", daemon.log())
+        assert paused and all(stuck_topic in line and steady_topic not in line
+                              for line in paused)
+        wait_until(lambda: daemon.assert_running() or
+                   committed_equals_end(kafka_bootstrap, group, stuck_topic),
+                   120, "the stuck agent to catch up after its sink unblocked")
+        assert daemon.stop() == 0
+    assert sorted(r.value for r in kafkatools.read_to_end(kafka_bootstrap, steady_sink)) \
+        == sorted(value for _, value in steady_inputs)
+    assert sorted(r.value for r in kafkatools.read_to_end(kafka_bootstrap, stuck_sink)) \
+        == sorted(value for _, value in stuck_inputs)
