@@ -228,25 +228,28 @@ class Ring:
         for the whole batch, after every payload is in place.
         """
         data, words, mask, capacity = self._data, self._words, self._mask, self.capacity
-        head, tail = self._head, self._tail_seen
+        head = self._head
+        # One comparison per record: ``stop`` is the nearer of the reader's tail one lap
+        # on and the end of the data area (a record never straddles it).
+        stop = min(self._tail_seen + capacity, head - (head & mask) + capacity)
         written = 0
-        for index in range(start, len(records)):
-            record = records[index]
+        for record in records[start:] if start else records:
             length = len(record)
-            need = (length + 15) & ~7          # header + payload rounded up to 8
-            offset = head & mask
-            if need > capacity - offset or head + need - tail > capacity:
-                head, tail, fits = self._make_room(head, need)
+            end = head + ((length + 15) & ~7)  # header + payload rounded up to 8
+            if end > stop:
+                head, tail, fits = self._make_room(head, end - head)
                 if not fits:
                     if length > self.max_record_size and written == 0:
                         self._publish_head(head)
                         raise RecordTooLarge(
                             f"record of {length} bytes > max {self.max_record_size}")
                     break
-                offset = head & mask
-            words[offset >> 3] = length
-            data[offset + 8:offset + 8 + length] = record
-            head += need
+                stop = min(tail + capacity, head - (head & mask) + capacity)
+                end = head + ((length + 15) & ~7)
+            offset = (head & mask) + 8
+            words[(offset >> 3) - 1] = length
+            data[offset:offset + length] = record
+            head = end
             written += 1
         self._publish_head(head)
         return written
@@ -349,18 +352,22 @@ class Ring:
         head = self._ctl[_HEAD]            # acquire: everything below head is written
         views: list[memoryview] = []
         append = views.append
-        count = 0
-        while pos < head and count < max_records:
+        for _ in range(max_records):
+            if pos >= head:
+                break
             offset = pos & mask
             length = words[offset >> 3]
-            if length == WRAP:
+            if length == WRAP:             # the rest of the lap is padding: go to offset 0
                 pos += self.capacity - offset
-                continue
-            append(data[offset + 8:offset + 8 + length])
+                if pos >= head:
+                    break
+                offset = 0
+                length = words[0]          # never WRAP: any record fits a whole lap
+            offset += 8
+            append(data[offset:offset + length])
             pos += (length + 15) & ~7
-            count += 1
         self._read_pos = pos
-        if count == 0 and pos != self._ctl[_TAIL]:
+        if not views and pos != self._ctl[_TAIL]:
             self.release()                 # only wrap markers: free them without a call
         return views
 
