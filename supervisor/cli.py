@@ -101,6 +101,7 @@ def start(ctx: click.Context, config_path: str) -> None:
         return
     logging.basicConfig(level=config.log_level, stream=sys.stderr,
                         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    from supervisor.control import ControlError
     from supervisor.daemon import Supervisor
     from supervisor.zygote import ZygoteError
 
@@ -109,7 +110,7 @@ def start(ctx: click.Context, config_path: str) -> None:
     except ConfigError as exc:  # agent tables checked against the imported app
         _fail(ctx, f"config error: {exc}", 2)
         return
-    except ZygoteError as exc:
+    except (ZygoteError, ControlError) as exc:
         _fail(ctx, str(exc), 1)
         return
     ctx.exit(code)

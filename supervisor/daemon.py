@@ -27,11 +27,12 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from supervisor import notify, wire
+from supervisor import wire
 from supervisor.config import Config, validate_agent_names
 from supervisor.failures import FailedRecord, RecordFailures
 from supervisor.instances import AgentRuntime, Instance, Key
 from supervisor.offsets import OffsetTracker
+from supervisor.ops import Operations
 from supervisor.router import Router
 from supervisor.topics import ensure_topics
 from supervisor.zygote import Zygote
@@ -68,6 +69,7 @@ class Supervisor:
         self.failures: RecordFailures | None = None
         self.bootstrap = config.bootstrap_servers or ""
         self.next_commit = 0.0
+        self.ops: Operations | None = None  # control socket, sd_notify, metrics
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     # ================================================================= run
@@ -75,13 +77,13 @@ class Supervisor:
     def run(self) -> int:
         """Start everything, loop until stopped, stop everything; the exit code."""
         self.install_signal_handlers()
+        self.ops = Operations(self)
         try:
             self.start_broker()
             self.start_zygote()
             self.create_topics()
             self.start_consumer()
-            notify.ready(f"consuming {len(self.topics)} topics, "
-                         f"{len(self.instances)} instances")
+            self.ops.on_ready()
             self.loop()
         finally:
             self.shutdown()
@@ -97,6 +99,8 @@ class Supervisor:
             busy = self.read_instances() or busy
             self.reap_instances()
             self.commit_if_due()
+            if self.ops is not None:
+                self.ops.tick()
             if self.failures is not None:
                 self.failures.poll()
             if self.draining_until is not None and self.drained():
@@ -216,7 +220,8 @@ class Supervisor:
         """Stop fetching; the loop ends when everything dispatched is acked (or time)."""
         if self.draining_until is None:
             log.info("%s: draining (up to %.0fs)", why, self.config.shutdown_timeout)
-            notify.stopping()
+            if self.ops is not None:
+                self.ops.on_stopping()
             self.draining_until = time.monotonic() + self.config.shutdown_timeout
 
     def drained(self) -> bool:
@@ -313,6 +318,8 @@ class Supervisor:
         kind = record[0]
         if kind == wire.ERROR:
             report = wire.decode_error(record)
+            if self.ops is not None:
+                self.ops.on_instance_error(inst)
             if report.outcome == wire.OUTCOME_CRASH:
                 self.on_crash(f"{inst.label}: {report.message}")
         elif kind == wire.PONG:
@@ -433,6 +440,8 @@ class Supervisor:
             return
         tps = [TopicPartition(topic, partition, offset)
                for (topic, partition), offset in offsets.items()]
+        if self.ops is not None:
+            self.ops.on_commit_sent()
         try:
             if asynchronous:
                 self.consumer.commit(offsets=tps, asynchronous=True)
@@ -440,8 +449,12 @@ class Supervisor:
                 self.on_commit(None, self.consumer.commit(offsets=tps, asynchronous=False))
         except Exception as exc:
             log.warning("commit failed: %s", exc)
+            if self.ops is not None:
+                self.ops.on_commit_done(exc, [])
 
     def on_commit(self, error: Any, partitions: list[TopicPartition]) -> None:
+        if self.ops is not None:
+            self.ops.on_commit_done(error, partitions)
         if error is not None:
             log.warning("commit failed: %s", error)
             return
@@ -503,6 +516,8 @@ class Supervisor:
             self.zygote.stop()
         if self.embedded is not None:
             self.embedded.close()
+        if self.ops is not None:
+            self.ops.close()
         log.info("stopped (exit %d)", self.exit_code)
 
     def stop_instances(self) -> None:
