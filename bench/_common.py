@@ -430,6 +430,9 @@ class Agentd:
                                   "state_dir": str(self.workdir / "state"),
                                   "log_level": "warning", **(settings or {})}
         lines = [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+        # Extra top-level TOML lines for experiments, e.g.
+        # BENCH_AGENTD_TOML='agents.process.ring_size = "64MiB"'
+        lines += os.environ.get("BENCH_AGENTD_TOML", "").split(";")
         lines += ["", "[kafka]", '"auto.offset.reset" = "earliest"', ""]
         self.config.write_text("\n".join(lines))
         pythonpath = os.pathsep.join(filter(None, [str(BENCH_DIR), os.environ.get("PYTHONPATH")]))
