@@ -1,7 +1,7 @@
 """Doorbells and peer watches: how one side of a ring sleeps without missing a wake-up.
 
 A doorbell is an eventfd. The side that goes to sleep announces it in shared memory,
-re-checks the ring, then sleeps in :func:`sleep_until_rung` on the doorbell and, when a
+re-checks the ring, then sleeps in :meth:`Doorbell.sleep` on the doorbell and, when a
 peer is watched, on that peer's pidfd. The other side writes the eventfd only when it
 sees the announcement, so a busy ring costs no system call per message. The announce,
 re-check and ring steps live in ``supervisor/ring.py``; this module owns only the fds.
@@ -16,7 +16,7 @@ import contextlib
 import os
 import select
 
-__all__ = ["Doorbell", "PeerGone", "PeerWatch", "sleep_until_rung"]
+__all__ = ["Doorbell", "PeerGone", "PeerWatch"]
 
 _ONE = (1).to_bytes(8, "little")
 
@@ -28,10 +28,12 @@ class PeerGone(RuntimeError):
 class Doorbell:
     """One eventfd, non-blocking, close-on-exec; the fd can travel over SCM_RIGHTS."""
 
-    __slots__ = ("fd",)
+    __slots__ = ("_poller", "_poller_peer", "fd")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        self._poller: select.poll | None = None   # built on the first sleep, then reused
+        self._poller_peer = -1
 
     @classmethod
     def create(cls) -> Doorbell:
@@ -51,11 +53,36 @@ class Doorbell:
         with contextlib.suppress(BlockingIOError):
             os.read(self.fd, 8)
 
+    def sleep(self, peer_fd: int, timeout: float) -> tuple[bool, bool]:
+        """Sleep until this doorbell rings, the peer exits, or ``timeout`` seconds pass.
+
+        Returns ``(rung, peer_gone)``. Drains the counter when it rang, so the next
+        sleep blocks again. ``peer_fd`` is a pidfd, or -1 when no peer is watched. The
+        timeout is the caller's safety net, never the wake-up mechanism.
+        """
+        poller = self._poller
+        if poller is None or self._poller_peer != peer_fd:
+            poller = self._poller = select.poll()
+            poller.register(self.fd, select.POLLIN)
+            if peer_fd >= 0:
+                poller.register(peer_fd, select.POLLIN)
+            self._poller_peer = peer_fd
+        rung = gone = False
+        for fd, _mask in poller.poll(max(0, int(timeout * 1000 + 0.999))):
+            if fd == self.fd:
+                rung = True
+            else:
+                gone = True
+        if rung:
+            self.drain()
+        return rung, gone
+
     def close(self) -> None:
         """Close the eventfd; idempotent."""
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+            self._poller = None
 
 
 class PeerWatch:
@@ -81,27 +108,3 @@ class PeerWatch:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-
-
-def sleep_until_rung(doorbell: Doorbell, peer_fd: int, timeout: float) -> tuple[bool, bool]:
-    """Sleep until the doorbell rings, the peer exits, or ``timeout`` seconds pass.
-
-    Returns ``(rung, peer_gone)``. Drains the doorbell when it rang, so the next sleep
-    blocks again. ``peer_fd`` is -1 when no peer is watched. A short ``timeout`` is the
-    caller's safety net, never the wake-up mechanism.
-    """
-    doorbell_fd = doorbell.fd
-    poller = select.poll()
-    poller.register(doorbell_fd, select.POLLIN)
-    if peer_fd >= 0:
-        poller.register(peer_fd, select.POLLIN)
-    events = poller.poll(max(0, int(timeout * 1000 + 0.999)))
-    rung = gone = False
-    for fd, _mask in events:
-        if fd == doorbell_fd:
-            rung = True
-        else:
-            gone = True
-    if rung:
-        doorbell.drain()
-    return rung, gone

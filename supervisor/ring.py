@@ -63,7 +63,7 @@ import os
 from collections.abc import Sequence
 from time import monotonic
 
-from supervisor.doorbell import Doorbell, PeerGone, PeerWatch, sleep_until_rung
+from supervisor.doorbell import Doorbell, PeerGone, PeerWatch
 from supervisor.fence import full_fence
 
 __all__ = ["PeerGone", "RecordTooLarge", "Ring"]
@@ -439,7 +439,7 @@ class Ring:
             self.timeouts += 1
             return _TIMED_OUT
         self.sleeps += 1
-        rung, gone = sleep_until_rung(bell, self.peer_fd, remaining)
+        rung, gone = bell.sleep(self.peer_fd, remaining)
         if gone:
             return _PEER_EXITED
         if rung:
