@@ -135,6 +135,8 @@ def main() -> None:
     cli.add_argument("--instances", type=int, default=2)
     cli.add_argument("--count", type=int, default=None, help="messages per pass")
     cli.add_argument("--keep", default=None, help="keep py-spy's raw files in this dir")
+    cli.add_argument("--work-us", type=float, default=0.0,
+                     help="pure-Python work per message in the agent (scaling's is 200)")
     args = cli.parse_args()
     count = args.count or (100_000 if args.quick else 400_000)
     timeout = args.timeout or 300.0
@@ -151,7 +153,9 @@ def main() -> None:
     with c.broker(args.bootstrap) as bootstrap:
         topic = c.create_topic(bootstrap, c.unique("bench-profile"))
         group = c.unique("bench-profile")
-        env = {"BENCH_TOPIC": topic, "BENCH_INSTANCES": str(args.instances)}
+        work = c.iterations_for(args.work_us) if args.work_us else 0
+        env = {"BENCH_TOPIC": topic, "BENCH_INSTANCES": str(args.instances),
+               "BENCH_WORK": str(work)}
         watch = c.OffsetWatch(bootstrap, group, topic, 8)
         try:
             with c.Agentd(bootstrap, group, env) as daemon:
