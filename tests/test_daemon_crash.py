@@ -135,8 +135,8 @@ def test_a_poison_message_goes_to_the_dead_letter_topic_while_others_flow(
     assert headers["agentd-original-topic"] == source.encode()
     assert headers["agentd-agent"] == b"poison_agent.guarded"
     assert b"poison" in headers["agentd-error"]
-    poison_input = [r for r in kafkatools.read_to_end(kafka_bootstrap, source)
-                    if r.value == b"poison"][0]
+    poison_input = next(r for r in kafkatools.read_to_end(kafka_bootstrap, source)
+                    if r.value == b"poison")
     assert headers["agentd-original-partition"] == str(poison_input.partition).encode()
     assert headers["agentd-original-offset"] == str(poison_input.offset).encode()
     assert set(sink_values(kafka_bootstrap, sink)) == {
