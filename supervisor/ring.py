@@ -255,8 +255,20 @@ class Ring:
         return written
 
     def try_write(self, record: bytes | memoryview | bytearray) -> bool:
-        """Write one record; False when the ring is full."""
-        return self.write_many((record,)) == 1
+        """Write one record; False when the ring is full (RecordTooLarge if it never fits).
+
+        The common case (room before the end of the lap) is inlined; anything else goes
+        through :meth:`write_many`.
+        """
+        length, head, mask, capacity = len(record), self._head, self._mask, self.capacity
+        end = head + ((length + 15) & ~7)
+        if end > self._tail_seen + capacity or end > head - (head & mask) + capacity:
+            return self.write_many((record,)) == 1
+        offset = (head & mask) + 8
+        self._words[(offset >> 3) - 1] = length
+        self._data[offset:offset + length] = record
+        self._publish_head(end)
+        return True
 
     def _make_room(self, head: int, need: int) -> tuple[int, int, bool]:
         """Slow path: refresh tail, wrap if the record cannot fit before the end.

@@ -106,6 +106,16 @@ class RingMachine(RuleBasedStateMachine):
         assert written == expected
 
     @rule(length=record_lengths)
+    def try_write(self, length: int) -> None:
+        record = self.make(length)
+        expected = self.model.write_many([record])
+        try:
+            written: bool | None = self.ring.try_write(record)
+        except RecordTooLarge:
+            written = None
+        assert written == (None if expected is None else expected == 1)
+
+    @rule(length=record_lengths)
     def wait_writable_without_blocking(self, length: int) -> None:
         if length > MAX_RECORD:
             return
