@@ -156,6 +156,11 @@ class AgentHost:
         self._wakeup.set()
 
     @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The agent's task once started (it ends with the host's fatal error, if any)."""
+        return self._task
+
+    @property
     def in_flight(self) -> int:
         """Records fed and not yet reported done."""
         return self._in_flight
@@ -387,6 +392,12 @@ class AgentHost:
                 assert self._fatal is not None
                 raise self._fatal from None
             except Exception as exc:
+                if self._pulls == pulls_before and not self._current:
+                    # It fails before reading anything: restarting would spin forever.
+                    log.error("agent %s raised before reading its stream; stopping",
+                              self.agent.name)
+                    self._fatal = exc
+                    raise
                 log.exception("agent %s raised; restarting it", self.agent.name)
                 failed = [e._ticket for e in self._current if isinstance(e._ticket, _Ticket)]
                 self._current = []

@@ -45,6 +45,7 @@ class AgentTestContext:
         self._waiting: dict[tuple[str, int], asyncio.Future[None]] = {}
         self._events: dict[tuple[str, int], Event[Any]] = {}
         self._host: AgentHost | None = None
+        self._reported: BaseException | None = None
 
     @property
     def host(self) -> AgentHost:
@@ -62,7 +63,11 @@ class AgentTestContext:
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
-        await self.host.stop(self._stop_timeout)
+        try:
+            await self.host.stop(self._stop_timeout)
+        except Exception as failure:
+            if exc is None and failure is not self._reported:  # not seen by the test yet
+                raise
 
     async def put(self, value: Any = None, key: Any = None, *, partition: int = 0,
                   headers: Mapping[str, bytes] | Sequence[tuple[str, bytes]] | None = None,
@@ -101,11 +106,16 @@ class AgentTestContext:
 
     async def _until_done_or_idle(self, finished: asyncio.Future[None]) -> None:
         host = self.host
+        assert host.task is not None
         while not finished.done():
             idle: asyncio.Future[Any] = asyncio.ensure_future(host.idle.wait())
-            waiting: set[asyncio.Future[Any]] = {finished, idle}
+            waiting: set[asyncio.Future[Any]] = {finished, idle, host.task}
             await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             idle.cancel()
+            if host.task.done():
+                self._reported = host.task.exception()
+                host.task.result()  # the agent stopped: raise why
+                raise RuntimeError(f"agent {self.agent.name} returned")
             if host.idle.is_set() and not finished.done():
                 await asyncio.sleep(0)  # let done-callbacks of finished sinks run
                 if host.idle.is_set():
