@@ -33,6 +33,7 @@ from supervisor.failures import FailedRecord, RecordFailures
 from supervisor.instances import AgentRuntime, Instance, Key
 from supervisor.offsets import OffsetTracker
 from supervisor.ops import Operations
+from supervisor.reload import Reloader
 from supervisor.router import Router
 from supervisor.topics import ensure_topics
 from supervisor.zygote import Zygote
@@ -70,6 +71,8 @@ class Supervisor:
         self.bootstrap = config.bootstrap_servers or ""
         self.next_commit = 0.0
         self.ops: Operations | None = None  # control socket, sd_notify, metrics
+        self.reloader = Reloader(self)      # SIGHUP: canary zygote, then roll over
+        self.forced = False                 # second SIGINT: no more waiting
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     # ================================================================= run
@@ -85,6 +88,9 @@ class Supervisor:
             self.start_consumer()
             self.ops.on_ready()
             self.loop()
+        except BaseException:
+            self.exit_code = self.exit_code or 1
+            raise
         finally:
             self.shutdown()
         return self.exit_code
@@ -98,6 +104,7 @@ class Supervisor:
             busy = self.pump_instances() or busy
             busy = self.read_instances() or busy
             self.reap_instances()
+            self.reloader.poll()
             self.commit_if_due()
             if self.ops is not None:
                 self.ops.tick()
@@ -210,11 +217,15 @@ class Supervisor:
             log.warning("second SIGINT: stopping now, committing only what was acked")
             self.exit_code = 1
             self.running = False
+            self.forced = True
             return
         self.begin_drain("SIGINT")
 
     def handle_sighup(self) -> None:
-        log.warning("SIGHUP: reload is not implemented yet; ignored")
+        """Reload (supervisor/reload.py); one during a reload is queued behind it."""
+        log.info("SIGHUP: reload %s", "queued behind the one running" if self.reloader.busy
+                 else "requested")
+        self.reloader.request()
 
     def begin_drain(self, why: str) -> None:
         """Stop fetching; the loop ends when everything dispatched is acked (or time)."""
@@ -481,10 +492,12 @@ class Supervisor:
             pending = set(inst.pending)
             for key in [k for k in pending if (k[0], k[1]) in keyed]:
                 inst.unacked.pop(key, None)
+        # At close (not running) the instances are already stopped: nothing to wait for.
         deadline = time.monotonic() + min(self.config.shutdown_timeout, 30.0)
-        while time.monotonic() < deadline and any(
+        while self.running and time.monotonic() < deadline and any(
                 (k[0], k[1]) in keyed for inst in self.instances for k in inst.unacked):
             self.read_instances()
+            self.reloader.poll_handovers()
             self.reap_instances()
             time.sleep(0.005)
         self.commit(asynchronous=False, only=revoked)
@@ -503,6 +516,7 @@ class Supervisor:
 
     def shutdown(self) -> None:
         """Commit what was acked, stop instances, leave the group, stop the broker."""
+        self.reloader.close(0.0 if self.forced else self.config.shutdown_timeout)
         if self.consumer is not None:
             self.commit(asynchronous=False)
         self.stop_instances()
@@ -514,6 +528,7 @@ class Supervisor:
             self.failures.close()
         if self.zygote is not None:
             self.zygote.stop()
+        self.reloader.stop_old_zygote()
         if self.embedded is not None:
             self.embedded.close()
         if self.ops is not None:
@@ -521,13 +536,19 @@ class Supervisor:
         log.info("stopped (exit %d)", self.exit_code)
 
     def stop_instances(self) -> None:
-        """STOP to each instance; SIGKILL whatever has not exited after a grace."""
+        """STOP to each instance (SIGTERM if its ring is full: the worker drains on
+        either); SIGKILL whatever has not exited after a grace, or at once when forced."""
         self.running = False
         for inst in self.instances:
             inst.stopping = True
             inst.restart_at = None
-            if inst.running and not inst.send_control(wire.STOP_RECORD):
+            if not inst.running:
+                continue
+            if self.forced:
                 inst.kill()
+            elif not inst.send_control(wire.STOP_RECORD) and inst.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(inst.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE
         while any(inst.running for inst in self.instances):
             if time.monotonic() >= deadline:
