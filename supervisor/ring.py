@@ -60,7 +60,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from time import monotonic
 
 from supervisor.doorbell import Doorbell, PeerGone, PeerWatch
@@ -75,8 +75,6 @@ WRAP = (1 << 64) - 1
 # Slots (u64 indices) of the control fields in the shared header; see the module layout.
 _MAGIC, _VERSION, _CAPACITY = 0, 1, 2
 _HEAD, _TAIL, _READER_SLEEPING, _WRITER_SLEEPING = 16, 32, 48, 64
-# What _sleep saw: the deadline passed, the doorbell rang (or a spurious wake), the peer died.
-_TIMED_OUT, _WOKEN, _PEER_EXITED = 0, 1, 2
 
 class RecordTooLarge(ValueError):
     """A record larger than ``max_record_size``: it can never fit, so waiting is wrong."""
@@ -221,7 +219,9 @@ class Ring:
                    start: int = 0) -> int:
         """Copy ``records[start:]`` in order until one does not fit; return how many.
 
-        0 means the ring is full (would block): back off, or ``wait_writable``. A record
+        Records are bytes-like with 1-byte items (``bytes``, ``bytearray``, a plain
+        memoryview). 0 means the ring is full (would block): back off, or
+        ``wait_writable``. A record
         over ``max_record_size`` stops the batch like a full ring; when it is the first
         one (``records[start]``) :class:`RecordTooLarge` is raised at once, so a caller
         advancing ``start`` by the result meets it on its next call. Publishes head once
@@ -273,8 +273,8 @@ class Ring:
     def _make_room(self, head: int, need: int) -> tuple[int, int, bool]:
         """Slow path: refresh tail, wrap if the record cannot fit before the end.
 
-        Returns ``(head, tail, fits)``; head moves when a wrap marker was written (it is
-        published with the batch, so the reader never sees it without what follows).
+        Returns ``(head, tail, fits)``; head moves past a wrap marker when one was
+        written (the caller publishes it, with the record if that fits too).
         """
         capacity = self.capacity
         tail = self._tail_seen = self._ctl[_TAIL]
@@ -305,19 +305,8 @@ class Ring:
         :class:`PeerGone` when the watched peer exits while there is no room.
         """
         need = (nbytes + 15) & ~7
-        deadline = monotonic() + timeout
-        while True:
-            if not self.prepare_write_sleep(nbytes):
-                return True
-            outcome = self._sleep(self._space_bell, deadline)
-            self._ctl[_WRITER_SLEEPING] = 0
-            if outcome == _WOKEN:
-                continue
-            if self._advance_to_fit(need):
-                return True
-            if outcome == _PEER_EXITED:
-                raise self._peer_gone()
-            return False
+        return self._wait(lambda: self.prepare_write_sleep(nbytes), self._space_bell,
+                          _WRITER_SLEEPING, lambda: self._advance_to_fit(need), timeout)
 
     def prepare_write_sleep(self, nbytes: int) -> bool:
         """Announce that the writer will sleep until ``nbytes`` fit; False: it fits now.
@@ -403,19 +392,8 @@ class Ring:
         Raises :class:`PeerGone` when the watched peer exits and the ring is empty
         (records the peer wrote before dying are still delivered first).
         """
-        deadline = monotonic() + timeout
-        while True:
-            if not self.prepare_read_sleep():
-                return True
-            outcome = self._sleep(self._data_bell, deadline)
-            self._ctl[_READER_SLEEPING] = 0
-            if outcome == _WOKEN:
-                continue
-            if self.readable():
-                return True
-            if outcome == _PEER_EXITED:
-                raise self._peer_gone()
-            return False
+        return self._wait(self.prepare_read_sleep, self._data_bell, _READER_SLEEPING,
+                          self.readable, timeout)
 
     def prepare_read_sleep(self) -> bool:
         """Announce that the reader will sleep; False means data arrived, do not sleep.
@@ -440,25 +418,30 @@ class Ring:
 
     # ------------------------------------------------------------------ sleeping
 
-    def _sleep(self, bell: Doorbell, deadline: float) -> int:
-        """Sleep on ``bell`` and the peer's pidfd until ``deadline``; what happened.
+    def _wait(self, prepare_sleep: Callable[[], bool], bell: Doorbell, flag: int,
+              ready: Callable[[], bool], timeout: float) -> bool:
+        """Announce, re-check, sleep on ``bell`` and the peer's pidfd; repeat until ready.
 
-        The caller re-checks the ring whatever the answer: a wake-up may be stale (a
-        ring meant for an earlier sleep), and a dead peer may have left records behind.
+        Every wake-up is followed by a re-check: a ring may be stale (meant for an earlier
+        sleep), and a dead peer may have left records or room behind.
         """
-        remaining = deadline - monotonic()
-        if remaining <= 0:
-            self.timeouts += 1
-            return _TIMED_OUT
-        self.sleeps += 1
-        rung, gone = bell.sleep(self.peer_fd, remaining)
-        if gone:
-            return _PEER_EXITED
-        if rung:
-            return _WOKEN
-        self.timeouts += 1
-        return _TIMED_OUT
-
-    def _peer_gone(self) -> PeerGone:
-        pid = self._peer.pid if self._peer is not None else -1
-        return PeerGone(f"peer process {pid} exited")
+        deadline = monotonic() + timeout
+        while True:
+            if not prepare_sleep():
+                return True
+            remaining = deadline - monotonic()
+            rung = gone = False
+            if remaining > 0:
+                self.sleeps += 1
+                rung, gone = bell.sleep(self.peer_fd, remaining)
+            self._ctl[flag] = 0
+            if rung:
+                continue
+            if not gone:
+                self.timeouts += 1         # counted even if ready now: a lost wake-up
+            if ready():
+                return True
+            if gone:
+                pid = self._peer.pid if self._peer is not None else -1
+                raise PeerGone(f"peer process {pid} exited")
+            return False
