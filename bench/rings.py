@@ -322,12 +322,17 @@ def main() -> None:
     options = cli.parse_args()
     repeat = options.repeat or (2 if options.quick else 3)
     results: dict[str, dict[str, dict[str, float]]] = {}
-    for label, size in SIZES.items():
-        for name in options.only:
-            count = record_count(name, size, options.quick)
-            log(f"{name} {label} x {count:,} (best of {repeat})")
-            runs = [measure(name, size, count) for _ in range(repeat)]
-            results.setdefault(name, {})[label] = max(runs, key=lambda run: run["rec_s"])
+    # Rounds outermost: every contestant gets a run in each round, so a burst of load
+    # from elsewhere on the machine does not fall on one contestant's runs only.
+    for round_number in range(1, repeat + 1):
+        for label, size in SIZES.items():
+            for name in options.only:
+                count = record_count(name, size, options.quick)
+                log(f"round {round_number}/{repeat}: {name} {label} x {count:,}")
+                run = measure(name, size, count)
+                best = results.setdefault(name, {}).get(label)
+                if best is None or run["rec_s"] > best["rec_s"]:
+                    results[name][label] = run
     rounds = 300 if options.quick else 2000
     wakeups = {t: wakeup_latency(t, rounds) for t in ("ring", "pipe")}
 
