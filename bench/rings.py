@@ -95,16 +95,17 @@ def write_ring_batched(ring: Ring, records: list[bytes]) -> int:
     return len(records)
 
 
-def read_ring_batched(ring: Ring, expected: list[bytes]) -> int:
+def read_ring_batched(ring: Ring, expected: list[bytes], copy: bool = False) -> int:
     read_many, release, wait = ring.read_many, ring.release, ring.wait_readable
     total = got = 0
     count = len(expected)
     while got < count:
         views = read_many(READ_MAX)
         if views:
-            total += sum(map(len, views))
-            got += len(views)
-            del views
+            records: list[Any] = list(map(bytes, views)) if copy else views
+            total += sum(map(len, records))
+            got += len(records)
+            del views, records
             release()
         else:
             wait(WAIT)
@@ -112,20 +113,7 @@ def read_ring_batched(ring: Ring, expected: list[bytes]) -> int:
 
 
 def read_ring_copying(ring: Ring, expected: list[bytes]) -> int:
-    read_many, release, wait = ring.read_many, ring.release, ring.wait_readable
-    total = got = 0
-    count = len(expected)
-    while got < count:
-        views = read_many(READ_MAX)
-        if views:
-            owned = list(map(bytes, views))
-            total += sum(map(len, owned))
-            got += len(owned)
-            del views
-            release()
-        else:
-            wait(WAIT)
-    return total
+    return read_ring_batched(ring, expected, copy=True)
 
 
 def write_queue(queue: Any, records: list[bytes]) -> int:

@@ -95,39 +95,42 @@ def kill_soon(pid: int) -> threading.Thread:
     return killer
 
 
-def test_waiting_reader_raises_peer_gone_when_writer_is_killed():
+@pytest.fixture
+def held_ring():
+    """A ring whose peer process holds it without reading or writing, until killed."""
     with Ring.create(4096) as ring, peer(ring, "hold") as (child, sock):
         assert receive_line(sock) == b"ready\n"
         ring.watch_peer(child.pid)
-        killer = kill_soon(child.pid)
-        with pytest.raises(PeerGone):
-            ring.wait_readable(timeout=30)
-        killer.join()
-        assert ring.timeouts == 0
+        yield ring, child
 
 
-def test_waiting_writer_raises_peer_gone_when_reader_is_killed():
-    with Ring.create(4096) as ring, peer(ring, "hold") as (child, sock):
-        assert receive_line(sock) == b"ready\n"
-        ring.watch_peer(child.pid)
-        while ring.try_write(b"x" * 100):
-            pass
-        killer = kill_soon(child.pid)
-        with pytest.raises(PeerGone):
-            ring.wait_writable(100, timeout=30)
-        killer.join()
-        assert ring.timeouts == 0
+def test_waiting_reader_raises_peer_gone_when_writer_is_killed(held_ring):
+    ring, child = held_ring
+    killer = kill_soon(child.pid)
+    with pytest.raises(PeerGone):
+        ring.wait_readable(timeout=30)
+    killer.join()
+    assert ring.timeouts == 0
 
 
-def test_records_written_before_the_peer_died_are_still_read():
-    with Ring.create(4096) as ring, peer(ring, "hold") as (child, sock):
-        assert receive_line(sock) == b"ready\n"
-        ring.watch_peer(child.pid)
-        assert ring.try_write(b"last words")
-        child.kill()
-        child.wait()
-        assert ring.wait_readable(timeout=30)
-        assert [bytes(v) for v in ring.read_many(10)] == [b"last words"]
-        ring.release()
-        with pytest.raises(PeerGone):
-            ring.wait_readable(timeout=30)
+def test_waiting_writer_raises_peer_gone_when_reader_is_killed(held_ring):
+    ring, child = held_ring
+    while ring.try_write(b"x" * 100):
+        pass
+    killer = kill_soon(child.pid)
+    with pytest.raises(PeerGone):
+        ring.wait_writable(100, timeout=30)
+    killer.join()
+    assert ring.timeouts == 0
+
+
+def test_records_written_before_the_peer_died_are_still_read(held_ring):
+    ring, child = held_ring
+    assert ring.try_write(b"last words")
+    child.kill()
+    child.wait()
+    assert ring.wait_readable(timeout=30)
+    assert [bytes(v) for v in ring.read_many(10)] == [b"last words"]
+    ring.release()
+    with pytest.raises(PeerGone):
+        ring.wait_readable(timeout=30)
