@@ -1,0 +1,169 @@
+"""Replacing one instance's process without losing or repeating a record.
+
+Used by a reload (old code → new code) and by recycling (``max_rss``, ``max_age``,
+an instance that is told to go while healthy). The :class:`~supervisor.instances.Instance`
+object stays: it keeps ``unacked`` and ``pending``, its router slot and its paused
+partitions; only the process behind it changes. The steps:
+
+1. **Detach** the old process from the instance (rings, pid, pidfd move into a
+   :class:`Handover`) and write ``STOP`` into its inbound ring. From now on the
+   instance has no ring, so new records routed to it queue in ``pending`` (and the
+   partitions feeding it pause, as with a full ring): the old process is no longer fed.
+2. **Drain**: the old process finishes what its ring holds and acks it; the handover
+   reads its outbound ring and retires those records exactly as the loop does.
+3. **Exit** (its pidfd turns readable, or it is killed after ``shutdown_timeout`` plus a
+   grace): a last read of its ring, then anything it still held unacked goes back to
+   ``pending`` first (at-least-once: the process died before acking it).
+4. **Start** the new process from the current zygote; ``pending`` flows into it.
+
+Nothing is processed twice because a record is either in the old ring (processed and
+acked there) or in ``pending`` (processed by the new process); only a death before
+the ack re-dispatches. Per-partition order holds because the new process gets nothing
+until the old one has finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+from supervisor import wire
+from supervisor.ring import Ring
+
+if TYPE_CHECKING:
+    from supervisor.daemon import Supervisor
+    from supervisor.instances import Instance
+
+__all__ = ["Handover"]
+
+log = logging.getLogger("agentd.handover")
+
+KILL_GRACE = 5.0  # past shutdown_timeout, before SIGKILL
+
+
+class Handover:
+    """One instance's old process on its way out; :meth:`poll` until it returns True."""
+
+    def __init__(self, daemon: Supervisor, inst: Instance, why: str) -> None:
+        """Detach the running process of ``inst`` and ask it to stop (step 1)."""
+        assert inst.pid is not None and inst.inbound is not None and inst.outbound is not None
+        self.daemon = daemon
+        self.inst = inst
+        self.why = why
+        self.inbound: Ring | None = inst.inbound
+        self.outbound: Ring | None = inst.outbound
+        self.pid: int = inst.pid
+        self.pidfd = inst.pidfd
+        self.started = time.monotonic()
+        self.deadline = self.started + daemon.config.shutdown_timeout + KILL_GRACE
+        self.stop_sent = False
+        self.exited = False
+        self.pause_s: float | None = None  # detach → the new process started
+        inst.inbound = inst.outbound = None
+        inst.pid = inst.pidfd = None
+        inst.restart_at = None
+        self._send_stop()
+        log.info("%s: %s; draining pid %d", inst.label, why, self.pid)
+
+    def _send_stop(self) -> None:
+        """``STOP`` through the ring (after what it holds); SIGTERM if it stays full."""
+        if self.stop_sent or self.inbound is None:
+            return
+        if self.inbound.try_write(wire.STOP_RECORD):
+            self.stop_sent = True
+        elif time.monotonic() - self.started > 1.0:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)  # the worker drains on SIGTERM too
+            self.stop_sent = True
+
+    def read(self) -> None:
+        """Retire what the old process acked; pass its reports to the loop's handler."""
+        if self.outbound is None:
+            return
+        daemon, inst = self.daemon, self.inst
+        while True:
+            views = self.outbound.read_many(4096)
+            if not views:
+                return
+            records = [bytes(view) for view in views]
+            del views
+            self.outbound.release()
+            for record in records:
+                if record[0] == wire.ACK:
+                    _, tidx, partition, first, last = wire.ACK_RECORD.unpack_from(record)
+                    inst.acked(tidx, partition, first, last)
+                    daemon.tracker.acked((daemon.topics[tidx], partition), first, last,
+                                         inst.agent.lane)
+                elif record[0] != wire.RETIRED:
+                    daemon.on_instance_report(inst, record)
+
+    def poll(self) -> bool:
+        """Advance; True once the old process is gone (then call :meth:`start_new`)."""
+        if self.exited:
+            return True
+        self._send_stop()
+        self.read()
+        if self.pidfd is not None:
+            readable, _, _ = select.select([self.pidfd], [], [], 0)
+            gone = bool(readable)
+        else:
+            gone = True
+        if not gone and time.monotonic() >= self.deadline:
+            log.warning("%s: pid %d did not drain in time; SIGKILL", self.inst.label, self.pid)
+            self.kill()
+            return False
+        if gone:
+            self._finish_old()
+        return gone
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+    def _finish_old(self) -> None:
+        """Step 3: last read, close the old rings, re-queue anything it never acked."""
+        self.read()
+        for ring in (self.inbound, self.outbound):
+            if ring is not None:
+                ring.close()
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+        self.inbound = self.outbound = None
+        self.pidfd = None
+        self.exited = True
+        inst = self.inst
+        queued = set(inst.pending)
+        lost = [key for key in inst.unacked if key not in queued]
+        if lost:
+            log.warning("%s: pid %d exited with %d records unacked; re-dispatching them",
+                        inst.label, self.pid, len(lost))
+            # unacked is in dispatch order and pending is a suffix-ordered subset of it
+            inst.pending = deque(inst.unacked)
+
+    def start_new(self) -> None:
+        """Step 4: the replacement process, from the daemon's current zygote."""
+        inst, daemon = self.inst, self.daemon
+        if not daemon.running or daemon.draining_until is not None:
+            return  # shutting down: no replacement
+        assert daemon.zygote is not None
+        try:
+            inst.spawn(daemon.zygote, daemon.worker_settings(inst))
+        except Exception as exc:  # the normal restart path retries with backoff
+            log.error("%s: replacement did not start (%s); retrying", inst.label, exc)
+            inst.restart_at = time.monotonic() + 0.5
+        self.pause_s = time.monotonic() - self.started
+
+    def close(self, timeout: float) -> None:
+        """Shutdown while draining: wait up to ``timeout`` for the exit, then SIGKILL."""
+        deadline = time.monotonic() + timeout
+        while not self.poll():
+            if time.monotonic() >= deadline:
+                self.kill()
+                deadline = float("inf")
+            time.sleep(0.005)

@@ -1,0 +1,86 @@
+"""A steady producer for lifecycle tests: records keep arriving while agentd reloads,
+rebalances or stops, so a pause or a lost record shows up in the sink.
+
+Record ``i`` goes to partition ``i % partitions`` with value ``p<partition>:<i>``, so
+the sink tells which input partition (hence which instance, in ``partition``
+ordering) produced each output, and per-partition order and gaps can be checked.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+from confluent_kafka import Producer
+
+
+class SteadyLoad:
+    """``with SteadyLoad(bootstrap, topic, rate=500) as load: ...; load.stop()``."""
+
+    def __init__(self, bootstrap: str, topic: str, *, partitions: int, rate: float) -> None:
+        self.topic = topic
+        self.partitions = partitions
+        self.rate = rate
+        self.sent = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2,
+                                   "acks": "all"})
+        self._thread = threading.Thread(target=self._run, name="steady-load", daemon=True)
+
+    def __enter__(self) -> SteadyLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        while not self._stop.is_set():
+            due = int((time.monotonic() - started) * self.rate)
+            while self.sent < due:
+                part = self.sent % self.partitions
+                self._producer.produce(self.topic, f"p{part}:{self.sent}".encode(),
+                                       partition=part, on_delivery=self._delivered)
+                self.sent += 1
+            self._producer.poll(0)
+            time.sleep(0.005)
+        left = self._producer.flush(30)
+        if left:
+            self.errors.append(f"{left} undelivered")
+
+    def _delivered(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self.errors.append(str(err))
+
+    def stop(self) -> int:
+        """Stop producing, wait for every delivery; how many records were sent."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(60)
+        assert not self.errors, self.errors[:3]
+        return self.sent
+
+
+def parse_output(value: bytes) -> tuple[str, int, int]:
+    """``[tag:]p<partition>:<i>`` → ``(tag or "", partition, i)``."""
+    parts = value.decode().split(":")
+    tag = parts[0] if len(parts) == 3 else ""
+    return tag, int(parts[-2][1:]), int(parts[-1])
+
+
+def longest_gap_ms(outputs: list[tuple[int, bytes]]) -> float:
+    """The longest silence between consecutive outputs of one input partition, from
+    the sink records' timestamps ``(timestamp ms, value)``."""
+    by_partition: dict[int, list[int]] = defaultdict(list)
+    for ts, value in outputs:
+        by_partition[parse_output(value)[1]].append(ts)
+    longest = 0
+    for stamps in by_partition.values():
+        stamps.sort()
+        longest = max([longest, *(b - a for a, b in itertools.pairwise(stamps))])
+    return float(longest)
