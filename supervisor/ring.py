@@ -107,11 +107,12 @@ class Ring:
         self._data = self._whole[HEADER_BYTES:]
         self._words = self._data.cast("Q")
         ctl = self._ctl
+        capacity = size - HEADER_BYTES
         if (ctl[_MAGIC] != MAGIC or ctl[_VERSION] != LAYOUT_VERSION
-                or ctl[_CAPACITY] != size - HEADER_BYTES):
+                or ctl[_CAPACITY] != capacity or capacity & (capacity - 1)):
             self._release_mapping()
             raise ValueError("fd is not an agentd ring (bad magic or layout version)")
-        self.capacity: int = ctl[_CAPACITY]
+        self.capacity: int = capacity
         self.max_record_size: int = self.capacity - 8
         self._mask = self.capacity - 1
         # The writer's own head and a cached copy of the reader's tail (refreshed only
