@@ -13,6 +13,7 @@ resolved at connection time: ``AGENTD_BROKER`` overrides ``broker=``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -70,6 +71,7 @@ class App:
         self._producer: KafkaProducer | None = None
         self._replies: ReplyConsumer | None = None
         self._local_hosts: dict[str, list[Any]] = {}
+        self._channel_offsets = itertools.count()
 
     def __repr__(self) -> str:
         return f"<App: {self.id}>"
@@ -194,6 +196,12 @@ class App:
         """Let ``channel.send`` feed ``host`` (an AgentHost in this process)."""
         self._local_hosts.setdefault(channel.get_topic_name(), []).append(host)
 
+    def unregister_local_host(self, channel: Channel, host: Any) -> None:
+        """Undo :meth:`register_local_host` (the host is stopping)."""
+        hosts = self._local_hosts.get(channel.get_topic_name(), [])
+        if host in hosts:
+            hosts.remove(host)
+
     def _deliver_locally(self, channel: Channel, key: bytes | None, value: bytes | None,
                          headers: list[tuple[str, bytes]] | None
                          ) -> asyncio.Future[RecordMetadata]:
@@ -202,8 +210,8 @@ class App:
         hosts = self._local_hosts.get(channel.get_topic_name())
         if not hosts:
             raise RuntimeError(f"nothing in this process reads {channel!r}")
-        record = RawRecord(channel.get_topic_name(), 0, -1, None, key, value,
-                           tuple(headers or ()))
+        record = RawRecord(channel.get_topic_name(), 0, next(self._channel_offsets), None,
+                           key, value, tuple(headers or ()))
         for host in hosts:
             host.feed(record)
         done = asyncio.get_running_loop().create_future()

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from agentlib.events import Event
 from agentlib.reqrep import response_bytes, split_request
 from agentlib.streams import Stream
-from agentlib.topics import Topic
+from agentlib.topics import Channel, Topic
 
 if TYPE_CHECKING:
     from agentlib.agents import Agent
@@ -142,6 +142,8 @@ class AgentHost:
         if self._task is not None:
             raise RuntimeError("AgentHost already started")
         self._declared = set(self.agent.topic_names())
+        if isinstance(self.agent.channel, Channel):
+            self.app.register_local_host(self.agent.channel, self)
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name=f"agent:{self.agent.name}")
 
@@ -173,6 +175,8 @@ class AgentHost:
         """
         self._stopping = True
         self._wakeup.set()
+        if isinstance(self.agent.channel, Channel):
+            self.app.unregister_local_host(self.agent.channel, self)
         task = self._task
         if task is None:
             return

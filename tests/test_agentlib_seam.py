@@ -361,3 +361,81 @@ def test_stop_finishes_every_record_fed_before_it():
         with pytest.raises(RuntimeError, match="stopping"):
             feeder.host.feed(raw(b"1", offset=99))
     asyncio.run(scenario())
+
+
+def test_failed_sink_delivery_goes_to_on_error_and_retry_runs_the_event_again():
+    app = make_app()
+    out = app.topic("out")
+    seen: list[int] = []
+
+    @app.agent(app.topic("in", value_type=int), sink=[out])
+    async def forward(stream):
+        async for value in stream:
+            seen.append(value)
+            yield value
+
+    producer = FakeProducer()
+    app._producer = producer  # type: ignore[assignment]
+
+    async def scenario() -> None:
+        feeder = Feeder(forward, producer=producer, verdicts=[ErrorVerdict.RETRY])
+        await feeder.host.start()
+        feeder.host.feed(raw(b"5", offset=3))
+        await feeder.settle()
+        producer.sent[0].future.set_exception(RuntimeError("broker said no"))
+        await feeder.settle()
+        assert [(offset, str(exc), attempt) for offset, exc, attempt in feeder.errors] == [
+            (3, "broker said no", 1)]
+        producer.sent[1].deliver()
+        await feeder.host.stop(timeout=5)
+        assert seen == [5, 5]
+        assert feeder.done == [3]
+    asyncio.run(scenario())
+
+
+def test_echo_sends_each_value_and_the_event_waits_for_it():
+    app = make_app()
+    seen: list[tuple[Any, int]] = []
+
+    @app.agent(app.topic("in", value_type=int))
+    async def echoing(stream):
+        async for key, value in stream.echo("copy").items():
+            seen.append((key, value))
+
+    producer = FakeProducer()
+
+    async def scenario() -> None:
+        feeder = Feeder(echoing, producer=producer)
+        await feeder.host.start()
+        feeder.host.feed(raw(b"8", offset=0, key=b"k"))
+        await feeder.settle()
+        assert seen == [(b"k", 8)]
+        assert [(s.topic, s.key, s.value) for s in producer.sent] == [("copy", b"k", b"8")]
+        assert feeder.done == []
+        producer.sent[0].deliver()
+        await feeder.host.stop(timeout=5)
+        assert feeder.done == [0]
+    asyncio.run(scenario())
+
+
+def test_channel_agent_receives_what_this_process_sends_to_the_channel():
+    app = make_app()
+    channel = app.channel(value_type=int)
+    seen: list[int] = []
+
+    @app.agent(channel)
+    async def local(stream):
+        async for value in stream:
+            seen.append(value)
+
+    assert local.topic_names() == []
+
+    async def scenario() -> None:
+        feeder = Feeder(local)
+        await feeder.host.start()
+        await channel.send(value=1)
+        await channel.send(value=2)
+        await feeder.host.stop(timeout=5)
+        assert feeder.done == [0, 1]
+    asyncio.run(scenario())
+    assert seen == [1, 2]
