@@ -130,3 +130,51 @@ def test_a_record_larger_than_the_ring_is_dead_lettered_not_a_crash_loop(
     assert [(r.key, r.value) for r in dead] == [(b"big", huge)]
     assert b"exceeds the ring" in dict(dead[0].headers)["agentd-error"]
     assert sink_values(kafka_bootstrap, sink) == sorted(v for _, v in [*GOOD, *MORE])
+
+
+RECORD_AGENT = """
+import os
+import agentlib as faust
+
+app = faust.App("typed-app")
+
+
+class Point(faust.Record):
+    x: int
+    y: int
+
+
+source = app.topic(os.environ["IN_TOPIC"], value_type=Point)
+sink = app.topic(os.environ["SINK_TOPIC"], value_type=bytes, value_serializer="raw")
+
+
+@app.agent(source, sink=[sink])
+async def typed(stream):
+    async for point in stream:
+        yield f"{point.x},{point.y}".encode()
+"""
+
+
+@pytest.mark.kafka
+def test_an_undecodable_value_goes_to_the_dead_letter_topic_and_the_rest_flows(
+        kafka_bootstrap, new_topic, tmp_path):
+    source, sink = new_topic(1), new_topic(1)
+    points = [(None, f'{{"x": {i}, "y": {i + 1}}}'.encode()) for i in range(50)]
+    kafkatools.produce(kafka_bootstrap, source, [*points[:25], (None, b"{not json"),
+                                                 *points[25:]])
+    group = kafkatools.unique_name("typed")
+    settings = {"app": "typed_agent:app", "broker": f"kafka://{kafka_bootstrap}",
+                "group_id": group, "commit_interval": 0.2}
+    with Agentd(tmp_path, settings, agents={"typed": {"on_error": "dead_letter"}},
+                modules={"typed_agent": RECORD_AGENT},
+                env={"IN_TOPIC": source, "SINK_TOPIC": sink}) as daemon:
+        daemon.wait_consuming()
+        wait_until(lambda: daemon.assert_running() or
+                   committed_equals_end(kafka_bootstrap, group, source),
+                   60, "everything to be committed")
+        assert daemon.stop() == 0
+    dead = kafkatools.read_to_end(kafka_bootstrap, f"{source}.dlq")
+    assert [r.value for r in dead] == [b"{not json"]
+    assert dict(dead[0].headers)["agentd-original-offset"] == b"25"
+    assert sink_values(kafka_bootstrap, sink) == sorted(
+        f"{i},{i + 1}".encode() for i in range(50))
