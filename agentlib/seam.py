@@ -26,12 +26,13 @@ import collections
 import enum
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agentlib.events import Event
-from agentlib.reqrep import response_bytes, split_request
+from agentlib.reqrep import split_request
+from agentlib.sinks import deliver, produce_soon
 from agentlib.streams import Stream
 from agentlib.topics import Channel, Topic
 
@@ -247,8 +248,8 @@ class AgentHost:
             if delivery is not None:
                 self._hold([ticket], asyncio.ensure_future(delivery))
             return
-        self._hold([ticket], self._produce_soon(record.topic, record.key, record.value,
-                                                list(record.headers)))
+        self._hold([ticket], produce_soon(self._producer_now(), record.topic, record.key,
+                                          record.value, list(record.headers)))
 
     def declare(self, topic: Topic) -> None:
         """Register a derived topic; it must be one ``topic_names()`` announced."""
@@ -344,46 +345,20 @@ class AgentHost:
         if retries:
             self._wakeup.set()
 
-    def _produce_soon(self, topic: str, key: bytes | None, value: bytes | None,
-                      headers: list[tuple[str, bytes]] | None) -> asyncio.Future[Any]:
-        """Queue a message now (so it is ordered before later ones) → its delivery."""
-        producer = self._producer if self._producer is not None else self.app.producer
-        try:
-            future: asyncio.Future[Any] = producer.send_soon(topic, key, value, None,
-                                                             headers or None)
-            return future
-        except BufferError:
-            return asyncio.ensure_future(self._produce(producer, topic, key, value, headers))
+    def _producer_now(self) -> Any:
+        return self._producer if self._producer is not None else self.app.producer
 
-    async def _produce(self, producer: Any, topic: str, key: bytes | None,
-                       value: bytes | None, headers: list[tuple[str, bytes]] | None) -> Any:
-        while True:
-            try:
-                future = producer.send_soon(topic, key, value, None, headers or None)
-            except BufferError:  # local queue full: wait for deliveries (backpressure)
-                await asyncio.sleep(0.01)
-                continue
-            return await future
+    def _hold_events(self, events: Sequence[Event[Any]], delivery: asyncio.Future[Any]
+                     ) -> None:
+        self._hold([e._ticket for e in events if isinstance(e._ticket, _Ticket)], delivery)
 
     async def _deliver(self, value: Any) -> None:
         """Hand one yielded value to its reply address(es), then to every sink."""
         events = list(self._current)
-        tickets = [event._ticket for event in events if isinstance(event._ticket, _Ticket)]
         if self._on_yield is not None:
             self._on_yield(events, value)
-        for event in events:
-            if event.reply_to and isinstance(event._ticket, _Ticket):
-                reply = response_bytes(event.key, value, event.correlation_id)
-                self._hold([event._ticket],
-                           self._produce_soon(event.reply_to, None, reply, None))
-        for sink in self.agent.sinks:
-            send = getattr(sink, "send", None)
-            if isinstance(sink, Topic) or (send is not None and hasattr(sink, "topic_names")):
-                self._hold(tickets, asyncio.ensure_future(sink.send(value=value)))
-                continue
-            result = sink(value)
-            if inspect.isawaitable(result):
-                await result  # an async sink holds the agent, as in Faust
+        await deliver(value, events, self.agent.sinks, hold=self._hold_events,
+                      producer=self._producer_now)
 
     async def _run(self) -> None:
         """Run the agent function; restart it after an exception, on the same stream."""

@@ -1,0 +1,70 @@
+"""Where a yielded value goes: the asker's reply topic, then each of the agent's sinks.
+
+Faust's order: a request's ``@ReqRepResponse`` is produced first, then the value goes
+to every sink in declaration order. Produces (replies, topic and agent sinks) are
+queued at once and return their delivery future, which the seam attaches to the
+events being processed (they are done only when it resolves); an async sink is
+awaited here, so it holds the agent before its next read, as the seed guide says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from agentlib.events import Event
+from agentlib.reqrep import response_bytes
+from agentlib.topics import Topic
+
+__all__ = ["deliver", "produce_soon"]
+
+#: (events the delivery belongs to, the delivery future) → the seam holds them.
+Hold = Callable[[Sequence[Event[Any]], "asyncio.Future[Any]"], None]
+
+
+def produce_soon(producer: Any, topic: str, key: bytes | None, value: bytes | None,
+                 headers: list[tuple[str, bytes]] | None) -> asyncio.Future[Any]:
+    """Queue a message now (ordered before later ones) and return its delivery future.
+
+    A full producer queue does not raise: the send is retried in a task.
+    """
+    try:
+        future: asyncio.Future[Any] = producer.send_soon(topic, key, value, None,
+                                                         headers or None)
+        return future
+    except BufferError:
+        return asyncio.ensure_future(_produce_when_room(producer, topic, key, value, headers))
+
+
+async def _produce_when_room(producer: Any, topic: str, key: bytes | None,
+                             value: bytes | None,
+                             headers: list[tuple[str, bytes]] | None) -> Any:
+    while True:
+        try:
+            future = producer.send_soon(topic, key, value, None, headers or None)
+        except BufferError:  # local queue full: wait for deliveries (backpressure)
+            await asyncio.sleep(0.01)
+            continue
+        return await future
+
+
+async def deliver(value: Any, events: Sequence[Event[Any]], sinks: Iterable[Any], *,
+                  hold: Hold, producer: Callable[[], Any]) -> None:
+    """Send ``value`` to the reply address of each request in ``events``, then to sinks.
+
+    ``producer`` is called only when something must be produced, so agents with
+    callable sinks alone never need Kafka.
+    """
+    for event in events:
+        if event.reply_to:
+            reply = response_bytes(event.key, value, event.correlation_id)
+            hold([event], produce_soon(producer(), event.reply_to, None, reply, None))
+    for sink in sinks:
+        if isinstance(sink, Topic) or hasattr(sink, "topic_names"):  # a topic or an agent
+            hold(events, asyncio.ensure_future(sink.send(value=value)))
+            continue
+        result = sink(value)
+        if inspect.isawaitable(result):
+            await result
