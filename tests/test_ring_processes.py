@@ -62,7 +62,7 @@ def test_million_records_arrive_complete_in_order_across_wraps_with_sleeps():
     pack = RECORD_HEADER.pack
     with Ring.create(64 * 1024) as ring, peer(ring, "read", str(count)) as (child, sock):
         ring.watch_peer(child.pid)
-        sent = batches = 0
+        sent = batches = bytes_sent = 0
         while sent < count:
             size = min(rng.randrange(1, 400), count - sent)
             batch = [pack(serial, checksums[serial % 257]) + payloads[serial % 257]
@@ -73,12 +73,15 @@ def test_million_records_arrive_complete_in_order_across_wraps_with_sleeps():
                 if done < size:
                     ring.wait_writable(len(batch[done]), WAIT_TIMEOUT)
             sent += size
+            bytes_sent += sum(8 + -(-len(record) // 8) * 8 for record in batch)
             batches += 1
             if batches % 89 == 0:
                 time.sleep(0.002)          # let the reader empty the ring and sleep
         report = json.loads(receive_line(sock))
         assert child.wait() == 0
         writer_sleeps, writer_timeouts = ring.sleeps, ring.timeouts
+        laps = bytes_sent // ring.capacity
+    assert laps > 1000                     # the data area wrapped around that many times
     assert report["errors"] == []
     assert report["received"] == count
     assert report["sleeps"] > 0 and writer_sleeps > 0
