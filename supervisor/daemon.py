@@ -373,10 +373,11 @@ class Supervisor:
     # ================================================================= instances
 
     def spawn_due_instances(self) -> None:
+        """Start instances whose (re)start time has come, draining included: a crashed
+        instance's records must still be processed for the drain to finish."""
         now = time.monotonic()
         for inst in self.instances:
-            if inst.restart_at is not None and inst.restart_at <= now and self.running \
-                    and self.draining_until is None:
+            if inst.restart_at is not None and inst.restart_at <= now and self.running:
                 assert self.zygote is not None
                 inst.spawn(self.zygote, self.worker_settings(inst))
 
@@ -397,7 +398,7 @@ class Supervisor:
         how = f"exit status {os.waitstatus_to_exitcode(status)}" if status is not None \
             else "exited"
         inst.died()
-        if not self.running or self.draining_until is not None:
+        if not self.running or inst.stopping:
             inst.restart_at = None
             return
         log.warning("%s died (%s); restart %d, re-dispatching %d records", inst.label,
