@@ -259,6 +259,8 @@ def _prime(agent: Agent[Any]) -> list[str]:
     """
     probe = _ProbeSource(agent)
     result = agent.fun(Stream(probe, agent.channel))
+    if not (inspect.isasyncgen(result) or inspect.iscoroutine(result)):
+        return probe.declared
     step = result.__anext__() if inspect.isasyncgen(result) else result
     try:
         step.send(None)

@@ -13,6 +13,7 @@ resolved at connection time: ``AGENTD_BROKER`` overrides ``broker=``.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -104,6 +105,8 @@ class App:
         the topic ``f"{app id}-{name}"``.
         """
         def create(fun: AgentFun) -> Agent[Any]:
+            if not (inspect.iscoroutinefunction(fun) or inspect.isasyncgenfunction(fun)):
+                raise TypeError(f"@app.agent needs an 'async def' function, got {fun!r}")
             agent_name = name or f"{fun.__module__}.{fun.__qualname__}"
             if agent_name in self.agents:
                 raise ValueError(f"app {self.id!r} already has an agent named {agent_name!r}")

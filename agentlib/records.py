@@ -92,6 +92,7 @@ class Record:
     _validation: ClassVar[bool] = False
     _serializer: ClassVar[str] = "json"
     _converters: ClassVar[list[tuple[str, _Converter | None]] | None] = None
+    _resolved_hints: ClassVar[dict[str, Any] | None] = None
 
     def __init_subclass__(cls, *, namespace: str | None = None, isodates: bool | None = None,
                           validation: bool | None = None, serializer: str | None = None,
@@ -271,10 +272,37 @@ def _is_classvar(annotation: Any) -> bool:
 
 
 def _hints(cls: type[Record]) -> dict[str, Any]:
+    """Resolved field annotations (cached per class after the first use)."""
+    cached = cls.__dict__.get("_resolved_hints")
+    if cached is None:
+        cached = _resolve_hints(cls)
+        cls._resolved_hints = cached
+    return cached
+
+
+def _resolve_hints(cls: type[Record]) -> dict[str, Any]:
+    """Resolve field annotations; a name that cannot be resolved stays unconverted.
+
+    Records defined in the same function as ``cls`` are visible by name, so local
+    models (common in tests) can refer to each other.
+    """
+    scope = cls.__qualname__.rpartition(".")[0]
+    siblings = {model.__name__: model for model in registry.values()
+                if model.__module__ == cls.__module__
+                and model.__qualname__.rpartition(".")[0] == scope}
     try:
-        return typing.get_type_hints(cls)
-    except Exception:  # unresolvable forward reference: fall back to no conversion
-        return {}
+        return typing.get_type_hints(cls, localns=siblings)
+    except Exception:  # one unresolvable name: resolve the others one by one
+        pass
+    hints: dict[str, Any] = {}
+    for name, field in cls._fields.items():
+        holder = type("_OneField", (), {"__annotations__": {name: field.type},
+                                        "__module__": field.model.__module__})
+        try:
+            hints[name] = typing.get_type_hints(holder, localns=siblings)[name]
+        except Exception:
+            continue
+    return hints
 
 
 def _parse_isodates(record: Record) -> None:

@@ -167,3 +167,16 @@ def test_pickle_is_never_the_default_for_topics():
     topic = app.topic("t")
     with pytest.raises(codecs.CodecError):
         topic.load_value(pickle.dumps({"a": 1}))
+
+
+def test_records_defined_inside_functions_still_rebuild_nested_fields():
+    class Inner(agentlib.Record, namespace="tests.records.Inner"):
+        n: int
+
+    class Outer(agentlib.Record, namespace="tests.records.Outer"):
+        inner: Inner
+        when: datetime.datetime
+
+    decoded = Outer.from_data({"inner": {"n": 1}, "when": "2020-01-01T00:00:00"})
+    assert decoded.inner == Inner(1)
+    assert decoded.when == "2020-01-01T00:00:00"  # no isodates: left as sent
