@@ -188,12 +188,27 @@ class Record:
         converters = cls._converters
         if converters is None:
             converters = cls._converters = _build_converters(cls)
-        kwargs = {}
+        # The hot path of every decoded message: fill __dict__ directly instead of
+        # going through __init__'s argument matching.
+        record = cls.__new__(cls)
+        state = record.__dict__
+        fields = cls._fields
         for name, convert in converters:
             if name in data:
                 value = data[name]
-                kwargs[name] = value if convert is None or value is None else convert(value)
-        return cls(**kwargs)
+                state[name] = value if convert is None or value is None else convert(value)
+            elif fields[name].required:
+                missing = [n for n, f in fields.items() if f.required and n not in data]
+                raise TypeError(f"{cls.__name__} missing required fields: "
+                                f"{', '.join(missing)}")
+            else:
+                state[name] = _copy_default(fields[name].default)
+        if cls._isodates:
+            _parse_isodates(record)
+        if cls._validation:
+            record.validate()
+        record.__post_init__()
+        return record
 
     # -- behaviour of a value -------------------------------------------------------
 

@@ -203,7 +203,6 @@ class AgentHost:
         """See :class:`agentlib.streams.StreamSource`."""
         if release:
             self._release_current(auto_ack)
-        loop = asyncio.get_running_loop()
         while True:
             if self._fatal is not None:
                 raise _HostCrashed()
@@ -216,7 +215,8 @@ class AgentHost:
                     await self._wakeup.wait()
                     continue
                 try:
-                    await asyncio.wait_for(self._wakeup.wait(), deadline - loop.time())
+                    remaining = deadline - asyncio.get_running_loop().time()
+                    await asyncio.wait_for(self._wakeup.wait(), remaining)
                 except TimeoutError:
                     return None
                 continue
