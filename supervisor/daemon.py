@@ -31,6 +31,7 @@ from supervisor import wire
 from supervisor.config import Config, validate_agent_names
 from supervisor.failures import FailedRecord, RecordFailures
 from supervisor.instances import AgentRuntime, Instance, Key
+from supervisor.monitor import Monitor
 from supervisor.offsets import OffsetTracker
 from supervisor.ops import Operations
 from supervisor.reload import Reloader
@@ -72,6 +73,7 @@ class Supervisor:
         self.next_commit = 0.0
         self.ops: Operations | None = None  # control socket, sd_notify, metrics
         self.reloader = Reloader(self)      # SIGHUP: canary zygote, then roll over
+        self.monitor = Monitor(self)        # hung workers killed, old/big ones recycled
         self.forced = False                 # second SIGINT: no more waiting
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
@@ -105,6 +107,7 @@ class Supervisor:
             busy = self.read_instances() or busy
             self.reap_instances()
             self.reloader.poll()
+            self.monitor.tick()
             self.commit_if_due()
             if self.ops is not None:
                 self.ops.tick()

@@ -124,6 +124,11 @@ class Reloader:
         self.started = 0.0
         self.pauses: list[float] = []
         self.last_result: dict[str, Any] | None = None
+        self.recycle_queue: list[tuple[Instance, int | None, str]] = []
+
+    def recycle(self, inst: Instance, why: str) -> None:
+        """Replace ``inst``'s process gracefully (max_rss/max_age), when no reload runs."""
+        self.recycle_queue.append((inst, inst.pid, why))
 
     def request(self) -> None:
         """Ask for a reload (signal-safe: sets a flag; the loop does the rest)."""
@@ -131,7 +136,7 @@ class Reloader:
 
     @property
     def busy(self) -> bool:
-        return self.state != "idle"
+        return self.state != "idle" or self.handover is not None
 
     # ------------------------------------------------------------------ loop
 
@@ -141,9 +146,15 @@ class Reloader:
         if daemon.draining_until is not None or not daemon.running:
             return
         if self.state == "idle":
-            if self.requested:
+            if self.handover is not None:
+                self.poll_recycle()
+            elif self.requested:
                 self.requested = False
                 self.begin()
+            elif self.recycle_queue:
+                inst, pid, why = self.recycle_queue.pop(0)
+                if inst.pid is not None and inst.pid == pid and inst in daemon.instances:
+                    self.handover = Handover(daemon, inst, why)
         elif self.state == "canary":
             self.poll_canary()
         elif self.state == "rolling":
@@ -153,6 +164,14 @@ class Reloader:
         """Keep the draining old process's acks flowing (called while the loop waits)."""
         if self.handover is not None:
             self.handover.read()
+
+    def poll_recycle(self) -> None:
+        """A recycle's handover: once the old process is gone, start the new one."""
+        assert self.handover is not None
+        if self.handover.poll():
+            done, self.handover = self.handover, None
+            done.start_new()
+            log.info("%s: recycled in %.0f ms", done.inst.label, (done.pause_s or 0) * 1000)
 
     def begin(self) -> None:
         """Step 1 and the start of step 2 (never blocks on the import)."""
