@@ -7,16 +7,45 @@ consumption and feeds agents through :mod:`agentlib.seam`; anywhere else an App 
 client (producer and reply consumer, made on first use).
 """
 
+import uuid as _uuid
+from typing import Any
+
 from agentlib import cli, codecs
 from agentlib.agents import Agent
 from agentlib.app import App, Timer
+from agentlib.codecs import Codec
 from agentlib.events import Event, current_event
 from agentlib.records import FieldDescriptor, Record, ValidationError
 from agentlib.streams import JoinNotSupported, Stream, StreamT
 from agentlib.topics import Channel, Topic
 
+# Faust's names for the same things, so type annotations from Faust code resolve.
+Model = Record
+AgentT = Agent
+EventT = Event
+TopicT = Topic
+ChannelT = Channel
+
+_UNSUPPORTED = frozenset({"Table", "GlobalTable", "SetTable", "SetGlobalTable",
+                          "HoppingWindow", "TumblingWindow", "SlidingWindow", "Window"})
+
+
+def uuid() -> str:
+    """A new random UUID as a string (Faust's ``faust.uuid()``)."""
+    return str(_uuid.uuid4())
+
+
+def __getattr__(name: str) -> Any:
+    if name in _UNSUPPORTED:
+        raise AttributeError(
+            f"agentlib has no {name}: agentd runs stateless agents (tables and windows "
+            f"are not supported); keep state in an external store")
+    raise AttributeError(f"module 'agentlib' has no attribute {name!r}")
+
+
 __all__ = [
-    "Agent", "App", "Channel", "Event", "FieldDescriptor", "JoinNotSupported", "Record",
-    "Stream", "StreamT", "Timer", "Topic", "ValidationError", "cli", "codecs",
-    "current_event",
+    "Agent", "AgentT", "App", "Channel", "ChannelT", "Codec", "Event", "EventT",
+    "FieldDescriptor", "JoinNotSupported", "Model", "Record", "Stream", "StreamT",
+    "Timer", "Topic", "TopicT", "ValidationError", "cli", "codecs", "current_event",
+    "uuid",
 ]
