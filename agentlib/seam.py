@@ -294,7 +294,12 @@ class AgentHost:
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._drained.set()
-            self._on_done(ticket.record)
+            try:
+                self._on_done(ticket.record)
+            except BaseException as exc:  # the caller's bug, not the agent's: crash
+                if self._fatal is None:
+                    self._fatal = exc
+                self._wakeup.set()
 
     def _hold(self, tickets: list[_Ticket], delivery: asyncio.Future[Any]) -> None:
         """Keep ``tickets`` from finishing until ``delivery`` completes."""

@@ -14,7 +14,7 @@ import pytest
 from agentlib_fakes import FakeProducer, Feeder, raw
 
 import agentlib
-from agentlib.seam import ErrorVerdict, RawRecord
+from agentlib.seam import AgentHost, ErrorVerdict, RawRecord
 
 
 class Add(agentlib.Record, namespace="tests.seam.Add"):
@@ -439,3 +439,31 @@ def test_channel_agent_receives_what_this_process_sends_to_the_channel():
         assert feeder.done == [0, 1]
     asyncio.run(scenario())
     assert seen == [1, 2]
+
+
+def test_on_done_raising_stops_the_host_instead_of_blaming_the_agent():
+    app = make_app()
+
+    @app.agent(app.topic("in", value_type=int))
+    async def fine(stream):
+        async for _value in stream:
+            pass
+
+    def broken_on_done(record: RawRecord) -> None:
+        raise KeyError(record.offset)
+
+    errors: list[BaseException] = []
+
+    async def on_error(record: RawRecord, exc: BaseException, attempt: int) -> ErrorVerdict:
+        errors.append(exc)
+        return ErrorVerdict.ACK
+
+    async def scenario() -> None:
+        host = AgentHost(fine, on_done=broken_on_done, on_error=on_error)
+        await host.start()
+        host.feed(raw(b"1", offset=4))
+        host.feed(raw(b"2", offset=5))
+        with pytest.raises(KeyError):
+            await host.stop(timeout=5)
+        assert errors == []
+    asyncio.run(scenario())
