@@ -103,6 +103,7 @@ def start(ctx: click.Context, config_path: str) -> None:
                         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
     from supervisor.control import ControlError
     from supervisor.daemon import Supervisor
+    from supervisor.topics import BrokerUnreachable
     from supervisor.zygote import ZygoteError
 
     try:
@@ -110,7 +111,7 @@ def start(ctx: click.Context, config_path: str) -> None:
     except ConfigError as exc:  # agent tables checked against the imported app
         _fail(ctx, f"config error: {exc}", 2)
         return
-    except (ZygoteError, ControlError) as exc:
+    except (ZygoteError, ControlError, BrokerUnreachable) as exc:
         _fail(ctx, str(exc), 1)
         return
     ctx.exit(code)

@@ -17,11 +17,15 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-__all__ = ["DEFAULT_PARTITIONS", "ensure_topics"]
+__all__ = ["DEFAULT_PARTITIONS", "BrokerUnreachable", "ensure_topics"]
 
 log = logging.getLogger("agentd.topics")
 
 DEFAULT_PARTITIONS = 8
+
+
+class BrokerUnreachable(RuntimeError):
+    """Kafka did not answer at start-up (the first thing agentd asks it)."""
 
 
 def ensure_topics(names: Iterable[str], *, bootstrap: str, embedded: Any = None,
@@ -38,7 +42,12 @@ def ensure_topics(names: Iterable[str], *, bootstrap: str, embedded: Any = None,
             embedded.create_topic(name, partitions)
         return wanted
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    existing = set(admin.list_topics(timeout=timeout).topics)
+    try:
+        existing = set(admin.list_topics(timeout=timeout).topics)
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else exc
+        reason = error.str() if isinstance(error, KafkaError) else str(error)
+        raise BrokerUnreachable(f"cannot reach Kafka at {bootstrap}: {reason}") from None
     missing = [name for name in wanted if name not in existing]
     if not missing:
         return []
