@@ -402,6 +402,11 @@ def _timed_burn(iterations: int) -> float:
 
 # ---------------------------------------------------------------------------- agentd
 
+def pythonpath() -> str:
+    """``bench/`` first (the bench apps), then whatever PYTHONPATH already holds."""
+    return os.pathsep.join(filter(None, [str(BENCH_DIR), os.environ.get("PYTHONPATH")]))
+
+
 def agentd_missing() -> str:
     """Why ``agentd start`` cannot run here ("" when it can)."""
     done = subprocess.run([*AGENTD, "start", "--help"], capture_output=True, text=True,
@@ -435,8 +440,7 @@ class Agentd:
         lines += os.environ.get("BENCH_AGENTD_TOML", "").split(";")
         lines += ["", "[kafka]", '"auto.offset.reset" = "earliest"', ""]
         self.config.write_text("\n".join(lines))
-        pythonpath = os.pathsep.join(filter(None, [str(BENCH_DIR), os.environ.get("PYTHONPATH")]))
-        self.env = {**os.environ, "PYTHONPATH": pythonpath, "BENCH_APP_ID": group, **env}
+        self.env = {**os.environ, "PYTHONPATH": pythonpath(), "BENCH_APP_ID": group, **env}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Agentd:
