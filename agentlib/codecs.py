@@ -8,7 +8,7 @@ Names combine with ``|`` as in Faust: ``"json|binary"`` dumps with ``json`` then
 Pickle is registered but never picked by default: data from Kafka is unpickled only
 when the user named the ``pickle`` codec for that topic (DESIGN.md §6).
 
-The JSON form is compact (no spaces) like the bytes faust-streaming writes, and
+The JSON form is compact (no spaces, ASCII) like the bytes faust-streaming writes, and
 encodes what Faust's encoder does: datetimes as ISO 8601 (UTC as ``Z``, dates as
 midnight), ``Decimal`` and ``UUID`` as strings, enums by value, sets as lists,
 Records as their ``__faust`` representation.
@@ -64,9 +64,13 @@ def _json_default(obj: Any) -> Any:
 
 
 def json_dumps(obj: Any) -> bytes:
-    """Compact UTF-8 JSON, the bytes faust-streaming writes for the same object."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False,
-                      default=_json_default).encode()
+    """Compact ASCII JSON, the bytes faust-streaming writes for the same object.
+
+    Non-ASCII text is ``\\u``-escaped as faust-streaming does with the stdlib
+    encoder (its default install; with the optional orjson it writes raw UTF-8,
+    which decodes to the same values).
+    """
+    return json.dumps(obj, separators=(",", ":"), default=_json_default).encode()
 
 
 class _Json:
