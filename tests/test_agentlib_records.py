@@ -15,12 +15,12 @@ from agentlib import codecs
 from agentlib.records import decode_known
 
 
-class Add(agentlib.Record, namespace="examples.agent.Add"):
+class Add(agentlib.Record, namespace="tests.records.Add"):
     a: int
     b: int
 
 
-class FaustAdd(faust.Record, namespace="examples.agent.Add"):
+class FaustAdd(faust.Record, namespace="tests.records.Add"):
     a: int
     b: int
 
@@ -54,7 +54,7 @@ class Strict(agentlib.Record, validation=True, namespace="tests.records.Strict")
 
 
 def test_record_encodes_exactly_like_the_faust_wire_format():
-    assert Add(2, 2).dumps() == b'{"a":2,"b":2,"__faust":{"ns":"examples.agent.Add"}}'
+    assert Add(2, 2).dumps() == b'{"a":2,"b":2,"__faust":{"ns":"tests.records.Add"}}'
     assert Add(a=4, b=8).dumps() == FaustAdd(a=4, b=8).dumps(serializer="json")
 
 
