@@ -22,12 +22,18 @@ REPLY_TO_HEADER = "Faust-Ag-ReplyTo"
 CORRELATION_HEADER = "Faust-Ag-CorrelationId"
 REQUEST_NAMESPACE = "@ReqRepRequest"
 RESPONSE_NAMESPACE = "@ReqRepResponse"
+# Faust wraps a Record value in subclasses that do not inherit the namespace, so their
+# ``ns`` is the class path (seen on the wire from faust-streaming 0.15.3).
+MODEL_REQUEST_NAMESPACE = "faust.agents.models.ModelReqRepRequest"
+MODEL_RESPONSE_NAMESPACE = "faust.agents.models.ModelReqRepResponse"
+_REQUEST_NAMESPACES = frozenset({REQUEST_NAMESPACE, MODEL_REQUEST_NAMESPACE})
 
 
 def request_envelope(value: Any, reply_to: str, correlation_id: str) -> dict[str, Any]:
     """The ``@ReqRepRequest`` payload wrapping ``value`` (for ``use_reply_headers=False``)."""
+    namespace = MODEL_REQUEST_NAMESPACE if isinstance(value, Record) else REQUEST_NAMESPACE
     return {"value": _represent(value), "reply_to": reply_to,
-            "correlation_id": correlation_id, "__faust": {"ns": REQUEST_NAMESPACE}}
+            "correlation_id": correlation_id, "__faust": {"ns": namespace}}
 
 
 def request_headers(reply_to: str, correlation_id: str) -> list[tuple[str, bytes]]:
@@ -45,7 +51,7 @@ def split_request(payload: Any, headers: Mapping[str, bytes]
     """
     if isinstance(payload, dict):
         meta = payload.get("__faust")
-        if isinstance(meta, dict) and meta.get("ns") == REQUEST_NAMESPACE:
+        if isinstance(meta, dict) and meta.get("ns") in _REQUEST_NAMESPACES:
             return payload.get("value"), payload.get("reply_to"), payload.get("correlation_id")
     reply_to = headers.get(REPLY_TO_HEADER)
     if reply_to is None:
@@ -59,9 +65,9 @@ def response_bytes(key: Any, value: Any, correlation_id: str | None) -> bytes:
     """The ``@ReqRepResponse`` JSON produced to ``reply_to`` for one yielded value."""
     if isinstance(key, bytes):
         key = key.decode(errors="replace")
+    namespace = MODEL_RESPONSE_NAMESPACE if isinstance(value, Record) else RESPONSE_NAMESPACE
     return json_dumps({"key": _represent(key), "value": _represent(value),
-                       "correlation_id": correlation_id,
-                       "__faust": {"ns": RESPONSE_NAMESPACE}})
+                       "correlation_id": correlation_id, "__faust": {"ns": namespace}})
 
 
 def _represent(value: Any) -> Any:
