@@ -9,25 +9,62 @@ errors exit 2); a traceback only with ``--debug``.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
 from supervisor import __version__
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class AgentdGroup(click.Group):
+    """agentd's own commands, then the ``@app.command``s of the app named by ``-A``
+    (or the config's ``app``): ``agentd -A examples.agent send_value 4 8 --print``."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None or not (ctx.params.get("app") or ctx.params.get("config_path")):
+            return command
+        return _app_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = super().list_commands(ctx)
+        if ctx.params.get("app"):
+            from supervisor import appcmds
+            from supervisor.clientcmds import ClientError
+
+            try:
+                apps = appcmds.load_apps([ctx.params["app"]])
+            except ClientError:
+                return names  # `agentd -A broken --help` still shows agentd's own help
+            names += sorted({name for app in apps for name in app.commands} - set(names))
+        return names
+
+
+@click.group(cls=AgentdGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="agentd")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.option("-c", "--config", "config_path", envvar="AGENTD_CONFIG", metavar="CONFIG",
+              type=click.Path(dir_okay=False),
+              help="Config of the daemon to talk to (its state_dir and broker). "
+                   "Env: AGENTD_CONFIG.")
+@click.option("-A", "--app", "app", metavar="MODULE[:ATTR]",
+              help="The agentlib app for send/ask and app commands (default: the config's).")
 @click.pass_context
-def main(ctx: click.Context, debug: bool) -> None:
-    """agentd: run Faust-style agents on every core, committing only what was processed."""
+def main(ctx: click.Context, debug: bool, config_path: str | None, app: str | None) -> None:
+    """agentd: run Faust-style agents on every core, committing only what was processed.
+
+    \b
+    Shell completion (bash; for zsh/fish use zsh_source/fish_source):
+        eval "$(_AGENTD_COMPLETE=bash_source agentd)"
+    """
     ctx.ensure_object(dict)
-    ctx.obj["debug"] = debug
+    ctx.obj.update(debug=debug, config_path=config_path, app=app)
 
 
 def _fail(ctx: click.Context, message: str, code: int) -> None:
     """One line on stderr and exit ``code``; the traceback only with ``--debug``."""
-    if ctx.find_root().obj.get("debug"):
+    root = ctx.find_root()
+    if (root.obj or {}).get("debug") or root.params.get("debug"):
         raise
     click.echo(f"agentd {ctx.info_name}: {message}", err=True)
     ctx.exit(code)
@@ -115,3 +152,191 @@ def start(ctx: click.Context, config_path: str) -> None:
         _fail(ctx, str(exc), 1)
         return
     ctx.exit(code)
+
+
+# ---------------------------------------------------------------- client commands
+
+
+def _remember_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.find_root().obj["config_path"] = value
+
+
+# `-c` after the command name too (`agentd status -c /etc/agentd/agentd.toml`).
+_config_option = click.option(
+    "-c", "--config", "config_path", metavar="CONFIG", type=click.Path(dir_okay=False),
+    expose_value=False, callback=_remember_config,
+    help="Config of the daemon to talk to (env AGENTD_CONFIG).")
+
+
+def _client_config(ctx: click.Context) -> Any:
+    """The ``-c``/``AGENTD_CONFIG`` config (``ClientError`` when missing or bad)."""
+    from supervisor.clientcmds import load_client_config
+
+    return load_client_config(ctx.find_root().obj.get("config_path"))
+
+
+def _optional_config(ctx: click.Context) -> Any:
+    path = ctx.find_root().obj.get("config_path")
+    return _client_config(ctx) if path else None
+
+
+@main.command("check")
+@click.argument("config_path", metavar="[CONFIG]", required=False,
+                type=click.Path(dir_okay=False))
+@click.pass_context
+def check(ctx: click.Context, config_path: str | None) -> None:
+    """Validate CONFIG and import its app in a throw-away process; list its agents.
+
+    Exit 0 when `agentd start` would accept it, 2 (one line naming the key) when not.
+    """
+    from supervisor import appcmds
+    from supervisor.clientcmds import ClientError
+
+    try:
+        path = config_path or ctx.find_root().obj.get("config_path")
+        if not path:
+            raise ClientError("give CONFIG (or -c CONFIG / AGENTD_CONFIG)", 2)
+        click.echo("\n".join(appcmds.check(path)))
+    except ClientError as exc:
+        _fail(ctx, str(exc), exc.exit_code)
+
+
+@main.command("status")
+@_config_option
+@click.option("--json", "as_json", is_flag=True,
+              help="The stable JSON document (schema in docs/operations.md).")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show the running daemon: agents, instances, partitions, lag, reload state.
+
+    Exit 0 when it answers, 3 when it is not running.
+    """
+    import json
+
+    from supervisor.clientcmds import ClientError, format_status, send_command
+
+    try:
+        doc = send_command(_client_config(ctx), "status")
+    except ClientError as exc:
+        _fail(ctx, str(exc), exc.exit_code)
+        return
+    click.echo(json.dumps(doc, indent=2, sort_keys=True) if as_json else format_status(doc))
+
+
+@main.command("reload")
+@_config_option
+@click.pass_context
+def reload(ctx: click.Context) -> None:
+    """Reload the app's code and config in the running daemon (same as SIGHUP)."""
+    from supervisor.clientcmds import ClientError, send_command
+
+    try:
+        send_command(_client_config(ctx), "reload")
+    except ClientError as exc:
+        _fail(ctx, str(exc), exc.exit_code)
+        return
+    click.echo("reload requested; `agentd status` shows its outcome")
+
+
+@main.command("stop")
+@_config_option
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Return only once the daemon has drained and exited.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds to wait (default: the config's shutdown_timeout + 30).")
+@click.pass_context
+def stop(ctx: click.Context, wait: bool, timeout: float | None) -> None:
+    """Stop the running daemon gracefully (same as SIGTERM): drain, commit, exit."""
+    from supervisor.clientcmds import ClientError, stop_daemon
+
+    try:
+        config = _client_config(ctx)
+        stop_daemon(config, wait, timeout or config.shutdown_timeout + 30)
+    except ClientError as exc:
+        _fail(ctx, str(exc), exc.exit_code)
+        return
+    click.echo("stopped" if wait else "stop requested")
+
+
+@main.command("send")
+@_config_option
+@click.argument("target", metavar="AGENT|TOPIC")
+@click.argument("value", metavar="VALUE")
+@click.option("--key", "-k", default=None, help="Message key (a string).")
+@click.option("--partition", "-p", type=click.IntRange(min=0), default=None,
+              help="Partition (default: by key, as the producer chooses).")
+@click.pass_context
+def send(ctx: click.Context, target: str, value: str, key: str | None,
+         partition: int | None) -> None:
+    """Send VALUE (JSON, encoded with the agent's value type) to an agent or topic.
+
+    Prints where it landed: topic[partition]@offset.
+    """
+    from supervisor import appcmds
+    from supervisor.clientcmds import ClientError
+
+    try:
+        config = _optional_config(ctx)
+        apps = appcmds.load_apps(appcmds.app_specs(ctx.find_root().obj.get("app"), config))
+        appcmds.use_daemon_broker(config)
+        meta = appcmds.send(apps, target, value, key, partition)
+    except ClientError as exc:
+        _fail(ctx, str(exc), exc.exit_code)
+        return
+    click.echo(f"{meta.topic}[{meta.partition}]@{meta.offset}")
+
+
+@main.command("ask")
+@_config_option
+@click.argument("agent", metavar="AGENT")
+@click.argument("value", metavar="VALUE")
+@click.option("--key", "-k", default=None, help="Message key (a string).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0,
+              show_default=True, help="Seconds to wait for the reply.")
+@click.pass_context
+def ask(ctx: click.Context, agent: str, value: str, key: str | None, timeout: float) -> None:
+    """Send VALUE (JSON) to AGENT and print the first value it yields for it (JSON)."""
+    from supervisor import appcmds
+    from supervisor.clientcmds import ClientError
+
+    try:
+        config = _optional_config(ctx)
+        apps = appcmds.load_apps(appcmds.app_specs(ctx.find_root().obj.get("app"), config))
+        appcmds.use_daemon_broker(config)
+        reply = appcmds.ask(apps, agent, value, key, timeout)
+    except ClientError as exc:
+        _fail(ctx, str(exc), exc.exit_code)
+        return
+    click.echo(appcmds.to_json(reply))
+
+
+def _app_command(ctx: click.Context, name: str) -> click.Command | None:
+    """``@app.command`` ``name`` wrapped so its errors are one line (``--debug``: all)."""
+    from supervisor import appcmds
+    from supervisor.clientcmds import ClientError, load_client_config
+
+    try:
+        config_path = ctx.params.get("config_path")
+        config = load_client_config(config_path) if config_path else None
+        apps = appcmds.load_apps(appcmds.app_specs(ctx.params.get("app"), config))
+        command = next((app.commands[name] for app in apps if name in app.commands), None)
+        if command is not None:
+            appcmds.use_daemon_broker(config)
+    except ClientError as exc:
+        if ctx.params.get("debug"):
+            raise
+        click.echo(f"agentd: {exc}", err=True)
+        ctx.exit(exc.exit_code)
+    if command is None or command.callback is None:
+        return None
+    original = command.callback
+
+    def run(**kwargs: Any) -> Any:
+        try:
+            return original(**kwargs)
+        except Exception as exc:
+            _fail(click.get_current_context(), f"{type(exc).__name__}: {exc}", 1)
+
+    return click.Command(name, params=command.params, callback=run, help=command.help,
+                         short_help=command.short_help)
