@@ -256,7 +256,8 @@ class Supervisor:
         if self.draining_until is not None:
             select.select([self._wake_r], [], [], BLOCKED_WAIT)
             return False
-        blocked = any(inst.pending for inst in self.instances)
+        # a handover (reload, recycle) waits on a ring the consumer cannot wake on
+        blocked = self.reloader.busy or any(inst.pending for inst in self.instances)
         timeout = 0.0 if busy else (BLOCKED_WAIT if blocked else IDLE_WAIT)
         messages = self.consumer.consume(FETCH_BATCH, timeout)
         if messages:

@@ -11,10 +11,12 @@ partitions; only the process behind it changes. The steps:
    partitions feeding it pause, as with a full ring): the old process is no longer fed.
 2. **Drain**: the old process finishes what its ring holds and acks it; the handover
    reads its outbound ring and retires those records exactly as the loop does.
-3. **Exit** (its pidfd turns readable, or it is killed after ``shutdown_timeout`` plus a
-   grace): a last read of its ring, then anything it still held unacked goes back to
-   ``pending`` first (at-least-once: the process died before acking it).
-4. **Start** the new process from the current zygote; ``pending`` flows into it.
+3. **Retired or exited**: its ``RETIRED`` report (it acked all it will ever ack;
+   what is left is closing its producer) or its exit (pidfd readable; SIGKILL after
+   ``shutdown_timeout`` plus a grace). A last read of its ring, then anything it still
+   held unacked goes back to ``pending`` first (at-least-once: it never acked it).
+4. **Start** the new process from the current zygote; ``pending`` flows into it. A
+   retired process that is still exiting is watched by :meth:`Handover.exit_done`.
 
 Nothing is processed twice because a record is either in the old ring (processed and
 acked there) or in ``pending`` (processed by the new process); only a death before
@@ -63,7 +65,8 @@ class Handover:
         self.started = time.monotonic()
         self.deadline = self.started + daemon.config.shutdown_timeout + KILL_GRACE
         self.stop_sent = False
-        self.exited = False
+        self.retired = False     # its RETIRED report arrived
+        self.exited = False      # steps 1-3 are done (retired or dead)
         self.pause_s: float | None = None  # detach → the new process started
         inst.inbound = inst.outbound = None
         inst.pid = inst.pidfd = None
@@ -100,27 +103,44 @@ class Handover:
                     inst.acked(tidx, partition, first, last)
                     daemon.tracker.acked((daemon.topics[tidx], partition), first, last,
                                          inst.agent.lane)
-                elif record[0] != wire.RETIRED:
+                elif record[0] == wire.RETIRED:
+                    self.retired = True
+                else:
                     daemon.on_instance_report(inst, record)
 
     def poll(self) -> bool:
-        """Advance; True once the old process is gone (then call :meth:`start_new`)."""
+        """Advance; True once the old process retired or died (then :meth:`start_new`)."""
         if self.exited:
             return True
         self._send_stop()
         self.read()
-        if self.pidfd is not None:
-            readable, _, _ = select.select([self.pidfd], [], [], 0)
-            gone = bool(readable)
-        else:
-            gone = True
-        if not gone and time.monotonic() >= self.deadline:
-            log.warning("%s: pid %d did not drain in time; SIGKILL", self.inst.label, self.pid)
-            self.kill()
+        gone = self._gone()
+        if not gone and not self.retired:
+            if time.monotonic() >= self.deadline:
+                log.warning("%s: pid %d did not drain in time; SIGKILL", self.inst.label,
+                            self.pid)
+                self.kill()
             return False
-        if gone:
-            self._finish_old()
-        return gone
+        self._finish_old()
+        return True
+
+    def exit_done(self) -> bool:
+        """After :meth:`poll`: has the old process exited too? (SIGKILL past the grace.)"""
+        if self.pidfd is None:
+            return True
+        if self._gone():
+            os.close(self.pidfd)
+            self.pidfd = None
+            return True
+        if time.monotonic() >= self.deadline:
+            self.kill()
+        return False
+
+    def _gone(self) -> bool:
+        if self.pidfd is None:
+            return True
+        readable, _, _ = select.select([self.pidfd], [], [], 0)
+        return bool(readable)
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -132,18 +152,15 @@ class Handover:
         for ring in (self.inbound, self.outbound):
             if ring is not None:
                 ring.close()
-        if self.pidfd is not None:
-            os.close(self.pidfd)
         self.inbound = self.outbound = None
-        self.pidfd = None
         self.exited = True
         inst = self.inst
         queued = set(inst.pending)
         lost = [key for key in inst.unacked if key not in queued]
         if lost:
-            log.warning("%s: pid %d exited with %d records unacked; re-dispatching them",
+            log.warning("%s: pid %d left %d records unacked; re-dispatching them",
                         inst.label, self.pid, len(lost))
-            # unacked is in dispatch order and pending is a suffix-ordered subset of it
+            # unacked is in dispatch order, and pending holds its newest records
             inst.pending = deque(inst.unacked)
 
     def start_new(self) -> None:
@@ -160,9 +177,9 @@ class Handover:
         self.pause_s = time.monotonic() - self.started
 
     def close(self, timeout: float) -> None:
-        """Shutdown while draining: wait up to ``timeout`` for the exit, then SIGKILL."""
+        """Shutdown: wait up to ``timeout`` for the drain and the exit, then SIGKILL."""
         deadline = time.monotonic() + timeout
-        while not self.poll():
+        while not (self.poll() and self.exit_done()):
             if time.monotonic() >= deadline:
                 self.kill()
                 deadline = float("inf")

@@ -118,6 +118,8 @@ class Reloader:
         self.canary: Canary | None = None
         self.new_config: Config | None = None
         self.old_zygote: Zygote | None = None
+        self.retiring_zygotes: list[Zygote] = []  # rolled off; closed once childless
+        self.exiting: list[Handover] = []          # retired processes not yet exited
         self.old_pids: set[int] = set()
         self.to_retire: list[Instance] = []
         self.handover: Handover | None = None
@@ -143,6 +145,8 @@ class Reloader:
     def poll(self) -> None:
         """Once per loop turn: advance whatever step the reload is in."""
         daemon = self.daemon
+        if self.exiting or self.retiring_zygotes:
+            self.reap_exiting()
         if daemon.draining_until is not None or not daemon.running:
             return
         if self.state == "idle":
@@ -171,6 +175,7 @@ class Reloader:
         if self.handover.poll():
             done, self.handover = self.handover, None
             done.start_new()
+            self.exiting.append(done)
             log.info("%s: recycled in %.0f ms", done.inst.label, (done.pause_s or 0) * 1000)
 
     def begin(self) -> None:
@@ -273,6 +278,7 @@ class Reloader:
             if not self.handover.poll():
                 return
             done, self.handover = self.handover, None
+            self.exiting.append(done)
             if done.inst in self.to_retire:
                 self.remove_instance(done.inst)
             else:
@@ -340,9 +346,9 @@ class Reloader:
                     daemon.pause(target, newly)
 
     def finish(self) -> None:
-        """Everything runs the new code: stop the old zygote (it has no children left)."""
+        """Everything runs the new code: the old zygote goes once its last child exits."""
         if self.old_zygote is not None:
-            self.old_zygote.stop()
+            self.retiring_zygotes.append(self.old_zygote)
             self.old_zygote = None
         took = time.monotonic() - self.started
         longest = max(self.pauses, default=0.0)
@@ -378,10 +384,31 @@ class Reloader:
             if self.handover.inst in self.to_retire:
                 self.to_retire.remove(self.handover.inst)
             self.handover = None
+        deadline = time.monotonic() + timeout
+        for handover in self.exiting:
+            handover.close(max(0.0, deadline - time.monotonic()))
+        self.exiting = []
         self.state = "idle"
 
+    def reap_exiting(self) -> None:
+        """Never blocks: forget processes that exited; then close rolled-off zygotes
+        (closing the socket ends one; PR_SET_PDEATHSIG would end a child it still had)."""
+        self.exiting = [h for h in self.exiting if not h.exit_done()]
+        if self.exiting:
+            return
+        for zygote in list(self.retiring_zygotes):
+            zygote.sock.close()
+            if zygote.proc.poll() is not None:
+                self.retiring_zygotes.remove(zygote)
+
     def stop_old_zygote(self) -> None:
-        """After every instance stopped: the old zygote, if a roll was cut short."""
+        """After every instance stopped: any zygote a reload left behind."""
+        for handover in self.exiting:
+            handover.close(0.0)
+        self.exiting = []
         if self.old_zygote is not None:
-            self.old_zygote.stop()
+            self.retiring_zygotes.append(self.old_zygote)
             self.old_zygote = None
+        for zygote in self.retiring_zygotes:
+            zygote.stop()
+        self.retiring_zygotes = []
