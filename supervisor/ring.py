@@ -76,6 +76,7 @@ WRAP = (1 << 64) - 1
 _MAGIC, _VERSION, _CAPACITY = 0, 1, 2
 _HEAD, _TAIL, _READER_SLEEPING, _WRITER_SLEEPING = 16, 32, 48, 64
 
+
 class RecordTooLarge(ValueError):
     """A record larger than ``max_record_size``: it can never fit, so waiting is wrong."""
 
