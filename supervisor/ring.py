@@ -39,7 +39,10 @@ Memory ordering (the argument, in the manner of folly's ProducerConsumerQueue.h)
   order and loads are not reordered with other loads, so a reader that sees the new head
   sees the bytes written before it. CPython executes each mmap store (a memcpy inside
   one bytecode) to completion before the next bytecode starts, and the compiler cannot
-  move stores across those opaque calls. Index stores go through a memoryview cast to
+  move stores across those opaque calls. The copies themselves may use ``rep movsb`` or
+  non-temporal stores, which are weakly ordered among themselves, but x86-64 completes a
+  string operation's stores before later stores, and glibc's memcpy ends its
+  non-temporal path with ``sfence``. Index stores go through a memoryview cast to
   'Q' at 8-byte aligned offsets: one aligned 8-byte mov, which is atomic, so the peer
   never sees a torn index.
 * Reader: finish with the views, *then* store tail; x86-64 never lets a later store pass
