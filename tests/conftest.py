@@ -20,6 +20,11 @@ from confluent_kafka.admin import AdminClient
 from supervisor.devbroker import DevBroker, DevBrokerError
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak", action="store_true", default=False,
+                     help="tests/faults: longer loads and fault runs (minutes each)")
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """``127.0.0.1:PORT`` of a real Kafka broker shared by the whole session."""
