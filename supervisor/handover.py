@@ -15,8 +15,11 @@ partitions; only the process behind it changes. The steps:
    what is left is closing its producer) or its exit (pidfd readable; SIGKILL after
    ``shutdown_timeout`` plus a grace). A last read of its ring, then anything it still
    held unacked goes back to ``pending`` first (at-least-once: it never acked it).
-4. **Start** the new process from the current zygote; ``pending`` flows into it. A
-   retired process that is still exiting is watched by :meth:`Handover.exit_done`.
+4. **Start** the new process; ``pending`` flows into it. It was forked from the current
+   zygote in step 1 already, on rings of its own that nothing writes to yet, so its
+   start-up (and its producer's connection, see ``Worker.warm_producer``) overlaps
+   the drain instead of adding to the pause. A retired process that is still exiting
+   is watched by :meth:`Handover.exit_done`.
 
 Nothing is processed twice because a record is either in the old ring (processed and
 acked there) or in ``pending`` (processed by the new process); only a death before
@@ -36,6 +39,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from supervisor import wire
+from supervisor.instances import OUTBOUND_RING_SIZE, power_of_two
 from supervisor.ring import Ring
 
 if TYPE_CHECKING:
@@ -52,8 +56,10 @@ KILL_GRACE = 5.0  # past shutdown_timeout, before SIGKILL
 class Handover:
     """One instance's old process on its way out; :meth:`poll` until it returns True."""
 
-    def __init__(self, daemon: Supervisor, inst: Instance, why: str) -> None:
-        """Detach the running process of ``inst`` and ask it to stop (step 1)."""
+    def __init__(self, daemon: Supervisor, inst: Instance, why: str,
+                 replace: bool = True) -> None:
+        """Detach the running process of ``inst`` and ask it to stop (step 1); unless
+        ``replace`` is False (scale down), fork its successor now, unfed."""
         assert inst.pid is not None and inst.inbound is not None and inst.outbound is not None
         self.daemon = daemon
         self.inst = inst
@@ -67,12 +73,41 @@ class Handover:
         self.stop_sent = False
         self.retired = False     # its RETIRED report arrived
         self.exited = False      # steps 1-3 are done (retired or dead)
-        self.pause_s: float | None = None  # detach → the new process started
+        self.pause_s: float | None = None  # detach → the new process fed
+        self.successor: tuple[Ring, Ring, int, int | None] | None = None
         inst.inbound = inst.outbound = None
         inst.pid = inst.pidfd = None
         inst.restart_at = None
         self._send_stop()
         log.info("%s: %s; draining pid %d", inst.label, why, self.pid)
+        if replace:
+            self._prestart()
+
+    def _prestart(self) -> None:
+        """Fork the successor on fresh rings kept here (what ``Instance.spawn`` does,
+        without attaching it: nothing may reach it before its predecessor is done)."""
+        inst, daemon = self.inst, self.daemon
+        if daemon.zygote is None:
+            return
+        inbound = Ring.create(power_of_two(inst.agent.config.ring_size))
+        outbound = Ring.create(OUTBOUND_RING_SIZE)
+        try:
+            pid = daemon.zygote.fork(inst.agent.name,
+                                     {**daemon.worker_settings(inst), "ring_fds": [3, 3]},
+                                     inbound.fds() + outbound.fds())
+        except Exception as exc:  # start_new falls back to a plain spawn
+            log.warning("%s: could not fork the successor early (%s)", inst.label, exc)
+            inbound.close()
+            outbound.close()
+            return
+        pidfd: int | None
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            pidfd = None  # already gone: the loop's reaper sees it dead once attached
+        inbound.watch_peer(pid)
+        outbound.watch_peer(pid)
+        self.successor = (inbound, outbound, pid, pidfd)
 
     def _send_stop(self) -> None:
         """``STOP`` through the ring (after what it holds); SIGTERM if it stays full."""
@@ -167,17 +202,39 @@ class Handover:
         """Step 4: the replacement process, from the daemon's current zygote."""
         inst, daemon = self.inst, self.daemon
         if not daemon.running or daemon.draining_until is not None:
-            return  # shutting down: no replacement
-        assert daemon.zygote is not None
-        try:
-            inst.spawn(daemon.zygote, daemon.worker_settings(inst))
-        except Exception as exc:  # the normal restart path retries with backoff
-            log.error("%s: replacement did not start (%s); retrying", inst.label, exc)
-            inst.restart_at = time.monotonic() + 0.5
+            self.discard_successor()  # shutting down: no replacement
+            return
+        if self.successor is not None:
+            inst.inbound, inst.outbound, inst.pid, inst.pidfd = self.successor
+            self.successor = None
+            inst.restart_at = None
+            inst.retired = False
+            log.info("%s started, pid %d", inst.label, inst.pid)
+        else:
+            assert daemon.zygote is not None
+            try:
+                inst.spawn(daemon.zygote, daemon.worker_settings(inst))
+            except Exception as exc:  # the normal restart path retries with backoff
+                log.error("%s: replacement did not start (%s); retrying", inst.label, exc)
+                inst.restart_at = time.monotonic() + 0.5
         self.pause_s = time.monotonic() - self.started
+
+    def discard_successor(self) -> None:
+        """The successor will never be fed: kill it (it holds nothing) and close."""
+        if self.successor is None:
+            return
+        inbound, outbound, pid, pidfd = self.successor
+        self.successor = None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        inbound.close()
+        outbound.close()
+        if pidfd is not None:
+            os.close(pidfd)
 
     def close(self, timeout: float) -> None:
         """Shutdown: wait up to ``timeout`` for the drain and the exit, then SIGKILL."""
+        self.discard_successor()
         deadline = time.monotonic() + timeout
         while not (self.poll() and self.exit_done()):
             if time.monotonic() >= deadline:

@@ -291,7 +291,8 @@ class Reloader:
             if inst.pid is None:  # not running (restarting): nothing to drain
                 self.remove_instance(inst)
             else:
-                self.handover = Handover(self.daemon, inst, "retired by reload (scale down)")
+                self.handover = Handover(self.daemon, inst, "retired by reload (scale down)",
+                                         replace=False)
             return
         for inst in self.daemon.instances:
             if inst.pid is not None and inst.pid in self.old_pids:
