@@ -224,3 +224,36 @@ def test_hups_during_a_reload_are_queued_into_one_more_reload(
         assert reloads_done(daemon) == 2, "three HUPs in a burst: the running reload plus one"
         assert "queued behind the one running" in daemon.log()
         assert daemon.stop() == 0
+
+
+def set_instances(daemon: Agentd, count: object) -> None:
+    text = daemon.config.read_text()
+    daemon.config.write_text(re.sub(r"instances = \S+", f"instances = {count}", text))
+
+
+@pytest.mark.kafka
+def test_reload_scales_instances_up_and_down_and_refuses_an_invalid_config(
+        kafka_bootstrap, new_topic, tmp_path):
+    source, sink = new_topic(PARTITIONS), new_topic(1)
+    group = kafkatools.unique_name("scale")
+    with tagging_daemon(tmp_path, kafka_bootstrap, source, sink, group) as daemon:
+        daemon.wait_consuming()
+        with SteadyLoad(kafka_bootstrap, source, partitions=PARTITIONS, rate=300) as load:
+            time.sleep(1.0)
+            set_instances(daemon, 0)
+            daemon.proc.send_signal(signal.SIGHUP)
+            wait_until(lambda: reloads_refused(daemon), 30, "the bad config to be refused")
+            assert "config error" in status_of(tmp_path / "state")["reload"]["last_error"]
+            assert len(daemon.instance_pids()) == 2
+            for count, done in ((3, 1), (1, 2)):
+                set_instances(daemon, count)
+                daemon.proc.send_signal(signal.SIGHUP)
+                wait_until(lambda done=done: daemon.assert_running() or
+                           reloads_done(daemon) >= done, 60, f"the reload to {count}")
+                wait_until(lambda count=count: len(daemon.instance_pids()) == count, 30,
+                           f"{count} instance processes")
+                assert len(status_of(tmp_path / "state")["instances"]) == count
+                time.sleep(1.0)
+            sent = load.stop()
+        drain_and_stop(daemon, kafka_bootstrap, group, source)
+    assert_exactly_once(sink_outputs(kafka_bootstrap, sink), sent)
