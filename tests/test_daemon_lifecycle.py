@@ -146,3 +146,35 @@ def test_supervisor_sigkill_takes_children_within_two_seconds_and_restart_comple
     print(f"\nchildren gone {orphan_s * 1000:.0f} ms after the supervisor's SIGKILL; "
           f"{before_restart} outputs before the restart, {duplicates} duplicates "
           f"(processed but not yet committed at the kill)")
+
+
+@pytest.mark.kafka
+def test_second_sigint_stops_at_once_non_zero_committing_only_processed_records(
+        kafka_bootstrap, new_topic, tmp_path):
+    n = 2000
+    source, sink = new_topic(4), new_topic(1)
+    items = numbered(n)
+    kafkatools.produce(kafka_bootstrap, source, items)
+    group = kafkatools.unique_name("sigint")
+    with slow_daemon(tmp_path, kafka_bootstrap, source, sink, group, delay=0.02) as daemon:
+        daemon.wait_consuming()
+        wait_until(lambda: sink_size(kafka_bootstrap, sink) > 0, 60, "the first output",
+                   interval=0.05)
+        children = descendants(daemon.proc.pid)
+        daemon.proc.send_signal(signal.SIGINT)
+        wait_until(lambda: "draining" in daemon.log(), 10, "the drain to start", interval=0.02)
+        started = time.monotonic()
+        daemon.proc.send_signal(signal.SIGINT)
+        code = daemon.proc.wait(30)
+        forced_s = time.monotonic() - started
+    assert code != 0
+    assert alive(children) == []
+    committed = kafkatools.committed_offsets(kafka_bootstrap, group, source)
+    assert sum(committed.values()) < n, "the slow agent cannot have finished"
+    done = sink_counts(kafka_bootstrap, sink)
+    # what was committed was processed: every record below each committed offset is out
+    for record in kafkatools.read_to_end(kafka_bootstrap, source):
+        if record.offset < committed.get(record.partition, 0):
+            assert done[record.value] >= 1, f"{record.value!r} committed but never processed"
+    print(f"\nsecond SIGINT: exit {code} {forced_s * 1000:.0f} ms later; "
+          f"{sum(committed.values())} of {n} committed, {sum(done.values())} processed")
