@@ -334,7 +334,7 @@ class Supervisor:
         if kind == wire.ERROR:
             report = wire.decode_error(record)
             if self.ops is not None:
-                self.ops.on_instance_error(inst)
+                self.ops.on_instance_error(inst, report.message)
             if report.outcome == wire.OUTCOME_CRASH:
                 self.on_crash(f"{inst.label}: {report.message}")
         elif kind == wire.PONG:

@@ -135,9 +135,13 @@ class Operations:
         notify.stopping()
         notify.status("draining")
 
-    def on_instance_error(self, inst: Instance) -> None:
-        """An instance reported an error for a record (any policy outcome)."""
+    def on_instance_error(self, inst: Instance, message: str = "") -> None:
+        """An instance reported an error for a record (any policy outcome); it is
+        counted and, being the newest problem, becomes status's ``last_error``."""
         self.seen.errors[inst.label] = self.seen.errors.get(inst.label, 0) + 1
+        if message:
+            self.seen.last_error = {"at": time.time(), "level": "ERROR",
+                                    "message": f"{inst.label}: {message}"}
 
     def on_commit_sent(self) -> None:
         """A commit request left (its answer comes through :meth:`on_commit_done`)."""

@@ -38,6 +38,7 @@ __all__ = [
     "ACK_RECORD",
     "ERROR",
     "OUTCOME_CRASH",
+    "OUTCOME_HANDLED",
     "PING",
     "PING_RECORD",
     "PONG",
@@ -75,6 +76,7 @@ PONG = 18
 RETIRED = 19
 
 OUTCOME_CRASH = 1
+OUTCOME_HANDLED = 2  # logged or dead-lettered, then acked: counted for status/metrics
 
 #: kind u8, topic index u16, partition i32, offset i64, timestamp i64 (-1: none),
 #: key length i32 (-1: None), value length i32 (-1: None), header count u16.
