@@ -30,6 +30,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from supervisor import wire
 from supervisor.config import Config, validate_agent_names
 from supervisor.failures import FailedRecord, RecordFailures
+from supervisor.group import GroupMember
 from supervisor.instances import AgentRuntime, Instance, Key
 from supervisor.monitor import Monitor
 from supervisor.offsets import OffsetTracker
@@ -70,7 +71,7 @@ class Supervisor:
         self.consumer: Consumer | None = None
         self.failures: RecordFailures | None = None
         self.bootstrap = config.bootstrap_servers or ""
-        self.next_commit = 0.0
+        self.group = GroupMember(self)      # commits, partitions assigned and revoked
         self.ops: Operations | None = None  # control socket, sd_notify, metrics
         self.reloader = Reloader(self)      # SIGHUP: canary zygote, then roll over
         self.monitor = Monitor(self)        # hung workers killed, old/big ones recycled
@@ -108,7 +109,7 @@ class Supervisor:
             self.reap_instances()
             self.reloader.poll()
             self.monitor.tick()
-            self.commit_if_due()
+            self.group.commit_if_due()
             if self.ops is not None:
                 self.ops.tick()
             if self.failures is not None:
@@ -167,12 +168,12 @@ class Supervisor:
             "enable.auto.commit": False, "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "partition.assignment.strategy": "cooperative-sticky",
-            "on_commit": self.on_commit, **dict(self.config.kafka)}
+            "on_commit": self.group.on_commit, **dict(self.config.kafka)}
         self.consumer = Consumer(settings)
-        self.consumer.subscribe(self.topics, on_assign=self.on_assign,
-                                on_revoke=self.on_revoke, on_lost=self.on_revoke)
+        self.consumer.subscribe(self.topics, on_assign=self.group.on_assign,
+                                on_revoke=self.group.on_revoke, on_lost=self.group.on_revoke)
         self.failures = RecordFailures(self.bootstrap, self.on_failed_done, self.on_crash)
-        self.next_commit = time.monotonic() + self.config.commit_interval
+        self.group.next_commit = time.monotonic() + self.config.commit_interval
         log.info("consumer group %s subscribed to %s", group, ", ".join(self.topics))
 
     def zygote_app_id(self) -> str:
@@ -438,92 +439,13 @@ class Supervisor:
             return
         log.warning("consumer: %s", error)
 
-    # ================================================================= offsets
-
-    def commit_if_due(self) -> None:
-        now = time.monotonic()
-        if now >= self.next_commit:
-            self.next_commit = now + self.config.commit_interval
-            self.commit(asynchronous=True)
-
-    def commit(self, asynchronous: bool, only: set[tuple[str, int]] | None = None) -> None:
-        """Commit the lowest unacked offset of every partition that moved."""
-        assert self.consumer is not None
-        offsets = self.tracker.committable()
-        if only is not None:
-            offsets = {tp: o for tp, o in offsets.items() if tp in only}
-        if not offsets:
-            return
-        tps = [TopicPartition(topic, partition, offset)
-               for (topic, partition), offset in offsets.items()]
-        if self.ops is not None:
-            self.ops.on_commit_sent()
-        try:
-            if asynchronous:
-                self.consumer.commit(offsets=tps, asynchronous=True)
-            else:
-                self.on_commit(None, self.consumer.commit(offsets=tps, asynchronous=False))
-        except Exception as exc:
-            log.warning("commit failed: %s", exc)
-            if self.ops is not None:
-                self.ops.on_commit_done(exc, [])
-
-    def on_commit(self, error: Any, partitions: list[TopicPartition]) -> None:
-        if self.ops is not None:
-            self.ops.on_commit_done(error, partitions)
-        if error is not None:
-            log.warning("commit failed: %s", error)
-            return
-        self.tracker.mark_committed({(tp.topic, tp.partition): tp.offset
-                                     for tp in partitions if tp.error is None})
-
-    # ================================================================= rebalance
-
-    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for topic in {tp.topic for tp in partitions}:
-            tps = [(tp.topic, tp.partition) for tp in partitions if tp.topic == topic]
-            for agent in self.subscriptions.get(topic, []):
-                moves = agent.router.assign(tps)
-                if moves:
-                    log.info("agent %s: partitions moved between instances: %s",
-                             agent.name, moves)
-        log.info("assigned %d partitions", len(partitions))
-
-    def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Stop feeding these partitions, wait (bounded) for their acks, commit, forget."""
-        revoked = {(tp.topic, tp.partition) for tp in partitions}
-        keyed = {(self.topic_index[t], p) for t, p in revoked if t in self.topic_index}
-        for inst in self.instances:  # never-written records go back to the broker
-            pending = set(inst.pending)
-            for key in [k for k in pending if (k[0], k[1]) in keyed]:
-                inst.unacked.pop(key, None)
-        # At close (not running) the instances are already stopped: nothing to wait for.
-        deadline = time.monotonic() + min(self.config.shutdown_timeout, 30.0)
-        while self.running and time.monotonic() < deadline and any(
-                (k[0], k[1]) in keyed for inst in self.instances for k in inst.unacked):
-            self.read_instances()
-            self.reloader.poll_handovers()
-            self.reap_instances()
-            time.sleep(0.005)
-        self.commit(asynchronous=False, only=revoked)
-        for tidx, partition in keyed:
-            for inst in self.instances:
-                inst.forget(tidx, partition)
-            self.paused_by.pop((tidx, partition), None)
-        for tp in revoked:
-            self.tracker.forget(tp)
-        for topic in {t for t, _ in revoked}:
-            for agent in self.subscriptions.get(topic, []):
-                agent.router.revoke([tp for tp in revoked if tp[0] == topic])
-        log.info("revoked %d partitions", len(partitions))
-
     # ================================================================= stop
 
     def shutdown(self) -> None:
         """Commit what was acked, stop instances, leave the group, stop the broker."""
         self.reloader.close(0.0 if self.forced else self.config.shutdown_timeout)
         if self.consumer is not None:
-            self.commit(asynchronous=False)
+            self.group.commit(asynchronous=False)
         self.stop_instances()
         if self.consumer is not None:
             self.running = False

@@ -1,0 +1,111 @@
+"""The supervisor as a consumer-group member: commits, partitions arriving and leaving.
+
+Commits are the invariant's last step: the offset committed for a partition is the
+:class:`~supervisor.offsets.OffsetTracker`'s lowest unacked one, asynchronously every
+``commit_interval`` and synchronously when partitions are revoked or the daemon stops.
+``on_commit`` marks what the broker accepted, so a failed commit is simply retried.
+
+Rebalance callbacks run inside ``consume()`` on the supervisor's one thread. On revoke
+the supervisor stops feeding the partitions (records not yet in a ring go back to the
+broker), waits (bounded) for the instances to ack what they hold, commits, and forgets
+the partitions; on assign the routers learn the new partitions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+if TYPE_CHECKING:
+    from supervisor.daemon import Supervisor
+
+__all__ = ["GroupMember"]
+
+log = logging.getLogger("agentd")
+
+
+class GroupMember:
+    """Commit and rebalance handling for one :class:`~supervisor.daemon.Supervisor`."""
+
+    def __init__(self, daemon: Supervisor) -> None:
+        self.daemon = daemon
+        self.next_commit = 0.0
+
+    def commit_if_due(self) -> None:
+        now = time.monotonic()
+        if now >= self.next_commit:
+            self.next_commit = now + self.daemon.config.commit_interval
+            self.commit(asynchronous=True)
+
+    def commit(self, asynchronous: bool, only: set[tuple[str, int]] | None = None) -> None:
+        """Commit the lowest unacked offset of every partition that moved."""
+        assert self.daemon.consumer is not None
+        offsets = self.daemon.tracker.committable()
+        if only is not None:
+            offsets = {tp: o for tp, o in offsets.items() if tp in only}
+        if not offsets:
+            return
+        tps = [TopicPartition(topic, partition, offset)
+               for (topic, partition), offset in offsets.items()]
+        if self.daemon.ops is not None:
+            self.daemon.ops.on_commit_sent()
+        try:
+            if asynchronous:
+                self.daemon.consumer.commit(offsets=tps, asynchronous=True)
+            else:
+                self.on_commit(None, self.daemon.consumer.commit(offsets=tps, asynchronous=False))
+        except Exception as exc:
+            log.warning("commit failed: %s", exc)
+            if self.daemon.ops is not None:
+                self.daemon.ops.on_commit_done(exc, [])
+
+    def on_commit(self, error: Any, partitions: list[TopicPartition]) -> None:
+        if self.daemon.ops is not None:
+            self.daemon.ops.on_commit_done(error, partitions)
+        if error is not None:
+            log.warning("commit failed: %s", error)
+            return
+        self.daemon.tracker.mark_committed({(tp.topic, tp.partition): tp.offset
+                                     for tp in partitions if tp.error is None})
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for topic in {tp.topic for tp in partitions}:
+            tps = [(tp.topic, tp.partition) for tp in partitions if tp.topic == topic]
+            for agent in self.daemon.subscriptions.get(topic, []):
+                moves = agent.router.assign(tps)
+                if moves:
+                    log.info("agent %s: partitions moved between instances: %s",
+                             agent.name, moves)
+        log.info("assigned %d partitions", len(partitions))
+
+    def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Stop feeding these partitions, wait (bounded) for their acks, commit, forget."""
+        daemon = self.daemon
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        keyed = {(daemon.topic_index[t], p) for t, p in revoked if t in daemon.topic_index}
+        for inst in daemon.instances:  # never-written records go back to the broker
+            pending = set(inst.pending)
+            for key in [k for k in pending if (k[0], k[1]) in keyed]:
+                inst.unacked.pop(key, None)
+        # At close (not running) the instances are already stopped: nothing to wait for.
+        deadline = time.monotonic() + min(self.daemon.config.shutdown_timeout, 30.0)
+        while self.daemon.running and time.monotonic() < deadline and any(
+                (k[0], k[1]) in keyed for inst in self.daemon.instances for k in inst.unacked):
+            self.daemon.read_instances()
+            self.daemon.reloader.poll_handovers()
+            self.daemon.reap_instances()
+            time.sleep(0.005)
+        self.commit(asynchronous=False, only=revoked)
+        for tidx, partition in keyed:
+            for inst in self.daemon.instances:
+                inst.forget(tidx, partition)
+            self.daemon.paused_by.pop((tidx, partition), None)
+        for tp in revoked:
+            self.daemon.tracker.forget(tp)
+        for topic in {t for t, _ in revoked}:
+            for agent in self.daemon.subscriptions.get(topic, []):
+                agent.router.revoke([tp for tp in revoked if tp[0] == topic])
+        log.info("revoked %d partitions", len(partitions))
