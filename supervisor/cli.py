@@ -47,7 +47,7 @@ class AgentdGroup(click.Group):
               type=click.Path(dir_okay=False),
               help="Config of the daemon to talk to (its state_dir and broker). "
                    "Env: AGENTD_CONFIG.")
-@click.option("-A", "--app", "app", metavar="MODULE[:ATTR]",
+@click.option("-A", "--app", "app", metavar="MODULE[:ATTR]", is_eager=True,  # before --help
               help="The agentlib app for send/ask and app commands (default: the config's).")
 @click.pass_context
 def main(ctx: click.Context, debug: bool, config_path: str | None, app: str | None) -> None:

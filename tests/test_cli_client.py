@@ -129,3 +129,13 @@ def test_stop_drains_and_returns_once_the_daemon_exited(daemon):
     after = agentd(daemon, "status")
     assert after.returncode == 3
     assert after.stderr.strip().endswith("control.sock)") and "not running" in after.stderr
+
+
+def test_ask_finds_the_embedded_broker_through_the_daemon(tmp_path):
+    settings = {"app": "examples.agent", "broker": "embedded", "shutdown_timeout": "10s"}
+    with Agentd(tmp_path, settings) as embedded:
+        embedded.wait_consuming()
+        done = agentd(embedded, "ask", "adding", '{"a": 2, "b": 3}', "--timeout", "60")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "5"
+        assert embedded.stop() == 0
