@@ -201,8 +201,8 @@ class Handover:
     def start_new(self) -> None:
         """Step 4: the replacement process, from the daemon's current zygote."""
         inst, daemon = self.inst, self.daemon
-        if not daemon.running or daemon.draining_until is not None:
-            self.discard_successor()  # shutting down: no replacement
+        if not daemon.running:
+            self.discard_successor()  # stopping: no replacement (a drain still needs one)
             return
         if self.successor is not None:
             inst.inbound, inst.outbound, inst.pid, inst.pidfd = self.successor

@@ -143,16 +143,25 @@ class Reloader:
     # ------------------------------------------------------------------ loop
 
     def poll(self) -> None:
-        """Once per loop turn: advance whatever step the reload is in."""
+        """Once per loop turn: advance whatever step the reload is in.
+
+        While the daemon drains for shutdown, a handover under way still completes
+        (its successor takes the records queued for it, so the drain can finish), but
+        nothing new starts and a canary still importing is dropped.
+        """
         daemon = self.daemon
         if self.exiting or self.retiring_zygotes:
             self.reap_exiting()
-        if daemon.draining_until is not None or not daemon.running:
+        if not daemon.running or not self.finish_handover():
+            return
+        if daemon.draining_until is not None:
+            if self.canary is not None:
+                self.canary.discard()
+                self.canary = None
+                self.refuse(ReloadRefused("shutdown began before the new code was ready"))
             return
         if self.state == "idle":
-            if self.handover is not None:
-                self.poll_recycle()
-            elif self.requested:
+            if self.requested:
                 self.requested = False
                 self.begin()
             elif self.recycle_queue:
@@ -169,14 +178,24 @@ class Reloader:
         if self.handover is not None:
             self.handover.read()
 
-    def poll_recycle(self) -> None:
-        """A recycle's handover: once the old process is gone, start the new one."""
-        assert self.handover is not None
-        if self.handover.poll():
-            done, self.handover = self.handover, None
-            done.start_new()
-            self.exiting.append(done)
+    def finish_handover(self) -> bool:
+        """Advance the handover under way; True when none is left running."""
+        if self.handover is None:
+            return True
+        if not self.handover.poll():
+            return False
+        done, self.handover = self.handover, None
+        self.exiting.append(done)
+        if done.inst in self.to_retire:
+            self.remove_instance(done.inst)
+            return True
+        done.inst.max_record_size = power_of_two(done.inst.agent.config.ring_size) - 8
+        done.start_new()
+        if self.state == "idle":
             log.info("%s: recycled in %.0f ms", done.inst.label, (done.pause_s or 0) * 1000)
+        elif done.pause_s is not None:
+            self.pauses.append(done.pause_s)
+        return True
 
     def begin(self) -> None:
         """Step 1 and the start of step 2 (never blocks on the import)."""
@@ -273,19 +292,8 @@ class Reloader:
     # ------------------------------------------------------------------ roll
 
     def poll_rolling(self) -> None:
-        """Step 3 then 4: one handover at a time, then scale, then finish."""
-        if self.handover is not None:
-            if not self.handover.poll():
-                return
-            done, self.handover = self.handover, None
-            self.exiting.append(done)
-            if done.inst in self.to_retire:
-                self.remove_instance(done.inst)
-            else:
-                done.inst.max_record_size = power_of_two(done.inst.agent.config.ring_size) - 8
-                done.start_new()
-                if done.pause_s is not None:
-                    self.pauses.append(done.pause_s)
+        """Step 3 then 4: one handover at a time (:meth:`finish_handover` completes
+        each), then scale, then finish."""
         if self.to_retire:
             inst = self.to_retire[0]
             if inst.pid is None:  # not running (restarting): nothing to drain

@@ -178,3 +178,27 @@ def test_second_sigint_stops_at_once_non_zero_committing_only_processed_records(
             assert done[record.value] >= 1, f"{record.value!r} committed but never processed"
     print(f"\nsecond SIGINT: exit {code} {forced_s * 1000:.0f} ms later; "
           f"{sum(committed.values())} of {n} committed, {sum(done.values())} processed")
+
+
+@pytest.mark.kafka
+def test_sigterm_during_a_reload_handover_finishes_everything_once_and_exits_zero(
+        kafka_bootstrap, new_topic, tmp_path):
+    n = 1000
+    source, sink = new_topic(4), new_topic(1)
+    kafkatools.produce(kafka_bootstrap, source, numbered(n))
+    group = kafkatools.unique_name("termreload")
+    with slow_daemon(tmp_path, kafka_bootstrap, source, sink, group, delay=0.004) as daemon:
+        daemon.wait_consuming()
+        wait_until(lambda: sink_size(kafka_bootstrap, sink) > 0, 60, "the first output",
+                   interval=0.05)
+        children = descendants(daemon.proc.pid)
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "reload; draining pid" in daemon.log(), 30, "a handover",
+                   interval=0.01)
+        children += [p for p in descendants(daemon.proc.pid) if p not in children]
+        assert daemon.stop(timeout=60) == 0, daemon.log()[-3000:]
+    counts = sink_counts(kafka_bootstrap, sink)
+    assert set(counts) == {str(i).encode() for i in range(n)}
+    assert max(counts.values()) == 1
+    assert committed_equals_end(kafka_bootstrap, group, source)
+    assert alive(children) == []
