@@ -62,6 +62,7 @@ class Operations:
         self.seen = snapshot.Observations()
         self.probe = snapshot.ProcessProbe()
         self.control = ControlServer(daemon.config.state_dir)
+        self.notifying = notify.Notifier().enabled  # under systemd Type=notify
         self.watchdog_every = notify.watchdog_interval()
         self.next_watchdog = 0.0
         self.next_control = 0.0
@@ -92,12 +93,16 @@ class Operations:
             self.refresh()
 
     def refresh(self) -> None:
-        """Ask instances for fresh counts, publish the STATUS= line and metrics."""
+        """PING every instance (its PONG carries the processed count that status,
+        metrics and the monitor's progress check read), then publish the STATUS=
+        line and the metrics snapshot."""
         from supervisor import wire
 
         for inst in self.daemon.instances:
             if inst.pid is not None and not inst.stopping:
                 inst.send_control(wire.PING_RECORD)
+        if self.metrics is None and not self.notifying:
+            return  # nobody to publish to: skip building the document
         doc = self.status()
         line = status_line(doc)
         if line != self.last_status_line:
