@@ -335,6 +335,8 @@ def _app_command(ctx: click.Context, name: str) -> click.Command | None:
     def run(**kwargs: Any) -> Any:
         try:
             return original(**kwargs)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise  # the command's own exit code or usage error: click reports it
         except Exception as exc:
             _fail(click.get_current_context(), f"{type(exc).__name__}: {exc}", 1)
 

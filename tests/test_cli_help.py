@@ -62,3 +62,36 @@ def test_unknown_app_module_is_one_line_exit_2():
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot import app no_such_module_x" in lines[0]
+
+
+APP_WITH_COMMANDS = """
+import agentlib
+from agentlib.cli import argument
+
+app = agentlib.App("cmds")
+
+
+@app.command(argument("code", type=int))
+def leave(code: int) -> None:
+    import click
+    click.get_current_context().exit(code)
+
+
+@app.command()
+def explode() -> None:
+    raise RuntimeError("kaboom")
+"""
+
+
+def test_app_command_errors_are_one_line_and_its_exit_codes_pass_through(tmp_path,
+                                                                          monkeypatch):
+    (tmp_path / "cmdapp.py").write_text(APP_WITH_COMMANDS)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    runner = CliRunner()
+    assert runner.invoke(main, ["-A", "cmdapp", "leave", "4"]).exit_code == 4
+    failed = runner.invoke(main, ["-A", "cmdapp", "explode"])
+    assert failed.exit_code == 1
+    assert failed.stderr.strip() == "agentd explode: RuntimeError: kaboom"
+    debug = runner.invoke(main, ["--debug", "-A", "cmdapp", "explode"])
+    assert isinstance(debug.exception, RuntimeError)
