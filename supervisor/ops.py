@@ -69,13 +69,17 @@ class Operations:
         self.next_refresh = 0.0
         self.last_status_line = ""
         self._commit_starts: deque[float] = deque(maxlen=64)
-        self._log_handler = _LastWarning(self.seen)
-        logging.getLogger("agentd").addHandler(self._log_handler)
         self.metrics: MetricsServer | None = None
         if daemon.config.metrics.port is not None:
             from supervisor.metrics import MetricsServer
 
-            self.metrics = MetricsServer(daemon.config.metrics)
+            try:
+                self.metrics = MetricsServer(daemon.config.metrics)
+            except BaseException:  # port taken, library missing: leave no socket file
+                self.control.close()
+                raise
+        self._log_handler = _LastWarning(self.seen)
+        logging.getLogger("agentd").addHandler(self._log_handler)
 
     # ------------------------------------------------------------------ loop
 

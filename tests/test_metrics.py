@@ -7,11 +7,12 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import urllib.request
 
 import kafkatools
 import pytest
-from agentdproc import Agentd, wait_until
+from agentdproc import AGENTD, Agentd, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.kafka
@@ -101,3 +102,19 @@ def test_endpoint_serves_agent_and_instance_metrics_during_a_run(kafka_bootstrap
 
         wait_until(restart_counted, 30, "the killed instance's restart to be counted")
         assert daemon.stop() == 0
+
+
+def test_metrics_port_in_use_is_a_config_error_naming_the_key(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        config = tmp_path / "agentd.toml"
+        config.write_text(f'app = "examples.agent"\nbroker = "kafka://127.0.0.1:9"\n'
+                          f'state_dir = "{tmp_path / "state"}"\n[metrics]\nport = {port}\n')
+        done = subprocess.run([*AGENTD, "start", str(config)], capture_output=True,
+                              text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "config error: metrics.port: cannot serve on" in lines[0]
+    assert not (tmp_path / "state" / "control.sock").exists()
