@@ -226,17 +226,19 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 @main.command("reload")
 @_config_option
+@click.option("--wait/--no-wait", default=False, show_default=True,
+              help="Wait for the outcome; exit 1 if the new code or config was refused.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0,
+              show_default=True, help="Seconds to wait with --wait.")
 @click.pass_context
-def reload(ctx: click.Context) -> None:
+def reload(ctx: click.Context, wait: bool, timeout: float) -> None:
     """Reload the app's code and config in the running daemon (same as SIGHUP)."""
-    from supervisor.clientcmds import ClientError, send_command
+    from supervisor.clientcmds import ClientError, reload_daemon
 
     try:
-        send_command(_client_config(ctx), "reload")
+        click.echo(reload_daemon(_client_config(ctx), wait, timeout))
     except ClientError as exc:
         _fail(ctx, str(exc), exc.exit_code)
-        return
-    click.echo("reload requested; `agentd status` shows its outcome")
 
 
 @main.command("stop")

@@ -18,7 +18,7 @@ from supervisor.config import Config, ConfigError, load_config
 from supervisor.control import ControlError, request
 
 __all__ = ["ClientError", "daemon_broker", "format_status", "load_client_config",
-           "send_command", "stop_daemon"]
+           "reload_daemon", "send_command", "stop_daemon"]
 
 EXIT_NOT_RUNNING = 3
 
@@ -84,6 +84,26 @@ def stop_daemon(config: Config, wait: bool, timeout: float) -> dict[str, Any]:
         time.sleep(0.2)
     raise ClientError(f"agentd is still running {timeout:g}s after 'stop' "
                       f"(shutdown_timeout is {config.shutdown_timeout:g}s)")
+
+
+def reload_daemon(config: Config, wait: bool, timeout: float) -> str:
+    """Ask for a reload (as SIGHUP); with ``wait``, return its outcome once the
+    daemon's reload count moves, raising ``ClientError`` if it was refused."""
+    before = send_command(config, "status").get("reload", {}).get("reloads", 0) \
+        if wait else 0
+    send_command(config, "reload")
+    if not wait:
+        return "reload requested; `agentd status` shows its outcome"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = send_command(config, "status").get("reload", {})
+        if state.get("reloads", 0) > before and state.get("state") != "reloading":
+            if state.get("state") == "failed":
+                raise ClientError(f"reload refused, the old code keeps running: "
+                                  f"{state.get('last_error')}")
+            return "reloaded"
+        time.sleep(0.2)
+    raise ClientError(f"reload not finished after {timeout:g}s; `agentd status` shows it")
 
 
 # ---------------------------------------------------------------- status table
