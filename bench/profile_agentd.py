@@ -4,10 +4,12 @@
 Starts ``agentd start`` (the throughput bench's trivial agent, 2 instances by default)
 on an empty 8-partition topic, waits until its instances are up, then:
 
-1. **clean pass**: produces N messages (quick 100k, full 400k), waits until the group
-   has committed them, and divides each process's CPU time (psutil, user + system)
-   spent meanwhile by N: µs per message in the supervisor, in the zygote, and in all
-   workers together (a message is handled by one worker);
+1. **clean pass**: produces N messages (quick 100k, full 400k) while the supervisor is
+   stopped (SIGSTOP), so it meets a backlog as in the throughput bench; resumes it,
+   waits until the group has committed them, and divides each process's CPU time
+   (psutil, user + system) spent meanwhile by N: µs per message in the supervisor, in
+   the zygote, and in all workers together (a message is handled by one worker); and
+   each process's busy share of that wall time (a starved worker shows < 100 %);
 2. **profiled pass**: the same again with ``py-spy record --nonblocking`` attached to
    the supervisor and to each worker, and prints each one's hottest functions by own
    (leaf) samples and by inclusive samples.
@@ -44,6 +46,17 @@ def cpu_seconds(pids: list[int]) -> dict[int, float]:
             times = psutil.Process(pid).cpu_times()
             out[pid] = times.user + times.system
         except psutil.Error:
+            out[pid] = 0.0
+    return out
+
+
+def run_delay(pids: list[int]) -> dict[int, float]:
+    """Seconds each process spent runnable but waiting for a CPU (/proc/PID/schedstat)."""
+    out = {}
+    for pid in pids:
+        try:
+            out[pid] = int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+        except (OSError, IndexError, ValueError):
             out[pid] = 0.0
     return out
 
@@ -195,12 +208,22 @@ def measure(bootstrap: str, topic: str, count: int, instances: int, watch: c.Off
     idle_start = cpu_seconds([supervisor, *workers])
     time.sleep(2.0)
     idle_end = cpu_seconds([supervisor, *workers])
+    # A backlog, as in the throughput bench: the supervisor is stopped (SIGSTOP, far
+    # shorter than the group's session timeout) while the messages are produced.
+    os.kill(supervisor, signal.SIGSTOP)
+    try:
+        c.produce(bootstrap, topic, count)
+    finally:
+        os.kill(supervisor, signal.SIGCONT)
     before = cpu_seconds([supervisor, *zygotes, *workers])
-    c.produce(bootstrap, topic, count)
+    delay_before = run_delay([supervisor, *workers])
+    started = time.monotonic()
     why = wait_committed(watch, daemon, count, timeout)
     if why:
         return {"reason": why}
+    wall = time.monotonic() - started
     after = cpu_seconds([supervisor, *zygotes, *workers])
+    delay = {pid: t - delay_before[pid] for pid, t in run_delay([supervisor, *workers]).items()}
     used = {pid: after[pid] - before[pid] for pid in before}
     result: dict[str, Any] = {
         # CPU % while no message arrives: a busy-waiting loop shows up here.
@@ -212,6 +235,15 @@ def measure(bootstrap: str, topic: str, count: int, instances: int, watch: c.Off
     }
     for role in ("supervisor", "zygote", "worker"):
         result[f"{role}_us_per_msg"] = round(result[f"{role}_cpu_s"] * 1e6 / count, 2)
+    # Busy share of the pass (produce to last commit): a worker far below 100 % while
+    # the others are not saturated either is starved, not slow.
+    result["wall_s"] = round(wall, 2)
+    result["supervisor_busy_pct"] = round(100 * used[supervisor] / wall, 1)
+    result["worker_busy_pct"] = [round(100 * used[p] / wall, 1) for p in workers]
+    # Runnable but not running (other processes had the CPUs): busy + this ~ 100 % means
+    # CPU-bound on a crowded machine; both low means the process waited on something.
+    result["supervisor_runq_pct"] = round(100 * delay[supervisor] / wall, 1)
+    result["worker_runq_pct"] = [round(100 * delay[p] / wall, 1) for p in workers]
     pids = {"supervisor": supervisor, **{f"worker{i}": pid for i, pid in enumerate(workers)}}
     result["profiles"] = profiled_pass(bootstrap, topic, count, pids, watch, daemon, timeout,
                                        out_dir)
