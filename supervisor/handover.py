@@ -5,6 +5,11 @@ an instance that is told to go while healthy). The :class:`~supervisor.instances
 object stays: it keeps ``unacked`` and ``pending``, its router slot and its paused
 partitions; only the process behind it changes. The steps:
 
+0. **Warm** (unless scaling down): fork the successor from the current zygote on rings
+   of its own that carry nothing but a ``PING``, with ``warm_first`` so the worker
+   connects its producer before it reads (``Worker.warm_producer``: ~60-100 ms of
+   connecting and metadata). Its ``PONG`` says it is ready; only then does the old
+   process stop being fed, so start-up costs nothing in the processing gap.
 1. **Detach** the old process from the instance (rings, pid, pidfd move into a
    :class:`Handover`) and write ``STOP`` into its inbound ring. From now on the
    instance has no ring, so new records routed to it queue in ``pending`` (and the
@@ -15,11 +20,8 @@ partitions; only the process behind it changes. The steps:
    what is left is closing its producer) or its exit (pidfd readable; SIGKILL after
    ``shutdown_timeout`` plus a grace). A last read of its ring, then anything it still
    held unacked goes back to ``pending`` first (at-least-once: it never acked it).
-4. **Start** the new process; ``pending`` flows into it. It was forked from the current
-   zygote in step 1 already, on rings of its own that nothing writes to yet, so its
-   start-up (and its producer's connection, see ``Worker.warm_producer``) overlaps
-   the drain instead of adding to the pause. A retired process that is still exiting
-   is watched by :meth:`Handover.exit_done`.
+4. **Start**: the warm successor is attached to the instance; ``pending`` flows into
+   it. A retired process that is still exiting is watched by :meth:`Handover.exit_done`.
 
 Nothing is processed twice because a record is either in the old ring (processed and
 acked there) or in ``pending`` (processed by the new process); only a death before
@@ -51,6 +53,7 @@ __all__ = ["Handover"]
 log = logging.getLogger("agentd.handover")
 
 KILL_GRACE = 5.0  # past shutdown_timeout, before SIGKILL
+WARM_TIMEOUT = 5.0  # a successor not ready by then is used anyway (it connects lazily)
 
 
 class Handover:
@@ -58,30 +61,57 @@ class Handover:
 
     def __init__(self, daemon: Supervisor, inst: Instance, why: str,
                  replace: bool = True) -> None:
-        """Detach the running process of ``inst`` and ask it to stop (step 1); unless
-        ``replace`` is False (scale down), fork its successor now, unfed."""
-        assert inst.pid is not None and inst.inbound is not None and inst.outbound is not None
+        """Fork and warm the successor of ``inst`` (step 0), or, when ``replace`` is
+        False (scale down), detach its process and stop it at once (step 1)."""
+        assert inst.pid is not None
         self.daemon = daemon
         self.inst = inst
         self.why = why
-        self.inbound: Ring | None = inst.inbound
-        self.outbound: Ring | None = inst.outbound
+        self.inbound: Ring | None = None
+        self.outbound: Ring | None = None
         self.pid: int = inst.pid
-        self.pidfd = inst.pidfd
+        self.pidfd: int | None = None
         self.started = time.monotonic()
-        self.deadline = self.started + daemon.config.shutdown_timeout + KILL_GRACE
+        self.deadline = float("inf")
         self.stop_sent = False
+        self.detached = False    # step 1 done
         self.retired = False     # its RETIRED report arrived
         self.exited = False      # steps 1-3 are done (retired or dead)
         self.pause_s: float | None = None  # detach → the new process fed
         self.successor: tuple[Ring, Ring, int, int | None] | None = None
+        if replace:
+            self._prestart()
+        if self.successor is None:
+            self._detach()
+        else:
+            self.warm_until = self.started + WARM_TIMEOUT
+
+    def _detach(self) -> None:
+        """Step 1: the instance's process and rings move here; STOP goes to it."""
+        inst = self.inst
+        self.detached = True
+        self.started = time.monotonic()
+        self.deadline = self.started + self.daemon.config.shutdown_timeout + KILL_GRACE
+        if inst.pid is None:  # it died while the successor warmed: nothing to drain
+            self.exited = True
+            return
+        self.inbound, self.outbound = inst.inbound, inst.outbound
+        self.pid, self.pidfd = inst.pid, inst.pidfd
         inst.inbound = inst.outbound = None
         inst.pid = inst.pidfd = None
         inst.restart_at = None
         self._send_stop()
-        log.info("%s: %s; draining pid %d", inst.label, why, self.pid)
-        if replace:
-            self._prestart()
+        log.info("%s: %s; draining pid %d", inst.label, self.why, self.pid)
+
+    def _successor_ready(self) -> bool:
+        """Step 0: the successor answered its PING (warm), died, or took too long."""
+        assert self.successor is not None
+        _inbound, outbound, _pid, pidfd = self.successor
+        answered = bool(outbound.read_many(16))
+        if answered:
+            outbound.release()
+        dead = pidfd is not None and bool(select.select([pidfd], [], [], 0)[0])
+        return answered or dead or time.monotonic() >= self.warm_until
 
     def _prestart(self) -> None:
         """Fork the successor on fresh rings kept here (what ``Instance.spawn`` does,
@@ -92,9 +122,8 @@ class Handover:
         inbound = Ring.create(power_of_two(inst.agent.config.ring_size))
         outbound = Ring.create(OUTBOUND_RING_SIZE)
         try:
-            pid = daemon.zygote.fork(inst.agent.name,
-                                     {**daemon.worker_settings(inst), "ring_fds": [3, 3]},
-                                     inbound.fds() + outbound.fds())
+            settings = {**daemon.worker_settings(inst), "ring_fds": [3, 3], "warm_first": True}
+            pid = daemon.zygote.fork(inst.agent.name, settings, inbound.fds() + outbound.fds())
         except Exception as exc:  # start_new falls back to a plain spawn
             log.warning("%s: could not fork the successor early (%s)", inst.label, exc)
             inbound.close()
@@ -107,6 +136,7 @@ class Handover:
             pidfd = None  # already gone: the loop's reaper sees it dead once attached
         inbound.watch_peer(pid)
         outbound.watch_peer(pid)
+        inbound.try_write(wire.PING_RECORD)  # answered once it is warm
         self.successor = (inbound, outbound, pid, pidfd)
 
     def _send_stop(self) -> None:
@@ -145,6 +175,10 @@ class Handover:
 
     def poll(self) -> bool:
         """Advance; True once the old process retired or died (then :meth:`start_new`)."""
+        if not self.detached:
+            if not self._successor_ready():
+                return False
+            self._detach()
         if self.exited:
             return True
         self._send_stop()
@@ -233,8 +267,11 @@ class Handover:
             os.close(pidfd)
 
     def close(self, timeout: float) -> None:
-        """Shutdown: wait up to ``timeout`` for the drain and the exit, then SIGKILL."""
+        """Shutdown: wait up to ``timeout`` for the drain and the exit, then SIGKILL.
+        Still warming: only the successor goes (the instance keeps its process)."""
         self.discard_successor()
+        if not self.detached:
+            return
         deadline = time.monotonic() + timeout
         while not (self.poll() and self.exit_done()):
             if time.monotonic() >= deadline:

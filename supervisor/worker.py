@@ -88,7 +88,10 @@ class Worker:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         self._loop.add_signal_handler(signal.SIGTERM, self._finish, 0)
         await self.host.start()
-        self._background(self.warm_producer(), "warm-producer")
+        if self.settings.get("warm_first"):  # a handover's successor: see handover.py
+            await self.warm_producer()
+        else:
+            self._background(self.warm_producer(), "warm-producer")
         if self.settings.get("run_app_tasks"):
             self._start_app_tasks()
         self._loop.add_reader(self.inbound.reader_fd, self._on_doorbell)

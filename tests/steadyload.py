@@ -84,3 +84,18 @@ def longest_gap_ms(outputs: list[tuple[int, bytes]]) -> float:
         stamps.sort()
         longest = max([longest, *(b - a for a, b in itertools.pairwise(stamps))])
     return float(longest)
+
+
+def switch_gap_ms(outputs: list[tuple[int, bytes]], old: str, new: str) -> float:
+    """The longest time, over input partitions, from the last ``old``-tagged output to
+    the first ``new``-tagged one: the processing gap of a code switch."""
+    last_old: dict[int, int] = {}
+    first_new: dict[int, int] = {}
+    for ts, value in outputs:
+        tag, part, _ = parse_output(value)
+        if tag == old:
+            last_old[part] = max(ts, last_old.get(part, ts))
+        elif tag == new:
+            first_new[part] = min(ts, first_new.get(part, ts))
+    gaps = [first_new[p] - last_old[p] for p in last_old if p in first_new]
+    return float(max(gaps, default=0))

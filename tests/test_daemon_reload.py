@@ -19,7 +19,7 @@ import kafkatools
 import psutil
 import pytest
 from agentdproc import Agentd, wait_until
-from steadyload import SteadyLoad, longest_gap_ms, parse_output
+from steadyload import SteadyLoad, longest_gap_ms, parse_output, switch_gap_ms
 from test_daemon_pipeline import committed_equals_end
 
 from supervisor.control import request
@@ -132,9 +132,11 @@ def test_reload_under_load_switches_to_new_code_with_every_input_exactly_once(
         first_v2 = tags.index("v2")
         assert set(tags[:first_v2]) == {"v1"} and set(tags[first_v2:]) == {"v2"}, \
             f"partition {part}: a v1 output after the switch to v2"
-    print(f"\nreload under {load.rate:.0f} msg/s: {sent} inputs, each once; longest "
-          f"per-partition gap in the sink {longest_gap_ms(outputs):.0f} ms, supervisor's "
-          f"longest instance pause {max(pause_ms(daemon), default=0):.0f} ms")
+    print(f"\nreload under {load.rate:.0f} msg/s: {sent} inputs, each once; processing gap "
+          f"at the switch (last v1 → first v2 output of a partition) "
+          f"{switch_gap_ms(outputs, 'v1', 'v2'):.0f} ms; longest per-partition gap in the "
+          f"whole run {longest_gap_ms(outputs):.0f} ms; supervisor's longest instance "
+          f"pause {max(pause_ms(daemon), default=0):.0f} ms")
 
 
 @pytest.mark.kafka
