@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from agentlib import cli
 from agentlib.agents import Agent, AgentFun
+from agentlib.naming import module_name
 from agentlib.records import decode_known
 from agentlib.topics import Channel, Topic
 
@@ -107,7 +108,7 @@ class App:
         def create(fun: AgentFun) -> Agent[Any]:
             if not (inspect.iscoroutinefunction(fun) or inspect.isasyncgenfunction(fun)):
                 raise TypeError(f"@app.agent needs an 'async def' function, got {fun!r}")
-            agent_name = name or f"{fun.__module__}.{fun.__qualname__}"
+            agent_name = name or f"{module_name(fun.__module__)}.{fun.__qualname__}"
             if agent_name in self.agents:
                 raise ValueError(f"app {self.id!r} already has an agent named {agent_name!r}")
             topic = channel

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 from agentlib import codecs
+from agentlib.naming import module_name
 
 __all__ = ["FieldDescriptor", "Record", "ValidationError", "decode_known", "registry"]
 
@@ -98,7 +99,7 @@ class Record:
                           validation: bool | None = None, serializer: str | None = None,
                           **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._namespace = namespace or f"{cls.__module__}.{cls.__qualname__}"
+        cls._namespace = namespace or f"{module_name(cls.__module__)}.{cls.__qualname__}"
         if isodates is not None:
             cls._isodates = isodates
         if validation is not None:

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -67,7 +68,7 @@ class FaustWorker:
             for topic in topics:
                 meta = group.list_topics(topic, timeout=30).topics[topic]
                 for partition in meta.partitions:
-                    end = group.get_watermark_offsets(TopicPartition(topic, partition), 30)[1]
+                    end = _end_offset(group, TopicPartition(topic, partition))
                     ends.append(TopicPartition(topic, partition, end))
             group.commit(offsets=ends, asynchronous=False)
         finally:
@@ -89,3 +90,19 @@ class FaustWorker:
                 self.proc.wait(10)
         if exc is not None:
             sys.stderr.write(f"--- faust worker log (tail) ---\n{self.log_tail()}\n")
+
+
+_NO_LEADER_YET = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                  KafkaError.UNKNOWN_TOPIC_OR_PART}
+
+
+def _end_offset(client: Consumer, partition: TopicPartition, timeout: float = 30.0) -> int:
+    """High watermark, retried while a just-created topic has no leader everywhere yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return int(client.get_watermark_offsets(partition, timeout)[1])
+        except KafkaException as exc:
+            if exc.args[0].code() not in _NO_LEADER_YET or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

@@ -9,13 +9,18 @@ command) are in ``test_examples_kafka.py``.
 from __future__ import annotations
 
 import asyncio
+import importlib.machinery
 import subprocess
 import sys
+import types
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+import agentlib
+from agentlib import naming
 from examples import agent as agent_example
 from examples import concurrency, groupby, pow2, quickstart, sinks
 
@@ -105,3 +110,27 @@ def test_quickstart_prints_each_sum(capsys: pytest.CaptureFixture[str]):
     assert asyncio.run(run()) == {0: 42}
     assert capsys.readouterr().out == "40 + 2 = 42\n"
     assert [timer.seconds for timer in quickstart.app.timers] == [1.0]
+
+
+@pytest.mark.parametrize("spec_name, expected", [("examples.pow2", "examples.pow2"),
+                                                  (None, "examples.pow2")])
+def test_an_example_run_as_main_keeps_its_agent_and_record_names(monkeypatch, spec_name,
+                                                                expected):
+    """``python -m examples.pow2`` (a spec) and ``python examples/pow2.py`` (a file in a
+    package) name things as the imported module does, like Faust, so the client asks
+    the topic the workers read."""
+    fake_main = types.ModuleType("__main__")
+    fake_main.__file__ = str(ROOT / "examples" / "pow2.py")
+    fake_main.__spec__ = (importlib.machinery.ModuleSpec(spec_name, None)
+                          if spec_name else None)
+    monkeypatch.setitem(sys.modules, "__main__", fake_main)
+    assert naming.module_name("__main__") == expected
+    assert naming.module_name("examples.agent") == "examples.agent"
+
+    async def squares(stream: agentlib.StreamT[int]) -> AsyncIterator[int]:
+        async for value in stream:
+            yield value
+
+    squares.__module__, squares.__qualname__ = "__main__", "squares"
+    app = agentlib.App("pow2-example")
+    assert app.agent()(squares).topic_names() == [f"pow2-example-{expected}.squares"]
