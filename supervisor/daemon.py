@@ -304,7 +304,7 @@ class Supervisor:
     def pump_instances(self) -> bool:
         moved = False
         for inst in self.instances:
-            if inst.pending and inst.pump():
+            if (inst.pending or inst.window) and inst.pump():
                 moved = True
             if not inst.pending and inst.paused:
                 self.resume(inst, inst.release_paused())

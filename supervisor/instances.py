@@ -162,7 +162,7 @@ class Instance:
 
         Returns the partitions that must now be paused for this instance.
         """
-        if not self.pending and self.inbound is not None:
+        if not self.pending and not self.window and self.inbound is not None:
             unacked = self.unacked
             records = [unacked[key] for key in keys]
             written = self.inbound.write_many(records)
@@ -179,8 +179,11 @@ class Instance:
         return newly
 
     def pump(self) -> bool:
-        """Move pending records into the ring; True when any moved."""
-        if not self.pending or self.inbound is None or self.stopping:
+        """Move pending records into the ring; True when any moved.
+
+        Call it while ``pending`` or ``window`` is set (recovery also ends here).
+        """
+        if self.inbound is None or self.stopping:
             return False
         unacked, pending = self.unacked, self.pending
         while pending and pending[0] not in unacked:
@@ -206,7 +209,7 @@ class Instance:
             self.window_keys = {key for key in self.window_keys if key in self.unacked}
             if self.window_keys:
                 return False
-        if self.recover_left <= 0:
+        if self.recover_left <= 0 or not self.pending:
             self.window = 0        # through the records held at the crash
             return self.pump()
         unacked, pending = self.unacked, self.pending
