@@ -205,9 +205,16 @@ class Worker:
     # ------------------------------------------------------------------ outbound
 
     def on_done(self, record: Any) -> None:
-        """agentlib's "event finished, sinks included": mark it; ack on the next flush."""
-        self._done[(self.topic_index[record.topic], record.partition)].add(record.offset)
+        """agentlib's "event finished, sinks included": mark it; ack on the next flush.
+
+        Records that did not come from the ring (an in-process channel's, fed by
+        agentlib itself) have nothing to ack.
+        """
         self.processed += 1
+        done = self._done.get((self.topic_index.get(record.topic, -1), record.partition))
+        if done is None:
+            return
+        done.add(record.offset)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             assert self._loop is not None
