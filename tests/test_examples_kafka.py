@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -125,3 +125,29 @@ def test_topic_and_agent_sinks_produce_what_the_agent_yields(kafka_bootstrap, mo
     [agent_b_topic] = sinks.agent_b.topic_names()
     forwarded = [r.value for r in kafkatools.read_to_end(kafka_bootstrap, agent_b_topic)]
     assert str(marker * 2).encode() in forwarded
+
+
+def test_asking_a_faust_agent_that_yields_records_returns_agentlib_records(
+        kafka_bootstrap, faust_peer):
+    """Faust wraps a Record reply as ``ModelReqRepResponse``; the asker gets its own
+    Record class back, dates parsed."""
+    published = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+    app = agentlib.App("records-ask", broker=f"kafka://{kafka_bootstrap}")
+
+    async def articles(stream: agentlib.StreamT[concurrency.Article]
+                       ) -> AsyncIterator[concurrency.Article]:
+        async for article in stream:   # never runs here: the Faust worker answers
+            yield article
+
+    faust_articles = app.agent(app.topic(faust_peer.topics["articles"],
+                                         value_type=concurrency.Article))(articles)
+
+    async def ask() -> object:
+        try:
+            return await asyncio.wait_for(faust_articles.ask(
+                concurrency.Article(url="https://e.x/b", date_published=published)), 120)
+        finally:
+            await app.stop_clients()
+
+    assert asyncio.run(ask()) == concurrency.Article(url="HTTPS://E.X/B",
+                                                     date_published=published)

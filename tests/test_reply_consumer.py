@@ -7,6 +7,7 @@ faust-streaming's own ``ReqRepResponse`` model.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import threading
@@ -210,3 +211,34 @@ def test_a_script_that_never_stops_its_replies_still_deletes_the_topic_at_exit(
     topic = done.stdout.strip()
     assert topic.startswith("f-reply-")
     assert topic_deleted(kafka_bootstrap, topic)
+
+
+def test_a_forked_child_reads_its_own_reply_topic(kafka_bootstrap):
+    replies = ReplyConsumer(kafka_bootstrap)
+    asyncio.run(replies.start())
+    parent_topic = replies.topic
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: the parent's consumer thread did not survive the fork
+        status = 1
+        try:
+            async def ask_in_child() -> Any:
+                await replies.start()
+                future = replies.expect("child-cid")
+                kafkatools.produce(kafka_bootstrap, replies.topic,
+                                   [(None, faust_reply("child-cid", "child"))])
+                return await asyncio.wait_for(future, 30)
+
+            answer = asyncio.run(ask_in_child())
+            os.write(write, f"{replies.topic} {answer}".encode())
+            replies.close()
+            status = 0
+        finally:
+            os._exit(status)
+    try:
+        _, status = os.waitpid(pid, 0)
+        child_topic, answer = os.read(read, 1000).decode().split()
+    finally:
+        replies.close()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert (answer, child_topic != parent_topic) == ("child", True)
