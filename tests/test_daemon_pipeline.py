@@ -84,3 +84,24 @@ def test_every_input_reaches_the_sink_in_key_order_and_commits_reach_the_end(
         assert seqs == sorted(seqs), f"key {key} out of order"
     assert len(values) == N, f"{len(values) - N} duplicates in a run without failures"
     assert committed_equals_end(kafka_bootstrap, group, source)
+
+
+@pytest.mark.kafka
+def test_ordering_none_across_three_instances_loses_nothing(
+        kafka_bootstrap, new_topic, tmp_path):
+    source, sink = new_topic(2), new_topic(1)
+    items = keyed_items(20_000, 100)
+    kafkatools.produce(kafka_bootstrap, source, items)
+    group = kafkatools.unique_name("relay-none")
+    settings = {"app": "relay_agent:app", "broker": f"kafka://{kafka_bootstrap}",
+                "group_id": group, "commit_interval": 0.5}
+    with Agentd(tmp_path, settings, agents={"relay": {"instances": 3, "ordering": "none"}},
+                modules={"relay_agent": RELAY_AGENT},
+                env={"IN_TOPIC": source, "SINK_TOPIC": sink}) as daemon:
+        daemon.wait_consuming()
+        wait_until(lambda: daemon.assert_running() or
+                   committed_equals_end(kafka_bootstrap, group, source),
+                   120, "committed offsets to reach the end offsets", interval=1.0)
+        assert daemon.stop() == 0
+    values = [r.value for r in kafkatools.read_to_end(kafka_bootstrap, sink)]
+    assert sorted(v for v in values if v is not None) == sorted(v for _, v in items)
