@@ -60,8 +60,9 @@ def sink_values(bootstrap: str, topic: str) -> list[bytes]:
 
 
 @pytest.mark.kafka
+@pytest.mark.parametrize("ordering", ["partition", "key"])
 def test_killing_an_instance_every_second_loses_nothing_and_commits_only_processed_work(
-        kafka_bootstrap, new_topic, tmp_path):
+        kafka_bootstrap, new_topic, tmp_path, ordering):
     source, sink = new_topic(8), new_topic(1)
     items = keyed_items(N, 1000)
     kafkatools.produce(kafka_bootstrap, source, items)
@@ -72,7 +73,7 @@ def test_killing_an_instance_every_second_loses_nothing_and_commits_only_process
                 "group_id": group, "commit_interval": 0.2}
     kills = 0
     commit_checks = 0
-    with Agentd(tmp_path, settings, agents={"relay": {"instances": 2}},
+    with Agentd(tmp_path, settings, agents={"relay": {"instances": 2, "ordering": ordering}},
                 modules={"slow_relay": SLOW_RELAY_AGENT},
                 env={"IN_TOPIC": source, "SINK_TOPIC": sink}) as daemon:
         daemon.wait_consuming()
@@ -98,7 +99,7 @@ def test_killing_an_instance_every_second_loses_nothing_and_commits_only_process
     counts = Counter(values)
     assert set(counts) == {value for _, value in items}, "inputs missing from the sink"
     duplicates = sum(count - 1 for count in counts.values())
-    print(f"\n{kills} kills, {commit_checks} commit checks, {duplicates} duplicates "
+    print(f"\n{ordering}: {kills} kills, {commit_checks} commit checks, {duplicates} duplicates "
           f"of {N} messages ({len(values)} in the sink)")
     assert kills >= 2 and commit_checks >= 1
     assert "re-dispatching" in daemon.log()
