@@ -288,6 +288,12 @@ def _plain_headers(headers: Headers | None) -> list[tuple[str, bytes | str | Non
 
 
 def _log_client_error(error: KafkaError) -> None:
-    """Client-wide errors (broker down, auth): logged; deliveries still fail or retry."""
-    log.warning("kafka producer: %s", error)
+    """Client-wide errors: librdkafka retries, deliveries fail on their own timeout.
+
+    Connection churn (one broker gone, a refused connect) is logged at debug, since
+    librdkafka itself already reports each attempt; losing every broker and fatal
+    errors are warnings.
+    """
+    serious = error.fatal() or error.code() == KafkaError._ALL_BROKERS_DOWN
+    log.log(logging.WARNING if serious else logging.DEBUG, "kafka producer: %s", error)
 

@@ -342,4 +342,6 @@ def _identity(value: Any) -> Any:
 
 
 def _log_client_error(error: KafkaError) -> None:
-    log.warning("kafka reply consumer: %s", error)
+    """As :func:`agentlib.kafka._log_client_error`: warnings only for what matters."""
+    serious = error.fatal() or error.code() == KafkaError._ALL_BROKERS_DOWN
+    log.log(logging.WARNING if serious else logging.DEBUG, "kafka reply consumer: %s", error)

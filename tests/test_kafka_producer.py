@@ -136,3 +136,14 @@ def test_messages_queued_by_a_script_that_exits_at_once_are_delivered(new_topic,
                    cwd=Path(__file__).resolve().parent.parent)
     values = [r.value for r in kafkatools.read_to_end(kafka_bootstrap, topic)]
     assert values == [b"%d" % i for i in range(100)]
+
+
+def test_close_reports_what_an_unreachable_broker_never_received():
+    producer = KafkaProducer("127.0.0.1:1")   # nothing listens on port 1
+
+    async def queue_two() -> list[asyncio.Future[object]]:
+        return [producer.send_soon("nowhere", None, value) for value in (b"a", b"b")]
+
+    futures = asyncio.run(queue_two())
+    assert producer.close(0.5) == 2
+    assert not any(future.done() for future in futures)
