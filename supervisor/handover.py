@@ -79,12 +79,11 @@ class Handover:
         self.exited = False      # steps 1-3 are done (retired or dead)
         self.pause_s: float | None = None  # detach → the new process fed
         self.successor: tuple[Ring, Ring, int, int | None] | None = None
+        self.warm_until = self.started + WARM_TIMEOUT
         if replace:
             self._prestart()
         if self.successor is None:
             self._detach()
-        else:
-            self.warm_until = self.started + WARM_TIMEOUT
 
     def _detach(self) -> None:
         """Step 1: the instance's process and rings move here; STOP goes to it."""
