@@ -126,12 +126,12 @@ class ReplyConsumer:
     def started(self) -> bool:
         """Whether the topic exists and the consumer reads it (in this process)."""
         self._check_pid()
-        return self._thread is not None
+        return self._thread is not None and self._thread.is_alive()
 
     async def start(self) -> None:
         """Make sure the topic exists and is being read; cheap once started."""
         self._check_pid()
-        if self._thread is None:
+        if self._thread is None or not self._thread.is_alive():
             await asyncio.to_thread(self._start_blocking)
 
     def expect(self, correlation_id: str) -> asyncio.Future[Any]:
@@ -170,6 +170,8 @@ class ReplyConsumer:
         _hand_to_loops(leftovers)
         if self._created_topic and not self._abandoned:
             self._delete_topic(timeout)
+            if self._fixed_topic is None:   # a later start() must not race the deletion
+                self._topic = f"{REPLY_TOPIC_PREFIX}{uuid.uuid4()}"
         self._created_topic = False
         self._stop_event = threading.Event()
 
@@ -177,8 +179,11 @@ class ReplyConsumer:
 
     def _start_blocking(self) -> None:
         with self._lock:
-            if self._thread is not None:
+            if self._thread is not None and self._thread.is_alive():
                 return
+            if self._consumer is not None:   # its thread died of a fatal error: replace it
+                with contextlib.suppress(Exception):
+                    self._consumer.close()
             bootstrap = kafka.bootstrap_servers(self._broker)
             created, by_admin = self._create_topic(bootstrap)
             partitions = self._wait_for_partitions(bootstrap, auto_create=not by_admin)

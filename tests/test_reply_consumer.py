@@ -242,3 +242,22 @@ def test_a_forked_child_reads_its_own_reply_topic(kafka_bootstrap):
         replies.close()
     assert os.waitstatus_to_exitcode(status) == 0
     assert (answer, child_topic != parent_topic) == ("child", True)
+
+
+def test_a_stopped_reply_consumer_starts_again_on_a_fresh_topic(kafka_bootstrap):
+    replies = ReplyConsumer(kafka_bootstrap)
+
+    async def ask_once(value: str) -> tuple[str, Any]:
+        await replies.start()
+        future = replies.expect(value)
+        kafkatools.produce(kafka_bootstrap, replies.topic, [(None, faust_reply(value, value))])
+        answer = await asyncio.wait_for(future, 30)
+        topic = replies.topic
+        await replies.stop()
+        return topic, answer
+
+    first_topic, first = asyncio.run(ask_once("first"))
+    second_topic, second = asyncio.run(ask_once("second"))
+    assert (first, second) == ("first", "second")
+    assert first_topic != second_topic
+    assert not replies.started
