@@ -116,14 +116,14 @@ def seq_of(value: bytes | None) -> int | None:
 class NumberedStream:
     """Produces sequence numbers 0, 1, 2, ... at ``rate`` per second from a thread.
 
-    ``encode(seq) -> (key, value)`` shapes each message (raw by default, JSON for the
+    ``encode(seq) -> (key, value[, headers])`` shapes each message (raw by default, JSON for the
     bad-input scenario); ``extra(seq)`` may return more items to mix in after it (bad
     messages). The producer waits out a broker outage (long ``message.timeout.ms``):
     a message the client gave up on would be "lost" by the test, not by agentd.
     """
 
     def __init__(self, bootstrap: str, topic: str, *, rate: float,
-                 encode: Callable[[int], tuple[bytes, bytes]] = plain_numbered,
+                 encode: Callable[[int], tuple[Any, ...]] = plain_numbered,
                  extra: Callable[[int], list[tuple[Any, Any, Any]]] | None = None) -> None:
         self.topic = topic
         self.rate = rate
@@ -162,9 +162,9 @@ class NumberedStream:
             due = int((time.monotonic() - started) * self.rate)
             while self.sent < due:
                 seq = self.sent
-                key, value = self.encode(seq)
+                item = self.encode(seq)
                 self.produced_at[seq] = time.monotonic()
-                self._produce(key, value)
+                self._produce(*item)
                 self.sent += 1
                 for item in self.extra(seq) if self.extra else ():
                     self._produce(*item)
