@@ -1,9 +1,10 @@
 """Backpressure: a stuck agent pauses only the partitions that feed it.
 
-The ``stuck`` agent's async sink blocks for 30 s on its first value (an async sink
-holds the agent, as in Faust), so its instance stops taking records, its ring fills
-and the supervisor must pause exactly its topic's partitions. Meanwhile ``steady``, on
-another topic, must process everything it is sent; afterwards ``stuck`` catches up.
+The ``stuck`` agent's async sink blocks for 30 s on its first value, and then until
+the test releases it (an async sink holds the agent, as in Faust), so its instance
+stops taking records, its ring fills and the supervisor must pause exactly its topic's
+partitions. Meanwhile ``steady``, on another topic, must process everything it is
+sent; afterwards ``stuck`` catches up.
 """
 
 from __future__ import annotations
@@ -31,9 +32,12 @@ blocked = []
 
 
 async def slow_sink(value):
+    # Blocks 30 s, and then until the test says so (no race with a slow machine).
     if not blocked:
         blocked.append(value)
         await asyncio.sleep(30)
+        while not os.path.exists(os.environ["RELEASE_FILE"]):
+            await asyncio.sleep(0.1)
 
 
 @app.agent(stuck_topic, sink=[stuck_sink, slow_sink])
@@ -61,7 +65,8 @@ def test_a_blocked_sink_pauses_only_its_partitions_while_another_agent_keeps_goi
     agents = {"stuck": {"instances": 1, "ring_size": "64KiB", "heartbeat_timeout": "300s"},
               "steady": {"instances": 1}}
     env = {"STUCK_TOPIC": stuck_topic, "STEADY_TOPIC": steady_topic,
-           "STUCK_SINK": stuck_sink, "STEADY_SINK": steady_sink}
+           "STUCK_SINK": stuck_sink, "STEADY_SINK": steady_sink,
+           "RELEASE_FILE": str(tmp_path / "release")}
     stuck_inputs = [(None, f"s{i}".encode() * 20) for i in range(20_000)]
     steady_inputs = [(None, f"t{i}".encode()) for i in range(2_000)]
     with Agentd(tmp_path, settings, agents=agents, modules={"two_agents": TWO_AGENTS},
@@ -74,12 +79,13 @@ def test_a_blocked_sink_pauses_only_its_partitions_while_another_agent_keeps_goi
         wait_until(lambda: daemon.assert_running() or
                    committed_equals_end(kafka_bootstrap, group, steady_topic),
                    20, "the steady agent to finish while the other is stuck")
-        # Still inside the 30 s block: the stuck agent has not caught up.
+        # The sink is still blocked (until released below): nothing caught up there.
         assert not committed_equals_end(kafka_bootstrap, group, stuck_topic)
         assert len(kafkatools.read_to_end(kafka_bootstrap, stuck_sink)) < len(stuck_inputs)
         paused = re.findall(r"blocked: paused (.*)", daemon.log())
         assert paused and all(stuck_topic in line and steady_topic not in line
                               for line in paused)
+        (tmp_path / "release").touch()
         wait_until(lambda: daemon.assert_running() or
                    committed_equals_end(kafka_bootstrap, group, stuck_topic),
                    120, "the stuck agent to catch up after its sink unblocked")
