@@ -28,10 +28,10 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
@@ -42,6 +42,7 @@ __all__ = [
     "KafkaProducer",
     "RecordMetadata",
     "bootstrap_servers",
+    "settle_on_owning_loops",
 ]
 
 log = logging.getLogger(__name__)
@@ -251,19 +252,34 @@ class KafkaProducer:
                 self._dispatch_reports()
 
     def _dispatch_reports(self) -> None:
-        """Hand queued reports to their loops: one ``call_soon_threadsafe`` per loop."""
-        by_loop: dict[asyncio.AbstractEventLoop, list[_Report]] = {}
+        """Hand queued reports to the loops that own their futures."""
+        batch: list[_Report] = []
         reports = self._reports
         while reports:
             try:
-                report = reports.popleft()
+                batch.append(reports.popleft())
             except IndexError:  # another thread emptied it meanwhile
                 break
-            by_loop.setdefault(report[0].get_loop(), []).append(report)
-        for loop, batch in by_loop.items():
-            # A closed loop raises RuntimeError: nobody is waiting there any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_resolve, batch)
+        settle_on_owning_loops(batch, _resolve)
+
+
+_Item = TypeVar("_Item", bound=tuple[Any, ...])
+
+
+def settle_on_owning_loops(items: Sequence[_Item],
+                           settle: Callable[[list[_Item]], None]) -> None:
+    """From any thread: run ``settle(group)`` on each loop owning futures in ``items``.
+
+    ``items`` are tuples whose first element is a future. One ``call_soon_threadsafe``
+    per loop per call, so a batch of results costs one wake-up, not one per message.
+    """
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
+    for item in items:
+        by_loop.setdefault(item[0].get_loop(), []).append(item)
+    for loop, group in by_loop.items():
+        # A closed loop raises RuntimeError: nobody is waiting there any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, group)
 
 
 def _resolve(batch: list[_Report]) -> None:

@@ -167,7 +167,7 @@ class ReplyConsumer:
         leftovers: list[_Resolution] = [(future, None, stopped)
                                         for futures in waiting.values() for future in futures]
         self._abandoned += len(leftovers)
-        _hand_to_loops(leftovers)
+        kafka.settle_on_owning_loops(leftovers, _settle)
         if self._created_topic and not self._abandoned:
             self._delete_topic(timeout)
             if self._fixed_topic is None:   # a later start() must not race the deletion
@@ -289,7 +289,7 @@ class ReplyConsumer:
                     log.warning("reply consumer of %s: %s", self._topic, message.error())
                     continue
                 resolutions.extend(self._match(message.value()))
-            _hand_to_loops(resolutions)
+            kafka.settle_on_owning_loops(resolutions, _settle)
 
     def _match(self, payload: bytes | None) -> list[_Resolution]:
         """Futures this reply settles, with the decoded value or the decode error."""
@@ -320,16 +320,6 @@ class ReplyConsumer:
                     del self._waiting[correlation_id]
                 if future.cancelled():
                     self._abandoned += 1
-
-
-def _hand_to_loops(resolutions: list[_Resolution]) -> None:
-    """Settle futures on their own loops: one ``call_soon_threadsafe`` per loop."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[_Resolution]] = {}
-    for item in resolutions:
-        by_loop.setdefault(item[0].get_loop(), []).append(item)
-    for loop, batch in by_loop.items():
-        with contextlib.suppress(RuntimeError):   # closed loop: nobody waits there
-            loop.call_soon_threadsafe(_settle, batch)
 
 
 def _settle(batch: list[_Resolution]) -> None:

@@ -147,3 +147,26 @@ def test_close_reports_what_an_unreachable_broker_never_received():
     futures = asyncio.run(queue_two())
     assert producer.close(0.5) == 2
     assert not any(future.done() for future in futures)
+
+
+def test_send_waits_out_a_full_local_queue_while_send_soon_raises(new_topic, kafka_bootstrap):
+    topic = new_topic(partitions=1)
+    producer = KafkaProducer(kafka_bootstrap, config={"queue.buffering.max.messages": 5,
+                                                      "linger.ms": 50})
+
+    async def overfill() -> list[int]:
+        with pytest.raises(BufferError):
+            for i in range(6):
+                producer.send_soon(topic, None, b"soon-%d" % i)
+        sent = await asyncio.gather(*(producer.send(topic, None, b"%d" % i)
+                                      for i in range(50)))
+        return [metadata.offset for metadata in sent]
+
+    try:
+        offsets = asyncio.run(overfill())
+    finally:
+        producer.close(10)
+    assert len(set(offsets)) == 50
+    values = [r.value for r in kafkatools.read_to_end(kafka_bootstrap, topic)]
+    assert sorted(v for v in values if not v.startswith(b"soon")) == sorted(
+        b"%d" % i for i in range(50))
