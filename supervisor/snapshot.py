@@ -100,13 +100,18 @@ def build(daemon: Supervisor, seen: Observations, probe: ProcessProbe) -> dict[s
     partition_by_key = {(p["topic"], p["partition"]): p for p in partitions}
     instances: list[dict[str, Any]] = []
     live: set[int] = set()
+    handover = daemon.reloader.handover  # a reload or recycle replacing one process
     for inst in daemon.instances:
-        rss, cpu = probe.sample(inst.pid)
-        if inst.pid is not None:
-            live.add(inst.pid)
+        pid, state = inst.pid, instance_state(inst)
+        if handover is not None and handover.inst is inst and handover.detached \
+                and not handover.exited:
+            pid, state = handover.pid, "handover"  # the old process, draining
+        rss, cpu = probe.sample(pid)
+        if pid is not None:
+            live.add(pid)
         instances.append({
-            "agent": inst.agent.name, "index": inst.index, "pid": inst.pid,
-            "state": instance_state(inst), "restarts": inst.restarts,
+            "agent": inst.agent.name, "index": inst.index, "pid": pid,
+            "state": state, "restarts": inst.restarts,
             "processed": inst.processed, "errors": seen.errors.get(inst.label, 0),
             "in_flight": len(inst.unacked), "pending": len(inst.pending),
             "rss_bytes": rss, "cpu_percent": cpu,

@@ -9,6 +9,7 @@ to finish, and a kill leaves real work unfinished.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections import Counter
@@ -19,6 +20,8 @@ import psutil
 import pytest
 from agentdproc import Agentd, wait_until
 from test_daemon_pipeline import committed_equals_end
+
+from supervisor.control import request
 
 SLOW_AGENT = """
 import asyncio
@@ -195,6 +198,10 @@ def test_sigterm_during_a_reload_handover_finishes_everything_once_and_exits_zer
         daemon.proc.send_signal(signal.SIGHUP)
         wait_until(lambda: "reload; draining pid" in daemon.log(), 30, "a handover",
                    interval=0.01)
+        draining = int(re.findall(r"reload; draining pid (\d+)", daemon.log())[0])
+        states = {(i["state"], i["pid"]) for i in
+                  request(tmp_path / "state", "status")["instances"]}
+        assert ("handover", draining) in states, states
         children += [p for p in descendants(daemon.proc.pid) if p not in children]
         assert daemon.stop(timeout=60) == 0, daemon.log()[-3000:]
     counts = sink_counts(kafka_bootstrap, sink)
