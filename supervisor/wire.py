@@ -158,7 +158,11 @@ def encode_record(topic_index: int, partition: int, offset: int, timestamp_ms: i
 
 def decode_record(buf: bytes | memoryview) -> DecodedRecord:
     """A ``RECORD``'s fields; key, value and header values are copied out of ``buf``
-    (it may be a view into the ring that is released right after)."""
+    (it may be a view into the ring that is released right after).
+
+    A damaged record raises ``struct.error`` or ``ValueError`` (lengths that do not
+    add up to ``len(buf)``, a header name that is not UTF-8), never decodes short.
+    """
     (_, topic_index, partition, offset, timestamp_ms, key_len, value_len,
      header_count) = _unpack_record(buf)
     pos = _RECORD_SIZE
@@ -186,6 +190,10 @@ def decode_record(buf: bytes | memoryview) -> DecodedRecord:
                 pos += vlen
             items.append((name, header_value))
         headers = tuple(items)
+    if pos != len(buf):
+        # The ring delimits every record, so the lengths inside must add up to it:
+        # anything else is a damaged record, never a shorter or longer value.
+        raise ValueError(f"damaged RECORD: {len(buf)} bytes, its lengths say {pos}")
     return DecodedRecord(topic_index, partition, offset,
                          None if timestamp_ms < 0 else timestamp_ms, key, value, headers)
 
