@@ -338,6 +338,8 @@ class Supervisor:
                 self.ops.on_instance_error(inst, report.message)
             if report.outcome == wire.OUTCOME_CRASH:
                 self.on_crash(f"{inst.label}: {report.message}")
+            elif report.outcome == wire.OUTCOME_AGENT_STOPPED:
+                inst.agent_stopped = True
         elif kind == wire.PONG:
             inst.processed = wire.decode_pong(record).processed
         elif kind == wire.RETIRED:

@@ -79,6 +79,7 @@ class Instance:
         self.window_keys: set[Key] = set()
         self.recover_left = 0            # records held at the crash not yet windowed
         self.crash_counts: dict[Key, int] = {}
+        self.agent_stopped = False       # it reported that its agent function ended
         self.crashes_in_row = 0
         self.restarts = 0
         self.restart_at: float | None = time.monotonic()
@@ -120,8 +121,9 @@ class Instance:
         return bool(readable)
 
     def lone_suspect(self) -> Key | None:
-        """During recovery: the one record of the window still unacked, if exactly one."""
-        if self.window and len(self.window_keys) == 1:
+        """During recovery: the one record of the window still unacked, if exactly one
+        (none when the worker said its agent function itself stopped)."""
+        if self.window and len(self.window_keys) == 1 and not self.agent_stopped:
             (key,) = self.window_keys
             if key in self.unacked:
                 return key
@@ -140,6 +142,7 @@ class Instance:
             os.close(self.pidfd)
         self.inbound = self.outbound = None
         self.pid = self.pidfd = None
+        self.agent_stopped = False
         self.crashes_in_row += 1
         self.restarts += 1
         backoff = min(MAX_BACKOFF, 0.1 * 2 ** (self.crashes_in_row - 1))

@@ -37,6 +37,7 @@ __all__ = [
     "ACK",
     "ACK_RECORD",
     "ERROR",
+    "OUTCOME_AGENT_STOPPED",
     "OUTCOME_CRASH",
     "OUTCOME_HANDLED",
     "PING",
@@ -77,6 +78,9 @@ RETIRED = 19
 
 OUTCOME_CRASH = 1
 OUTCOME_HANDLED = 2  # logged or dead-lettered, then acked: counted for status/metrics
+#: The agent function ended on its own (it raised before reading, or returned without
+#: reading); the instance exits and no record it held is to blame for that.
+OUTCOME_AGENT_STOPPED = 3
 
 #: kind u8, topic index u16, partition i32, offset i64, timestamp i64 (-1: none),
 #: key length i32 (-1: None), value length i32 (-1: None), header count u16.

@@ -40,6 +40,7 @@ READ_BATCH = 512
 #: Records fed to the agent and not yet done, at most (bounds memory and redelivery).
 DEFAULT_MAX_IN_FLIGHT = 4096
 EXIT_CRASH_POLICY = 3
+EXIT_AGENT_STOPPED = 4
 
 
 def run(agent: Any, fds: Sequence[int], settings: dict[str, Any]) -> int:
@@ -88,6 +89,8 @@ class Worker:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         self._loop.add_signal_handler(signal.SIGTERM, self._finish, 0)
         await self.host.start()
+        if self.host.task is not None:
+            self.host.task.add_done_callback(self._on_agent_ended)
         if self.settings.get("warm_first"):  # a handover's successor: see handover.py
             await self.warm_producer()
         else:
@@ -104,7 +107,7 @@ class Worker:
             await self.host.stop(float(self.settings.get("shutdown_timeout", 30.0)))
             self.flush_acks()
             self._outbox.append(wire.RETIRED_RECORD)
-            await self._drain_outbox()
+        await self._drain_outbox()  # acks and reports written before we go
         if self._producer is not None:
             self._producer.close(5.0)
         return code
@@ -264,6 +267,23 @@ class Worker:
             self._write_outbox()
             if self._outbox:
                 await asyncio.sleep(0.001)
+
+    def _on_agent_ended(self, task: asyncio.Task[None]) -> None:
+        """The agent's task ended without a STOP: exit so the supervisor restarts us.
+
+        Tells the supervisor first that the agent itself stopped, so the crash is not
+        counted against a record it holds (poison detection).
+        """
+        if self._stopping or (self._exit is not None and self._exit.done()):
+            return
+        error = None if task.cancelled() else task.exception()
+        reason = _one_line(error) if error is not None else "the agent function returned"
+        log.error("agent %s stopped: %s; the instance exits to be restarted", self.name,
+                  reason)
+        self.flush_acks()
+        self._send(wire.encode_error(0, -1, -1, wire.OUTCOME_AGENT_STOPPED, reason))
+        self._stopping = True
+        self._finish(EXIT_AGENT_STOPPED)
 
     def _finish(self, code: int) -> None:
         if self._exit is not None and not self._exit.done():

@@ -143,3 +143,51 @@ def test_a_poison_message_goes_to_the_dead_letter_topic_while_others_flow(
     assert set(sink_values(kafka_bootstrap, sink)) == {
         value for _, value in [*before, *after, *more]}
     assert daemon.log().count("died") >= 3
+
+
+FRAGILE_AGENT = """
+import os
+import agentlib as faust
+
+app = faust.App("fragile-app")
+source = app.topic(os.environ["IN_TOPIC"], value_type=bytes, value_serializer="raw")
+sink = app.topic(os.environ["SINK_TOPIC"], value_type=bytes, value_serializer="raw")
+
+
+@app.agent(source, sink=[sink])
+async def fragile(stream):
+    # Count the starts in instance processes (children of the same zygote), not any
+    # run of this body elsewhere; the first three fail before reading anything.
+    with open(os.environ["STARTS_FILE"], "a+") as starts:
+        starts.write(f"{os.getpid()} {os.getppid()}\\n")
+        starts.seek(0)
+        siblings = [line for line in starts if line.split()[1] == str(os.getppid())]
+    if len(siblings) <= 3:
+        raise RuntimeError("not ready yet")
+    async for value in stream:
+        yield value
+"""
+
+
+@pytest.mark.kafka
+def test_an_agent_that_fails_before_reading_is_restarted_without_blaming_a_record(
+        kafka_bootstrap, new_topic, tmp_path):
+    source, sink = new_topic(1), new_topic(1)
+    items = [(None, f"v{i}".encode()) for i in range(100)]
+    kafkatools.produce(kafka_bootstrap, source, items)
+    group = kafkatools.unique_name("fragile")
+    settings = {"app": "fragile_agent:app", "broker": f"kafka://{kafka_bootstrap}",
+                "group_id": group, "commit_interval": 0.2}
+    agents = {"fragile": {"on_error": "dead_letter", "poison_after": 1}}
+    with Agentd(tmp_path, settings, agents=agents, modules={"fragile_agent": FRAGILE_AGENT},
+                env={"IN_TOPIC": source, "SINK_TOPIC": sink,
+                     "STARTS_FILE": str(tmp_path / "starts")}) as daemon:
+        daemon.wait_consuming()
+        wait_until(lambda: daemon.assert_running() or
+                   committed_equals_end(kafka_bootstrap, group, source),
+                   60, "the agent to start on its fourth try and process everything")
+        assert daemon.stop() == 0
+    assert kafkatools.read_to_end(kafka_bootstrap, f"{source}.dlq") == []
+    assert sorted(sink_values(kafka_bootstrap, sink)) == sorted(v for _, v in items)
+    # Three deaths, one of them with a single record in flight: not blamed on it.
+    assert daemon.log().count("stopped: RuntimeError: not ready yet") == 3
