@@ -38,7 +38,7 @@ from supervisor.ops import Operations
 from supervisor.reload import Reloader
 from supervisor.router import Router
 from supervisor.topics import ensure_topics
-from supervisor.zygote import Zygote
+from supervisor.zygote import Zygote, ZygoteError
 
 __all__ = ["Supervisor"]
 
@@ -386,7 +386,14 @@ class Supervisor:
         for inst in self.instances:
             if inst.restart_at is not None and inst.restart_at <= now and self.running:
                 assert self.zygote is not None
-                inst.spawn(self.zygote, self.worker_settings(inst))
+                try:
+                    inst.spawn(self.zygote, self.worker_settings(inst))
+                except ZygoteError as exc:
+                    if self.zygote.proc.poll() is not None:
+                        raise  # no zygote, no instances: stop (exit 1)
+                    inst.crashes_in_row += 1
+                    inst.restart_at = now + min(10.0, 0.1 * 2 ** inst.crashes_in_row)
+                    log.error("%s: fork failed (%s); retrying", inst.label, exc)
 
     def reap_instances(self) -> None:
         """Notice dead instances at once (pidfds), re-dispatch what they held."""

@@ -94,31 +94,29 @@ class Instance:
         return self.pid is not None
 
     def spawn(self, zygote: Any, settings: dict[str, Any]) -> None:
-        """Fresh rings, a fork from the zygote, a pidfd; then re-dispatch what it held."""
-        self.inbound = Ring.create(power_of_two(self.agent.config.ring_size))
-        self.outbound = Ring.create(OUTBOUND_RING_SIZE)
-        fds = self.inbound.fds() + self.outbound.fds()
-        self.pid = zygote.fork(self.agent.name, {**settings, "ring_fds": [3, 3]}, fds)
+        """Fresh rings, a fork from the zygote, a pidfd; then re-dispatch what it held.
+
+        A failed fork (``ZygoteError``) leaves the instance as it was, rings closed.
+        """
+        inbound = Ring.create(power_of_two(self.agent.config.ring_size))
+        outbound = Ring.create(OUTBOUND_RING_SIZE)
+        try:
+            pid = zygote.fork(self.agent.name, {**settings, "ring_fds": [3, 3]},
+                              inbound.fds() + outbound.fds())
+        except BaseException:
+            inbound.close()
+            outbound.close()
+            raise
+        self.inbound, self.outbound, self.pid = inbound, outbound, pid
         self.restart_at = None
         self.retired = False
         try:
-            self.pidfd = os.pidfd_open(self.pid)
+            self.pidfd = os.pidfd_open(pid)
+            inbound.watch_peer(pid)
+            outbound.watch_peer(pid)
         except ProcessLookupError:
-            self.pidfd = None  # already gone: the next check sees it dead
-        self.inbound.watch_peer(self.pid)
-        self.outbound.watch_peer(self.pid)
-        log.info("%s started, pid %d", self.label, self.pid)
-
-    def is_dead(self) -> bool:
-        """Non-blocking: has the process exited? (pidfd readable, or it never had one)."""
-        if self.pid is None:
-            return False
-        if self.pidfd is None:
-            return True
-        import select
-
-        readable, _, _ = select.select([self.pidfd], [], [], 0)
-        return bool(readable)
+            pass  # exited and reaped already: the next reap sees it dead
+        log.info("%s started, pid %d", self.label, pid)
 
     def lone_suspect(self) -> Key | None:
         """During recovery: the one record of the window still unacked, if exactly one
