@@ -22,7 +22,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.section("fault scenarios")
     head = f"{'scenario':<28} {'in':>7} {'out':>7} {'lost':>5} {'dup':>6} {'recovery s':>10}  note"
     terminalreporter.write_line(head)
-    for row in faultkit.RESULTS:
+    for row in sorted(faultkit.RESULTS, key=lambda r: int(r.scenario.split()[0])):
         terminalreporter.write_line(
             f"{row.scenario:<28} {row.sent:>7} {row.out:>7} {row.lost:>5} {row.dup:>6} "
             f"{row.recovery_s:>10.1f}  {row.note}")
