@@ -24,6 +24,7 @@ import importlib
 import inspect
 import logging
 import signal
+import sys
 import traceback
 from collections.abc import Sequence
 from typing import Any
@@ -47,6 +48,12 @@ def run(agent: Any, fds: Sequence[int], settings: dict[str, Any]) -> int:
     """The instance process's main: returns its exit code (the caller ``os._exit``s)."""
     import uvloop
 
+    # Instances share the supervisor's stdout/stderr: one write per line keeps their
+    # lines whole, and an agent's print() shows at once, not when a block fills.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(line_buffering=True, write_through=False)
     worker = Worker(agent, fds, settings)
     return uvloop.run(worker.main())
 
