@@ -36,11 +36,15 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 KEYS = 16
 
 #: The agent every scenario runs unless it needs another: every input to the sink.
+#: ``FORWARD_DELAY`` (seconds per message) makes it lag behind the load, so a fault
+#: finds many records dispatched but not yet done.
 FORWARD_AGENT = """
+import asyncio
 import os
 import agentlib as faust
 
 VERSION = {version!r}
+DELAY = float(os.environ.get("FORWARD_DELAY", "0"))
 app = faust.App("fault-forward-app")
 source = app.topic(os.environ["IN_TOPIC"], key_type=bytes, value_type=bytes,
                    value_serializer="raw")
@@ -51,6 +55,8 @@ sink = app.topic(os.environ["SINK_TOPIC"], key_type=bytes, value_type=bytes,
 @app.agent(source, sink=[sink])
 async def forward(stream):
     async for value in stream:
+        if DELAY:
+            await asyncio.sleep(DELAY)
         yield value
 """
 
