@@ -13,9 +13,8 @@ flag keeps its command-line spelling ``--print/--no-print`` but binds to ``verbo
 
 from collections.abc import AsyncIterable
 
-from agentlib.cli import argument, option
-
 import agentlib as faust
+from agentlib.cli import argument, option
 
 
 # The model describes the data sent to our agent: a JSON serialized dictionary
