@@ -24,10 +24,10 @@ WORK_MICROS = 200.0
 
 def main() -> None:
     cli = c.parser(__doc__.splitlines()[1])
-    cli.add_argument("--count", type=int, default=None, help="messages (default 60k, quick 12k)")
+    cli.add_argument("--count", type=int, default=None, help="messages (default 60k, quick 20k)")
     cli.add_argument("--max-instances", type=int, default=os.cpu_count() or 1)
     args = cli.parse_args()
-    count = args.count or (12_000 if args.quick else 60_000)
+    count = args.count or (20_000 if args.quick else 60_000)
     timeout = args.timeout or (120.0 if args.quick else 400.0)
     cores = max(1, args.max_instances)
     work = c.iterations_for(WORK_MICROS)
