@@ -44,7 +44,11 @@ def test_broker_down_20s_and_back_on_the_same_data_dir_loses_nothing(
     try:
         run = FaultRun("3 broker down 20s", bootstrap, tmp_path / "run")
         run.workdir.mkdir()
-        with run.forwarder({"instances": 2}) as daemon:
+        # A lagging forwarder (two thirds of the load) holds a backlog when the broker
+        # goes: its instances keep working through the outage and their sink produces
+        # must wait for the broker, not be given up on.
+        with run.forwarder({"instances": 2}, env={"FORWARD_DELAY": f"{3 / scale.rate:g}"}) \
+                as daemon:
             daemon.wait_consuming()
             with load(run, scale.rate) as (stream, watcher):
                 for _ in range(bounces):
@@ -60,5 +64,8 @@ def test_broker_down_20s_and_back_on_the_same_data_dir_loses_nothing(
                            note=f"{bounces} bounce(s) of {DOWN_S:.0f}s, same data dir")
     finally:
         stop_broker(broker)
-    log = daemon.log()
-    assert "Traceback" not in log, log[-3000:]
+    # Riding it out means no message was treated as failed meanwhile: a sink produce
+    # given up on during the outage would show here (on_error=log acks it).
+    failed = [line for line in daemon.log().splitlines()
+              if "error processing" in line or "Traceback" in line]
+    assert not failed, "\n".join(failed[:5])
