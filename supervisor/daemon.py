@@ -33,6 +33,7 @@ from supervisor.failures import FailedRecord, RecordFailures
 from supervisor.group import GroupMember
 from supervisor.instances import AgentRuntime, Instance, Key
 from supervisor.monitor import Monitor
+from supervisor.moves import PartitionMoves
 from supervisor.offsets import OffsetTracker
 from supervisor.ops import Operations
 from supervisor.reload import Reloader
@@ -72,6 +73,8 @@ class Supervisor:
         self.failures: RecordFailures | None = None
         self.bootstrap = config.bootstrap_servers or ""
         self.group = GroupMember(self)      # commits, partitions assigned and revoked
+        self.moves = PartitionMoves()       # partitions between instances, order kept
+        self.next_move_check = 0.0
         self.ops: Operations | None = None  # control socket, sd_notify, metrics
         self.reloader = Reloader(self)      # SIGHUP: canary zygote, then roll over
         self.monitor = Monitor(self)        # hung workers killed, old/big ones recycled
@@ -107,6 +110,8 @@ class Supervisor:
             busy = self.pump_instances() or busy
             busy = self.read_instances() or busy
             self.reap_instances()
+            if self.moves.moving:
+                self.finish_moves()
             self.reloader.poll()
             self.monitor.tick()
             self.group.commit_if_due()
@@ -270,6 +275,7 @@ class Supervisor:
         batches (the hot path: no per-message work beyond encode, route, record)."""
         topic_index, subscriptions, tracker = self.topic_index, self.subscriptions, self.tracker
         encode = wire.encode_record
+        moving = self.moves.moving
         batches: dict[Instance, list[Key]] = {}
         for msg in messages:
             if msg.error() is not None:
@@ -290,6 +296,11 @@ class Supervisor:
                                      f"record of {len(encoded)} bytes exceeds the ring "
                                      f"({inst.max_record_size} bytes max; raise ring_size)")
                     continue
+                if moving:
+                    move = moving.get((agent.lane, tp))
+                    if move is not None:  # wait until the old owner is done with tp
+                        move.held.append((rkey, encoded))
+                        continue
                 inst.unacked[rkey] = encoded
                 batch = batches.get(inst)
                 if batch is None:
@@ -344,6 +355,24 @@ class Supervisor:
             inst.processed = wire.decode_pong(record).processed
         elif kind == wire.RETIRED:
             inst.retired = True
+
+    def finish_moves(self) -> None:
+        """Hand each moved partition's held records to its new owner once the old owner
+        is done with it (checked every 20 ms: a scan of the old owner's records)."""
+        now = time.monotonic()
+        if now < self.next_move_check:
+            return
+        self.next_move_check = now + 0.02
+        for move in self.moves.finished():
+            tkey = (move.topic_index, move.tp[1])
+            new = move.new
+            new.unacked.update(move.held)
+            self.resume(new, [tkey])
+            newly_blocked = new.submit([key for key, _ in move.held])
+            if newly_blocked:
+                self.pause(new, newly_blocked)
+            log.info("%s: took over %s[%d] (%d held records)", new.label, move.tp[0],
+                     move.tp[1], len(move.held))
 
     # ================================================================= backpressure
 

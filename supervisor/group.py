@@ -19,8 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, TopicPartition
 
+from supervisor.moves import owners
+
 if TYPE_CHECKING:
     from supervisor.daemon import Supervisor
+    from supervisor.instances import AgentRuntime
 
 __all__ = ["GroupMember"]
 
@@ -75,16 +78,15 @@ class GroupMember:
         for topic in {tp.topic for tp in partitions}:
             tps = [(tp.topic, tp.partition) for tp in partitions if tp.topic == topic]
             for agent in self.daemon.subscriptions.get(topic, []):
-                moves = agent.router.assign(tps)
-                if moves:
-                    log.info("agent %s: partitions moved between instances: %s",
-                             agent.name, moves)
+                before = owners(agent)
+                self.begin_moves(agent, agent.router.assign(tps), before)
         log.info("assigned %d partitions", len(partitions))
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Stop feeding these partitions, wait (bounded) for their acks, commit, forget."""
         daemon = self.daemon
         revoked = {(tp.topic, tp.partition) for tp in partitions}
+        daemon.moves.forget(revoked)
         keyed = {(daemon.topic_index[t], p) for t, p in revoked if t in daemon.topic_index}
         for inst in daemon.instances:  # never-written records go back to the broker
             pending = set(inst.pending)
@@ -107,5 +109,18 @@ class GroupMember:
             self.daemon.tracker.forget(tp)
         for topic in {t for t, _ in revoked}:
             for agent in self.daemon.subscriptions.get(topic, []):
-                agent.router.revoke([tp for tp in revoked if tp[0] == topic])
+                before = owners(agent)
+                moved = agent.router.revoke([tp for tp in revoked if tp[0] == topic])
+                self.begin_moves(agent, moved, before)
         log.info("revoked %d partitions", len(partitions))
+
+    def begin_moves(self, agent: AgentRuntime, moved: dict[tuple[str, int], int],
+                    before: dict[tuple[str, int], int]) -> None:
+        """Partitions the router moved between instances: pause them until their old
+        owner is done (``supervisor/moves.py``)."""
+        daemon = self.daemon
+        for move in daemon.moves.begin(agent, moved, before, daemon.topic_index):
+            daemon.pause(move.new, [(move.topic_index, move.tp[1])])
+            log.info("agent %s: %s[%d] moves from instance %d to %d once %d is done with it",
+                     agent.name, move.tp[0], move.tp[1], move.old.index, move.new.index,
+                     move.old.index)

@@ -1,0 +1,103 @@
+"""A partition moved between instances of an agent keeps its order: records fetched
+while the old owner still holds some of it are held, then handed to the new owner."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from supervisor import wire
+from supervisor.config import loads
+from supervisor.daemon import Supervisor
+from supervisor.instances import AgentRuntime, Instance
+from supervisor.ring import Ring
+from supervisor.router import Router
+
+
+class FakeMessage:
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self._where = (topic, partition, offset)
+
+    def error(self): return None
+    def topic(self): return self._where[0]
+    def partition(self): return self._where[1]
+    def offset(self): return self._where[2]
+    def key(self): return b"k"
+    def value(self): return b"v%d" % self._where[2]
+    def headers(self): return None
+    def timestamp(self): return (0, -1)
+
+
+class FakeConsumer:
+    def __init__(self) -> None:
+        self.paused: set[tuple[str, int]] = set()
+
+    def pause(self, tps): self.paused |= {(tp.topic, tp.partition) for tp in tps}
+    def resume(self, tps): self.paused -= {(tp.topic, tp.partition) for tp in tps}
+
+
+def make_supervisor(tmp_path) -> tuple[Supervisor, AgentRuntime, list[Ring]]:
+    daemon = Supervisor(loads(f'app = "x"\nstate_dir = "{tmp_path}"\n'))
+    config = SimpleNamespace(ring_size=64 * 1024, poison_after=3, ordering="partition")
+    agent = AgentRuntime("m.agent", 0, ("t",), config, "app")
+    agent.router = Router("partition", 2)
+    agent.instances = [Instance(agent, 0), Instance(agent, 1)]
+    readers = []
+    for inst in agent.instances:
+        inst.inbound = Ring.create(64 * 1024)
+        readers.append(Ring.attach(inst.inbound.fds()))
+    daemon.agents, daemon.instances = [agent], list(agent.instances)
+    daemon.topics, daemon.topic_index, daemon.subscriptions = ["t"], {"t": 0}, {"t": [agent]}
+    daemon.consumer = FakeConsumer()  # type: ignore[assignment]
+    agent.router.assign([("t", 0), ("t", 1)])
+    return daemon, agent, readers
+
+
+def offsets_in(reader: Ring) -> list[int]:
+    views = reader.read_many(100)
+    offsets = [wire.decode_record(view).offset for view in views]
+    del views
+    reader.release()
+    return offsets
+
+
+def test_a_moved_partition_waits_for_its_old_owner_then_continues_in_order(tmp_path):
+    daemon, agent, readers = make_supervisor(tmp_path)
+    old_index = agent.router.owner(("t", 1))
+    new_index = 1 - old_index
+    old, new = agent.instances[old_index], agent.instances[new_index]
+    daemon.dispatch([FakeMessage("t", 1, offset) for offset in range(5)])
+    assert offsets_in(readers[old_index]) == [0, 1, 2, 3, 4]
+
+    before = {("t", 1): old_index}
+    daemon.group.begin_moves(agent, {("t", 1): new_index}, before)
+    assert ("t", 1) in daemon.consumer.paused  # type: ignore[union-attr]
+    daemon.dispatch([FakeMessage("t", 1, offset) for offset in range(5, 8)])
+    daemon.finish_moves()
+    assert offsets_in(readers[new_index]) == []  # the old owner still holds 0..4
+    assert not any(key[1] == 1 and key[2] >= 5 for key in old.unacked)
+
+    old.acked(0, 1, 0, 4)
+    daemon.next_move_check = 0.0
+    daemon.finish_moves()
+    assert offsets_in(readers[new_index]) == [5, 6, 7]
+    assert sorted(key[2] for key in new.unacked) == [5, 6, 7]
+    assert ("t", 1) not in daemon.consumer.paused  # type: ignore[union-attr]
+    assert not daemon.moves.moving
+
+
+def test_a_partition_its_old_owner_is_done_with_moves_at_once(tmp_path):
+    daemon, agent, _readers = make_supervisor(tmp_path)
+    old_index = agent.router.owner(("t", 0))
+    daemon.group.begin_moves(agent, {("t", 0): 1 - old_index}, {("t", 0): old_index})
+    assert not daemon.moves.moving
+    assert not daemon.consumer.paused  # type: ignore[union-attr]
+
+
+def test_revoking_a_moving_partition_drops_the_move(tmp_path):
+    daemon, agent, _readers = make_supervisor(tmp_path)
+    old_index = agent.router.owner(("t", 1))
+    daemon.dispatch([FakeMessage("t", 1, 0)])
+    daemon.group.begin_moves(agent, {("t", 1): 1 - old_index}, {("t", 1): old_index})
+    assert daemon.moves.moving
+    daemon.moves.forget({("t", 1)})
+    assert not daemon.moves.moving
