@@ -16,6 +16,7 @@ import contextlib
 import os
 import signal
 import time
+from collections import Counter
 from functools import partial
 from pathlib import Path
 
@@ -102,9 +103,9 @@ def test_twenty_sighups_two_broken_lose_and_repeat_nothing_and_leak_nothing(
             shm_leaked = shm_new - held_elsewhere(shm_new, tree)
             # Checked before the shutdown: a leaked zygote or fd can also hang it, and
             # the leak is the finding to report.
-            assert after == before, (
-                f"supervisor (fds, threads, children) {before} -> {after}; fds gained "
-                f"{sorted(set(fd_targets(supervisor.pid)) - set(targets_before))}")
+            gained = Counter(fd_targets(supervisor.pid)) - Counter(targets_before)
+            assert after == before, (f"supervisor (fds, threads, children) {before} -> "
+                                     f"{after}; fds gained {sorted(gained.elements())}")
             assert not shm_leaked, f"/dev/shm entries left behind: {sorted(shm_leaked)}"
             stream.stop()
             result = run.finish(daemon, stream, watcher, max_dup=0,
