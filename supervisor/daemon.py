@@ -38,7 +38,7 @@ from supervisor.offsets import OffsetTracker
 from supervisor.ops import Operations
 from supervisor.reload import Reloader
 from supervisor.router import Router
-from supervisor.topics import ensure_topics
+from supervisor.topics import connection_settings, ensure_topics
 from supervisor.zygote import Zygote, ZygoteError
 
 __all__ = ["Supervisor"]
@@ -164,7 +164,8 @@ class Supervisor:
             if cfg.on_error == "dead_letter" or (cfg.on_error == "retry"
                                                  and cfg.dead_letter_topic):
                 names.extend(cfg.dead_letter_topic_for(t) for t in agent.topics)
-        ensure_topics(names, bootstrap=self.bootstrap, embedded=self.embedded)
+        ensure_topics(names, bootstrap=self.bootstrap, embedded=self.embedded,
+                      settings=connection_settings(self.bootstrap, self.config.kafka))
 
     def start_consumer(self) -> None:
         group = self.config.group_id or self.zygote_app_id()
@@ -177,7 +178,8 @@ class Supervisor:
         self.consumer = Consumer(settings)
         self.consumer.subscribe(self.topics, on_assign=self.group.on_assign,
                                 on_revoke=self.group.on_revoke, on_lost=self.group.on_revoke)
-        self.failures = RecordFailures(self.bootstrap, self.on_failed_done, self.on_crash)
+        self.failures = RecordFailures(self.bootstrap, self.on_failed_done, self.on_crash,
+                                       connection_settings(self.bootstrap, self.config.kafka))
         self.group.next_commit = time.monotonic() + self.config.commit_interval
         log.info("consumer group %s subscribed to %s", group, ", ".join(self.topics))
 

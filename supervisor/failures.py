@@ -19,7 +19,7 @@ silent skip:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import Producer
@@ -64,8 +64,10 @@ class RecordFailures:
     """Applies ``on_error`` to failed records; ``on_done(record)`` acks one."""
 
     def __init__(self, bootstrap: str, on_done: Callable[[FailedRecord], None],
-                 on_crash: Callable[[str], None]) -> None:
+                 on_crash: Callable[[str], None],
+                 settings: Mapping[str, Any] | None = None) -> None:
         self._bootstrap = bootstrap
+        self._settings = dict(settings or {})
         self._on_done = on_done
         self._on_crash = on_crash
         self._producer: Producer | None = None
@@ -89,7 +91,7 @@ class RecordFailures:
 
     def _produce(self, record: FailedRecord) -> None:
         if self._producer is None:
-            self._producer = Producer({"bootstrap.servers": self._bootstrap,
+            self._producer = Producer({**self._settings, "bootstrap.servers": self._bootstrap,
                                        "enable.idempotence": True, "linger.ms": 5})
         topic = record.agent.config.dead_letter_topic_for(record.topic)
         headers: list[tuple[str, str | bytes | None]] = [

@@ -11,17 +11,30 @@ is asked directly.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-__all__ = ["DEFAULT_PARTITIONS", "BrokerUnreachable", "ensure_topics"]
+__all__ = ["DEFAULT_PARTITIONS", "BrokerUnreachable", "connection_settings", "ensure_topics"]
 
 log = logging.getLogger("agentd.topics")
 
 DEFAULT_PARTITIONS = 8
+
+
+#: ``[kafka]`` keys that say how to reach the cluster (TLS, SASL, sockets), as opposed to
+#: consumer tuning: the supervisor's admin client and producer need them too.
+_CONNECTION_PREFIXES = ("security.", "sasl.", "ssl.", "socket.", "client.", "broker.",
+                        "api.version", "reconnect.", "enable.ssl", "retry.backoff")
+
+
+def connection_settings(bootstrap: str, kafka: Mapping[str, Any]) -> dict[str, Any]:
+    """librdkafka settings for any client of the cluster: bootstrap plus the
+    connection keys of the config's ``[kafka]`` table."""
+    return {"bootstrap.servers": bootstrap,
+            **{k: v for k, v in kafka.items() if k.startswith(_CONNECTION_PREFIXES)}}
 
 
 class BrokerUnreachable(RuntimeError):
@@ -29,7 +42,8 @@ class BrokerUnreachable(RuntimeError):
 
 
 def ensure_topics(names: Iterable[str], *, bootstrap: str, embedded: Any = None,
-                  partitions: int = DEFAULT_PARTITIONS, timeout: float = 30.0) -> list[str]:
+                  partitions: int = DEFAULT_PARTITIONS, timeout: float = 30.0,
+                  settings: Mapping[str, Any] | None = None) -> list[str]:
     """Create every topic in ``names`` that does not exist; return those created.
 
     ``embedded`` is the in-process :class:`~supervisor.embedded.EmbeddedBroker` when
@@ -41,7 +55,7 @@ def ensure_topics(names: Iterable[str], *, bootstrap: str, embedded: Any = None,
         for name in wanted:
             embedded.create_topic(name, partitions)
         return wanted
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({**(settings or {}), "bootstrap.servers": bootstrap})
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
