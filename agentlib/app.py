@@ -13,6 +13,7 @@ resolved at connection time: ``AGENTD_BROKER`` overrides ``broker=``.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import inspect
 import itertools
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -129,17 +130,32 @@ class App:
     def task(self, fun: F) -> F: ...
 
     @overload
-    def task(self, fun: None = None, *, on_leader: bool = False) -> Callable[[F], F]: ...
+    def task(self, fun: None = None, *, on_leader: bool = False,
+             traced: bool = True) -> Callable[[F], F]: ...
 
-    def task(self, fun: F | None = None, *, on_leader: bool = False) -> Any:
-        """Register an ``async def`` to run once when the app's worker starts."""
+    def task(self, fun: F | None = None, *, on_leader: bool = False,
+             traced: bool = True) -> Any:
+        """Register an ``async def`` to run once when the app's worker starts.
+
+        The function may take one argument, the app. Tasks and timers run only under
+        agentd, in one instance per app: as in Faust, ``@app.command``s, client
+        scripts and ``test_context`` never start them.
+        """
         def register(task: F) -> F:
             self.tasks.append(task)
             return task
         return register if fun is None else register(fun)
 
-    def timer(self, seconds: float, *, on_leader: bool = False) -> Callable[[F], F]:
-        """Register an ``async def`` to run every ``seconds`` in the worker."""
+    def timer(self, interval: float | datetime.timedelta, on_leader: bool = False,
+              traced: bool = True, name: str | None = None,
+              max_drift_correction: float = 0.1) -> Callable[[F], F]:
+        """Register an ``async def`` to run every ``interval`` seconds in the worker.
+
+        Faust's signature; ``traced``, ``name`` and ``max_drift_correction`` are
+        accepted and ignored. The first run is one interval after the worker starts.
+        """
+        seconds = (interval.total_seconds() if isinstance(interval, datetime.timedelta)
+                   else float(interval))
         if seconds <= 0:
             raise ValueError("timer interval must be positive")
 

@@ -8,8 +8,11 @@ Kafka unless the agent has topic/agent sinks or answers an ``ask``;
 ``group_by``/``through``/``echo`` forwards are fed straight back to the same host,
 which is what the supervisor would do.
 
-``results`` maps event index (``event.message.offset``, as in Faust) to the value the
-agent yielded for it. An exception raised by the agent for a ``put`` is re-raised
+``results`` maps event index (the n-th ``put``, counting from 0, which is also the
+put event's ``message.offset``) to the value the agent yielded for it. Records fed
+back from a ``group_by``/``through`` topic count offsets on that topic, so they never
+shift the index of later puts; what the agent yields for them is filed under the put
+they came from. An exception raised by the agent for a ``put`` is re-raised
 from that ``put`` (the event is acked and the agent restarted, as in production).
 """
 
@@ -40,8 +43,9 @@ class AgentTestContext:
         self.errors: dict[int, BaseException] = {}
         self.done: list[RawRecord] = []
         self._stop_timeout = stop_timeout
-        self._next_offset = 0
-        self._origin: dict[int, int] = {}
+        self._next_offsets: dict[str, int] = {}
+        #: (topic, offset) of a fed-back record → index of the put it came from.
+        self._origin: dict[tuple[str, int], int] = {}
         self._waiting: dict[tuple[str, int], asyncio.Future[None]] = {}
         self._events: dict[tuple[str, int], Event[Any]] = {}
         self._host: AgentHost | None = None
@@ -100,7 +104,8 @@ class AgentTestContext:
 
     def _record(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
                 headers: tuple[tuple[str, bytes], ...]) -> RawRecord:
-        offset, self._next_offset = self._next_offset, self._next_offset + 1
+        offset = self._next_offsets.get(topic, 0)
+        self._next_offsets[topic] = offset + 1
         return RawRecord(topic, partition, offset, int(time.time() * 1000), key, value,
                          headers)
 
@@ -129,12 +134,16 @@ class AgentTestContext:
 
     async def _on_error(self, record: RawRecord, exc: BaseException,
                         attempt: int) -> ErrorVerdict:
-        self.errors[self._origin.get(record.offset, record.offset)] = exc
+        self.errors[self._put_index(record)] = exc
         return ErrorVerdict.ACK
+
+    def _put_index(self, record: RawRecord) -> int:
+        """The index of the put ``record`` is, or was fed back from."""
+        return self._origin.get((record.topic, record.offset), record.offset)
 
     def _on_yield(self, events: list[Event[Any]], value: Any) -> None:
         for event in events:
-            self.results[self._origin.get(event.message.offset, event.message.offset)] = value
+            self.results[self._put_index(event.message)] = value
 
     def _remember(self, event: Event[Any]) -> None:
         self._events[(event.message.topic, event.message.offset)] = event
@@ -150,8 +159,8 @@ class AgentTestContext:
         forwarded = self._record(record.topic, 0, record.key, record.value, record.headers)
         source = self.host.last_event
         if source is not None:
-            origin = source.message.offset
-            self._origin[forwarded.offset] = self._origin.get(origin, origin)
+            self._origin[(forwarded.topic, forwarded.offset)] = self._put_index(
+                source.message)
         finished = asyncio.get_running_loop().create_future()
         self._waiting[(forwarded.topic, forwarded.offset)] = finished
         self.host.feed(forwarded)

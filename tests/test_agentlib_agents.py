@@ -330,3 +330,165 @@ def test_tasks_timers_and_commands_are_registered():
     assert app.tasks == [on_start]
     assert [(t.seconds, t.fun) for t in app.timers] == [(2.5, every)]
     assert list(app.commands) == ["send_value"]
+
+
+def test_group_by_results_are_keyed_by_put_order():
+    app = faust.App("groupby-order")
+
+    @app.agent(app.topic("transfers", value_type=BankTransfer))
+    async def amounts(s):
+        async for transfer in s.group_by(BankTransfer.account_id):
+            yield transfer.amount
+
+    async def scenario() -> None:
+        async with amounts.test_context() as agent:
+            events = [await agent.put(BankTransfer(account, amount))
+                      for account, amount in [("a", 1.0), ("b", 2.0), ("a", 3.0)]]
+            assert [event.message.offset for event in events] == [0, 1, 2]
+            assert agent.results == {0: 1.0, 1: 2.0, 2: 3.0}
+    run(scenario())
+
+
+def test_group_by_error_is_raised_from_the_put_it_came_from():
+    app = faust.App("groupby-errors")
+
+    @app.agent(app.topic("transfers", value_type=BankTransfer))
+    async def positive(s):
+        async for transfer in s.group_by(BankTransfer.account_id):
+            if transfer.amount < 0:
+                raise ValueError("negative amount")
+            yield transfer.amount
+
+    async def scenario() -> None:
+        async with positive.test_context() as agent:
+            await agent.put(BankTransfer("a", 1.0))
+            with pytest.raises(ValueError, match="negative amount"):
+                await agent.put(BankTransfer("a", -1.0))
+            await agent.put(BankTransfer("b", 2.0))
+            assert agent.results == {0: 1.0, 2: 2.0}
+            assert list(agent.errors) == [1]
+    run(scenario())
+
+
+def test_take_within_yields_a_partial_batch_when_the_time_is_up():
+    app = faust.App("take-within")
+    batches: list[list[int]] = []
+    got_batch = asyncio.Event()
+
+    @app.agent(app.topic("numbers", value_type=int))
+    async def batcher(stream):
+        async for batch in stream.take(3, within=0.01):
+            batches.append(batch)
+            got_batch.set()
+
+    async def scenario() -> None:
+        async with batcher.test_context() as agent:
+            await agent.put(1)
+            await agent.put(2)
+            await asyncio.wait_for(got_batch.wait(), 30)
+            assert batches == [[1, 2]]
+            await agent.put(3)  # the agent asked for the next batch: 1 and 2 are done
+            assert [record.offset for record in agent.done] == [0, 1]
+    run(scenario())
+
+
+def test_take_waits_for_a_full_batch_until_within_expires():
+    app = faust.App("take-full")
+    batches: list[list[int]] = []
+
+    @app.agent(app.topic("numbers", value_type=int))
+    async def batcher(stream):
+        async for batch in stream.take(3, within=3600):
+            batches.append(batch)
+
+    async def scenario() -> None:
+        async with batcher.test_context() as agent:
+            for value in (1, 2):
+                await agent.put(value)
+            assert batches == [] and agent.done == []
+            await agent.put(3)
+            assert batches == [[1, 2, 3]]
+    run(scenario())
+
+
+def test_tasks_and_timers_do_not_run_in_commands_or_test_context():
+    from click.testing import CliRunner
+    app = faust.App("quiet", broker="kafka://unused:1")
+    ran: list[str] = []
+
+    @app.task
+    async def on_start(app: faust.App) -> None:
+        ran.append("task")
+
+    @app.timer(interval=datetime.timedelta(milliseconds=1))
+    async def tick() -> None:
+        ran.append("timer")
+
+    @app.command()
+    async def hello() -> None:
+        await asyncio.sleep(0.05)  # a timer of 1 ms would have fired by now
+        ran.append("command")
+
+    @app.agent(app.topic("q", value_type=int))
+    async def echo(stream):
+        async for value in stream:
+            yield value
+
+    async def scenario() -> None:
+        async with echo.test_context() as agent:
+            await agent.put(1)
+            await asyncio.sleep(0.05)
+    run(scenario())
+    result = CliRunner().invoke(faust.cli.build_group(app), ["hello"])
+    assert result.exit_code == 0, result.output
+    assert ran == ["command"]
+    assert [(timer.seconds, timer.fun) for timer in app.timers] == [(0.001, tick)]
+    assert app.tasks == [on_start]
+
+
+def test_current_event_is_the_event_the_agent_is_processing():
+    app = faust.App("current")
+    seen: list[tuple[Any, Any, int, bytes]] = []
+
+    @app.agent(app.topic("c", value_type=int))
+    async def agent_fun(stream):
+        async for value in stream:
+            event = faust.current_event()
+            seen.append((event.key, event.value, event.message.offset,
+                         event.headers["trace"]))
+            assert stream.current_event is event and event.value == value
+            yield value
+
+    assert faust.current_event() is None
+
+    async def scenario() -> None:
+        async with agent_fun.test_context() as agent:
+            await agent.put(10, key=b"k1", headers={"trace": b"t1"})
+            await agent.put(20, key=b"k2", headers={"trace": b"t2"})
+    run(scenario())
+    assert seen == [(b"k1", 10, 0, b"t1"), (b"k2", 20, 1, b"t2")]
+
+
+def test_noack_events_stay_in_flight_until_event_ack_and_ack_twice_is_false():
+    app = faust.App("noack2")
+    acks: list[bool] = []
+    held: list[Any] = []
+
+    @app.agent(app.topic("n", value_type=int))
+    async def manual(stream):
+        async for event in stream.noack().events():
+            held.append(event)
+            if event.value == 3:
+                acks.append(held[1].ack())
+                acks.append(held[1].ack())
+
+    async def scenario() -> None:
+        async with manual.test_context() as agent:
+            for value in (1, 2, 3):
+                await agent.put(value)
+            assert [record.offset for record in agent.done] == [1]
+            assert agent.host.in_flight == 2
+            held[0].ack()
+            held[2].ack()
+    run(scenario())
+    assert acks == [True, False]
