@@ -26,7 +26,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Codec", "CodecError", "dumps", "get_codec", "json_dumps", "loads", "register"]
+__all__ = ["Codec", "CodecError", "CodecLike", "dumps", "get_codec", "json_dumps", "loads",
+           "register"]
 
 
 class CodecError(ValueError):
@@ -34,12 +35,41 @@ class CodecError(ValueError):
 
 
 @runtime_checkable
-class Codec(Protocol):
-    """A user codec: any object with these two methods can be registered."""
+class CodecLike(Protocol):
+    """What a codec must offer: any object with these two methods can be registered."""
 
     def dumps(self, obj: Any) -> bytes: ...
 
     def loads(self, data: bytes) -> Any: ...
+
+
+class Codec:
+    """Base class for user codecs, used as in Faust: override ``_dumps``/``_loads``.
+
+    ``codecs.register("name", MyCodec())`` makes it available to topics
+    (``value_serializer="name"``) and Records (``serializer="name"``).
+    ``a | b`` chains two codecs: dumps runs ``a`` then ``b``, loads the reverse.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+
+    def dumps(self, obj: Any) -> bytes:
+        """Encode ``obj`` (calls ``_dumps``)."""
+        return self._dumps(obj)
+
+    def loads(self, data: bytes) -> Any:
+        """Decode ``data`` (calls ``_loads``)."""
+        return self._loads(data)
+
+    def _dumps(self, obj: Any) -> bytes:
+        raise NotImplementedError(f"{type(self).__name__} must define _dumps")
+
+    def _loads(self, data: bytes) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must define _loads")
+
+    def __or__(self, other: CodecLike) -> Codec:
+        return _Chain([self, other])
 
 
 def _json_default(obj: Any) -> Any:
@@ -123,19 +153,21 @@ class _Pickle:
         return pickle.loads(data)
 
 
-_registry: dict[str, Codec] = {
+_registry: dict[str, CodecLike] = {
     "json": _Json(), "raw": _Raw(), "binary": _Binary(), "pickle": _Pickle(),
 }
 
 
-def register(name: str, codec: Codec) -> None:
-    """Make ``codec`` available as ``name`` to topics, keys and values."""
+def register(name: str, codec: CodecLike) -> None:
+    """Make ``codec`` available as ``name`` to topics, keys, values and Records."""
+    if not isinstance(codec, CodecLike):
+        raise TypeError(f"codec {name!r} needs dumps() and loads(), got {codec!r}")
     if "|" in name:
         raise ValueError(f"codec name must not contain '|': {name!r}")
     _registry[name] = codec
 
 
-def get_codec(name: str | Codec) -> Codec:
+def get_codec(name: str | CodecLike) -> CodecLike:
     """The codec called ``name`` (a chain for ``"a|b"``); a Codec object passes through."""
     if not isinstance(name, str):
         return name
@@ -148,8 +180,9 @@ def get_codec(name: str | Codec) -> Codec:
         raise ValueError(f"unknown codec {name!r} (known: {sorted(_registry)})") from None
 
 
-class _Chain:
-    def __init__(self, codecs: list[Codec]) -> None:
+class _Chain(Codec):
+    def __init__(self, codecs: list[CodecLike]) -> None:
+        super().__init__()
         self._codecs = codecs
 
     def dumps(self, obj: Any) -> bytes:
@@ -164,16 +197,16 @@ class _Chain:
         return obj
 
 
-def dumps(name: str | Codec, obj: Any) -> bytes:
+def dumps(name: str | CodecLike, obj: Any) -> bytes:
     """Encode ``obj`` with the codec called ``name``."""
     return get_codec(name).dumps(obj)
 
 
-def loads(name: str | Codec, data: bytes) -> Any:
+def loads(name: str | CodecLike, data: bytes) -> Any:
     """Decode ``data`` with the codec called ``name``."""
     return get_codec(name).loads(data)
 
 
-def registered() -> Mapping[str, Codec]:
+def registered() -> Mapping[str, CodecLike]:
     """The codecs known by name (read-only view, for error messages and tests)."""
     return dict(_registry)

@@ -217,18 +217,13 @@ class Record:
         """Raise :class:`ValidationError` if a field's value is not of its declared type."""
         hints = _hints(type(self))
         for name in self._fields:
-            expected = hints.get(name)
+            expected = hints.get(name, Any)
             value = self.__dict__[name]
-            if isinstance(expected, type) and expected is not typing.Any:
-                ok = isinstance(value, expected) or (
-                    expected is float and isinstance(value, int)
-                    and not isinstance(value, bool))
-                if expected is int and isinstance(value, bool):
-                    ok = False
-                if not ok:
-                    raise ValidationError(
-                        f"{type(self).__name__}.{name}: expected {expected.__name__}, "
-                        f"got {type(value).__name__} {value!r}")
+            if not _conforms(value, expected):
+                type_name = getattr(expected, "__name__", None) or repr(expected)
+                raise ValidationError(
+                    f"{type(self).__name__}.{name}: expected {type_name}, "
+                    f"got {type(value).__name__} {value!r}")
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={self.__dict__[name]!r}" for name in self._fields)
@@ -256,6 +251,31 @@ def decode_known(obj: Any) -> Any:
     if isinstance(obj, list):
         return [decode_known(item) for item in obj]
     return obj
+
+
+def _conforms(value: Any, expected: Any) -> bool:
+    """Whether ``value`` fits the annotation ``expected`` (``validation=True``).
+
+    Unions and ``Optional`` accept any member; generic containers are checked by their
+    container type (``list[int]`` accepts any list); ``int`` refuses ``bool`` and
+    ``float`` accepts ``int``. What it cannot judge (``Literal``, type variables) passes.
+    """
+    if expected is Any or expected is object:
+        return True
+    origin = typing.get_origin(expected)
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, option) for option in typing.get_args(expected))
+    if expected is None or expected is type(None):
+        return value is None
+    if origin is not None:
+        expected = origin
+    if not isinstance(expected, type):
+        return True
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is float:
+        return isinstance(value, float | int) and not isinstance(value, bool)
+    return isinstance(value, expected)
 
 
 def _model_of(obj: Mapping[str, Any]) -> type[Record] | None:

@@ -36,8 +36,8 @@ class Topic:
     """One or more Kafka topic names sharing a schema; the first is the main one."""
 
     def __init__(self, app: App, *topics: str, key_type: Any = None, value_type: Any = None,
-                 key_serializer: str | codecs.Codec | None = None,
-                 value_serializer: str | codecs.Codec | None = None,
+                 key_serializer: str | codecs.CodecLike | None = None,
+                 value_serializer: str | codecs.CodecLike | None = None,
                  partitions: int | None = None, replicas: int | None = None,
                  retention: float | None = None, compacting: bool | None = None,
                  internal: bool = False, config: Mapping[str, Any] | None = None,
@@ -66,20 +66,20 @@ class Topic:
 
     # -- coding -------------------------------------------------------------------
 
-    def _key_codec(self) -> str | codecs.Codec:
+    def _key_codec(self) -> str | codecs.CodecLike:
         if self.key_serializer is not None:
             return self.key_serializer
-        codec: str | codecs.Codec = self.app.conf.get("key_serializer", "raw")
+        codec: str | codecs.CodecLike = self.app.conf.get("key_serializer", "raw")
         return codec
 
-    def _value_codec(self) -> str | codecs.Codec:
+    def _value_codec(self) -> str | codecs.CodecLike:
         if self.value_serializer is not None:
             return self.value_serializer
         if self.value_type is bytes:
             return "raw"
         if isinstance(self.value_type, type) and issubclass(self.value_type, Record):
             return self.value_type._serializer
-        codec: str | codecs.Codec = self.app.conf.get("value_serializer", "json")
+        codec: str | codecs.CodecLike = self.app.conf.get("value_serializer", "json")
         return codec
 
     def encode_key(self, key: Any) -> bytes | None:

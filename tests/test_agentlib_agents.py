@@ -492,3 +492,25 @@ def test_noack_events_stay_in_flight_until_event_ack_and_ack_twice_is_false():
             held[2].ack()
     run(scenario())
     assert acks == [True, False]
+
+
+def test_value_failing_validation_goes_to_on_error_and_the_agent_keeps_running():
+    app = faust.App("validated")
+
+    class Order(faust.Record, validation=True, namespace="tests.agents.Order"):
+        item: str
+        quantity: int
+
+    @app.agent(app.topic("orders", value_type=Order))
+    async def orders(stream):
+        async for order in stream:
+            yield order.quantity
+
+    async def scenario() -> None:
+        async with orders.test_context() as agent:
+            with pytest.raises(faust.ValidationError, match=r"Order\.quantity"):
+                await agent.put({"item": "pen", "quantity": "two"})
+            await agent.put(Order("pen", 2))
+            assert agent.results == {1: 2}
+            assert [record.offset for record in agent.done] == [0, 1]
+    run(scenario())

@@ -199,3 +199,43 @@ def test_app_command_runs_the_async_function_with_parsed_arguments():
     assert result.exit_code == 0, result.output
     assert calls == [(4, 8, True), (1, 2, False)]
     assert app._producer is None  # a command that sends nothing never connects
+
+
+def test_kvmap_sends_each_key_as_the_message_key_and_yields_every_reply():
+    app, producer = client_app()
+
+    @app.agent(app.topic("pow2"))
+    async def pow2(stream):
+        async for value in stream:
+            yield value * value
+
+    async def collect() -> list[int]:
+        async def items() -> Any:
+            for key, value in ((b"a", 2), (b"b", 3), (b"c", 4)):
+                yield key, value
+        return [reply async for reply in pow2.kvmap(items())]
+
+    assert sorted(asyncio.run(collect())) == [4, 9, 16]
+    assert [(s.key, s.value) for s in producer.sent] == [(b"a", b"2"), (b"b", b"3"),
+                                                         (b"c", b"4")]
+
+
+def test_join_and_kvjoin_over_async_iterables_keep_input_order():
+    app, producer = client_app()
+
+    @app.agent(app.topic("pow2"))
+    async def pow2(stream):
+        async for value in stream:
+            yield value * value
+
+    async def values() -> Any:
+        for value in (5, 6, 7):
+            yield value
+
+    async def pairs() -> Any:
+        for key, value in (("x", 8), ("y", 9)):
+            yield key, value
+
+    assert asyncio.run(pow2.join(values())) == [25, 36, 49]
+    assert asyncio.run(pow2.kvjoin(pairs())) == [64, 81]
+    assert [s.key for s in producer.sent[-2:]] == [b"x", b"y"]

@@ -216,3 +216,104 @@ def test_generated_records_match_faust_bytes_and_decode_both_ways():
         assert FaustMixed.loads(our_bytes, serializer="json").asdict() == theirs.asdict()
 
     check()
+
+
+class _Reversed(agentlib.Codec):
+    """A Faust-style user codec: only ``_dumps``/``_loads`` are written."""
+
+    def _dumps(self, obj: Any) -> bytes:
+        return bytes(reversed(json.dumps(obj).encode()))
+
+    def _loads(self, data: bytes) -> Any:
+        return json.loads(bytes(reversed(data)))
+
+
+codecs.register("reversed-test", _Reversed())
+
+
+class Reading(agentlib.Record, serializer="reversed-test", namespace="tests.records.Reading"):
+    sensor: str
+    value: float
+
+
+def test_faust_style_codec_subclass_is_registered_by_name_for_topics_and_records():
+    from agentlib.serializers import codecs as faust_path_codecs
+    assert faust_path_codecs.get_codec("reversed-test") is codecs.get_codec("reversed-test")
+    reading = Reading("t1", 1.5)
+    assert reading.dumps() == bytes(reversed(json.dumps(reading.to_representation()).encode()))
+    assert Reading.loads(reading.dumps()) == reading
+    topic = agentlib.App("user-codec").topic("readings", value_type=Reading)
+    data = topic.encode_value(reading)
+    assert data == reading.dumps()
+    assert topic.decode_value(topic.load_value(data)) == reading
+
+
+def test_user_codecs_chain_with_the_pipe_operator_and_by_name():
+    chained = _Reversed() | codecs.get_codec("binary")
+    data = chained.dumps({"k": 1})
+    assert data == codecs.dumps("reversed-test|binary", {"k": 1})
+    assert chained.loads(data) == {"k": 1}
+
+
+def test_register_refuses_an_object_that_is_not_a_codec():
+    with pytest.raises(TypeError, match="dumps"):
+        codecs.register("broken-test", object())  # type: ignore[arg-type]
+
+
+class Typed(agentlib.Record, validation=True, namespace="tests.records.Typed"):
+    count: int
+    tags: list[str]
+    parent: Point | None = None
+    note: str | None = None
+
+
+def test_validation_accepts_optional_unions_and_container_types():
+    assert Typed(1, ["a"]).parent is None
+    assert Typed(1, [], Point(1, 2), "n").parent == Point(1, 2)
+    assert Typed.from_data({"count": 2, "tags": [], "parent": {"x": 1}}).parent == Point(1)
+    with pytest.raises(agentlib.ValidationError, match=r"Typed\.parent"):
+        Typed(1, [], parent="not a point")
+
+
+@pytest.mark.parametrize("fields, wrong", [
+    ({"count": True, "tags": []}, "Typed.count"),
+    ({"count": 1, "tags": "abc"}, "Typed.tags"),
+    ({"count": 1, "tags": [], "note": 5}, "Typed.note"),
+])
+def test_validation_rejects_wrong_types_when_built_and_when_decoded(fields: dict[str, Any],
+                                                                    wrong: str):
+    with pytest.raises(agentlib.ValidationError, match=wrong):
+        Typed(**fields)
+    with pytest.raises(agentlib.ValidationError, match=wrong):
+        Typed.loads(json.dumps(fields).encode())
+
+
+class Event(agentlib.Record, isodates=True, namespace="tests.records.Event"):
+    name: str
+    at: datetime.datetime
+    until: datetime.datetime | None = None
+
+
+class FaustEvent(faust.Record, isodates=True, namespace="tests.records.Event"):
+    name: str
+    at: datetime.datetime
+    until: datetime.datetime | None = None
+
+
+def test_isodates_parses_optional_datetimes_from_faust_bytes():
+    start = datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+    end = datetime.datetime(2024, 1, 3, tzinfo=datetime.UTC)
+    decoded = Event.loads(FaustEvent("e", start, end).dumps(serializer="json"))
+    assert (decoded.at, decoded.until) == (start, end)
+    assert Event.loads(FaustEvent("e", start).dumps(serializer="json")).until is None
+    assert FaustEvent.loads(Event("e", start, end).dumps(), serializer="json").until == end
+
+
+def test_namespace_decides_the_record_a_value_decodes_to():
+    class Renamed(agentlib.Record, namespace="tests.records.renamed-v2"):
+        v: int
+
+    payload = json.loads(Renamed(3).dumps())
+    assert payload["__faust"] == {"ns": "tests.records.renamed-v2"}
+    assert decode_known(payload) == Renamed(3)
+    assert agentlib.App("ns").topic("t").decode_value(payload) == Renamed(3)
