@@ -149,7 +149,9 @@ class Operations:
         counted and, being the newest problem, becomes status's ``last_error``."""
         self.seen.errors[inst.label] = self.seen.errors.get(inst.label, 0) + 1
         if message:
-            self.seen.last_error = {"at": time.time(), "level": "ERROR",
+            now = time.time()
+            self.seen.instance_errors[inst.label] = {"at": now, "message": message}
+            self.seen.last_error = {"at": now, "level": "ERROR",
                                     "message": f"{inst.label}: {message}"}
 
     def on_commit_sent(self) -> None:

@@ -38,6 +38,7 @@ class Observations:
 
     started_at: float = field(default_factory=time.time)
     errors: dict[str, int] = field(default_factory=dict)          # instance label → count
+    instance_errors: dict[str, dict[str, Any]] = field(default_factory=dict)  # label → newest
     committed: dict[tuple[str, int], int] = field(default_factory=dict)
     commits: int = 0
     commit_failures: int = 0
@@ -113,6 +114,7 @@ def build(daemon: Supervisor, seen: Observations, probe: ProcessProbe) -> dict[s
             "agent": inst.agent.name, "index": inst.index, "pid": pid,
             "state": state, "restarts": inst.restarts,
             "processed": inst.processed, "errors": seen.errors.get(inst.label, 0),
+            "last_error": seen.instance_errors.get(inst.label),
             "in_flight": len(inst.unacked), "pending": len(inst.pending),
             "rss_bytes": rss, "cpu_percent": cpu,
             "partitions": _instance_partitions(daemon, inst, partition_by_key),

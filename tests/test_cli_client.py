@@ -122,6 +122,21 @@ def test_status_table_names_every_instance(daemon):
     assert done.stdout.startswith("agentd ")
 
 
+def test_status_shows_the_newest_record_error_of_the_instance_that_had_it(
+        daemon, kafka_bootstrap):
+    kafkatools.produce(kafka_bootstrap, "adding", [(b"bad", b"{not json")])
+
+    def errored_instance():
+        doc = json.loads(agentd(daemon, "status", "--json").stdout)
+        hit = [i for i in doc["instances"] if i["last_error"] is not None]
+        return (doc, hit[0]) if hit else None
+
+    doc, inst = wait_until(errored_instance, 30, "an instance to report the bad record")
+    assert inst["errors"] >= 1 and inst["last_error"]["message"]
+    assert inst["last_error"]["at"] <= doc["started_at"] + doc["uptime_s"] + 1
+    assert doc["last_error"] is not None
+
+
 def test_stop_drains_and_returns_once_the_daemon_exited(daemon):
     done = agentd(daemon, "stop")
     assert done.returncode == 0, done.stderr
