@@ -25,6 +25,7 @@ import asyncio
 import atexit
 import collections
 import contextlib
+import json
 import logging
 import os
 import threading
@@ -80,6 +81,14 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def client_settings() -> dict[str, Any]:
+    """How to reach the cluster beyond its address (TLS, SASL, ...): the supervisor puts
+    its config's ``[kafka]`` connection keys in ``AGENTD_KAFKA_CLIENT`` (JSON) for
+    every process of an app; empty elsewhere."""
+    raw = os.environ.get("AGENTD_KAFKA_CLIENT")
+    return dict(json.loads(raw)) if raw else {}
 
 
 def bootstrap_servers(broker: str | Sequence[str] | None = None) -> str:
@@ -156,7 +165,7 @@ class KafkaProducer:
 
     def config(self) -> dict[str, Any]:
         """The full librdkafka configuration the handle is (or will be) made with."""
-        return {"bootstrap.servers": self.bootstrap, **PRODUCER_CONFIG,
+        return {"bootstrap.servers": self.bootstrap, **client_settings(), **PRODUCER_CONFIG,
                 "error_cb": _log_client_error, **self._extra_config}
 
     def _ensure(self) -> Producer:

@@ -190,6 +190,7 @@ class ReplyConsumer:
             # This consumer never auto-creates: its metadata refreshes could otherwise
             # bring the topic back after close() deleted it.
             consumer = Consumer({
+                **kafka.client_settings(),
                 "bootstrap.servers": bootstrap,
                 "group.id": self._topic,          # required by the client; never joined
                 "enable.auto.commit": False,
@@ -221,7 +222,7 @@ class ReplyConsumer:
 
     def _create_topic(self, bootstrap: str) -> tuple[bool, bool]:
         """Create the topic: (is it new, i.e. ours; did create_topics make or find it)."""
-        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin = AdminClient({**kafka.client_settings(), "bootstrap.servers": bootstrap})
         spec = NewTopic(self._topic, num_partitions=1, replication_factor=-1,
                         config={"cleanup.policy": "delete",
                                 "retention.ms": str(REPLY_EXPIRES_MS)})
@@ -245,7 +246,8 @@ class ReplyConsumer:
 
     def _wait_for_partitions(self, bootstrap: str, *, auto_create: bool) -> list[int]:
         """The topic's partitions, asking (with auto-creation if told) until it has some."""
-        probe = Consumer({"bootstrap.servers": bootstrap, "group.id": self._topic,
+        probe = Consumer({**kafka.client_settings(), "bootstrap.servers": bootstrap,
+                          "group.id": self._topic,
                           "allow.auto.create.topics": auto_create,
                           "error_cb": _log_client_error})
         try:
@@ -265,7 +267,8 @@ class ReplyConsumer:
                              f"create_topics nor auto-creation made it ({last_error})")
 
     def _delete_topic(self, timeout: float) -> None:
-        admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers(self._broker)})
+        admin = AdminClient({**kafka.client_settings(),
+                             "bootstrap.servers": kafka.bootstrap_servers(self._broker)})
         future = admin.delete_topics([self._topic], request_timeout=min(timeout, 3.0),
                                      operation_timeout=min(timeout, 3.0))[self._topic]
         try:
