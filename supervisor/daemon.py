@@ -17,6 +17,7 @@ keeps the records it holds so a crash re-dispatches them.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import select
@@ -134,8 +135,7 @@ class Supervisor:
                      self.bootstrap)
 
     def start_zygote(self) -> None:
-        env = {**os.environ, "AGENTD_BROKER": self.bootstrap,
-               "AGENTD_LOG_LEVEL": self.config.log_level}
+        env = self.zygote_env(self.config)
         self.zygote = Zygote.start(list(self.config.app), env)
         self.config = validate_agent_names(self.config, [a.name for a in self.zygote.agents])
         for lane, spec in enumerate(self.zygote.agents):
@@ -156,6 +156,15 @@ class Supervisor:
                      ", ".join(spec.topics))
         if not self.topics:
             raise RuntimeError("the app defines no agents: nothing to run")
+
+    def zygote_env(self, config: Config) -> dict[str, str]:
+        """The environment of a zygote (and so of its instances): where Kafka is and how
+        to connect (``[kafka]`` TLS/SASL keys for agentlib's clients), the log level."""
+        client = connection_settings(self.bootstrap, config.kafka)
+        del client["bootstrap.servers"]
+        return {**os.environ, "AGENTD_BROKER": self.bootstrap,
+                "AGENTD_KAFKA_CLIENT": json.dumps(client),
+                "AGENTD_LOG_LEVEL": config.log_level}
 
     def create_topics(self) -> None:
         names = list(self.topics)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import select
 import socket
 import subprocess
@@ -215,8 +214,7 @@ class Reloader:
             self.refuse(exc)
             return
         self.new_config = config
-        env = {**os.environ, "AGENTD_BROKER": daemon.bootstrap,
-               "AGENTD_LOG_LEVEL": config.log_level}
+        env = daemon.zygote_env(config)
         try:
             self.canary = Canary(list(config.app), env)
         except OSError as exc:
