@@ -22,6 +22,11 @@ def test_mypy_strict_accepts_the_typed_agent_example():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_mypy_strict_accepts_stream_operators_codecs_tasks_timers_and_test_context():
+    result = _mypy_strict(HERE / "typed_stream_api_example.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_mypy_strict_rejects_a_wrongly_typed_agent(tmp_path: Path):
     wrong = tmp_path / "wrong_agent.py"
     wrong.write_text(

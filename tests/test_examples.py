@@ -73,7 +73,7 @@ def test_group_by_repartitions_through_the_named_topic():
                 await agent.put(transfer)
             return agent.results
 
-    assert list(asyncio.run(run()).values()) == transfers
+    assert asyncio.run(run()) == dict(enumerate(transfers))  # keyed by put order
 
 
 def test_concurrent_news_importer_stores_articles_with_parsed_dates():
@@ -98,7 +98,7 @@ def test_pow2_squares():
                 await agent.put(n)
             return agent.results
 
-    assert list(asyncio.run(run()).values()) == [n * n for n in pow2.NUMBERS]
+    assert asyncio.run(run()) == {i: n * n for i, n in enumerate(pow2.NUMBERS)}
 
 
 def test_quickstart_prints_each_sum(capsys: pytest.CaptureFixture[str]):
