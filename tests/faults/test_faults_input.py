@@ -6,6 +6,9 @@
    ``dead_letter``: the raw record in the DLQ), the offsets advance past it, the daemon
    neither crashes nor stalls, and every good message around them reaches the sink.
    Garbage headers on an otherwise good message are not an error: it must come out.
+   A header *name* that is not UTF-8 (legal in the protocol, written by non-Java
+   clients; see ``rawkafka``) cannot be handed to an agent as ``str``: that message
+   goes to ``on_error`` too, and must never stop the supervisor.
 8. A poison message (its instance dies on it): after ``poison_after`` crashes it goes
    to the DLQ with the error headers, and the stream goes on.
 """
@@ -20,6 +23,7 @@ from typing import Any
 import kafkatools
 import pytest
 from faultkit import KEYS, FaultRun, Scale, load, until
+from rawkafka import produce_with_raw_header
 
 RECORD_AGENT = """
 import os
@@ -67,6 +71,8 @@ async def guarded(stream):
 GARBAGE_HEADERS = [("\x00\xff\u20ac\ud7ff", bytes(range(256))), ("", b"\xc3\x28\xff"),
                    ("agentd-error", b"\x00" * 5), ("null", None)]
 TOO_BIG = 100_000   # the ring below is 64 KiB
+#: Produced once per run through librdkafka directly, with a non-UTF-8 header name.
+RAW_HEADER_VALUE = json.dumps({"key": "k0", "seq": -2}).encode()
 
 
 def bad_messages() -> list[tuple[Any, Any, Any]]:
@@ -115,18 +121,20 @@ def test_bad_messages_go_through_on_error_and_the_stream_flows(
     agents = {"checked": {"instances": 2, "on_error": policy, "ring_size": "64KiB"}}
     with run.daemon(agents, {"fault_typed": RECORD_AGENT}, app="fault_typed:app") as daemon:
         daemon.wait_consuming()
+        produce_with_raw_header(kafka_bootstrap, run.source, b"raw", RAW_HEADER_VALUE,
+                                b"\xff\xfe\x80name", b"\x00\xff")
         with load(run, scale.rate, encode=json_numbered, extra=mix_in) as (stream, watcher):
             until(daemon, lambda: stream.extras_sent >= scale.bad_rounds * len(bad_messages()),
                   120, "the bad messages to be sent")
             stream.stop()
             run.finish(daemon, stream, watcher, max_dup=0,
-                       note=f"{stream.extras_sent} bad, on_error={policy}")
-    bad = stream.extras_sent
+                       note=f"{stream.extras_sent + 1} bad, on_error={policy}")
+    bad = stream.extras_sent + 1   # and the raw header name
     assert "died" not in daemon.log(), "bad input must never kill an instance"
     dead = kafkatools.read_to_end(kafka_bootstrap, dlq)
     if policy == "dead_letter":
-        rounds = bad // len(bad_messages())
-        expected = [v or b"" for _, v, _ in bad_messages()] * rounds
+        rounds = stream.extras_sent // len(bad_messages())
+        expected = [v or b"" for _, v, _ in bad_messages()] * rounds + [RAW_HEADER_VALUE]
         assert sorted(r.value or b"" for r in dead) == sorted(expected)
         assert all(dict(r.headers).get("agentd-error") for r in dead)
         assert any(b"exceeds the ring" in dict(r.headers)["agentd-error"] for r in dead)
