@@ -8,10 +8,11 @@ report, an async sink awaited). Errors, decode errors included, go to ``on_error
 with the raw record; its verdict acks the record or feeds it again before anything
 after it. The contract is written in ``docs/architecture.md`` ("agentlib seam").
 
-Bookkeeping: every fed record gets a :class:`_Ticket` the moment it is decoded; the
-ticket counts the sink deliveries still outstanding and whether the agent moved past
-it. ``on_done`` fires when both are settled, exactly once per fed record (a retried
-record's old ticket is abandoned; its new one finishes it).
+Bookkeeping lives in :mod:`agentlib.tickets`: every fed record gets a ticket the
+moment it is decoded; the ticket counts the sink deliveries still outstanding and
+whether the agent moved past it. ``on_done`` fires when both are settled, exactly
+once per fed record (a retried record's old ticket is abandoned; its new one
+finishes it).
 
 An agent exception restarts the agent function on the same stream (Faust's
 OneForOne supervisor), after ``on_error`` decided about the events it was holding.
@@ -34,6 +35,7 @@ from agentlib.events import Event
 from agentlib.reqrep import split_request
 from agentlib.sinks import deliver, produce_soon
 from agentlib.streams import Stream
+from agentlib.tickets import HostCrashed, Ledger, Ticket
 from agentlib.topics import Channel, Topic
 
 if TYPE_CHECKING:
@@ -72,34 +74,6 @@ OnYield = Callable[[list[Event[Any]], Any], None]
 Forwarder = Callable[[RawRecord], Awaitable[Any] | None]
 
 
-class _HostCrashed(BaseException):
-    """Unwinds the agent after ``on_error`` raised (BaseException: agents' ``except
-    Exception`` must not swallow it)."""
-
-
-class _Ticket:
-    """The host's record of one fed message while it is in flight."""
-
-    __slots__ = ("abandoned", "attempt", "finished", "host", "moved_past", "pending",
-                 "record")
-
-    def __init__(self, host: AgentHost, record: RawRecord, attempt: int) -> None:
-        self.host = host
-        self.record = record
-        self.attempt = attempt
-        self.moved_past = False
-        self.pending = 0
-        self.finished = False
-        self.abandoned = False
-
-    def ack(self) -> bool:
-        if self.moved_past or self.abandoned:
-            return False
-        self.moved_past = True
-        self.host._maybe_done(self)
-        return True
-
-
 class AgentHost:
     """Runs one instance of one agent for a worker.
 
@@ -115,7 +89,6 @@ class AgentHost:
                  on_event: Callable[[Event[Any]], None] | None = None) -> None:
         self.agent = agent
         self.app = agent.app
-        self._on_done = on_done
         self._on_error = on_error
         self._producer = producer
         self._forwarder = forwarder
@@ -125,14 +98,11 @@ class AgentHost:
         self._current: list[Event[Any]] = []
         self._last_event: Event[Any] | None = None
         self._topics: dict[str, Topic] = {name: agent.channel for name in agent.channel.topics}
-        self._in_flight = 0
         self._stopping = False
-        self._fatal: BaseException | None = None
         self._task: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Future[Any]] = set()
         self._wakeup = asyncio.Event()
-        self._drained = asyncio.Event()
-        self._drained.set()
+        self._ledger = Ledger(agent.name, on_done=on_done, retry_wanted=self._retry_wanted,
+                              wake=self._wakeup.set, requeue=self._requeue)
         self.idle = asyncio.Event()
         self._pulls = 0
 
@@ -153,8 +123,7 @@ class AgentHost:
         if self._stopping:
             raise RuntimeError("AgentHost is stopping: no more records")
         self._queue.append((record, 1))
-        self._in_flight += 1
-        self._drained.clear()
+        self._ledger.fed()
         self.idle.clear()
         self._wakeup.set()
 
@@ -166,7 +135,7 @@ class AgentHost:
     @property
     def in_flight(self) -> int:
         """Records fed and not yet reported done."""
-        return self._in_flight
+        return self._ledger.in_flight
 
     async def stop(self, timeout: float) -> None:
         """Finish what was fed, then stop; raise what ``on_error`` raised (crash policy).
@@ -185,16 +154,15 @@ class AgentHost:
             await asyncio.wait_for(self._finish(task), timeout)
         except TimeoutError:
             log.warning("agent %s: %d record(s) unfinished after %.1fs; cancelled",
-                        self.agent.name, self._in_flight, timeout)
+                        self.agent.name, self._ledger.in_flight, timeout)
             task.cancel()
-            for future in list(self._background):
-                future.cancel()
-        if self._fatal is not None:
-            raise self._fatal
+            self._ledger.cancel_pending()
+        if self._ledger.fatal is not None:
+            raise self._ledger.fatal
 
     async def _finish(self, task: asyncio.Task[None]) -> None:
         await asyncio.shield(task)
-        await self._drained.wait()
+        await self._ledger.drained.wait()
 
     # -- the stream's side (StreamSource) -----------------------------------------
 
@@ -204,8 +172,8 @@ class AgentHost:
         if release:
             self._release_current(auto_ack)
         while True:
-            if self._fatal is not None:
-                raise _HostCrashed()
+            if self._ledger.fatal is not None:
+                raise HostCrashed()
             if not self._queue:
                 if self._stopping:
                     raise StopAsyncIteration
@@ -221,13 +189,13 @@ class AgentHost:
                     return None
                 continue
             record, attempt = self._queue.popleft()
-            ticket = _Ticket(self, record, attempt)
+            ticket = self._ledger.ticket(record, attempt)
             try:
                 event = self._decode(record, ticket)
             except Exception as exc:
                 log.warning("agent %s: cannot decode %s[%d]@%d: %r", self.agent.name,
                             record.topic, record.partition, record.offset, exc)
-                await self._decide([ticket], exc)
+                await self._ledger.decide([ticket], exc)
                 continue
             self._pulls += 1
             self._current.append(event)
@@ -239,16 +207,16 @@ class AgentHost:
     def forward(self, event: Event[Any], topic: Topic, key: Any) -> None:
         """Produce ``event``'s raw value to ``topic`` keyed by ``key``; it holds the event."""
         ticket = event._ticket
-        assert isinstance(ticket, _Ticket)
+        assert isinstance(ticket, Ticket)
         message = event.message
         record = RawRecord(topic.get_topic_name(), -1, -1, message.timestamp_ms,
                            topic.encode_key(key), message.value, message.headers)
         if self._forwarder is not None:
             delivery = self._forwarder(record)
             if delivery is not None:
-                self._hold([ticket], asyncio.ensure_future(delivery))
+                self._ledger.hold([ticket], asyncio.ensure_future(delivery))
             return
-        self._hold([ticket], produce_soon(self._producer_now(), record.topic, record.key,
+        self._ledger.hold([ticket], produce_soon(self._producer_now(), record.topic, record.key,
                                           record.value, list(record.headers)))
 
     def declare(self, topic: Topic) -> None:
@@ -273,7 +241,7 @@ class AgentHost:
 
     # -- internals ----------------------------------------------------------------
 
-    def _decode(self, record: RawRecord, ticket: _Ticket) -> Event[Any]:
+    def _decode(self, record: RawRecord, ticket: Ticket) -> Event[Any]:
         topic = self._topics.get(record.topic, self.agent.channel)
         headers = dict(record.headers)
         payload, reply_to, correlation_id = split_request(topic.load_value(record.value),
@@ -287,75 +255,23 @@ class AgentHost:
             for event in current:
                 event.ack()
 
-    def _maybe_done(self, ticket: _Ticket) -> None:
-        if ticket.moved_past and ticket.pending == 0 and not ticket.finished \
-                and not ticket.abandoned:
-            ticket.finished = True
-            self._in_flight -= 1
-            if self._in_flight == 0:
-                self._drained.set()
-            try:
-                self._on_done(ticket.record)
-            except BaseException as exc:  # the caller's bug, not the agent's: crash
-                if self._fatal is None:
-                    self._fatal = exc
-                self._wakeup.set()
+    async def _retry_wanted(self, record: RawRecord, error: BaseException,
+                            attempt: int) -> bool:
+        return await self._on_error(record, error, attempt) is ErrorVerdict.RETRY
 
-    def _hold(self, tickets: list[_Ticket], delivery: asyncio.Future[Any]) -> None:
-        """Keep ``tickets`` from finishing until ``delivery`` completes."""
-        for ticket in tickets:
-            ticket.pending += 1
-        self._background.add(delivery)
-        delivery.add_done_callback(lambda future: self._delivered(tickets, future))
-
-    def _delivered(self, tickets: list[_Ticket], delivery: asyncio.Future[Any]) -> None:
-        self._background.discard(delivery)
-        error = None if delivery.cancelled() else delivery.exception()
-        for ticket in tickets:
-            ticket.pending -= 1
-        if error is None:
-            for ticket in tickets:
-                self._maybe_done(ticket)
-            return
-        log.warning("agent %s: a sink delivery failed: %r", self.agent.name, error)
-        decision = asyncio.ensure_future(self._decide_quietly(tickets, error))
-        self._background.add(decision)
-        decision.add_done_callback(self._background.discard)
-
-    async def _decide_quietly(self, tickets: list[_Ticket], error: BaseException) -> None:
-        try:
-            await self._decide(tickets, error)
-        except _HostCrashed:
-            self._wakeup.set()  # the agent notices the crash at its next pull
-
-    async def _decide(self, tickets: list[_Ticket], error: BaseException) -> None:
-        """Ask ``on_error`` about each ticket; RETRY re-queues them first, in order."""
-        retries: list[_Ticket] = []
-        for ticket in tickets:
-            if ticket.finished or ticket.abandoned:
-                continue
-            try:
-                verdict = await self._on_error(ticket.record, error, ticket.attempt)
-            except BaseException as crash:
-                self._fatal = crash
-                raise _HostCrashed() from crash
-            if verdict is ErrorVerdict.RETRY:
-                ticket.abandoned = True
-                retries.append(ticket)
-            else:
-                ticket.ack()
-                self._maybe_done(ticket)
-        for ticket in reversed(retries):
+    def _requeue(self, tickets: list[Ticket]) -> None:
+        """Feed the records of ``tickets`` again, in order, before anything queued."""
+        for ticket in reversed(tickets):
             self._queue.appendleft((ticket.record, ticket.attempt + 1))
-        if retries:
-            self._wakeup.set()
+        self._wakeup.set()
 
     def _producer_now(self) -> Any:
         return self._producer if self._producer is not None else self.app.producer
 
     def _hold_events(self, events: Sequence[Event[Any]], delivery: asyncio.Future[Any]
                      ) -> None:
-        self._hold([e._ticket for e in events if isinstance(e._ticket, _Ticket)], delivery)
+        self._ledger.hold([e._ticket for e in events if isinstance(e._ticket, Ticket)],
+                          delivery)
 
     async def _deliver(self, value: Any) -> None:
         """Hand one yielded value to its reply address(es), then to every sink."""
@@ -372,24 +288,24 @@ class AgentHost:
             pulls_before = self._pulls
             try:
                 await self._run_once(stream)
-            except _HostCrashed:
-                assert self._fatal is not None
-                raise self._fatal from None
+            except HostCrashed:
+                assert self._ledger.fatal is not None
+                raise self._ledger.fatal from None
             except Exception as exc:
                 if self._pulls == pulls_before and not self._current:
                     # It fails before reading anything: restarting would spin forever.
                     log.error("agent %s raised before reading its stream; stopping",
                               self.agent.name)
-                    self._fatal = exc
+                    self._ledger.fatal = exc
                     raise
                 log.exception("agent %s raised; restarting it", self.agent.name)
-                failed = [e._ticket for e in self._current if isinstance(e._ticket, _Ticket)]
+                failed = [e._ticket for e in self._current if isinstance(e._ticket, Ticket)]
                 self._current = []
                 try:
-                    await self._decide(failed, exc)
-                except _HostCrashed:
-                    assert self._fatal is not None
-                    raise self._fatal from None
+                    await self._ledger.decide(failed, exc)
+                except HostCrashed:
+                    assert self._ledger.fatal is not None
+                    raise self._ledger.fatal from None
                 continue
             self._release_current(True)
             if self._stopping and not self._queue:
