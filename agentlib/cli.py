@@ -19,7 +19,7 @@ import click
 if TYPE_CHECKING:
     from agentlib.app import App
 
-__all__ = ["argument", "build_group", "make_command", "option"]
+__all__ = ["Command", "argument", "build_group", "make_command", "option"]
 
 
 def argument(*args: Any, **kwargs: Any) -> Callable[[Any], Any]:
@@ -37,21 +37,47 @@ def option(*args: Any, **kwargs: Any) -> Callable[[Any], Any]:
     return click.option(*args, **kwargs)
 
 
+class Command:
+    """What a command function whose first parameter is ``self`` receives, as in Faust.
+
+    Faust makes such a function a method of its command class; the parts command code
+    uses are here: ``app``, ``say`` (stdout) and ``carp`` (stderr).
+    """
+
+    def __init__(self, app: App, name: str) -> None:
+        self.app = app
+        self.name = name
+
+    def say(self, message: Any) -> None:
+        """Print ``message`` to stdout."""
+        click.echo(message)
+
+    def carp(self, message: Any) -> None:
+        """Print ``message`` to stderr."""
+        click.echo(message, err=True)
+
+
 def make_command(app: App, fun: Callable[..., Any], options: Sequence[Callable[[Any], Any]],
                  name: str | None = None) -> click.Command:
-    """A click command running ``fun`` (sync or async) as a client of ``app``."""
+    """A click command running ``fun`` (sync or async) as a client of ``app``.
 
-    @functools.wraps(fun)
+    A first parameter named ``self`` gets a :class:`Command`; the others are the
+    command line's arguments and options by name.
+    """
+    command_name = name or fun.__name__
+    takes_self = next(iter(inspect.signature(fun).parameters), None) == "self"
+
     def run(**kwargs: Any) -> Any:
-        result = fun(**kwargs)
+        result = fun(Command(app, command_name), **kwargs) if takes_self else fun(**kwargs)
         if inspect.isawaitable(result):
             return asyncio.run(app.run_client(result))
         return result
 
+    functools.update_wrapper(run, fun)
     command: Any = run
     for decorate in reversed(options):
         command = decorate(command)
-    return click.command(name=name or fun.__name__, help=inspect.getdoc(fun))(command)
+    return click.command(name=command_name, help=inspect.getdoc(fun))(command)
 
 
 def build_group(app: App) -> click.Group:

@@ -239,3 +239,17 @@ def test_join_and_kvjoin_over_async_iterables_keep_input_order():
     assert asyncio.run(pow2.join(values())) == [25, 36, 49]
     assert asyncio.run(pow2.kvjoin(pairs())) == [64, 81]
     assert [s.key for s in producer.sent[-2:]] == [b"x", b"y"]
+
+
+def test_app_command_taking_self_gets_the_app_and_say_as_in_faust():
+    from click.testing import CliRunner
+    app = faust.App("commands-self", broker="kafka://unused:1")
+
+    @app.command(faust.cli.option("--times", type=int, default=1))
+    async def greet(self: Any, times: int) -> None:
+        for _ in range(times):
+            self.say(f"hello from {self.app.id}")
+
+    result = CliRunner().invoke(faust.cli.build_group(app), ["greet", "--times", "2"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == ["hello from commands-self"] * 2
