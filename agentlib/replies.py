@@ -28,8 +28,12 @@ Choices, and why:
   for the topic's metadata with auto-creation allowed and reads however many
   partitions it got (every partition is assigned, so the count does not matter).
 * **A consume thread, woken loops batched**, like :mod:`agentlib.kafka`'s poll
-  thread: blocking ``consume()`` with the GIL released costs nothing while idle;
-  each batch of replies wakes each waiting loop once.
+  thread: a blocking ``poll()`` with the GIL released costs nothing while idle and
+  returns as soon as one reply is there; ``consume(n, 0)`` then takes whatever else
+  already arrived, and each batch of replies wakes each waiting loop once. Not a
+  blocking ``consume(n, timeout)``: librdkafka returns from that only when it has
+  ``n`` messages *or the timeout passed*, so with a 200 ms timeout every ask waited
+  for the end of the current 200 ms (measured: p50 201 ms, 5 asks/s sequentially).
 * **Clean stop deletes the topic** when this process created it and no request was
   abandoned (Faust leaves one ``f-reply-*`` topic behind per process, forever, which
   piles up with every CLI ``ask``). A topic with abandoned requests is kept, so a
@@ -72,6 +76,11 @@ REPLY_NAMESPACE = "@ReqRepResponse"
 REPLY_EXPIRES_MS = 86_400_000
 #: Faust's ``reply_to_prefix``.
 REPLY_TOPIC_PREFIX = "f-reply-"
+
+#: How long the consume thread blocks for a reply before it looks at its stop flag.
+_POLL_TIMEOUT = 0.2
+#: Most replies taken (without waiting) after the first, per wake-up of the loops.
+_BATCH = 1000
 
 _Resolution = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
@@ -281,7 +290,8 @@ class ReplyConsumer:
     def _consume_until_stopped(self, consumer: Consumer, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
-                messages = consumer.consume(1000, 0.2)
+                first = consumer.poll(_POLL_TIMEOUT)   # returns on the first reply
+                messages = [] if first is None else [first, *consumer.consume(_BATCH, 0)]
             except (KafkaException, RuntimeError) as exc:  # closed under us, or fatal
                 if not stop.is_set():
                     log.error("reply consumer of %s failed: %s", self._topic, exc)

@@ -48,7 +48,7 @@ __all__ = ["Supervisor"]
 log = logging.getLogger("agentd")
 
 FETCH_BATCH = 2000
-IDLE_WAIT = 0.05       # consume() timeout when nothing is happening
+IDLE_WAIT = 0.05       # poll() timeout when nothing is happening
 BLOCKED_WAIT = 0.001   # when some instance waits for ring space
 STOP_GRACE = 5.0       # after STOP, before SIGKILL
 #: ``msg.headers()`` through a call that checks for an error set with a result (see
@@ -280,7 +280,16 @@ class Supervisor:
         # a handover (reload, recycle) waits on a ring the consumer cannot wake on
         blocked = self.reloader.busy or any(inst.pending for inst in self.instances)
         timeout = 0.0 if busy else (BLOCKED_WAIT if blocked else IDLE_WAIT)
-        messages = self.consumer.consume(FETCH_BATCH, timeout)
+        if timeout:
+            # Wait with poll(), which returns on the first message. consume(n, timeout)
+            # returns only when it has n messages or the timeout passed, so an idle
+            # supervisor held a lone record (an ask) up to IDLE_WAIT before dispatch.
+            first = self.consumer.poll(timeout)
+            if first is None:
+                return False
+            messages = [first, *self.consumer.consume(FETCH_BATCH - 1, 0)]
+        else:
+            messages = self.consumer.consume(FETCH_BATCH, 0)
         if messages:
             self.dispatch(messages)
         return bool(messages)
