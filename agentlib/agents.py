@@ -136,25 +136,56 @@ class Agent(Generic[T]):
 
     async def kvmap(self, items: AsyncIterable[tuple[Any, Any]] | Iterable[tuple[Any, Any]]
                     ) -> AsyncIterator[Any]:
-        """Like ``map`` for ``(key, value)`` pairs; the key becomes the message key."""
+        """Like ``map`` for ``(key, value)`` pairs; the key becomes the message key.
+
+        Sending runs in a task beside the caller's loop, so replies are yielded while
+        ``items`` (possibly slow or endless) is still being sent; at most
+        ``MAP_WINDOW`` requests wait for their reply at once.
+        """
         replies = self.app.replies
         await replies.start()
+        answered: asyncio.Queue[asyncio.Future[Any]] = asyncio.Queue()
         waiting: set[asyncio.Future[Any]] = set()
-        deliveries: list[asyncio.Future[Any]] = []
-        try:
+        window = asyncio.Semaphore(MAP_WINDOW)
+
+        def settled(answer: asyncio.Future[Any]) -> None:
+            waiting.discard(answer)
+            window.release()
+            if not answer.cancelled():
+                answered.put_nowait(answer)
+
+        async def send_all() -> None:
+            deliveries: list[asyncio.Future[Any]] = []
             async for key, value in _aiter(items):
-                waiting.add(await self._ask_soon(key, value, deliveries))
-                while len(waiting) >= MAP_WINDOW:
-                    done, waiting = await asyncio.wait(waiting,
-                                                       return_when=asyncio.FIRST_COMPLETED)
-                    for future in done:
-                        yield future.result()
+                await window.acquire()
+                answer = await self._ask_soon(key, value, deliveries)
+                waiting.add(answer)
+                answer.add_done_callback(settled)
             await asyncio.gather(*deliveries)
-            for future in asyncio.as_completed(waiting):
-                yield await future
+
+        sender = asyncio.ensure_future(send_all())
+        try:
+            while True:
+                if sender.done():
+                    sender.result()  # what sending raised, if anything
+                    if not waiting and answered.empty():
+                        return
+                if not answered.empty():
+                    yield answered.get_nowait().result()
+                    continue
+                next_answer = asyncio.ensure_future(answered.get())
+                watched = {next_answer} if sender.done() else {next_answer, sender}
+                try:
+                    await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if not next_answer.done():
+                        next_answer.cancel()
+                if next_answer.done() and not next_answer.cancelled():
+                    yield next_answer.result().result()
         finally:
-            for future in waiting:
-                future.cancel()
+            sender.cancel()
+            for answer in list(waiting):
+                answer.cancel()
 
     async def join(self, values: AsyncIterable[Any] | Iterable[Any]) -> list[Any]:
         """Ask for every value; return the replies as a list in input order."""

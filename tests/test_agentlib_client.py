@@ -253,3 +253,71 @@ def test_app_command_taking_self_gets_the_app_and_say_as_in_faust():
     result = CliRunner().invoke(faust.cli.build_group(app), ["greet", "--times", "2"])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == ["hello from commands-self"] * 2
+
+
+def test_map_yields_replies_while_a_slow_input_is_still_being_sent():
+    app, _ = client_app()
+
+    @app.agent(app.topic("pow2"))
+    async def pow2(stream):
+        async for value in stream:
+            yield value * value
+
+    async def collect() -> list[int]:
+        first_reply = asyncio.Event()
+
+        async def values() -> Any:
+            yield 3
+            await first_reply.wait()  # the next value comes only after a reply arrived
+            yield 4
+
+        got: list[int] = []
+        async for reply in pow2.map(values()):
+            got.append(reply)
+            first_reply.set()
+        return got
+
+    assert asyncio.run(asyncio.wait_for(collect(), 30)) == [9, 16]
+
+
+def test_map_raises_what_its_input_raises():
+    app, _ = client_app()
+
+    @app.agent(app.topic("pow2"))
+    async def pow2(stream):
+        async for value in stream:
+            yield value * value
+
+    async def collect() -> list[int]:
+        async def values() -> Any:
+            yield 2
+            raise LookupError("input failed")
+        return [reply async for reply in pow2.map(values())]
+
+    with pytest.raises(LookupError, match="input failed"):
+        asyncio.run(asyncio.wait_for(collect(), 30))
+
+
+def test_map_keeps_at_most_map_window_requests_waiting(monkeypatch: pytest.MonkeyPatch):
+    from agentlib import agents
+    monkeypatch.setattr(agents, "MAP_WINDOW", 2)
+    app, producer = client_app()
+    unanswered_at_send: list[int] = []
+    send_soon = producer.send_soon
+
+    def counting_send_soon(*args: Any, **kwargs: Any) -> Any:
+        unanswered_at_send.append(sum(not f.done() for f in producer.replies.waiting.values()))
+        return send_soon(*args, **kwargs)
+
+    producer.send_soon = counting_send_soon  # type: ignore[method-assign]
+
+    @app.agent(app.topic("pow2"))
+    async def pow2(stream):
+        async for value in stream:
+            yield value * value
+
+    async def collect() -> list[int]:
+        return [reply async for reply in pow2.map(range(1, 8))]
+
+    assert sorted(asyncio.run(collect())) == [n * n for n in range(1, 8)]
+    assert len(unanswered_at_send) == 7 and max(unanswered_at_send) <= 2
