@@ -74,6 +74,16 @@ def client_app() -> tuple[faust.App, AnsweringProducer]:
     return app, producer
 
 
+def squaring_agent(app: faust.App) -> faust.Agent[Any]:
+    """The guide's ``pow2`` agent on ``app`` (its replies come from the stand-ins)."""
+
+    @app.agent(app.topic("pow2"))
+    async def pow2(stream: faust.StreamT[int]) -> Any:
+        async for value in stream:
+            yield value * value
+    return pow2
+
+
 def test_declaring_and_testing_agents_touches_no_kafka():
     app = faust.App("lazy", broker="kafka://nowhere:1")
 
@@ -138,11 +148,7 @@ def test_cast_sends_without_reply_headers():
 
 def test_ask_returns_the_reply_for_its_correlation_id():
     app, _ = client_app()
-
-    @app.agent(app.topic("pow2"))
-    async def pow2(stream):
-        async for value in stream:
-            yield value * value
+    pow2 = squaring_agent(app)
 
     assert asyncio.run(pow2.ask(7)) == 49
     assert app._replies is not None and app._replies.started
@@ -150,11 +156,7 @@ def test_ask_returns_the_reply_for_its_correlation_id():
 
 def test_join_and_kvjoin_return_replies_in_input_order():
     app, producer = client_app()
-
-    @app.agent(app.topic("pow2"))
-    async def pow2(stream):
-        async for value in stream:
-            yield value * value
+    pow2 = squaring_agent(app)
 
     assert asyncio.run(pow2.join([1, 2, 3, 4, 5, 6, 7, 8])) == [1, 4, 9, 16, 25, 36, 49, 64]
     assert asyncio.run(pow2.kvjoin([(b"a", 3), (b"b", 4)])) == [9, 16]
@@ -163,11 +165,7 @@ def test_join_and_kvjoin_return_replies_in_input_order():
 
 def test_map_yields_every_reply_as_it_arrives():
     app, _ = client_app()
-
-    @app.agent(app.topic("pow2"))
-    async def pow2(stream):
-        async for value in stream:
-            yield value * value
+    pow2 = squaring_agent(app)
 
     async def collect() -> list[int]:
         async def values() -> Any:
@@ -203,11 +201,7 @@ def test_app_command_runs_the_async_function_with_parsed_arguments():
 
 def test_kvmap_sends_each_key_as_the_message_key_and_yields_every_reply():
     app, producer = client_app()
-
-    @app.agent(app.topic("pow2"))
-    async def pow2(stream):
-        async for value in stream:
-            yield value * value
+    pow2 = squaring_agent(app)
 
     async def collect() -> list[int]:
         async def items() -> Any:
@@ -222,11 +216,7 @@ def test_kvmap_sends_each_key_as_the_message_key_and_yields_every_reply():
 
 def test_join_and_kvjoin_over_async_iterables_keep_input_order():
     app, producer = client_app()
-
-    @app.agent(app.topic("pow2"))
-    async def pow2(stream):
-        async for value in stream:
-            yield value * value
+    pow2 = squaring_agent(app)
 
     async def values() -> Any:
         for value in (5, 6, 7):
@@ -257,11 +247,7 @@ def test_app_command_taking_self_gets_the_app_and_say_as_in_faust():
 
 def test_map_yields_replies_while_a_slow_input_is_still_being_sent():
     app, _ = client_app()
-
-    @app.agent(app.topic("pow2"))
-    async def pow2(stream):
-        async for value in stream:
-            yield value * value
+    pow2 = squaring_agent(app)
 
     async def collect() -> list[int]:
         first_reply = asyncio.Event()
@@ -282,11 +268,7 @@ def test_map_yields_replies_while_a_slow_input_is_still_being_sent():
 
 def test_map_raises_what_its_input_raises():
     app, _ = client_app()
-
-    @app.agent(app.topic("pow2"))
-    async def pow2(stream):
-        async for value in stream:
-            yield value * value
+    pow2 = squaring_agent(app)
 
     async def collect() -> list[int]:
         async def values() -> Any:
