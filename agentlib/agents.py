@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from agentlib import reqrep
 from agentlib.events import Event
 from agentlib.streams import Stream
-from agentlib.topics import Channel, Topic
+from agentlib.topics import Channel, HeadersArg, Topic, headers_list
 
 if TYPE_CHECKING:
     from agentlib.app import App
@@ -79,23 +79,22 @@ class Agent(Generic[T]):
 
     def _request(self, key: Any, value: Any, partition: int | None,
                  reply_to: Any, correlation_id: str | None,
-                 headers: list[tuple[str, bytes]] | None = None
-                 ) -> asyncio.Future[RecordMetadata]:
+                 headers: HeadersArg = None) -> asyncio.Future[RecordMetadata]:
         """Encode and queue one message to this agent's topic (the delivery future)."""
-        headers = list(headers or ())
+        header_list = headers_list(headers) or []
         reply_topic = _topic_name(reply_to)
         if reply_topic is not None:
             correlation_id = correlation_id or str(uuid.uuid4())
             if self.use_reply_headers:
-                headers += reqrep.request_headers(reply_topic, correlation_id)
+                header_list += reqrep.request_headers(reply_topic, correlation_id)
             else:
                 value = reqrep.request_envelope(value, reply_topic, correlation_id)
         return self.channel.send_soon(key=key, value=value, partition=partition,
-                                      headers=headers or None)
+                                      headers=header_list or None)
 
     async def send(self, *, key: Any = None, value: Any = None, partition: int | None = None,
                    reply_to: Any = None, correlation_id: str | None = None,
-                   headers: list[tuple[str, bytes]] | None = None) -> RecordMetadata:
+                   headers: HeadersArg = None) -> RecordMetadata:
         """Send ``value`` to the agent; return once delivered to Kafka.
 
         ``reply_to`` (an agent, topic or topic name) makes it a request whose answers
@@ -111,12 +110,14 @@ class Agent(Generic[T]):
             return await future
 
     async def cast(self, value: Any = None, *, key: Any = None,
-                   partition: int | None = None) -> RecordMetadata:
+                   partition: int | None = None, headers: HeadersArg = None
+                   ) -> RecordMetadata:
         """Send without expecting a reply."""
-        return await self.send(key=key, value=value, partition=partition)
+        return await self.send(key=key, value=value, partition=partition, headers=headers)
 
     async def ask(self, value: Any = None, *, key: Any = None, partition: int | None = None,
-                  reply_to: Any = None, correlation_id: str | None = None) -> Any:
+                  reply_to: Any = None, correlation_id: str | None = None,
+                  headers: HeadersArg = None) -> Any:
         """Send and wait for the first value the agent yields for it."""
         replies = self.app.replies
         await replies.start()
@@ -124,7 +125,8 @@ class Agent(Generic[T]):
         answer = replies.expect(correlation_id)
         try:
             await self.send(key=key, value=value, partition=partition,
-                            reply_to=reply_to or replies.topic, correlation_id=correlation_id)
+                            reply_to=reply_to or replies.topic, correlation_id=correlation_id,
+                            headers=headers)
             return await answer
         finally:
             answer.cancel()

@@ -27,9 +27,9 @@ if TYPE_CHECKING:
     from agentlib.app import App
     from agentlib.kafka import RecordMetadata
 
-__all__ = ["Channel", "Topic"]
+__all__ = ["Channel", "HeadersArg", "Topic", "headers_list"]
 
-_HeadersArg = Mapping[str, bytes | str] | Sequence[tuple[str, bytes | str]] | None
+HeadersArg = Mapping[str, bytes | str] | Sequence[tuple[str, bytes | str]] | None
 
 
 class Topic:
@@ -122,17 +122,17 @@ class Topic:
     # -- producing ----------------------------------------------------------------
 
     async def send(self, *, key: Any = None, value: Any = None, partition: int | None = None,
-                   headers: _HeadersArg = None) -> RecordMetadata:
+                   headers: HeadersArg = None) -> RecordMetadata:
         """Produce one message to the main topic; return on the delivery report."""
         return await self.send_soon(key=key, value=value, partition=partition,
                                     headers=headers)
 
     def send_soon(self, *, key: Any = None, value: Any = None, partition: int | None = None,
-                  headers: _HeadersArg = None) -> asyncio.Future[RecordMetadata]:
+                  headers: HeadersArg = None) -> asyncio.Future[RecordMetadata]:
         """Queue one message; the future resolves on its delivery report."""
         return self.app.producer.send_soon(
             self.get_topic_name(), self.encode_key(key), self.encode_value(value),
-            partition, _headers_list(headers))
+            partition, headers_list(headers))
 
     def stream(self) -> Any:
         """Not available: agentd delivers topics to agents only (one consumer per host)."""
@@ -166,10 +166,10 @@ class Channel(Topic):
         return f"<Channel: {self.get_topic_name()}>"
 
     def send_soon(self, *, key: Any = None, value: Any = None, partition: int | None = None,
-                  headers: _HeadersArg = None) -> asyncio.Future[RecordMetadata]:
+                  headers: HeadersArg = None) -> asyncio.Future[RecordMetadata]:
         """Feed the agents of this process that read this channel."""
         return self.app._deliver_locally(self, self.encode_key(key), self.encode_value(value),
-                                         _headers_list(headers))
+                                         headers_list(headers))
 
 
 def _as_type(wanted: Any, payload: Any) -> Any:
@@ -186,7 +186,8 @@ def _as_type(wanted: Any, payload: Any) -> Any:
     return payload
 
 
-def _headers_list(headers: _HeadersArg) -> list[tuple[str, bytes]] | None:
+def headers_list(headers: HeadersArg) -> list[tuple[str, bytes]] | None:
+    """Headers as Kafka takes them: ``(name, bytes)`` pairs (str values UTF-8), or None."""
     if not headers:
         return None
     items = headers.items() if isinstance(headers, Mapping) else headers

@@ -303,3 +303,16 @@ def test_map_keeps_at_most_map_window_requests_waiting(monkeypatch: pytest.Monke
 
     assert sorted(asyncio.run(collect())) == [n * n for n in range(1, 8)]
     assert len(unanswered_at_send) == 7 and max(unanswered_at_send) <= 2
+
+
+def test_cast_and_ask_carry_the_callers_headers():
+    app, producer = client_app()
+    pow2 = squaring_agent(app)
+
+    asyncio.run(pow2.cast(2, headers={"trace": "t-1"}))
+    assert asyncio.run(pow2.ask(3, headers=[("trace", b"t-2")])) == 9
+    cast, ask = producer.sent
+    assert cast.headers == [("trace", b"t-1")]
+    assert ask.headers[0] == ("trace", b"t-2")
+    assert [name for name, _ in ask.headers[1:]] == ["Faust-Ag-ReplyTo",
+                                                     "Faust-Ag-CorrelationId"]
