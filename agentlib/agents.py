@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from agentlib.kafka import RecordMetadata
     from agentlib.testing import AgentTestContext
 
-__all__ = ["Agent"]
+__all__ = ["Agent", "reply_topic_name"]
 
 T = TypeVar("T")
 AgentFun = Callable[[Stream[Any]], Any]
@@ -82,7 +82,7 @@ class Agent(Generic[T]):
                  headers: HeadersArg = None) -> asyncio.Future[RecordMetadata]:
         """Encode and queue one message to this agent's topic (the delivery future)."""
         header_list = headers_list(headers) or []
-        reply_topic = _topic_name(reply_to)
+        reply_topic = reply_topic_name(reply_to)
         if reply_topic is not None:
             correlation_id = correlation_id or str(uuid.uuid4())
             if self.use_reply_headers:
@@ -230,7 +230,8 @@ class Agent(Generic[T]):
         return AgentTestContext(self)
 
 
-def _topic_name(reply_to: Any) -> str | None:
+def reply_topic_name(reply_to: Any) -> str | None:
+    """The topic name a ``reply_to`` (agent, topic, name or None) stands for."""
     if reply_to is None or isinstance(reply_to, str):
         return reply_to
     if isinstance(reply_to, Agent):

@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+import uuid
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from agentlib.agents import reply_topic_name
 from agentlib.events import Event
 from agentlib.reqrep import request_envelope, request_headers
 from agentlib.seam import AgentHost, ErrorVerdict, RawRecord
+from agentlib.topics import HeadersArg, headers_list
 
 if TYPE_CHECKING:
     from agentlib.agents import Agent
@@ -74,20 +76,26 @@ class AgentTestContext:
                 raise
 
     async def put(self, value: Any = None, key: Any = None, *, partition: int = 0,
-                  headers: Mapping[str, bytes] | Sequence[tuple[str, bytes]] | None = None,
-                  reply_to: str | None = None, correlation_id: str | None = None,
+                  timestamp: float | None = None, headers: HeadersArg = None,
+                  reply_to: Any = None, correlation_id: str | None = None,
                   wait: bool = True) -> Event[Any]:
-        """Run one message through the agent; return its decoded event."""
+        """Run one message through the agent; return its decoded event.
+
+        ``key`` and ``value`` travel as bytes encoded with the topic's schema, as they
+        would through Kafka. ``timestamp`` is in seconds (default: now); ``reply_to``
+        (an agent, topic or topic name) makes the message a request.
+        """
         topic = self.agent.channel
-        header_list = list(headers.items() if isinstance(headers, Mapping) else headers or ())
-        if reply_to is not None:
-            correlation_id = correlation_id or f"test-{len(self.done)}"
+        header_list = headers_list(headers) or []
+        reply_topic = reply_topic_name(reply_to)
+        if reply_topic is not None:
+            correlation_id = correlation_id or str(uuid.uuid4())
             if self.agent.use_reply_headers:
-                header_list += request_headers(reply_to, correlation_id)
+                header_list += request_headers(reply_topic, correlation_id)
             else:
-                value = request_envelope(value, reply_to, correlation_id)
+                value = request_envelope(value, reply_topic, correlation_id)
         record = self._record(topic.get_topic_name(), partition, topic.encode_key(key),
-                              topic.encode_value(value), tuple(header_list))
+                              topic.encode_value(value), tuple(header_list), timestamp)
         finished = asyncio.get_running_loop().create_future()
         self._waiting[(record.topic, record.offset)] = finished
         self.host.feed(record)
@@ -103,11 +111,12 @@ class AgentTestContext:
         return event
 
     def _record(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
-                headers: tuple[tuple[str, bytes], ...]) -> RawRecord:
+                headers: tuple[tuple[str, bytes], ...], timestamp: float | None = None
+                ) -> RawRecord:
         offset = self._next_offsets.get(topic, 0)
         self._next_offsets[topic] = offset + 1
-        return RawRecord(topic, partition, offset, int(time.time() * 1000), key, value,
-                         headers)
+        seconds = time.time() if timestamp is None else timestamp
+        return RawRecord(topic, partition, offset, int(seconds * 1000), key, value, headers)
 
     async def _until_done_or_idle(self, finished: asyncio.Future[None]) -> None:
         host = self.host

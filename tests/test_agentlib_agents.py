@@ -514,3 +514,30 @@ def test_value_failing_validation_goes_to_on_error_and_the_agent_keeps_running()
             assert agent.results == {1: 2}
             assert [record.offset for record in agent.done] == [0, 1]
     run(scenario())
+
+
+def test_put_takes_a_timestamp_headers_and_an_agent_as_reply_to():
+    app = faust.App("put-args")
+    producer = FakeProducer(auto_deliver=True)
+    app._producer = producer  # type: ignore[assignment]
+
+    @app.agent(app.topic("collected"))
+    async def collector(stream):
+        async for value in stream:
+            yield value
+
+    @app.agent(app.topic("pow-args", value_type=int))
+    async def pow2(stream):
+        async for value in stream:
+            yield value * value
+
+    async def scenario() -> Any:
+        async with pow2.test_context() as agent:
+            return await agent.put(4, timestamp=1_700_000_000.5, headers={"trace": "t"},
+                                   reply_to=collector, correlation_id="c-4")
+    event = run(scenario())
+    assert event.message.timestamp_ms == 1_700_000_000_500
+    assert event.headers["trace"] == b"t"
+    [reply] = producer.sent
+    assert reply.topic == "collected"
+    assert json.loads(reply.value or b"")["correlation_id"] == "c-4"
