@@ -41,7 +41,7 @@ from agentlib.topics import Channel, Topic
 if TYPE_CHECKING:
     from agentlib.agents import Agent
 
-__all__ = ["AgentHost", "ErrorVerdict", "RawRecord"]
+__all__ = ["AgentHost", "ErrorVerdict", "RawRecord", "decode_event"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,17 @@ OnError = Callable[[RawRecord, BaseException, int], Awaitable[ErrorVerdict]]
 OnYield = Callable[[list[Event[Any]], Any], None]
 #: Replaces the producer for group_by/through/echo: (record to produce) → delivery.
 Forwarder = Callable[[RawRecord], Awaitable[Any] | None]
+
+
+def decode_event(topic: Topic, record: RawRecord, ticket: Ticket | None = None
+                 ) -> Event[Any]:
+    """``record`` decoded with ``topic``'s schema; a request's envelope or headers are
+    split off into ``reply_to``/``correlation_id``. Raises what the codec or the
+    Record raises for bytes that do not fit."""
+    headers = dict(record.headers)
+    payload, reply_to, correlation_id = split_request(topic.load_value(record.value), headers)
+    return Event(topic.decode_key(record.key), topic.decode_value(payload), headers, record,
+                 reply_to=reply_to, correlation_id=correlation_id, ticket=ticket)
 
 
 class AgentHost:
@@ -242,12 +253,8 @@ class AgentHost:
     # -- internals ----------------------------------------------------------------
 
     def _decode(self, record: RawRecord, ticket: Ticket) -> Event[Any]:
-        topic = self._topics.get(record.topic, self.agent.channel)
-        headers = dict(record.headers)
-        payload, reply_to, correlation_id = split_request(topic.load_value(record.value),
-                                                          headers)
-        return Event(topic.decode_key(record.key), topic.decode_value(payload), headers,
-                     record, reply_to=reply_to, correlation_id=correlation_id, ticket=ticket)
+        return decode_event(self._topics.get(record.topic, self.agent.channel), record,
+                            ticket)
 
     def _release_current(self, auto_ack: bool) -> None:
         current, self._current = self._current, []

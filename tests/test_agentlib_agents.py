@@ -383,8 +383,11 @@ def test_take_within_yields_a_partial_batch_when_the_time_is_up():
 
     async def scenario() -> None:
         async with batcher.test_context() as agent:
-            await agent.put(1)
-            await agent.put(2)
+            # Both fed before the agent runs, so both are in the batch however slow
+            # this machine is; then nothing more comes and `within` ends the batch.
+            first = await agent.put(1, wait=False)
+            second = await agent.put(2, wait=False)
+            assert (first.value, second.value, first.message.offset) == (1, 2, 0)
             await asyncio.wait_for(got_batch.wait(), 30)
             assert batches == [[1, 2]]
             await agent.put(3)  # the agent asked for the next batch: 1 and 2 are done
