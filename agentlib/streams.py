@@ -39,9 +39,12 @@ __all__ = ["JoinNotSupported", "Stream", "StreamSource", "StreamT"]
 T = TypeVar("T")
 _Pull = Callable[[bool, "float | None"], Awaitable["Event[Any] | None"]]
 
-_JOIN_HELP = ("stream joins are not supported (Faust never implemented them either): "
-              "use an @app.task that iterates the topics it needs and combines them "
-              "itself, or send both inputs to one agent's topic")
+_JOIN_HELP = ("stream joins are not supported (Faust never implemented them either). "
+              "Faust's advice is an @app.task that combines the topics itself; under "
+              "agentd the supervisor owns the Kafka consumer (topic.stream() is not "
+              "available), so send both inputs to one agent's topic keyed by the join "
+              "key (group_by) and combine them there, or give the @app.task a Kafka "
+              "consumer of its own")
 
 
 class JoinNotSupported(NotImplementedError):

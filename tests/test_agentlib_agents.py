@@ -289,7 +289,9 @@ def test_stream_join_raises_and_names_app_task():
 
     mystream.topic_names()
     assert len(caught) == 3
-    assert all("@app.task" in str(exc) for exc in caught)
+    assert all("@app.task" in str(exc) and "group_by" in str(exc) for exc in caught)
+    with pytest.raises(NotImplementedError, match=r"@app\.agent"):
+        topic1.stream()  # the supervisor owns consumption: the message says what to do
 
 
 def test_request_in_test_context_replies_with_null_key_to_reply_to():
