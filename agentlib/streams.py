@@ -110,6 +110,18 @@ class Stream(Generic[T]):
         return self._values()
 
     async def _values(self) -> AsyncIterator[T]:
+        if self._pull == self._pull_from_source:
+            # The agent's own stream (no operator): ask the source directly, one
+            # await per event instead of three nested ones.
+            next_event, auto_ack = self.source.next_event, self._auto_ack
+            while True:
+                try:
+                    event = await next_event(True, auto_ack, None)
+                except StopAsyncIteration:
+                    return
+                assert event is not None  # no deadline: only StopAsyncIteration ends it
+                set_current_event(event)
+                yield event.value
         while True:
             try:
                 event = await self._next_event()
