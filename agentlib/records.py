@@ -94,6 +94,8 @@ class Record:
     _serializer: ClassVar[str] = "json"
     _converters: ClassVar[list[tuple[str, _Converter | None]] | None] = None
     _resolved_hints: ClassVar[dict[str, Any] | None] = None
+    #: The field names when no field needs converting (set with ``_converters``).
+    _plain_fields: ClassVar[tuple[str, ...] | None] = None
 
     def __init_subclass__(cls, *, namespace: str | None = None, isodates: bool | None = None,
                           validation: bool | None = None, serializer: str | None = None,
@@ -123,6 +125,7 @@ class Record:
             setattr(cls, name, descriptor)
         cls._fields = fields
         cls._converters = None  # resolved on first decode: annotations may be forward refs
+        cls._plain_fields = None
         registry[cls._namespace] = cls
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -189,10 +192,29 @@ class Record:
         converters = cls._converters
         if converters is None:
             converters = cls._converters = _build_converters(cls)
+            if all(convert is None for _, convert in converters):
+                cls._plain_fields = tuple(name for name, _ in converters)
         # The hot path of every decoded message: fill __dict__ directly instead of
         # going through __init__'s argument matching.
         record = cls.__new__(cls)
         state = record.__dict__
+        plain = cls._plain_fields
+        if plain is not None and type(data) is dict:
+            # No field to convert: copy them in one go; a missing one (KeyError) takes
+            # the field-by-field way below (defaults, the missing-fields error). Plain
+            # dicts only: a Mapping's __getitem__ may answer for a key it lacks.
+            try:
+                for name in plain:
+                    state[name] = data[name]
+            except KeyError:
+                pass
+            else:
+                if cls._isodates:
+                    _parse_isodates(record)
+                if cls._validation:
+                    record.validate()
+                record.__post_init__()
+                return record
         fields = cls._fields
         for name, convert in converters:
             if name in data:
