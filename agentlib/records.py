@@ -186,7 +186,7 @@ class Record:
         A field missing from ``data`` without a default raises ``TypeError``, which the
         seam reports to the error policy like any undecodable message.
         """
-        if not isinstance(data, Mapping):
+        if type(data) is not dict and not isinstance(data, Mapping):
             raise TypeError(f"{cls.__name__}: expected a JSON object, got "
                             f"{type(data).__name__}")
         converters = cls._converters

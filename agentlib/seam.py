@@ -181,6 +181,17 @@ class AgentHost:
         self.idle.clear()
         self._wakeup.set()
 
+    def feed_many(self, records: Sequence[RawRecord]) -> None:
+        """:meth:`feed` for each of ``records``, in order (one wake-up for them all)."""
+        if self._stopping:
+            raise RuntimeError("AgentHost is stopping: no more records")
+        if not records:
+            return
+        self._queue.extend([(record, 1) for record in records])
+        self._ledger.fed(len(records))
+        self.idle.clear()
+        self._wakeup.set()
+
     @property
     def task(self) -> asyncio.Task[None] | None:
         """The agent's task once started (it ends with the host's fatal error, if any)."""

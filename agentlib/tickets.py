@@ -84,9 +84,9 @@ class Ledger:
         self.drained.set()
         self._background: set[asyncio.Future[Any]] = set()
 
-    def fed(self) -> None:
-        """One more record is in flight (it gets its ticket when decoded)."""
-        self.in_flight += 1
+    def fed(self, count: int = 1) -> None:
+        """``count`` more records are in flight (each gets its ticket when decoded)."""
+        self.in_flight += count
         self.drained.clear()
 
     def ticket(self, record: RawRecord, attempt: int) -> Ticket:

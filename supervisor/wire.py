@@ -64,6 +64,7 @@ __all__ = [
     "encode_pong",
     "encode_record",
     "encode_topics",
+    "record_fields",
 ]
 
 # Kinds (first byte of every ring record).
@@ -167,6 +168,12 @@ def decode_record(buf: bytes | memoryview) -> DecodedRecord:
     A damaged record raises ``struct.error`` or ``ValueError`` (lengths that do not
     add up to ``len(buf)``, a header name that is not UTF-8), never decodes short.
     """
+    return DecodedRecord._make(record_fields(buf))
+
+
+def record_fields(buf: bytes | memoryview) -> tuple[int, int, int, int | None, bytes | None,
+                                                     bytes | None, tuple[tuple[str, bytes], ...]]:
+    """:func:`decode_record` as a plain tuple (the worker's hot path: no NamedTuple)."""
     (_, topic_index, partition, offset, timestamp_ms, key_len, value_len,
      header_count) = _unpack_record(buf)
     pos = _RECORD_SIZE
@@ -198,8 +205,8 @@ def decode_record(buf: bytes | memoryview) -> DecodedRecord:
         # The ring delimits every record, so the lengths inside must add up to it:
         # anything else is a damaged record, never a shorter or longer value.
         raise ValueError(f"damaged RECORD: {len(buf)} bytes, its lengths say {pos}")
-    return DecodedRecord(topic_index, partition, offset,
-                         None if timestamp_ms < 0 else timestamp_ms, key, value, headers)
+    return (topic_index, partition, offset, None if timestamp_ms < 0 else timestamp_ms, key,
+            value, headers)
 
 
 def encode_topics(names: Sequence[str]) -> bytes:

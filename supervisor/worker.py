@@ -179,27 +179,34 @@ class Worker:
                 if ring.prepare_read_sleep():
                     return                 # the doorbell will call us
                 continue
+            batch: list[Any] = []
             try:
                 for view in views:
                     if view[0] == wire.RECORD:
-                        self._feed(view)
+                        batch.append(self._record(view))
                     else:
+                        if batch:
+                            host.feed_many(batch)
+                            batch = []
                         self._control(view)
             finally:
                 del views
                 ring.release()
+                if batch:  # what was decoded before a damaged record is still fed
+                    host.feed_many(batch)
 
-    def _feed(self, view: memoryview) -> None:
-        rec = wire.decode_record(view)
-        tp = (rec.topic_index, rec.partition)
+    def _record(self, view: memoryview) -> Any:
+        """Decode one RECORD, note its offset as fed, return it for the host."""
+        (topic_index, partition, offset, timestamp_ms, key, value,
+         headers) = wire.record_fields(view)
+        tp = (topic_index, partition)
         fed = self._fed.get(tp)
         if fed is None:
             fed = self._fed[tp] = collections.deque()
             self._done[tp] = set()
-        fed.append(rec.offset)
-        self.host.feed(self._raw_record(self.topics[rec.topic_index], rec.partition,
-                                        rec.offset, rec.timestamp_ms, rec.key, rec.value,
-                                        rec.headers))
+        fed.append(offset)
+        return self._raw_record(self.topics[topic_index], partition, offset, timestamp_ms,
+                                key, value, headers)
 
     def _control(self, view: memoryview) -> None:
         kind = view[0]
