@@ -149,6 +149,7 @@ class AgentHost:
         self._on_event = on_event
         self._queue: collections.deque[tuple[RawRecord, int]] = collections.deque()
         self._current: list[Event[Any]] = []
+        self._undecodable: tuple[Ticket, Exception] | None = None
         self._last_event: Event[Any] | None = None
         self._topics: dict[str, Topic] = {name: agent.channel for name in agent.channel.topics}
         self._decoders: dict[str, _Decoder] = {}
@@ -239,6 +240,11 @@ class AgentHost:
         while True:
             if self._ledger.fatal is not None:
                 raise HostCrashed()
+            undecodable = self._undecodable
+            if undecodable is not None:  # poll_event met it
+                self._undecodable = None
+                await self._report_undecodable(*undecodable)
+                continue
             if not self._queue:
                 if self._stopping:
                     raise StopAsyncIteration
@@ -258,16 +264,40 @@ class AgentHost:
             try:
                 event = self._decode(record, ticket)
             except Exception as exc:
-                log.warning("agent %s: cannot decode %s[%d]@%d: %r", self.agent.name,
-                            record.topic, record.partition, record.offset, exc)
-                await self._ledger.decide([ticket], exc)
+                await self._report_undecodable(ticket, exc)
                 continue
-            self._pulls += 1
-            self._current.append(event)
-            self._last_event = event
-            if self._on_event is not None:
-                self._on_event(event)
-            return event
+            return self._hand_out(event)
+
+    def poll_event(self, auto_ack: bool) -> Event[Any] | None:
+        """:meth:`next_event` (releasing the current events) without awaiting, for
+        the agent's plain stream: the next event when one is queued and decodes;
+        None means "await ``next_event(False, ...)``", which waits, ends the stream,
+        raises the host's crash or reports what did not decode."""
+        self._release_current(auto_ack)
+        if self._ledger.fatal is not None or not self._queue:
+            return None
+        record, attempt = self._queue.popleft()
+        ticket = self._ledger.ticket(record, attempt)
+        try:
+            event = self._decode(record, ticket)
+        except Exception as exc:
+            self._undecodable = (ticket, exc)
+            return None
+        return self._hand_out(event)
+
+    def _hand_out(self, event: Event[Any]) -> Event[Any]:
+        self._pulls += 1
+        self._current.append(event)
+        self._last_event = event
+        if self._on_event is not None:
+            self._on_event(event)
+        return event
+
+    async def _report_undecodable(self, ticket: Ticket, exc: Exception) -> None:
+        record = ticket.record
+        log.warning("agent %s: cannot decode %s[%d]@%d: %r", self.agent.name,
+                    record.topic, record.partition, record.offset, exc)
+        await self._ledger.decide([ticket], exc)
 
     def forward(self, event: Event[Any], topic: Topic, key: Any) -> None:
         """Produce ``event``'s raw value to ``topic`` keyed by ``key``; it holds the event."""

@@ -111,14 +111,18 @@ class Stream(Generic[T]):
 
     async def _values(self) -> AsyncIterator[T]:
         if self._pull == self._pull_from_source:
-            # The agent's own stream (no operator): ask the source directly, one
-            # await per event instead of three nested ones.
+            # The agent's own stream (no operator): ask the source directly, without
+            # an await at all while events are queued (poll_event), else one await
+            # instead of three nested ones.
             next_event, auto_ack = self.source.next_event, self._auto_ack
+            poll = getattr(self.source, "poll_event", None)
             while True:
-                try:
-                    event = await next_event(True, auto_ack, None)
-                except StopAsyncIteration:
-                    return
+                event = poll(auto_ack) if poll is not None else None
+                if event is None:
+                    try:  # poll_event already released the current events
+                        event = await next_event(poll is None, auto_ack, None)
+                    except StopAsyncIteration:
+                        return
                 assert event is not None  # no deadline: only StopAsyncIteration ends it
                 set_current_event(event)
                 yield event.value
