@@ -81,6 +81,7 @@ async def one_pass(records: list[bytes]) -> float:
     worker.host = seam.AgentHost(agent, on_done=worker.on_done, on_error=worker.on_error)
     worker._fed = {}
     worker._done = {}
+    worker._done_by_name = {}
     worker._outbox = []
     worker._flush_scheduled = False
     worker._throttled = False

@@ -78,6 +78,9 @@ class Worker:
         # Per (topic index, partition): offsets fed, in order, and those done.
         self._fed: dict[tuple[int, int], collections.deque[int]] = {}
         self._done: dict[tuple[int, int], set[int]] = {}
+        # The same sets by (topic name, partition), as on_done looks them up (the
+        # topic table is consulted once per partition, again after a TOPICS update).
+        self._done_by_name: dict[tuple[str, int], set[int]] = {}
         self._outbox: list[bytes] = []
         self._flush_scheduled = False
         self._throttled = False
@@ -218,6 +221,7 @@ class Worker:
         elif kind == wire.TOPICS:
             self.topics = wire.decode_topics(view)
             self.topic_index = {name: i for i, name in enumerate(self.topics)}
+            self._done_by_name.clear()
 
     # ------------------------------------------------------------------ outbound
 
@@ -228,9 +232,13 @@ class Worker:
         agentlib itself) have nothing to ack.
         """
         self.processed += 1
-        done = self._done.get((self.topic_index.get(record.topic, -1), record.partition))
+        name_tp = (record.topic, record.partition)
+        done = self._done_by_name.get(name_tp)
         if done is None:
-            return
+            done = self._done.get((self.topic_index.get(record.topic, -1), record.partition))
+            if done is None:
+                return
+            self._done_by_name[name_tp] = done
         done.add(record.offset)
         if not self._flush_scheduled:
             self._flush_scheduled = True
