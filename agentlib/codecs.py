@@ -103,12 +103,22 @@ def json_dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), default=_json_default).encode()
 
 
+#: json.loads' own decoder (default settings), called directly on the hot path.
+_json_decode = json.JSONDecoder().decode
+#: First bytes for which json.loads' encoding detection can only answer UTF-8 when the
+#: second byte is not NUL (no BOM starts with them).
+_UTF8_OPENERS = frozenset((b"{", b"["))
+
+
 class _Json:
     def dumps(self, obj: Any) -> bytes:
         return json_dumps(obj)
 
     def loads(self, data: bytes) -> Any:
         try:
+            if type(data) is bytes and data[:1] in _UTF8_OPENERS and data[1:2] != b"\x00":
+                # What json.loads does for these bytes, minus detect_encoding's checks.
+                return _json_decode(data.decode("utf-8", "surrogatepass"))
             return json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise CodecError(f"not JSON: {exc}") from exc

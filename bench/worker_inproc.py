@@ -76,7 +76,7 @@ async def one_pass(records: list[bytes]) -> float:
     worker.topics = list(settings["topics"])
     worker.topic_index = {n: i for i, n in enumerate(worker.topics)}
     worker.max_in_flight = 4096
-    worker._raw_record = seam.RawRecord
+    worker._raw_record = seam.new_raw_record
     worker._verdict = seam.ErrorVerdict
     worker.host = seam.AgentHost(agent, on_done=worker.on_done, on_error=worker.on_error)
     worker._fed = {}

@@ -72,7 +72,7 @@ class Worker:
         self.topic_index = {name: i for i, name in enumerate(self.topics)}
         self.max_in_flight = int(settings.get("max_in_flight", DEFAULT_MAX_IN_FLIGHT))
         seam = importlib.import_module("agentlib.seam")
-        self._raw_record = seam.RawRecord
+        self._raw_record = seam.new_raw_record
         self._verdict = seam.ErrorVerdict
         self.host = seam.AgentHost(agent, on_done=self.on_done, on_error=self.on_error)
         # Per (topic index, partition): offsets fed, in order, and those done.
