@@ -467,3 +467,60 @@ def test_on_done_raising_stops_the_host_instead_of_blaming_the_agent():
             await host.stop(timeout=5)
         assert errors == []
     asyncio.run(scenario())
+
+
+def test_feed_many_reports_an_undecodable_record_between_good_ones_in_order():
+    app = make_app()
+    seen: list[int] = []
+
+    @app.agent(app.topic("in", value_type=Add))
+    async def adding(stream):
+        async for value in stream:
+            seen.append(value.a)
+
+    async def scenario() -> None:
+        feeder = Feeder(adding, verdicts=[ErrorVerdict.RETRY])
+        await feeder.host.start()
+        feeder.host.feed_many([raw(add_bytes(1, 1), offset=0)])
+        await feeder.settle()
+        feeder.host.feed_many([raw(add_bytes(2, 2), offset=1), raw(b"{not json", offset=2),
+                               raw(add_bytes(3, 3), offset=3)])
+        feeder.host.feed_many([])
+        await feeder.host.stop(timeout=5)
+        # RETRY feeds the bad record again (it fails again: ACK) before offset 3.
+        assert [(offset, attempt) for offset, _, attempt in feeder.errors] == [(2, 1), (2, 2)]
+        assert seen == [1, 2, 3]
+        assert feeder.done == [0, 1, 2, 3]
+        assert feeder.host.in_flight == 0
+    asyncio.run(scenario())
+
+
+def test_new_raw_record_makes_the_same_frozen_record_as_the_class():
+    import dataclasses
+
+    from agentlib.seam import new_raw_record
+
+    args = ("t", 3, 7, None, b"k", None, (("h", b"v"),))
+    made = new_raw_record(*args)
+    assert type(made) is RawRecord
+    assert made == RawRecord(*args) and hash(made) == hash(RawRecord(*args))
+    assert repr(made) == repr(RawRecord(*args))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.offset = 8  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("data", [b'{"a":1,"b":[1,2]}', b"[1,2]", b'"x"', b"{", b"{\xff}",
+                                  b'{"s":"\xc3\xa9\\ud800"}', b"\xef\xbb\xbf{}",
+                                  '{"a":1}'.encode("utf-16-le"), b"{\x00}", b"[ 1 ]"])
+def test_json_codec_decodes_as_json_loads(data: bytes):
+    from agentlib import codecs
+
+    try:
+        expected: Any = json.loads(data)
+    except ValueError as exc:
+        expected = f"not JSON: {exc}"
+    try:
+        got: Any = codecs.loads("json", data)
+    except codecs.CodecError as exc:
+        got = str(exc)
+    assert got == expected
