@@ -301,6 +301,9 @@ class Supervisor:
         encode, headers_of = wire.encode_record, _HEADERS_OF
         moving = self.moves.moving
         batches: dict[Instance, list[Key]] = {}
+        # Per partition in this batch: each subscribed agent with its offset-tracker
+        # lane (looked up once per partition, not per message).
+        targets_of: dict[tuple[str, int], list[tuple[AgentRuntime, Any]]] = {}
         for msg in messages:
             if msg.error() is not None:
                 self.on_consume_error(msg.error())
@@ -326,9 +329,13 @@ class Supervisor:
                              headers)
             rkey = (tidx, partition, offset)
             tp = (topic, partition)
-            for agent in subscriptions[topic]:
+            targets = targets_of.get(tp)
+            if targets is None:
+                targets = targets_of[tp] = [(agent, tracker.lane(tp, agent.lane))
+                                            for agent in subscriptions[topic]]
+            for agent, lane in targets:
                 inst = agent.instances[agent.router.route(tp, key)]
-                tracker.lane(tp, agent.lane).dispatched(offset)
+                lane.dispatched(offset)
                 if unreadable is not None or len(encoded) > inst.max_record_size:
                     self.fail_record(agent, topic, encoded, unreadable or
                                      f"record of {len(encoded)} bytes exceeds the ring "
