@@ -302,8 +302,10 @@ class Supervisor:
         moving = self.moves.moving
         batches: dict[Instance, list[Key]] = {}
         # Per partition in this batch: each subscribed agent with its offset-tracker
-        # lane (looked up once per partition, not per message).
-        targets_of: dict[tuple[str, int], list[tuple[AgentRuntime, Any]]] = {}
+        # lane and, under partition ordering (the key plays no part), its instance:
+        # looked up once per partition, not per message.
+        targets_of: dict[tuple[str, int],
+                         list[tuple[AgentRuntime, Any, Instance | None]]] = {}
         for msg in messages:
             if msg.error() is not None:
                 self.on_consume_error(msg.error())
@@ -331,10 +333,14 @@ class Supervisor:
             tp = (topic, partition)
             targets = targets_of.get(tp)
             if targets is None:
-                targets = targets_of[tp] = [(agent, tracker.lane(tp, agent.lane))
-                                            for agent in subscriptions[topic]]
-            for agent, lane in targets:
-                inst = agent.instances[agent.router.route(tp, key)]
+                targets = targets_of[tp] = [
+                    (agent, tracker.lane(tp, agent.lane),
+                     agent.instances[agent.router.route(tp, None)]
+                     if agent.router.ordering == "partition" else None)
+                    for agent in subscriptions[topic]]
+            for agent, lane, owner in targets:
+                inst = owner if owner is not None else \
+                    agent.instances[agent.router.route(tp, key)]
                 lane.dispatched(offset)
                 if unreadable is not None or len(encoded) > inst.max_record_size:
                     self.fail_record(agent, topic, encoded, unreadable or
