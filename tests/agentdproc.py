@@ -65,6 +65,48 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
         time.sleep(interval)
 
 
+def descendants(pid: int) -> list[psutil.Process]:
+    """Every process below ``pid`` (none once it is gone)."""
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """Those of ``procs`` still running (a zombie counts as dead)."""
+    living = []
+    for proc in procs:
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                living.append(proc)
+        except psutil.NoSuchProcess:
+            pass
+    return living
+
+
+#: An agent module that relays raw values from ``$IN_TOPIC`` to ``$SINK_TOPIC`` and
+#: kills its own instance (SIGKILL) on every ``b"poison"`` value.
+POISON_AGENT = """
+import os
+import agentlib as faust
+
+app = faust.App("poison-app")
+source = app.topic(os.environ["IN_TOPIC"], key_type=bytes, value_type=bytes,
+                   value_serializer="raw")
+sink = app.topic(os.environ["SINK_TOPIC"], key_type=bytes, value_type=bytes,
+                 value_serializer="raw")
+
+
+@app.agent(source, sink=[sink])
+async def guarded(stream):
+    async for value in stream:
+        if value == b"poison":
+            os.kill(os.getpid(), 9)   # dies on it, every time
+        yield value
+"""
+
+
 class Agentd:
     """``with Agentd(tmp_path, settings, agents, module_source) as daemon: ...``."""
 

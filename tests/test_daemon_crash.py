@@ -11,7 +11,7 @@ from collections import Counter
 
 import kafkatools
 import pytest
-from agentdproc import Agentd, wait_until
+from agentdproc import POISON_AGENT, Agentd, wait_until
 from test_daemon_pipeline import committed_equals_end, keyed_items
 
 N = 100_000
@@ -32,25 +32,6 @@ sink = app.topic(os.environ["SINK_TOPIC"], key_type=bytes, value_type=bytes,
 async def relay(stream):
     async for value in stream:
         time.sleep(0.00005)  # enough work that the run outlasts several kills
-        yield value
-"""
-
-POISON_AGENT = """
-import os
-import agentlib as faust
-
-app = faust.App("poison-app")
-source = app.topic(os.environ["IN_TOPIC"], key_type=bytes, value_type=bytes,
-                   value_serializer="raw")
-sink = app.topic(os.environ["SINK_TOPIC"], key_type=bytes, value_type=bytes,
-                 value_serializer="raw")
-
-
-@app.agent(source, sink=[sink])
-async def guarded(stream):
-    async for value in stream:
-        if value == b"poison":
-            os.kill(os.getpid(), 9)
         yield value
 """
 

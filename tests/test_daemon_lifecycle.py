@@ -16,9 +16,8 @@ from collections import Counter
 from pathlib import Path
 
 import kafkatools
-import psutil
 import pytest
-from agentdproc import Agentd, wait_until
+from agentdproc import Agentd, alive, descendants, wait_until
 from test_daemon_pipeline import committed_equals_end
 
 from supervisor.control import request
@@ -55,24 +54,6 @@ def sink_counts(bootstrap: str, topic: str) -> Counter[bytes]:
 
 def sink_size(bootstrap: str, topic: str) -> int:
     return sum(kafkatools.end_offsets(bootstrap, topic).values())
-
-
-def descendants(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-
-
-def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
-    living = []
-    for proc in procs:
-        try:
-            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                living.append(proc)
-        except psutil.NoSuchProcess:
-            pass
-    return living
 
 
 def slow_daemon(workdir: Path, bootstrap: str, source: str, sink: str, group: str,

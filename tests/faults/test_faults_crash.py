@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from agentdproc import wait_until
+from agentdproc import alive, descendants, wait_until
 from faultkit import FaultRun, Scale, load, running_for, until
 
 #: Seconds of input that may be in flight at one fault (dispatched, not yet acked or
@@ -26,26 +26,8 @@ from faultkit import FaultRun, Scale, load, running_for, until
 WINDOW_S = 2.0
 
 
-def descendants(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-
-
-def still_alive(procs: list[psutil.Process]) -> list[psutil.Process]:
-    living = []
-    for proc in procs:
-        try:
-            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                living.append(proc)
-        except psutil.NoSuchProcess:
-            pass
-    return living
-
-
 def wait_gone(procs: list[psutil.Process], timeout: float) -> None:
-    wait_until(lambda: not still_alive(procs), timeout,
+    wait_until(lambda: not alive(procs), timeout,
                "the supervisor's children to die with it")
 
 
@@ -92,7 +74,7 @@ def test_kill_9_the_supervisor_leaves_no_orphans_and_a_restart_loses_nothing(
                 # No orphans: every child dies with its supervisor (nothing keeps
                 # processing, or holding rings, once nobody can commit its work).
                 wait_gone(children, 15.0)
-                orphans_seen += len(still_alive(children))
+                orphans_seen += len(alive(children))
                 daemon.start()
             time.sleep(4.0)
             stream.stop()

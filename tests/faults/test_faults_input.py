@@ -22,6 +22,7 @@ from typing import Any
 
 import kafkatools
 import pytest
+from agentdproc import POISON_AGENT
 from faultkit import KEYS, FaultRun, Scale, load, until
 from rawkafka import produce_with_raw_header
 
@@ -47,25 +48,6 @@ async def checked(stream):
     async for item in stream:
         # Arithmetic on the fields: wrong types fail here if decoding let them by.
         yield f"{item.key.upper().lower()}:{item.seq + 0}:".encode()
-"""
-
-POISON_AGENT = """
-import os
-import agentlib as faust
-
-app = faust.App("fault-poison-app")
-source = app.topic(os.environ["IN_TOPIC"], key_type=bytes, value_type=bytes,
-                   value_serializer="raw")
-sink = app.topic(os.environ["SINK_TOPIC"], key_type=bytes, value_type=bytes,
-                 value_serializer="raw")
-
-
-@app.agent(source, sink=[sink])
-async def guarded(stream):
-    async for value in stream:
-        if value == b"poison":
-            os.kill(os.getpid(), 9)   # dies on it, every time
-        yield value
 """
 
 GARBAGE_HEADERS = [("\x00\xff\u20ac\ud7ff", bytes(range(256))), ("", b"\xc3\x28\xff"),
