@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import kafkatools
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
@@ -198,3 +199,18 @@ class Agentd:
                 os.killpg(self.proc.pid, signal.SIGKILL)
         if exc is not None:
             sys.stderr.write(f"--- agentd log (tail) ---\n{self.log()[-6000:]}\n")
+
+
+def wait_committed(daemon: Agentd, bootstrap: str, group: str, topic: str, timeout: float,
+                   what: str, interval: float = 0.2) -> None:
+    """Until ``group`` committed ``topic`` to its end; fails at once if agentd exited."""
+    wait_until(lambda: daemon.assert_running() or
+               kafkatools.committed_equals_end(bootstrap, group, topic),
+               timeout, what, interval=interval)
+
+
+def drain_and_stop(daemon: Agentd, bootstrap: str, group: str, source: str) -> None:
+    """Wait until everything in ``source`` is committed, then SIGTERM: exit code 0."""
+    wait_committed(daemon, bootstrap, group, source, 120, "committed offsets to reach the end",
+                   interval=0.5)
+    assert daemon.stop() == 0, daemon.log()[-3000:]

@@ -153,6 +153,14 @@ def committed_offsets(bootstrap: str, group: str, topic: str,
         consumer.close()
 
 
+def committed_equals_end(bootstrap: str, group: str, topic: str) -> bool:
+    """The group committed every partition up to its end (an empty partition, never
+    committed, counts as done)."""
+    committed = committed_offsets(bootstrap, group, topic)
+    return all(committed.get(partition, 0) == end
+               for partition, end in end_offsets(bootstrap, topic).items())
+
+
 def _reader(bootstrap: str) -> Consumer:
     # A group id is mandatory for the client, but assign() never joins or commits.
     return Consumer({"bootstrap.servers": bootstrap, "group.id": unique_name("reader"),

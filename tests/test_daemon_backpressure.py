@@ -14,8 +14,7 @@ from collections import Counter
 
 import kafkatools
 import pytest
-from agentdproc import Agentd, wait_until
-from test_daemon_pipeline import committed_equals_end
+from agentdproc import Agentd, wait_committed, wait_until
 
 TWO_AGENTS = """
 import asyncio
@@ -76,19 +75,17 @@ def test_a_blocked_sink_pauses_only_its_partitions_while_another_agent_keeps_goi
         wait_until(lambda: daemon.assert_running() or "blocked: paused" in daemon.log(),
                    20, "the stuck agent's partitions to be paused")
         kafkatools.produce(kafka_bootstrap, steady_topic, steady_inputs)
-        wait_until(lambda: daemon.assert_running() or
-                   committed_equals_end(kafka_bootstrap, group, steady_topic),
-                   20, "the steady agent to finish while the other is stuck")
+        wait_committed(daemon, kafka_bootstrap, group, steady_topic,
+                       20, "the steady agent to finish while the other is stuck")
         # The sink is still blocked (until released below): nothing caught up there.
-        assert not committed_equals_end(kafka_bootstrap, group, stuck_topic)
+        assert not kafkatools.committed_equals_end(kafka_bootstrap, group, stuck_topic)
         assert len(kafkatools.read_to_end(kafka_bootstrap, stuck_sink)) < len(stuck_inputs)
         paused = re.findall(r"blocked: paused (.*)", daemon.log())
         assert paused and all(stuck_topic in line and steady_topic not in line
                               for line in paused)
         (tmp_path / "release").touch()
-        wait_until(lambda: daemon.assert_running() or
-                   committed_equals_end(kafka_bootstrap, group, stuck_topic),
-                   120, "the stuck agent to catch up after its sink unblocked")
+        wait_committed(daemon, kafka_bootstrap, group, stuck_topic,
+                       120, "the stuck agent to catch up after its sink unblocked")
         assert daemon.stop() == 0
     for sink, inputs in ((steady_sink, steady_inputs), (stuck_sink, stuck_inputs)):
         got = Counter(r.value for r in kafkatools.read_to_end(kafka_bootstrap, sink))

@@ -11,8 +11,8 @@ from collections import Counter
 
 import kafkatools
 import pytest
-from agentdproc import POISON_AGENT, Agentd, wait_until
-from test_daemon_pipeline import committed_equals_end, keyed_items
+from agentdproc import POISON_AGENT, Agentd, wait_committed
+from test_daemon_pipeline import keyed_items
 
 N = 100_000
 
@@ -59,7 +59,7 @@ def test_killing_an_instance_every_second_loses_nothing_and_commits_only_process
                 env={"IN_TOPIC": source, "SINK_TOPIC": sink}) as daemon:
         daemon.wait_consuming()
         deadline = time.monotonic() + 240
-        while not committed_equals_end(kafka_bootstrap, group, source):
+        while not kafkatools.committed_equals_end(kafka_bootstrap, group, source):
             assert time.monotonic() < deadline, "the run did not finish"
             daemon.assert_running()
             pids = daemon.instance_pids()
@@ -84,7 +84,7 @@ def test_killing_an_instance_every_second_loses_nothing_and_commits_only_process
           f"of {N} messages ({len(values)} in the sink)")
     assert kills >= 2 and commit_checks >= 1
     assert "re-dispatching" in daemon.log()
-    assert committed_equals_end(kafka_bootstrap, group, source)
+    assert kafkatools.committed_equals_end(kafka_bootstrap, group, source)
 
 
 @pytest.mark.kafka
@@ -102,14 +102,12 @@ def test_a_poison_message_goes_to_the_dead_letter_topic_while_others_flow(
     with Agentd(tmp_path, settings, agents=agents, modules={"poison_agent": POISON_AGENT},
                 env={"IN_TOPIC": source, "SINK_TOPIC": sink}) as daemon:
         daemon.wait_consuming()
-        wait_until(lambda: daemon.assert_running() or
-                   committed_equals_end(kafka_bootstrap, group, source),
-                   120, "the poison message to be dealt with and everything committed")
+        wait_committed(daemon, kafka_bootstrap, group, source,
+                       120, "the poison message to be dealt with and everything committed")
         more = [(f"k{i}".encode(), f"v{i}".encode()) for i in range(400, 500)]
         kafkatools.produce(kafka_bootstrap, source, more)
-        wait_until(lambda: daemon.assert_running() or
-                   committed_equals_end(kafka_bootstrap, group, source),
-                   60, "messages after the poison to flow")
+        wait_committed(daemon, kafka_bootstrap, group, source,
+                       60, "messages after the poison to flow")
         assert daemon.stop() == 0
     dead = kafkatools.read_to_end(kafka_bootstrap, dlq)
     assert [r.value for r in dead] == [b"poison"]
@@ -164,9 +162,8 @@ def test_an_agent_that_fails_before_reading_is_restarted_without_blaming_a_recor
                 env={"IN_TOPIC": source, "SINK_TOPIC": sink,
                      "STARTS_FILE": str(tmp_path / "starts")}) as daemon:
         daemon.wait_consuming()
-        wait_until(lambda: daemon.assert_running() or
-                   committed_equals_end(kafka_bootstrap, group, source),
-                   60, "the agent to start on its fourth try and process everything")
+        wait_committed(daemon, kafka_bootstrap, group, source,
+                       60, "the agent to start on its fourth try and process everything")
         assert daemon.stop() == 0
     assert kafkatools.read_to_end(kafka_bootstrap, f"{source}.dlq") == []
     assert sorted(sink_values(kafka_bootstrap, sink)) == sorted(v for _, v in items)

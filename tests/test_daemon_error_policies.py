@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import kafkatools
 import pytest
-from agentdproc import Agentd, wait_until
-from test_daemon_pipeline import committed_equals_end
+from agentdproc import Agentd, wait_committed
 
 PICKY_AGENT = """
 import os
@@ -58,9 +57,7 @@ def test_a_failing_event_is_handled_by_its_policy_and_the_rest_flows(
     daemon, group = run_picky(kafka_bootstrap, source, sink, tmp_path, agent, items)
     with daemon:
         daemon.wait_consuming()
-        wait_until(lambda: daemon.assert_running() or
-                   committed_equals_end(kafka_bootstrap, group, source),
-                   60, "everything to be committed")
+        wait_committed(daemon, kafka_bootstrap, group, source, 60, "everything to be committed")
         assert daemon.stop() == 0
     expected = sorted(v for _, v in [*GOOD, *MORE])
     if policy == "retry":
@@ -122,9 +119,7 @@ def test_a_record_larger_than_the_ring_is_dead_lettered_not_a_crash_loop(
     with Agentd(tmp_path, settings, agents=agents, modules={"oversized_agent": OVERSIZED_AGENT},
                 env={"IN_TOPIC": source, "SINK_TOPIC": sink}) as daemon:
         daemon.wait_consuming()
-        wait_until(lambda: daemon.assert_running() or
-                   committed_equals_end(kafka_bootstrap, group, source),
-                   60, "everything to be committed")
+        wait_committed(daemon, kafka_bootstrap, group, source, 60, "everything to be committed")
         assert daemon.stop() == 0
     dead = kafkatools.read_to_end(kafka_bootstrap, f"{source}.dlq")
     assert [(r.key, r.value) for r in dead] == [(b"big", huge)]
@@ -169,9 +164,7 @@ def test_an_undecodable_value_goes_to_the_dead_letter_topic_and_the_rest_flows(
                 modules={"typed_agent": RECORD_AGENT},
                 env={"IN_TOPIC": source, "SINK_TOPIC": sink}) as daemon:
         daemon.wait_consuming()
-        wait_until(lambda: daemon.assert_running() or
-                   committed_equals_end(kafka_bootstrap, group, source),
-                   60, "everything to be committed")
+        wait_committed(daemon, kafka_bootstrap, group, source, 60, "everything to be committed")
         assert daemon.stop() == 0
     dead = kafkatools.read_to_end(kafka_bootstrap, f"{source}.dlq")
     assert [r.value for r in dead] == [b"{not json"]

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import kafkatools
 import pytest
-from agentdproc import Agentd, wait_until
-from test_daemon_pipeline import committed_equals_end
+from agentdproc import Agentd, wait_committed, wait_until
 
 TWO_READERS = """
 import asyncio
@@ -55,9 +54,8 @@ def test_two_agents_on_one_topic_each_get_every_message_and_commit_waits_for_bot
         committed = sum(kafkatools.committed_offsets(kafka_bootstrap, group, source).values())
         slow_done = len(kafkatools.read_to_end(kafka_bootstrap, slow_sink))
         assert committed <= slow_done
-        wait_until(lambda: daemon.assert_running() or
-                   committed_equals_end(kafka_bootstrap, group, source),
-                   60, "both agents to finish and the group to commit everything")
+        wait_committed(daemon, kafka_bootstrap, group, source,
+                       60, "both agents to finish and the group to commit everything")
         assert daemon.stop() == 0
     expected = sorted(value for _, value in items)
     for sink in (fast_sink, slow_sink):

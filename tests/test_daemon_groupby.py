@@ -9,7 +9,6 @@ from collections import defaultdict
 import kafkatools
 import pytest
 from agentdproc import Agentd, wait_until
-from test_daemon_pipeline import committed_equals_end
 
 GROUPED_AGENT = """
 import os
@@ -51,8 +50,8 @@ def test_group_by_sends_each_account_to_one_instance_and_commits_both_topics(
                 env={"IN_TOPIC": source, "SINK_TOPIC": sink, "APP_ID": app_id}) as daemon:
         daemon.wait_consuming()
         wait_until(lambda: daemon.assert_running() or (
-            committed_equals_end(kafka_bootstrap, group, source)
-            and committed_equals_end(kafka_bootstrap, group, repartition)
+            kafkatools.committed_equals_end(kafka_bootstrap, group, source)
+            and kafkatools.committed_equals_end(kafka_bootstrap, group, repartition)
             and len(kafkatools.read_to_end(kafka_bootstrap, sink)) >= len(items)),
             90, "both topics to be committed to the end")
         assert daemon.stop() == 0

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import kafkatools
 import pytest
-from agentdproc import Agentd, wait_until
+from agentdproc import Agentd, drain_and_stop, wait_until
 from steadyload import SteadyLoad, parse_output
 from test_daemon_lifecycle import SLOW_AGENT, numbered, sink_counts
-from test_daemon_pipeline import committed_equals_end
 
 GROWING_AGENT = """
 import os
@@ -50,12 +49,6 @@ def daemon_for(workdir: Path, bootstrap: str, source: str, sink: str, group: str
                   env={"IN_TOPIC": source, "SINK_TOPIC": sink, **(env or {})})
 
 
-def finish(daemon: Agentd, bootstrap: str, group: str, source: str) -> None:
-    wait_until(lambda: daemon.assert_running() or committed_equals_end(bootstrap, group, source),
-               120, "committed offsets to reach the end", interval=0.5)
-    assert daemon.stop() == 0, daemon.log()[-3000:]
-
-
 def exactly_once(bootstrap: str, sink: str, sent: int) -> None:
     counts = Counter(parse_output(r.value)[2] for r in kafkatools.read_to_end(bootstrap, sink)
                      if r.value is not None)
@@ -82,7 +75,7 @@ def test_a_stopped_worker_holding_records_is_killed_and_restarted_with_nothing_l
                    len(daemon.instance_pids()) == 2, 30, "the stopped worker to be replaced",
                    interval=0.05)
         replaced_s = time.monotonic() - stopped_at
-        finish(daemon, kafka_bootstrap, group, source)
+        drain_and_stop(daemon, kafka_bootstrap, group, source)
     assert "no progress for" in daemon.log()
     counts = sink_counts(kafka_bootstrap, sink)
     assert set(counts) == {str(i).encode() for i in range(n)}, "nothing lost"
@@ -105,7 +98,7 @@ def test_max_age_recycles_instances_under_load_with_every_input_exactly_once(
             wait_until(lambda: daemon.assert_running() or
                        daemon.log().count("recycled in") >= 4, 60, "four recycles")
             sent = load.stop()
-        finish(daemon, kafka_bootstrap, group, source)
+        drain_and_stop(daemon, kafka_bootstrap, group, source)
     pauses = [int(ms) for ms in re.findall(r"recycled in (\d+) ms", daemon.log())]
     exactly_once(kafka_bootstrap, sink, sent)
     print(f"\nmax_age 1.5s: {len(pauses)} recycles, pauses {pauses} ms, {sent} inputs once")
@@ -127,7 +120,7 @@ def test_max_rss_recycles_a_leaking_instance_with_every_input_exactly_once(
             wait_until(lambda: "recycled in" in daemon.log(), 30, "the recycle to finish")
             time.sleep(0.5)
             sent = load.stop()
-        finish(daemon, kafka_bootstrap, group, source)
+        drain_and_stop(daemon, kafka_bootstrap, group, source)
     exactly_once(kafka_bootstrap, sink, sent)
     line = next(x for x in daemon.log().splitlines() if "over max_rss" in x)
     print(f"\n{line.split(': ', 1)[-1]}")

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import kafkatools
 import pytest
-from agentdproc import Agentd, alive, descendants, wait_until
-from test_daemon_pipeline import committed_equals_end
+from agentdproc import Agentd, alive, descendants, wait_committed, wait_until
 
 from supervisor.control import request
 
@@ -91,7 +90,7 @@ def test_sigterm_finishes_a_thousand_in_flight_commits_and_exits_zero(
     counts = sink_counts(kafka_bootstrap, sink)
     assert set(counts) == {str(i).encode() for i in range(1000)}
     assert max(counts.values()) == 1, "a clean drain processes nothing twice"
-    assert committed_equals_end(kafka_bootstrap, group, source)
+    assert kafkatools.committed_equals_end(kafka_bootstrap, group, source)
     assert alive(children) == []
 
 
@@ -120,9 +119,8 @@ def test_supervisor_sigkill_takes_children_within_two_seconds_and_restart_comple
     with slow_daemon(tmp_path / "second", kafka_bootstrap, source, sink, group,
                      delay=0.0) as daemon:
         daemon.wait_consuming()
-        wait_until(lambda: daemon.assert_running() or
-                   committed_equals_end(kafka_bootstrap, group, source),
-                   120, "the restarted supervisor to finish the stream", interval=0.5)
+        wait_committed(daemon, kafka_bootstrap, group, source,
+                       120, "the restarted supervisor to finish the stream", interval=0.5)
         assert daemon.stop() == 0
     counts = sink_counts(kafka_bootstrap, sink)
     assert set(counts) == {str(i).encode() for i in range(n)}, "nothing lost"
@@ -188,5 +186,5 @@ def test_sigterm_during_a_reload_handover_finishes_everything_once_and_exits_zer
     counts = sink_counts(kafka_bootstrap, sink)
     assert set(counts) == {str(i).encode() for i in range(n)}
     assert max(counts.values()) == 1
-    assert committed_equals_end(kafka_bootstrap, group, source)
+    assert kafkatools.committed_equals_end(kafka_bootstrap, group, source)
     assert alive(children) == []

@@ -14,7 +14,7 @@ from collections import defaultdict
 
 import kafkatools
 import pytest
-from agentdproc import Agentd, wait_until
+from agentdproc import Agentd, wait_committed
 
 N = 100_000
 KEYS = 1000
@@ -49,14 +49,6 @@ def sequences_by_key(values: list[bytes]) -> dict[str, list[int]]:
     return by_key
 
 
-def committed_equals_end(bootstrap: str, group: str, topic: str) -> bool:
-    """The group committed every partition up to its end (an empty partition, never
-    committed, counts as done)."""
-    committed = kafkatools.committed_offsets(bootstrap, group, topic)
-    return all(committed.get(partition, 0) == end
-               for partition, end in kafkatools.end_offsets(bootstrap, topic).items())
-
-
 @pytest.mark.kafka
 @pytest.mark.parametrize("ordering", ["partition", "key"])
 def test_every_input_reaches_the_sink_in_key_order_and_commits_reach_the_end(
@@ -71,9 +63,8 @@ def test_every_input_reaches_the_sink_in_key_order_and_commits_reach_the_end(
                 env={"IN_TOPIC": source, "SINK_TOPIC": sink}) as daemon:
         daemon.wait_consuming()
         started = time.monotonic()
-        wait_until(lambda: daemon.assert_running() or
-                   committed_equals_end(kafka_bootstrap, group, source),
-                   180, "committed offsets to reach the end offsets", interval=1.0)
+        wait_committed(daemon, kafka_bootstrap, group, source,
+                       180, "committed offsets to reach the end offsets", interval=1.0)
         elapsed = time.monotonic() - started
         assert daemon.stop() == 0
     print(f"\n{ordering}: {N} messages through 2 instances in about {elapsed:.1f}s "
@@ -86,7 +77,7 @@ def test_every_input_reaches_the_sink_in_key_order_and_commits_reach_the_end(
     for key, seqs in by_key.items():
         assert seqs == sorted(seqs), f"key {key} out of order"
     assert len(values) == N, f"{len(values) - N} duplicates in a run without failures"
-    assert committed_equals_end(kafka_bootstrap, group, source)
+    assert kafkatools.committed_equals_end(kafka_bootstrap, group, source)
 
 
 @pytest.mark.kafka
@@ -102,9 +93,8 @@ def test_ordering_none_across_three_instances_loses_nothing(
                 modules={"relay_agent": RELAY_AGENT},
                 env={"IN_TOPIC": source, "SINK_TOPIC": sink}) as daemon:
         daemon.wait_consuming()
-        wait_until(lambda: daemon.assert_running() or
-                   committed_equals_end(kafka_bootstrap, group, source),
-                   120, "committed offsets to reach the end offsets", interval=1.0)
+        wait_committed(daemon, kafka_bootstrap, group, source,
+                       120, "committed offsets to reach the end offsets", interval=1.0)
         assert daemon.stop() == 0
     values = [r.value for r in kafkatools.read_to_end(kafka_bootstrap, sink)]
     assert sorted(v for v in values if v is not None) == sorted(v for _, v in items)

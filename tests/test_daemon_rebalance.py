@@ -15,9 +15,8 @@ from pathlib import Path
 
 import kafkatools
 import pytest
-from agentdproc import Agentd, wait_until
+from agentdproc import Agentd, drain_and_stop, wait_until
 from steadyload import SteadyLoad, longest_gap_ms, parse_output
-from test_daemon_pipeline import committed_equals_end
 from test_daemon_reload import tagging
 
 PARTITIONS = 8
@@ -61,10 +60,7 @@ def test_second_supervisor_joins_and_leaves_with_every_input_in_the_sink(
                        60, "the first supervisor to get every partition back")
             time.sleep(1.0)
             sent = load.stop()
-        wait_until(lambda: first.assert_running() or
-                   committed_equals_end(kafka_bootstrap, group, source),
-                   120, "committed offsets to reach the end", interval=0.5)
-        assert first.stop() == 0
+        drain_and_stop(first, kafka_bootstrap, group, source)
     outputs = [(r.timestamp_ms, r.value) for r in kafkatools.read_to_end(kafka_bootstrap, sink)
                if r.value is not None]
     counts = Counter(parse_output(value)[2] for _, value in outputs)

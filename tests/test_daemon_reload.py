@@ -18,9 +18,8 @@ from pathlib import Path
 import kafkatools
 import psutil
 import pytest
-from agentdproc import Agentd, wait_until
+from agentdproc import Agentd, drain_and_stop, wait_until
 from steadyload import SteadyLoad, longest_gap_ms, parse_output, switch_gap_ms
-from test_daemon_pipeline import committed_equals_end
 
 from supervisor.control import request
 
@@ -95,12 +94,6 @@ def tags_by_partition(outputs: list[tuple[int, bytes]]) -> dict[int, list[str]]:
         tag, part, index = parse_output(value)
         rows[part].append((index, tag))
     return {part: [tag for _, tag in sorted(items)] for part, items in rows.items()}
-
-
-def drain_and_stop(daemon: Agentd, bootstrap: str, group: str, source: str) -> None:
-    wait_until(lambda: daemon.assert_running() or committed_equals_end(bootstrap, group, source),
-               120, "committed offsets to reach the end", interval=0.5)
-    assert daemon.stop() == 0, daemon.log()[-3000:]
 
 
 def pause_ms(daemon: Agentd) -> list[float]:
