@@ -11,12 +11,13 @@ from __future__ import annotations
 import select
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Self, cast
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
@@ -40,6 +41,51 @@ class Record:
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
     timestamp_ms: int
+
+
+class PacedProducer:
+    """Produces ``rate`` messages a second from a thread until ``_stop`` is set, then
+    waits up to ``flush_timeout`` for the deliveries; failures collect in ``errors``.
+
+    A subclass's ``_emit(n)`` produces message ``n`` (0, 1, 2, ...), ``_delivered``
+    as its delivery callback; ``sent`` counts the messages emitted.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, *, rate: float, config: dict[str, Any],
+                 name: str, pause: float, flush_timeout: float) -> None:
+        self.topic = topic
+        self.rate = rate
+        self.sent = 0
+        self.errors: list[str] = []
+        self._pause = pause
+        self._flush_timeout = flush_timeout
+        self._stop = threading.Event()
+        self._producer = Producer({"bootstrap.servers": bootstrap, **config})
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def _emit(self, n: int) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        while not self._stop.is_set():
+            due = int((time.monotonic() - started) * self.rate)
+            while self.sent < due:
+                self._emit(self.sent)
+                self.sent += 1
+            self._producer.poll(0)
+            time.sleep(self._pause)
+        left = self._producer.flush(self._flush_timeout)
+        if left:
+            self.errors.append(f"{left} undelivered")
+
+    def _delivered(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self.errors.append(str(err))
 
 
 def unique_name(prefix: str = "t") -> str:

@@ -9,53 +9,26 @@ ordering) produced each output, and per-partition order and gaps can be checked.
 from __future__ import annotations
 
 import itertools
-import threading
-import time
 from collections import defaultdict
-from typing import Any
 
-from confluent_kafka import Producer
+import kafkatools
 
 
-class SteadyLoad:
+class SteadyLoad(kafkatools.PacedProducer):
     """``with SteadyLoad(bootstrap, topic, rate=500) as load: ...; load.stop()``."""
 
     def __init__(self, bootstrap: str, topic: str, *, partitions: int, rate: float) -> None:
-        self.topic = topic
+        super().__init__(bootstrap, topic, rate=rate, config={"linger.ms": 2, "acks": "all"},
+                         name="steady-load", pause=0.005, flush_timeout=30)
         self.partitions = partitions
-        self.rate = rate
-        self.sent = 0
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2,
-                                   "acks": "all"})
-        self._thread = threading.Thread(target=self._run, name="steady-load", daemon=True)
-
-    def __enter__(self) -> SteadyLoad:
-        self._thread.start()
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _run(self) -> None:
-        started = time.monotonic()
-        while not self._stop.is_set():
-            due = int((time.monotonic() - started) * self.rate)
-            while self.sent < due:
-                part = self.sent % self.partitions
-                self._producer.produce(self.topic, f"p{part}:{self.sent}".encode(),
-                                       partition=part, on_delivery=self._delivered)
-                self.sent += 1
-            self._producer.poll(0)
-            time.sleep(0.005)
-        left = self._producer.flush(30)
-        if left:
-            self.errors.append(f"{left} undelivered")
-
-    def _delivered(self, err: Any, msg: Any) -> None:
-        if err is not None:
-            self.errors.append(str(err))
+    def _emit(self, n: int) -> None:
+        part = n % self.partitions
+        self._producer.produce(self.topic, f"p{part}:{n}".encode(), partition=part,
+                               on_delivery=self._delivered)
 
     def stop(self) -> int:
         """Stop producing, wait for every delivery; how many records were sent."""

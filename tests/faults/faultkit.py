@@ -31,7 +31,7 @@ from typing import Any
 
 import kafkatools
 from agentdproc import Agentd, wait_until
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 KEYS = 16
 
@@ -119,7 +119,7 @@ def seq_of(value: bytes | None) -> int | None:
         return None
 
 
-class NumberedStream:
+class NumberedStream(kafkatools.PacedProducer):
     """Produces sequence numbers 0, 1, 2, ... at ``rate`` per second from a thread.
 
     ``encode(seq) -> (key, value[, headers])`` shapes each message (raw by default, JSON for the
@@ -131,23 +131,14 @@ class NumberedStream:
     def __init__(self, bootstrap: str, topic: str, *, rate: float,
                  encode: Callable[[int], tuple[Any, ...]] = plain_numbered,
                  extra: Callable[[int], list[tuple[Any, Any, Any]]] | None = None) -> None:
-        self.topic = topic
-        self.rate = rate
+        super().__init__(bootstrap, topic, rate=rate,
+                         config={"linger.ms": 5, "acks": "all", "message.timeout.ms": 300_000,
+                                 "enable.idempotence": True},
+                         name="numbered", pause=0.01, flush_timeout=300)
         self.encode = encode
         self.extra = extra
-        self.sent = 0
         self.extras_sent = 0
         self.produced_at: dict[int, float] = {}
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
-                                   "acks": "all", "message.timeout.ms": 300_000,
-                                   "enable.idempotence": True})
-        self._thread = threading.Thread(target=self._run, name="numbered", daemon=True)
-
-    def __enter__(self) -> NumberedStream:
-        self._thread.start()
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
@@ -162,28 +153,13 @@ class NumberedStream:
             except BufferError:
                 self._producer.poll(0.1)
 
-    def _run(self) -> None:
-        started = time.monotonic()
-        while not self._stop.is_set():
-            due = int((time.monotonic() - started) * self.rate)
-            while self.sent < due:
-                seq = self.sent
-                item = self.encode(seq)
-                self.produced_at[seq] = time.monotonic()
-                self._produce(*item)
-                self.sent += 1
-                for item in self.extra(seq) if self.extra else ():
-                    self._produce(*item)
-                    self.extras_sent += 1
-            self._producer.poll(0)
-            time.sleep(0.01)
-        left = self._producer.flush(300)
-        if left:
-            self.errors.append(f"{left} undelivered")
-
-    def _delivered(self, err: Any, msg: Any) -> None:
-        if err is not None:
-            self.errors.append(str(err))
+    def _emit(self, seq: int) -> None:
+        item = self.encode(seq)
+        self.produced_at[seq] = time.monotonic()
+        self._produce(*item)
+        for item in self.extra(seq) if self.extra else ():
+            self._produce(*item)
+            self.extras_sent += 1
 
     def stop(self) -> int:
         """Stop producing and wait for every delivery; how many numbered messages."""
