@@ -222,7 +222,8 @@ def run_child(name: str, argv: Sequence[str], timeout: float, *,
     The rate is ``(count - 1) / (last - first)``: from the first processed message to
     the N-th, so start-up, group join and shutdown are outside the measured window.
     """
-    full_env = {**os.environ, **(env or {})}
+    scratch = tempfile.mkdtemp(prefix="bench-child-")  # the child's TMPDIR, removed after
+    full_env = {**os.environ, "TMPDIR": scratch, **(env or {})}
     started = time.monotonic()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(list(argv), stdout=out, stderr=err, text=True, env=full_env,
@@ -234,6 +235,7 @@ def run_child(name: str, argv: Sequence[str], timeout: float, *,
             hung = True
         finally:
             kill_group(proc)
+            shutil.rmtree(scratch, ignore_errors=True)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -76,6 +77,7 @@ def agentd_memory(bootstrap: str, topic: str, count: int, k: int,
             return uss, pss, ""
     finally:
         watch.close()
+        shutil.rmtree(mark_dir, ignore_errors=True)
 
 
 def fresh_memory(k: int) -> tuple[float, float, str]:

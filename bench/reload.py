@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -174,6 +175,7 @@ def run(bootstrap: str, rate: int, seconds: float, timeout: float) -> dict[str, 
         return result
     finally:
         watch.close()
+        shutil.rmtree(tag_file.parent, ignore_errors=True)
 
 
 if __name__ == "__main__":
