@@ -511,7 +511,10 @@ def test_new_raw_record_makes_the_same_frozen_record_as_the_class():
 
 @pytest.mark.parametrize("data", [b'{"a":1,"b":[1,2]}', b"[1,2]", b'"x"', b"{", b"{\xff}",
                                   b'{"s":"\xc3\xa9\\ud800"}', b"\xef\xbb\xbf{}",
-                                  '{"a":1}'.encode("utf-16-le"), b"{\x00}", b"[ 1 ]"])
+                                  '{"a":1}'.encode("utf-16-le"), b"{\x00}", b"[ 1 ]",
+                                  b'{"n":123456789012345678901234567890}', b"[NaN,-Infinity]",
+                                  b'{"a":1,"a":2}', b'{"f":1e400,"g":0.1,"h":-0.0}',
+                                  b'{"s":"\\ud83d\\ude00"}', b"{} x", b"  {}\n"])
 def test_json_codec_decodes_as_json_loads(data: bytes):
     from agentlib import codecs
 
