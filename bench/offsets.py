@@ -98,7 +98,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="200k messages, 2 runs")
     args = parser.parse_args()
+    if args.quick:
+        args.messages, args.runs = min(args.messages, 200_000), min(args.runs, 2)
     results = {}
     print("| acks | agentd msg/s | Faust-style msg/s | ratio |\n|---|---|---|---|")
     for name, shuffled in (("ranges of 50, in order", False), ("single, shuffled", True)):
@@ -107,7 +110,8 @@ def main() -> None:
         theirs = args.messages / best_of(args.runs, run_baseline, acks)
         results[name] = {"agentd": ours, "baseline": theirs, "ratio": ours / theirs}
         print(f"| {name} | {ours:,.0f} | {theirs:,.0f} | {ours / theirs:.2f}x |")
-    print(json.dumps({"messages": args.messages, "results": results}))
+    print(json.dumps({"bench": "offsets", "messages": args.messages, "quick": args.quick,
+                      "results": results}))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
+import json
 import os
 import random
 import sys
@@ -109,7 +109,10 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="50k records, 2 passes")
     args = parser.parse_args()
+    if args.quick:
+        args.n, args.repeat = min(args.n, 50_000), min(args.repeat, 2)
     from supervisor import wire
 
     rng = random.Random(1)
@@ -128,8 +131,9 @@ def main() -> None:
         print(profiler.output_text(unicode=False, color=False, show_all=False))
         return
     best = min(uvloop.run(one_pass(records)) for _ in range(args.repeat))
-    _ = collections
     print(f"worker in-process: {best / args.n * 1e6:.2f} us/message (n={args.n})")
+    print(json.dumps({"bench": "worker_inproc", "messages": args.n,
+                      "worker_us_per_msg": round(best / args.n * 1e6, 3)}))
 
 
 if __name__ == "__main__":
