@@ -8,6 +8,7 @@ none is needed (a group would join, rebalance and slow every check down).
 
 from __future__ import annotations
 
+import abc
 import select
 import subprocess
 import sys
@@ -43,7 +44,7 @@ class Record:
     timestamp_ms: int
 
 
-class PacedProducer:
+class PacedProducer(abc.ABC):
     """Produces ``rate`` messages a second from a thread until ``_stop`` is set, then
     waits up to ``flush_timeout`` for the deliveries; failures collect in ``errors``.
 
@@ -67,8 +68,9 @@ class PacedProducer:
         self._thread.start()
         return self
 
+    @abc.abstractmethod
     def _emit(self, n: int) -> None:
-        raise NotImplementedError
+        """Produce message number ``n``."""
 
     def _run(self) -> None:
         started = time.monotonic()
