@@ -5,6 +5,11 @@
 with W in flight, and reports the latencies (ms) with ``_common.report``. ``worker``
 runs the Faust worker for the agent (agentd's side is ``agentd start``).
 ``BENCH_ASK_LIB`` picks the library (see _ask_app).
+
+``echo-server`` and ``echo-client`` are the floor: the same request/reply round trip
+with nothing but confluent-kafka (one consumer and one producer per side, linger.ms 0,
+``socket.nagle.disable`` as agentlib sets it), so that what the broker and librdkafka
+cost alone is known; the difference to the ``client`` rows is the runtime's own.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import argparse
 import asyncio
 import os
 import time
+import uuid
 from typing import Any
 
 from _ask_app import LIB, Add, adding, app
@@ -63,15 +69,110 @@ async def client(args: argparse.Namespace) -> None:
     os._exit(0)
 
 
+def _echo_clients(group: str) -> tuple[Any, Any]:
+    """A producer configured as agentlib's (linger 0, no Nagle) and a consumer."""
+    from confluent_kafka import Consumer, Producer
+
+    from agentlib.kafka import PRODUCER_CONFIG, bootstrap_servers
+
+    bootstrap = bootstrap_servers(os.environ.get("BENCH_BROKER"))
+    producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_CONFIG})
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "auto.offset.reset": "latest", "enable.auto.commit": False,
+                         "socket.nagle.disable": PRODUCER_CONFIG.get(
+                             "socket.nagle.disable", False)})
+    return producer, consumer
+
+
+def echo_server() -> None:
+    """Answer each request on ``BENCH_TOPIC`` with its value, to ``<topic>-replies``."""
+    topic = os.environ["BENCH_TOPIC"]
+    producer, consumer = _echo_clients(f"{topic}-echo")
+    consumer.subscribe([topic])
+    while True:
+        first = consumer.poll(0.05)
+        if first is None:
+            continue
+        for msg in [first, *consumer.consume(1000, 0)]:
+            if msg.error() is None:
+                producer.produce(f"{topic}-replies", msg.value(), msg.key())
+        producer.poll(0)
+
+
+def echo_client(args: argparse.Namespace) -> None:
+    """Time request/reply round trips through ``echo_server``: sequential, then windowed."""
+    from confluent_kafka import TopicPartition
+
+    topic = os.environ["BENCH_TOPIC"]
+    producer, consumer = _echo_clients(f"{topic}-client-{uuid.uuid4().hex[:8]}")
+    consumer.assign([TopicPartition(f"{topic}-replies", 0, -1)])  # OFFSET_END
+    sent: dict[bytes, float] = {}
+
+    def ask(i: int) -> None:
+        key = str(i).encode()
+        sent[key] = time.perf_counter()
+        producer.produce(topic, b'{"a": %d, "b": 1}' % i, key)
+        producer.poll(0)
+
+    def replies(latencies: list[float], timeout: float) -> int:
+        got = 0
+        first = consumer.poll(timeout)
+        if first is None:
+            return 0
+        for msg in [first, *consumer.consume(1000, 0)]:
+            started = sent.pop(msg.key(), None) if msg.error() is None else None
+            if started is not None:
+                latencies.append(time.perf_counter() - started)
+                got += 1
+        return got
+
+    def run(count: int, window: int, latencies: list[float], seconds: float) -> None:
+        stop_at = time.monotonic() + seconds
+        issued = 0
+        while issued < min(window, count):
+            ask(issued)
+            issued += 1
+        done = 0
+        while done < issued and time.monotonic() < stop_at:
+            got = replies(latencies, 1.0)
+            done += got
+            for _ in range(got):
+                if issued < count and time.monotonic() < stop_at:
+                    ask(issued)
+                    issued += 1
+        sent.clear()
+
+    deadline = time.monotonic() + 60
+    warm: list[float] = []
+    while len(warm) < WARM_UP and time.monotonic() < deadline:  # assignment, metadata
+        run(1, 1, warm, 2.0)
+    sequential: list[float] = []
+    run(args.sequential, 1, sequential, args.phase_seconds)
+    concurrent: list[float] = []
+    first = time.time()
+    run(args.concurrent, args.window, concurrent, args.phase_seconds)
+    last = time.time()
+    report(first, last, len(concurrent), lib="confluent-kafka",
+           sequential=percentiles(sequential), concurrent=percentiles(concurrent),
+           sequential_count=len(sequential))
+    os._exit(0)
+
+
 def main() -> None:
     cli = argparse.ArgumentParser()
-    cli.add_argument("role", choices=("client", "worker"))
+    cli.add_argument("role", choices=("client", "worker", "echo-server", "echo-client"))
     cli.add_argument("--sequential", type=int, default=10_000)
     cli.add_argument("--concurrent", type=int, default=10_000)
     cli.add_argument("--window", type=int, default=100)
     cli.add_argument("--phase-seconds", type=float, default=300.0,
                      help="end the sequential phase early after this long")
     args = cli.parse_args()
+    if args.role == "echo-server":
+        echo_server()
+        return
+    if args.role == "echo-client":
+        echo_client(args)
+        return
     if args.role == "worker":
         import faust
 

@@ -9,6 +9,10 @@ Latency is the client's ``perf_counter`` around each ``await adding.ask(...)`` a
 warm-up asks; p50/p99/p999 in ms. Producer batching delays are stated in the output:
 agentlib's ``linger.ms`` (request and reply each wait up to it) and Faust's
 ``producer_linger``.
+
+A third row, ``echo``, is the floor: the same round trip with bare confluent-kafka on
+both sides (``_ask_client.py echo-server``/``echo-client``), i.e. what the broker and
+librdkafka cost with no runtime around them. ``--only`` runs some rows (experiments).
 """
 
 from __future__ import annotations
@@ -90,16 +94,40 @@ def run_faust(bootstrap: str, sequential: int, concurrent: int, timeout: float) 
         c.kill_group(worker)
 
 
+def run_echo(bootstrap: str, sequential: int, concurrent: int, timeout: float) -> c.Outcome:
+    topic = c.create_topic(bootstrap, c.unique("bench-ask-echo"))
+    c.create_topic(bootstrap, f"{topic}-replies", partitions=1)
+    env = {**os.environ, "BENCH_TOPIC": topic, "BENCH_BROKER": bootstrap,
+           "PYTHONPATH": c.pythonpath()}
+    with open("/dev/null", "wb") as devnull:
+        server = subprocess.Popen([sys.executable, str(c.BENCH_DIR / "_ask_client.py"),
+                                   "echo-server"], env=env, cwd=c.REPO, stdout=devnull,
+                                  stderr=devnull, start_new_session=True)
+    try:
+        argv = [sys.executable, str(c.BENCH_DIR / "_ask_client.py"), "echo-client",
+                "--sequential", str(sequential), "--concurrent", str(concurrent),
+                "--window", "100", "--phase-seconds", str(round(timeout / 3))]
+        return c.run_child("echo", argv, timeout, env=env, expect=concurrent)
+    finally:
+        c.kill_group(server)
+
+
+RUNTIMES = {"agentd": run_agentd, "faust": run_faust, "echo": run_echo}
+
+
 def main() -> None:
     cli = c.parser(__doc__.splitlines()[1])
     cli.add_argument("--count", type=int, default=None, help="asks per phase (10k; quick 1k)")
+    cli.add_argument("--only", action="append", choices=sorted(RUNTIMES),
+                     help="run only this row (repeatable; default: all)")
     args = cli.parse_args()
     count = args.count or (1_000 if args.quick else 10_000)
     timeout = args.timeout or (120.0 if args.quick else 400.0)
     results: dict[str, c.Outcome] = {}
     with c.broker(args.bootstrap) as bootstrap:
-        results["agentd"] = run_agentd(bootstrap, count, count, timeout)
-        results["faust"] = run_faust(bootstrap, count, count, timeout)
+        for name, run in RUNTIMES.items():
+            if not args.only or name in args.only:
+                results[name] = run(bootstrap, count, count, timeout)
     stated = linger_ms()
     rows = []
     summary: dict[str, object] = {"bench": "ask", "count": count, "window": 100, **stated}
@@ -120,6 +148,8 @@ def main() -> None:
     print(c.table(["runtime", "seq asks", "seq p50", "seq p99", "seq p999", "100x p50", "100x p99",
                    "100x p999", "asks/s @100", "note"], rows))
     print()
+    for key in ("agentd_seq_p50_ms", "agentd_seq_p99_ms", "faust_seq_p50_ms"):
+        summary.setdefault(key, 0.0)  # a row left out by --only
     a_p50, f_p50 = summary["agentd_seq_p50_ms"], summary["faust_seq_p50_ms"]
     summary["agentd_vs_faust_p50"] = c.ratio(float(a_p50), float(f_p50))  # type: ignore[arg-type]
     summary["agentd_p99_over_p50"] = c.ratio(
