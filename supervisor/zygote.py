@@ -14,12 +14,20 @@ packet; ring fds travel with a fork request as ``SCM_RIGHTS``. Zygote → superv
 
 Every process here dies with its parent (``PR_SET_PDEATHSIG``): the zygote with the
 supervisor, a worker with the zygote. Workers leave with ``os._exit``.
+
+The imported heap is frozen out of the cyclic GC (``gc.freeze``) before every fork:
+an instance's full collections then walk only what the instance itself made, not
+the app's modules (measured: a full collection over the ask bench's imports takes
+3-5 ms, over a Faust app's 12-18 ms, and ~0 once frozen, and each was a pause of
+every record in flight), and the collector never writes to those objects' GC
+headers, so their pages stay shared with the zygote instead of being copied.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import importlib
 import json
 import logging
@@ -35,7 +43,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["AgentSpec", "Zygote", "ZygoteError", "find_agents", "serve", "set_parent_death_signal"]
+__all__ = ["AgentSpec", "Zygote", "ZygoteError", "find_agents", "freeze_heap", "serve",
+           "set_parent_death_signal"]
 
 log = logging.getLogger("agentd.zygote")
 
@@ -216,6 +225,8 @@ def serve(fd: int, specs: list[str]) -> int:
     try:
         apps = [load_app(spec) for spec in specs]
         agents = find_agents(apps)
+        gc.collect()  # the import's garbage goes now, not frozen with the rest
+        freeze_heap()
     except BaseException as exc:  # any import-time failure is the user's to read
         reason = f"cannot import app {' '.join(specs)}: {type(exc).__name__}: {exc}"
         sock.send(json.dumps({"op": "failed", "reason": reason,
@@ -251,6 +262,16 @@ def serve(fd: int, specs: list[str]) -> int:
                     os.close(received)
 
 
+def freeze_heap() -> None:
+    """Move every object tracked by the cyclic GC to its permanent generation.
+
+    Called in the zygote before forking: the instance inherits that heap frozen, so
+    its collections (gen 2 included) skip the app's imported objects. The zygote's
+    own later garbage is freed by reference counting; only cycles would stay.
+    """
+    gc.freeze()
+
+
 def _report_exits(sock: socket.socket) -> None:
     while True:
         try:
@@ -265,6 +286,7 @@ def _report_exits(sock: socket.socket) -> None:
 def _fork_instance(sock: socket.socket, wake: tuple[int, int], agent: Any,
                    settings: dict[str, Any], fds: list[int]) -> int:
     zygote_pid = os.getpid()
+    freeze_heap()  # what the zygote made since the last fork: a few small objects
     pid = os.fork()
     if pid:
         return pid
