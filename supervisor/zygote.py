@@ -244,7 +244,12 @@ def serve(fd: int, specs: list[str]) -> int:
                 os.read(wake_r, 4096)
             _report_exits(sock)
         if sock.fileno() in ready:
-            packet, fds, _, _ = socket.recv_fds(sock, _MAX_PACKET, 64)
+            try:
+                packet, fds, _, _ = socket.recv_fds(sock, _MAX_PACKET, 64)
+            except ConnectionResetError:
+                # The supervisor closed its end with our exit reports still unread (a
+                # retired zygote after a reload): the same goodbye as EOF, not a crash.
+                return 0
             if not packet:
                 return 0
             request = json.loads(packet)
@@ -280,7 +285,10 @@ def _report_exits(sock: socket.socket) -> None:
             return
         if pid == 0:
             return
-        sock.send(json.dumps({"op": "exited", "pid": pid, "status": status}).encode())
+        try:
+            sock.send(json.dumps({"op": "exited", "pid": pid, "status": status}).encode())
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the supervisor is gone: serve() sees the closed socket next
 
 
 def _fork_instance(sock: socket.socket, wake: tuple[int, int], agent: Any,

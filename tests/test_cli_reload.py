@@ -1,6 +1,7 @@
 """``agentd reload --wait`` reports the reload's outcome: a module that no longer
 imports is refused (exit 1, one line with the reason, old code still running), a
-good one reloads (exit 0). Real Kafka, real daemon."""
+good one reloads (exit 0), and the retired zygote leaves quietly: no traceback in the
+daemon's log. Real Kafka, real daemon."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def agentd(daemon: Agentd, *args: str) -> subprocess.CompletedProcess[str]:
                           env=daemon.env, capture_output=True, text=True, timeout=180)
 
 
-def test_reload_wait_reports_refusal_then_success(kafka_bootstrap, new_topic, tmp_path):
+def test_reload_wait_reports_refusal_then_success_and_logs_no_traceback(
+        kafka_bootstrap, new_topic, tmp_path):
     topic = new_topic(2)
     settings = {"app": "echoing", "broker": f"kafka://{kafka_bootstrap}",
                 "group_id": kafkatools.unique_name("reload-cli"), "shutdown_timeout": "10s"}
@@ -56,3 +58,6 @@ def test_reload_wait_reports_refusal_then_success(kafka_bootstrap, new_topic, tm
         assert status["reload"] == {**status["reload"], "state": "idle", "reloads": 2,
                                     "last_error": None}
         assert daemon.stop() == 0
+    # The old zygote, closed with its instances' exit reports unread, used to die on
+    # ConnectionResetError and print a traceback into the log on every reload.
+    assert "Traceback" not in daemon.log(), daemon.log()[-3000:]
