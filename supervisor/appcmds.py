@@ -13,6 +13,7 @@ Errors are :class:`~supervisor.clientcmds.ClientError` (one sentence, exit code)
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import sys
@@ -150,7 +151,7 @@ def ask(apps: Sequence[Any], agent_name: str, value_text: str, key: str | None,
     agent = find_agent(apps, agent_name)
     value = parse_value(value_text, agent.channel.value_type)
     return _run(agent.app, agent.ask(value, key=key), timeout=timeout,
-                what=f"a reply from {agent.name} (is agentd running it?)")
+                what=f"reply from {agent.name} (is agentd running it?)")
 
 
 def _run(app: Any, work: Any, timeout: float, what: str) -> Any:
@@ -188,6 +189,10 @@ def check(config_path: str) -> list[str]:
         config = load_config(config_path)
     except ConfigError as exc:
         raise ClientError(f"config error: {exc}", 2) from None
+    if config.metrics.port is not None and importlib.util.find_spec("prometheus_client") is None:
+        # `agentd start` refuses this (MetricsServer); check must not pass what start refuses.
+        raise ClientError("config error: metrics.port: needs prometheus-client: "
+                          "pip install 'agentd[metrics]'", 2)
     env = {**os.environ, "AGENTD_BROKER": config.bootstrap_servers or "127.0.0.1:9",
            "AGENTD_LOG_LEVEL": "WARNING"}
     try:

@@ -143,13 +143,22 @@ def start(ctx: click.Context, config_path: str) -> None:
     from supervisor.topics import BrokerUnreachable
     from supervisor.zygote import ZygoteError
 
+    daemon = Supervisor(config)
     try:
-        code = Supervisor(config).run()
+        code = daemon.run()
     except ConfigError as exc:  # agent tables checked against the imported app
         _fail(ctx, f"config error: {exc}", 2)
         return
     except (ZygoteError, ControlError, BrokerUnreachable) as exc:
         _fail(ctx, str(exc), 1)
+        return
+    except RuntimeError:
+        # The app imported but defines no agent: the same config error `agentd check`
+        # reports (the daemon raises a bare RuntimeError for it, after the zygote
+        # answered); anything else is a real failure and keeps its traceback.
+        if daemon.zygote is None or daemon.zygote.agents:
+            raise
+        _fail(ctx, f"config error: app: {' '.join(config.app)} defines no agents", 2)
         return
     ctx.exit(code)
 
