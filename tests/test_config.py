@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -220,3 +221,79 @@ def test_agentd_start_with_bad_config_exits_2_with_one_line_naming_the_key(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.output
     assert "config error" in lines[0] and f"{key}: " in lines[0]
+
+
+# ---------------------------------------------------------------- docs/config.md
+
+CONFIG_DOC = Path(__file__).resolve().parent.parent / "docs" / "config.md"
+DOC_SECTIONS = {"Top-level keys": "", "`[metrics]`": "metrics",
+                '`[agents."<agent name>"]`': "agents"}
+
+
+def documented_keys() -> dict[str, dict[str, str]]:
+    """``{section: {key: default cell}}`` from the reference's key tables."""
+    tables: dict[str, dict[str, str]] = {}
+    section = None
+    for line in CONFIG_DOC.read_text().splitlines():
+        if line.startswith("## "):
+            section = DOC_SECTIONS.get(line[3:].strip())
+            continue
+        cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+        if section is None or not line.startswith("| `") or len(cells) < 4:
+            continue
+        key = cells[0].strip("`").strip("[]")
+        key = "agents" if key.startswith("agents.") else key
+        tables.setdefault(section, {})[key] = cells[2]
+    return tables
+
+
+def documented_default(cell: str) -> object:
+    """The value a default cell names, or ``...`` for a description (``the app's id``)."""
+    if cell.startswith("unset"):
+        return None
+    if not cell.startswith("`"):
+        return ...
+    text = cell.split("`")[1]
+    if "<" in text:  # a template such as `<topic>.dlq`: covered by its own test
+        return ...
+    if text == "{}":
+        return {}
+    if text.startswith('"'):
+        return text.strip('"')
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return cfg.v.parse_size(text)
+    except ValueError:
+        return text
+
+
+def test_config_reference_lists_exactly_the_keys_the_loader_accepts():
+    docs = documented_keys()
+    top = {f.name for f in cfg.dataclasses.fields(cfg.Config)} - {"source"}
+    agent = {f.name for f in cfg.dataclasses.fields(cfg.AgentConfig)} - {"name"}
+    metrics = {f.name for f in cfg.dataclasses.fields(cfg.MetricsConfig)}
+    assert set(docs[""]) == top
+    assert set(docs["agents"]) == agent
+    assert set(docs["metrics"]) == metrics
+
+
+def test_config_reference_defaults_are_the_loaders_defaults():
+    config = loads('app = "m"\n[metrics]\n[agents.x]\n')
+    actual = {"": config, "metrics": config.metrics, "agents": config.agents["x"]}
+    checked = 0
+    for section, keys in documented_keys().items():
+        for key, cell in keys.items():
+            expected = documented_default(cell)
+            if expected is ...:
+                continue
+            value = getattr(actual[section], key)
+            value = dict(value) if key == "kafka" else value
+            if isinstance(value, str) and isinstance(expected, str):
+                assert value.lower() == expected.lower(), (section, key, cell)
+            else:
+                assert value == expected, (section, key, cell)
+            checked += 1
+    assert checked >= 15  # the table format changed if this drops: fix the parser
