@@ -9,6 +9,7 @@ skips its integration tests when Kafka is missing proves nothing.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -44,7 +45,27 @@ def kafka_bootstrap() -> Iterator[str]:
     try:
         yield broker.bootstrap
     finally:
+        close_leftover_clients()
         broker.stop()
+
+
+def close_leftover_clients() -> None:
+    """Close the agentlib clients still open in this process before the broker stops.
+
+    A module-level App (``examples.sinks.app``, an App a test made) keeps its producer
+    and reply consumer for the life of the process: ``stop_clients`` only flushes, and
+    the producer's poll thread keeps it reachable. Left open, librdkafka keeps
+    reconnecting to the stopped session broker and prints "Connection refused" lines
+    after the test summary; closed here, nothing talks to a broker that is gone.
+    """
+    from agentlib.kafka import KafkaProducer
+    from agentlib.replies import ReplyConsumer
+
+    gc.collect()
+    for obj in gc.get_objects():
+        if isinstance(obj, (ReplyConsumer, KafkaProducer)):
+            obj.close(timeout=1.0)
+    gc.collect()  # plain confluent-kafka clients left in reference cycles
 
 
 @pytest.fixture
