@@ -1,7 +1,7 @@
 """The agentd TOML config: parsed with ``tomllib`` into frozen dataclasses, validated.
 
 Every problem is a ``ConfigError`` carrying the dotted key path and one reason, so the
-CLI can print ``agentd: config error: <key>: <reason>`` and exit 2 without a traceback.
+CLI can print ``agentd <command>: config error: <key>: <reason>`` and exit 2 without a traceback.
 Validation happens in two steps because agent names are only known after the app is
 imported (in a throw-away process): ``load_config`` checks everything it can from the
 file alone, ``validate_agent_names`` checks ``[agents."<name>"]`` tables afterwards.
