@@ -300,7 +300,7 @@ class Supervisor:
         topic_index, subscriptions, tracker = self.topic_index, self.subscriptions, self.tracker
         encode, headers_of = wire.encode_record, _HEADERS_OF
         moving = self.moves.moving
-        batches: dict[Instance, list[Key]] = {}
+        batches: dict[Instance, tuple[list[Key], list[bytes]]] = {}
         # Per partition in this batch: each subscribed agent with its offset-tracker
         # lane and, under partition ordering (the key plays no part), its instance:
         # looked up once per partition, not per message.
@@ -355,11 +355,12 @@ class Supervisor:
                 inst.unacked[rkey] = encoded
                 batch = batches.get(inst)
                 if batch is None:
-                    batches[inst] = [rkey]
+                    batches[inst] = ([rkey], [encoded])
                 else:
-                    batch.append(rkey)
-        for inst, keys in batches.items():
-            newly_blocked = inst.submit(keys)
+                    batch[0].append(rkey)
+                    batch[1].append(encoded)
+        for inst, (keys, records) in batches.items():
+            newly_blocked = inst.submit(keys, records)
             if newly_blocked:
                 self.pause(inst, newly_blocked)
 
@@ -368,8 +369,10 @@ class Supervisor:
         for inst in self.instances:
             if (inst.pending or inst.window) and inst.pump():
                 moved = True
-            if not inst.pending and inst.paused:
-                self.resume(inst, inst.release_paused())
+            if inst.paused:  # resumes below the backlog's low-water mark (hysteresis)
+                released = inst.release_paused()
+                if released:
+                    self.resume(inst, released)
         return moved
 
     def read_instances(self) -> bool:
@@ -419,7 +422,8 @@ class Supervisor:
             new = move.new
             new.unacked.update(move.held)
             self.resume(new, [tkey])
-            newly_blocked = new.submit([key for key, _ in move.held])
+            newly_blocked = new.submit([key for key, _ in move.held],
+                                       [encoded for _, encoded in move.held])
             if newly_blocked:
                 self.pause(new, newly_blocked)
             log.info("%s: took over %s[%d] (%d held records)", new.label, move.tp[0],

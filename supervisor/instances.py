@@ -7,8 +7,19 @@ process, and two collections the at-least-once promise rests on:
   ``(topic index, partition, offset)`` in dispatch order (a dict keeps insertion
   order), with its encoded bytes, so a crash can re-dispatch them in offset order.
 - ``pending``: keys of records dispatched to it that are not in its ring yet (the ring
-  was full, the process is restarting, or a poison probe is out). While ``pending`` is
-  not empty the instance is *blocked*: the partitions of those records are paused.
+  was full, the process is restarting, or a poison probe is out): its *backlog*, moved
+  into the ring as the worker frees space.
+
+Flow control has hysteresis (issue 12). A full ring alone pauses nothing: the backlog
+may grow to a high-water mark (:attr:`Instance.high_records` records or
+:attr:`Instance.high_bytes` encoded bytes, both derived from the ring's size), and
+only above it is the instance *blocked*: the partitions of its backlog are paused.
+They resume once the backlog is below half of both marks, not when it is empty. Why:
+``Consumer.pause`` throws away what librdkafka prefetched for those partitions, and
+after ``resume`` the refetch can take a fetch backoff (up to ~1 s, measured) to
+arrive; pausing on every full ring and resuming only when nothing was left starved
+the worker for that long on every cycle. The supervisor's memory stays bounded: at
+most the high-water mark plus one fetched batch per instance beyond the ring.
 
 Recovery after a crash: what the instance held is re-dispatched in growing windows,
 1 record, then 2, 4, 8, ... each written only when the previous window is fully acked,
@@ -27,7 +38,9 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from supervisor.ring import Ring
@@ -40,6 +53,9 @@ Key = tuple[int, int, int]  # topic index, partition, offset
 OUTBOUND_RING_SIZE = 1 << 20
 WRITE_CHUNK = 4096
 MAX_BACKOFF = 10.0
+#: The backlog's high-water mark in records: one per this many bytes of ring (a 4 MiB
+#: ring: 65,536 records), so the per-record overhead of tiny records stays bounded.
+BYTES_PER_BACKLOG_RECORD = 64
 
 
 def power_of_two(nbytes: int) -> int:
@@ -69,11 +85,18 @@ class Instance:
         self.label = f"{agent.name}[{index}]"
         self.inbound: Ring | None = None
         self.outbound: Ring | None = None
-        self.max_record_size = power_of_two(agent.config.ring_size) - 8
+        capacity = power_of_two(agent.config.ring_size)
+        self.max_record_size = capacity - 8
+        #: Backlog high-water marks (see the module docstring): a second ring's worth.
+        self.high_bytes = capacity
+        self.high_records = max(64, capacity // BYTES_PER_BACKLOG_RECORD)
         self.pid: int | None = None
         self.pidfd: int | None = None
         self.unacked: dict[Key, bytes] = {}
-        self.pending: deque[Key] = deque()
+        self._pending: deque[Key] = deque()
+        #: Encoded bytes of the backlog; may over-count records dropped from ``unacked``
+        #: meanwhile (revoked), never under-counts; exact again whenever it empties.
+        self.pending_bytes = 0
         self.paused: set[tuple[int, int]] = set()
         self.window = 0                  # recovery window size; 0: streaming normally
         self.window_keys: set[Key] = set()
@@ -92,6 +115,18 @@ class Instance:
     @property
     def running(self) -> bool:
         return self.pid is not None
+
+    @property
+    def pending(self) -> deque[Key]:
+        """The backlog: keys in ``unacked`` not yet written to the ring, oldest first."""
+        return self._pending
+
+    @pending.setter
+    def pending(self, keys: deque[Key]) -> None:
+        # A crash or a handover puts every unacked record back in line: recount bytes.
+        self._pending = keys
+        unacked = self.unacked
+        self.pending_bytes = sum(len(unacked[key]) for key in keys if key in unacked)
 
     def spawn(self, zygote: Any, settings: dict[str, Any]) -> None:
         """Fresh rings, a fork from the zygote, a pidfd; then re-dispatch what it held.
@@ -158,49 +193,78 @@ class Instance:
 
     # ------------------------------------------------------------------ inbound
 
-    def submit(self, keys: list[Key]) -> list[tuple[int, int]]:
-        """Write these (already in ``unacked``) records, or queue them when blocked.
+    def submit(self, keys: list[Key], records: list[bytes] | None = None,
+               ) -> list[tuple[int, int]]:
+        """Write these (already in ``unacked``) records, or queue them in the backlog.
 
-        Returns the partitions that must now be paused for this instance.
+        ``records`` are their encoded bytes when the caller has them at hand (saves a
+        lookup per record). Returns the partitions that must now be paused for this
+        instance: none until the backlog passes its high-water mark; once blocked, the
+        partitions of any further record queued.
         """
-        if not self.pending and not self.window and self.inbound is not None:
+        if records is None:
             unacked = self.unacked
             records = [unacked[key] for key in keys]
+        pending = self._pending
+        if not pending and not self.window and self.inbound is not None:
             written = self.inbound.write_many(records)
             if written == len(keys):
                 return []
-            keys = keys[written:]
-        self.pending.extend(keys)
+            keys, records = keys[written:], records[written:]
+        pending.extend(keys)
+        self.pending_bytes += sum(map(len, records))
+        if self.paused:
+            new_keys: Iterable[Key] = keys
+        elif len(pending) > self.high_records or self.pending_bytes > self.high_bytes:
+            new_keys = pending      # blocked now: pause whatever feeds the backlog
+        else:
+            return []
+        paused = self.paused
         newly: list[tuple[int, int]] = []
-        for tidx, partition, _offset in keys:
+        for tidx, partition, _offset in new_keys:
             tp = (tidx, partition)
-            if tp not in self.paused:
-                self.paused.add(tp)
+            if tp not in paused:
+                paused.add(tp)
                 newly.append(tp)
         return newly
 
+    def below_low_water(self) -> bool:
+        """True when the backlog is under half of both high-water marks (resume)."""
+        return (len(self._pending) <= self.high_records // 2
+                and self.pending_bytes <= self.high_bytes // 2)
+
     def pump(self) -> bool:
-        """Move pending records into the ring; True when any moved.
+        """Move backlog records into the ring; True when any moved.
 
         Call it while ``pending`` or ``window`` is set (recovery also ends here).
         """
         if self.inbound is None or self.stopping:
             return False
-        unacked, pending = self.unacked, self.pending
+        unacked, pending = self.unacked, self._pending
         while pending and pending[0] not in unacked:
             pending.popleft()  # forgotten (partition revoked) or poisoned meanwhile
         if self.window:
             return self._pump_window()
         moved = False
         while pending:
-            keys = [pending[i] for i in range(min(WRITE_CHUNK, len(pending)))]
-            keys = [key for key in keys if key in unacked]
-            written = self.inbound.write_many([unacked[key] for key in keys])
-            for _ in range(written):
-                pending.popleft()
-            moved = moved or written > 0
-            if written < len(keys):
+            chunk = list(islice(pending, WRITE_CHUNK))
+            records = [unacked[key] for key in chunk if key in unacked]
+            written = self.inbound.write_many(records)
+            if len(records) == len(chunk):
+                for _ in range(written):
+                    pending.popleft()
+            else:  # some were forgotten meanwhile: skip them, pop exactly those written
+                left = written
+                while left:
+                    if pending.popleft() in unacked:
+                        left -= 1
+            if written:
+                moved = True
+                self.pending_bytes -= sum(map(len, records[:written]))
+            if written < len(records) or not records:
                 break
+        if not pending:
+            self.pending_bytes = 0
         return moved
 
     def _pump_window(self) -> bool:
@@ -210,10 +274,10 @@ class Instance:
             self.window_keys = {key for key in self.window_keys if key in self.unacked}
             if self.window_keys:
                 return False
-        if self.recover_left <= 0 or not self.pending:
+        if self.recover_left <= 0 or not self._pending:
             self.window = 0        # through the records held at the crash
             return self.pump()
-        unacked, pending = self.unacked, self.pending
+        unacked, pending = self.unacked, self._pending
         keys: list[Key] = []
         while pending and len(keys) < self.window:
             key = pending.popleft()
@@ -223,14 +287,17 @@ class Instance:
         written = self.inbound.write_many(records) if records else 0
         for key in reversed(keys[written:]):
             pending.appendleft(key)
+        self.pending_bytes -= sum(map(len, records[:written]))
+        if not pending:
+            self.pending_bytes = 0
         self.window_keys = set(keys[:written])
         self.recover_left -= self.window
         self.window *= 2
         return written > 0
 
     def release_paused(self) -> list[tuple[int, int]]:
-        """When nothing is pending any more: the partitions this instance may resume."""
-        if self.pending or not self.paused:
+        """Once the backlog is below its low-water mark: the partitions to resume."""
+        if not self.paused or not self.below_low_water():
             return []
         released = list(self.paused)
         self.paused.clear()

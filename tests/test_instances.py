@@ -90,3 +90,49 @@ def test_a_record_that_crashes_its_worker_is_isolated_in_a_few_crashes():
     assert set(blamed) == {culprit}
     assert crashes <= 12  # about log2(200) + poison_after, never one per record
     assert all(key[2] > 1000 for key in inst.unacked)  # everything before it went through
+
+
+def fill(inst: Instance, offsets: range, partition: int = 0) -> list[tuple[int, int]]:
+    """Dispatch records of ``partition``; the partitions submit says to pause."""
+    keys = [(0, partition, offset) for offset in offsets]
+    records = [wire.encode_record(0, partition, o, -1, None, b"v" * 100, None)
+               for o in offsets]
+    inst.unacked.update(zip(keys, records, strict=True))
+    return inst.submit(keys, records)
+
+
+def test_a_full_ring_queues_a_backlog_without_pausing_until_the_high_water_mark():
+    inst = make_instance()
+    assert fill(inst, range(600)) == []      # the ring (64 KiB) fills, nothing paused
+    assert inst.pending and not inst.paused
+    assert inst.pending_bytes <= inst.high_bytes
+    assert fill(inst, range(600, 1600), partition=1) == [(0, 0), (0, 1)]
+    assert inst.pending_bytes > inst.high_bytes
+    assert fill(inst, range(5), partition=2) == [(0, 2)]  # once blocked, every feeder
+
+
+def test_paused_partitions_resume_below_the_low_water_mark_not_when_empty():
+    inst = make_instance()
+    reader = Ring.attach(inst.inbound.fds())  # type: ignore[union-attr]
+    fill(inst, range(2000))
+    assert inst.paused
+    released: list[tuple[int, int]] = []
+    while not released:
+        views = reader.read_many(100)
+        del views
+        reader.release()
+        inst.pump()
+        released = inst.release_paused()
+        if not released:
+            assert not inst.below_low_water()
+    assert released == [(0, 0)] and not inst.paused
+    assert inst.pending                      # resumed with a backlog left to cover
+    assert inst.below_low_water()
+
+
+def test_backlog_bytes_are_recounted_when_a_crash_puts_everything_back_in_line():
+    inst = make_instance()
+    fill(inst, range(1000))
+    inst.died()
+    assert len(inst.pending) == 1000
+    assert inst.pending_bytes == sum(len(record) for record in inst.unacked.values())
