@@ -111,15 +111,15 @@ class Supervisor:
         while self.running:
             self.handle_signals()
             self.spawn_due_instances()
-            busy = self.fetch(busy)
-            busy = self.pump_instances() or busy
+            fetched = self.fetch(busy)
+            busy = self.pump_instances() or fetched
             busy = self.read_instances() or busy
             self.reap_instances()
             if self.moves.moving:
                 self.finish_moves()
             self.reloader.poll()
             self.monitor.tick()
-            self.group.commit_if_due()
+            self.group.commit_if_due(fetched_nothing=not fetched)
             if self.ops is not None:
                 self.ops.tick()
             if self.failures is not None:

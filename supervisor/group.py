@@ -5,6 +5,12 @@ Commits are the invariant's last step: the offset committed for a partition is t
 ``commit_interval`` and synchronously when partitions are revoked or the daemon stops.
 ``on_commit`` marks what the broker accepted, so a failed commit is simply retried.
 
+Between intervals, a partition that is *caught up* (every record dispatched from it
+acked, and the last fetch came back empty) is committed at once, at most every
+``commit_interval / 10`` (:func:`prompt_commit_due`): a drained backlog is committed
+when it is done rather than up to an interval later, which shrinks what a crash then
+re-delivers. While records keep coming, the interval alone paces commits.
+
 Rebalance callbacks run inside ``consume()`` on the supervisor's one thread. On revoke
 the supervisor stops feeding the partitions (records not yet in a ring go back to the
 broker), waits (bounded) for the instances to ack what they hold, commits, and forgets
@@ -25,9 +31,20 @@ if TYPE_CHECKING:
     from supervisor.daemon import Supervisor
     from supervisor.instances import AgentRuntime
 
-__all__ = ["GroupMember"]
+__all__ = ["GroupMember", "prompt_commit_due"]
 
 log = logging.getLogger("agentd")
+
+#: A caught-up partition is committed at most this often, as a share of the interval.
+PROMPT_COMMIT_SHARE = 0.1
+
+
+def prompt_commit_due(now: float, last_commit: float, interval: float,
+                      fetched_nothing: bool) -> bool:
+    """Whether to commit caught-up partitions now, before the interval's tick: only when
+    the last fetch came back empty (a busy stream waits for the tick) and the last
+    commit is at least a tenth of the interval ago (a rate limit for trickling input)."""
+    return fetched_nothing and now - last_commit >= interval * PROMPT_COMMIT_SHARE
 
 
 class GroupMember:
@@ -36,12 +53,21 @@ class GroupMember:
     def __init__(self, daemon: Supervisor) -> None:
         self.daemon = daemon
         self.next_commit = 0.0
+        self.last_commit = 0.0
 
-    def commit_if_due(self) -> None:
+    def commit_if_due(self, fetched_nothing: bool = False) -> None:
+        """Commit on the interval; or at once what is caught up (see the module)."""
         now = time.monotonic()
+        interval = self.daemon.config.commit_interval
         if now >= self.next_commit:
-            self.next_commit = now + self.daemon.config.commit_interval
+            self.next_commit = now + interval
+            self.last_commit = now
             self.commit(asynchronous=True)
+        elif prompt_commit_due(now, self.last_commit, interval, fetched_nothing):
+            done = self.daemon.tracker.caught_up()
+            if done:
+                self.last_commit = now
+                self.commit(asynchronous=True, only=set(done))
 
     def commit(self, asynchronous: bool, only: set[tuple[str, int]] | None = None) -> None:
         """Commit the lowest unacked offset of every partition that moved."""

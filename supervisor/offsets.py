@@ -160,6 +160,26 @@ class OffsetTracker:
                 moved[tp] = position
         return moved
 
+    def caught_up(self) -> dict[TopicPartition, int]:
+        """``{tp: offset}`` like :meth:`committable`, only for partitions with nothing in
+        flight in any lane: every record dispatched from them is acked, so the offset is
+        final until new records come (what the daemon commits at once when a fetch came
+        back empty, instead of at the next interval)."""
+        done: dict[TopicPartition, int] = {}
+        committed = self._committed
+        for tp, lanes in self._lanes.items():
+            position = None
+            for lane in lanes.values():
+                if lane.pending:
+                    break
+                low = lane.next_offset
+                if low is not None and (position is None or low < position):
+                    position = low
+            else:
+                if position is not None and position != committed.get(tp):
+                    done[tp] = position
+        return done
+
     def mark_committed(self, offsets: Mapping[TopicPartition, int]) -> None:
         """The broker accepted these offsets (call from the commit's success)."""
         for tp, offset in offsets.items():

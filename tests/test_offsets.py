@@ -153,3 +153,27 @@ def test_committed_offset_never_passes_an_unacked_one(scenario):
     for o in offsets:  # ack the rest: the commit reaches the end
         tracker.acked(TP, o, o)
     assert tracker.committable() == {TP: offsets[-1] + 1}
+
+
+def test_caught_up_offers_only_partitions_with_nothing_in_flight():
+    tracker = OffsetTracker()
+    busy, idle = ("adds", 0), ("adds", 1)
+    for offset in range(5):
+        tracker.dispatched(busy, offset)
+        tracker.dispatched(idle, offset)
+    tracker.acked(busy, 0, 3)
+    tracker.acked(idle, 0, 4)
+    assert tracker.caught_up() == {idle: 5}
+    assert tracker.committable() == {busy: 4, idle: 5}
+
+
+def test_caught_up_waits_for_every_lane_and_skips_what_was_committed():
+    tracker = OffsetTracker()
+    tracker.dispatched(TP, 7, lane=0)
+    tracker.dispatched(TP, 7, lane=1)
+    tracker.acked(TP, 7, 7, lane=0)
+    assert tracker.caught_up() == {}  # the other agent still holds offset 7
+    tracker.acked(TP, 7, 7, lane=1)
+    assert tracker.caught_up() == {TP: 8}
+    tracker.mark_committed({TP: 8})
+    assert tracker.caught_up() == {}

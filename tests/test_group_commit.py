@@ -1,0 +1,59 @@
+"""Prompt commits: a caught-up partition is committed when the fetch comes back empty,
+rate-limited, instead of waiting for the next ``commit_interval`` tick."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from supervisor.group import GroupMember, prompt_commit_due
+from supervisor.offsets import OffsetTracker
+
+
+def test_prompt_commit_needs_an_empty_fetch():
+    assert not prompt_commit_due(10.0, 0.0, 1.0, fetched_nothing=False)
+    assert prompt_commit_due(10.0, 0.0, 1.0, fetched_nothing=True)
+
+
+def test_prompt_commit_is_rate_limited_to_a_tenth_of_the_interval():
+    assert not prompt_commit_due(100.5, 100.0, 10.0, fetched_nothing=True)
+    assert prompt_commit_due(101.0, 100.0, 10.0, fetched_nothing=True)
+
+
+class FakeConsumer:
+    def __init__(self) -> None:
+        self.commits: list[dict[tuple[str, int], int]] = []
+
+    def commit(self, offsets: Any, asynchronous: bool) -> None:
+        self.commits.append({(tp.topic, tp.partition): tp.offset for tp in offsets})
+
+
+def member(tracker: OffsetTracker) -> tuple[GroupMember, FakeConsumer]:
+    consumer = FakeConsumer()
+    daemon = SimpleNamespace(tracker=tracker, consumer=consumer, ops=None,
+                             config=SimpleNamespace(commit_interval=1000.0))
+    group = GroupMember(daemon)  # type: ignore[arg-type]
+    group.next_commit = float("inf")  # no interval tick during the test
+    return group, consumer
+
+
+def test_a_drained_partition_is_committed_at_once_when_the_fetch_is_empty():
+    tracker = OffsetTracker()
+    done, busy = ("t", 0), ("t", 1)
+    for offset in range(3):
+        tracker.dispatched(done, offset)
+        tracker.dispatched(busy, offset)
+    tracker.acked(done, 0, 2)
+    group, consumer = member(tracker)
+    group.commit_if_due(fetched_nothing=False)
+    assert consumer.commits == []           # records still coming: the interval decides
+    group.commit_if_due(fetched_nothing=True)
+    assert consumer.commits == [{done: 3}]  # only the partition with nothing in flight
+
+
+def test_nothing_is_committed_early_while_a_record_is_unacked():
+    tracker = OffsetTracker()
+    tracker.dispatched(("t", 0), 0)
+    group, consumer = member(tracker)
+    group.commit_if_due(fetched_nothing=True)
+    assert consumer.commits == []
