@@ -42,6 +42,7 @@ READ_BATCH = 512
 DEFAULT_MAX_IN_FLIGHT = 4096
 EXIT_CRASH_POLICY = 3
 EXIT_AGENT_STOPPED = 4
+_RECORD = wire.RECORD
 
 
 def run(agent: Any, fds: Sequence[int], settings: dict[str, Any]) -> int:
@@ -183,33 +184,41 @@ class Worker:
                     return                 # the doorbell will call us
                 continue
             batch: list[Any] = []
+            append = batch.append
+            # The per-record step, inlined (it runs for every message): decode the
+            # RECORD, note its offset as fed, make the host's RawRecord.
+            fields, make, fed_of = wire.record_fields, self._raw_record, self._fed
+            topics = self.topics
             try:
                 for view in views:
-                    if view[0] == wire.RECORD:
-                        batch.append(self._record(view))
+                    if view[0] == _RECORD:
+                        (topic_index, partition, offset, timestamp_ms, key, value,
+                         headers) = fields(view)
+                        tp = (topic_index, partition)
+                        fed = fed_of.get(tp)
+                        if fed is None:
+                            fed = self._new_partition(tp)
+                        fed.append(offset)
+                        append(make(topics[topic_index], partition, offset, timestamp_ms,
+                                    key, value, headers))
                     else:
                         if batch:
                             host.feed_many(batch)
                             batch = []
+                            append = batch.append
                         self._control(view)
+                        topics = self.topics  # a TOPICS record replaces the table
             finally:
                 del views
                 ring.release()
                 if batch:  # what was decoded before a damaged record is still fed
                     host.feed_many(batch)
 
-    def _record(self, view: memoryview) -> Any:
-        """Decode one RECORD, note its offset as fed, return it for the host."""
-        (topic_index, partition, offset, timestamp_ms, key, value,
-         headers) = wire.record_fields(view)
-        tp = (topic_index, partition)
-        fed = self._fed.get(tp)
-        if fed is None:
-            fed = self._fed[tp] = collections.deque()
-            self._done[tp] = set()
-        fed.append(offset)
-        return self._raw_record(self.topics[topic_index], partition, offset, timestamp_ms,
-                                key, value, headers)
+    def _new_partition(self, tp: tuple[int, int]) -> collections.deque[int]:
+        """The fed/done books of a (topic index, partition) seen for the first time."""
+        fed = self._fed[tp] = collections.deque()
+        self._done[tp] = set()
+        return fed
 
     def _control(self, view: memoryview) -> None:
         kind = view[0]

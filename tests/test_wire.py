@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
 from supervisor import wire
@@ -21,6 +23,20 @@ def test_record_round_trips_every_field(key, value, headers):
     expected_headers = tuple((n, v if v is not None else b"") for n, v in headers or ())
     assert got == wire.DecodedRecord(3, 7, 123456789012, 1700000000000, key, value,
                                      expected_headers)
+
+
+@pytest.mark.parametrize("value_size", [0, 100, 4096 - 60, 4096, 5000, 100_000])
+@pytest.mark.parametrize("key", [None, b"key-1"])
+def test_headerless_records_of_any_size_decode_whole_or_fail_when_damaged(key, value_size):
+    """Small headerless records are copied whole, larger ones field by field: both
+    ways give the same fields and refuse a record whose lengths do not add up."""
+    value = bytes(range(256)) * (value_size // 256) + b"v" * (value_size % 256)
+    buf = wire.encode_record(1, 2, 3, 4, key, value, None)
+    for form in (buf, memoryview(buf)):
+        assert wire.record_fields(form) == (1, 2, 3, 4, key, value, ())
+    for damaged in (buf[:-1], buf + b"x"):
+        with pytest.raises((struct.error, ValueError)):  # struct.error: cut in the header
+            wire.record_fields(memoryview(damaged))
 
 
 def test_missing_timestamp_decodes_as_none():
