@@ -26,13 +26,14 @@ import asyncio
 import collections
 import enum
 import inspect
+import itertools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agentlib import codecs
-from agentlib.events import Event
+from agentlib.events import Event, new_event
 from agentlib.records import Record
 from agentlib.reqrep import split_request
 from agentlib.sinks import deliver, produce_soon
@@ -46,6 +47,9 @@ if TYPE_CHECKING:
 __all__ = ["AgentHost", "ErrorVerdict", "RawRecord", "decode_event"]
 
 log = logging.getLogger(__name__)
+
+#: ``zip(records, _FIRST_ATTEMPTS)``: each record paired with attempt 1, in C.
+_FIRST_ATTEMPTS = itertools.repeat(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +157,7 @@ def event_decoder(topic: Topic) -> _Decoder:
             value = _as_type(value_type, payload)
         else:
             value = payload if isinstance(payload, model) else from_data(payload)
-        return Event(key, value, headers, record, reply_to=reply_to,
-                     correlation_id=correlation_id, ticket=ticket)
+        return new_event(key, value, headers, record, reply_to, correlation_id, ticket)
     return decode
 
 
@@ -219,7 +222,7 @@ class AgentHost:
             raise RuntimeError("AgentHost is stopping: no more records")
         if not records:
             return
-        self._queue.extend([(record, 1) for record in records])
+        self._queue.extend(zip(records, _FIRST_ATTEMPTS, strict=False))
         self._ledger.fed(len(records))
         self.idle.clear()
         self._wakeup.set()
@@ -304,17 +307,34 @@ class AgentHost:
         the agent's plain stream: the next event when one is queued and decodes;
         None means "await ``next_event(False, ...)``", which waits, ends the stream,
         raises the host's crash or reports what did not decode."""
-        self._release_current(auto_ack)
-        if self._ledger.fatal is not None or not self._queue:
+        # This runs once per message: _release_current, Ledger.ticket, _decode's
+        # cache hit and _hand_out are inlined (same steps, same order).
+        current = self._current
+        if current:
+            self._current = []
+            if auto_ack:
+                for event in current:
+                    ticket = event._ticket
+                    if ticket is not None:
+                        ticket.ack()
+        ledger = self._ledger
+        if ledger.fatal is not None or not self._queue:
             return None
         record, attempt = self._queue.popleft()
-        ticket = self._ledger.ticket(record, attempt)
+        ticket = Ticket(ledger, record, attempt)
+        decoder = self._decoders.get(record.topic)
         try:
-            event = self._decode(record, ticket)
+            event = decoder(record, ticket) if decoder is not None else \
+                self._decode(record, ticket)
         except Exception as exc:
             self._undecodable = (ticket, exc)
             return None
-        return self._hand_out(event)
+        self._pulls += 1
+        self._current = [event]
+        self._last_event = event
+        if self._on_event is not None:
+            self._on_event(event)
+        return event
 
     def _hand_out(self, event: Event[Any]) -> Event[Any]:
         self._pulls += 1

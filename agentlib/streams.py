@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from agentlib.events import Event, set_current_event
+from agentlib.events import _current as _current_event
 from agentlib.records import FieldDescriptor
 from agentlib.topics import Topic
 
@@ -116,6 +117,7 @@ class Stream(Generic[T]):
             # instead of three nested ones.
             next_event, auto_ack = self.source.next_event, self._auto_ack
             poll = getattr(self.source, "poll_event", None)
+            set_current = _current_event.set  # set_current_event, without the call
             while True:
                 event = poll(auto_ack) if poll is not None else None
                 if event is None:
@@ -124,7 +126,7 @@ class Stream(Generic[T]):
                     except StopAsyncIteration:
                         return
                 assert event is not None  # no deadline: only StopAsyncIteration ends it
-                set_current_event(event)
+                set_current(event)
                 yield event.value
         while True:
             try:

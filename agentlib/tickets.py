@@ -59,7 +59,8 @@ class Ticket:
         if self.moved_past or self.abandoned:
             return False
         self.moved_past = True
-        self.ledger.maybe_done(self)
+        if not self.pending and not self.finished:  # Ledger.maybe_done's test, inlined
+            self.ledger.finish(self)
         return True
 
 
@@ -97,6 +98,11 @@ class Ledger:
         """Report ``ticket`` done if the agent moved past it and nothing is pending."""
         if not ticket.moved_past or ticket.pending or ticket.finished or ticket.abandoned:
             return
+        self.finish(ticket)
+
+    def finish(self, ticket: Ticket) -> None:
+        """Report ``ticket`` done (the caller checked it is due: moved past, nothing
+        pending, not finished, not abandoned)."""
         ticket.finished = True
         self.in_flight -= 1
         if self.in_flight == 0:
