@@ -96,6 +96,9 @@ class Record:
     _resolved_hints: ClassVar[dict[str, Any] | None] = None
     #: The field names when no field needs converting (set with ``_converters``).
     _plain_fields: ClassVar[tuple[str, ...] | None] = None
+    #: Set with ``_converters``: plain fields, and nothing to run after they are set
+    #: (no isodates, no validation, no ``__post_init__`` of its own).
+    _bare: ClassVar[bool] = False
 
     def __init_subclass__(cls, *, namespace: str | None = None, isodates: bool | None = None,
                           validation: bool | None = None, serializer: str | None = None,
@@ -126,6 +129,7 @@ class Record:
         cls._fields = fields
         cls._converters = None  # resolved on first decode: annotations may be forward refs
         cls._plain_fields = None
+        cls._bare = False
         registry[cls._namespace] = cls
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -186,6 +190,19 @@ class Record:
         A field missing from ``data`` without a default raises ``TypeError``, which the
         seam reports to the error policy like any undecodable message.
         """
+        if cls._bare and type(data) is dict:
+            # The hot path of every decoded message (a plain model from JSON): the
+            # fields copied into __dict__, nothing else to do. A missing field
+            # (KeyError) takes the general way below (defaults, the error).
+            record = cls.__new__(cls)
+            state = record.__dict__
+            try:
+                for name in cls._plain_fields:  # type: ignore[union-attr]
+                    state[name] = data[name]
+            except KeyError:
+                pass
+            else:
+                return record
         if type(data) is not dict and not isinstance(data, Mapping):
             raise TypeError(f"{cls.__name__}: expected a JSON object, got "
                             f"{type(data).__name__}")
@@ -194,6 +211,8 @@ class Record:
             converters = cls._converters = _build_converters(cls)
             if all(convert is None for _, convert in converters):
                 cls._plain_fields = tuple(name for name, _ in converters)
+                cls._bare = not cls._isodates and not cls._validation and \
+                    cls.__post_init__ is Record.__post_init__
         # The hot path of every decoded message: fill __dict__ directly instead of
         # going through __init__'s argument matching.
         record = cls.__new__(cls)

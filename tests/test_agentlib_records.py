@@ -317,3 +317,41 @@ def test_namespace_decides_the_record_a_value_decodes_to():
     assert payload["__faust"] == {"ns": "tests.records.renamed-v2"}
     assert decode_known(payload) == Renamed(3)
     assert agentlib.App("ns").topic("t").decode_value(payload) == Renamed(3)
+
+
+def test_from_data_runs_every_step_on_every_decode_not_only_the_first():
+    """The first from_data resolves a class's converters and picks its fast way for
+    plain models; later decodes must still fill defaults, run __post_init__, parse
+    isodates and validate, and refuse a missing field."""
+    seen: list[int] = []
+
+    class Plain(agentlib.Record, namespace="t.fd.plain"):
+        a: int
+        b: str = "dflt"
+
+    class Hooked(agentlib.Record, namespace="t.fd.hooked"):
+        a: int
+
+        def __post_init__(self) -> None:
+            seen.append(self.a)
+
+    class Dated(agentlib.Record, namespace="t.fd.dated", isodates=True):
+        at: datetime.datetime
+
+    class Checked(agentlib.Record, namespace="t.fd.checked", validation=True):
+        a: int
+
+    for _ in range(3):
+        assert Plain.from_data({"a": 1, "b": "x", "__faust": {"ns": "t.fd.plain"}}) == \
+            Plain(a=1, b="x")
+        assert Plain.from_data({"a": 2}) == Plain(a=2, b="dflt")
+        with pytest.raises(TypeError, match="missing required fields: a"):
+            Plain.from_data({"b": "x"})
+        with pytest.raises(TypeError, match="expected a JSON object"):
+            Plain.from_data([1])  # type: ignore[arg-type]
+        assert Hooked.from_data({"a": 5}).a == 5
+        assert Dated.from_data({"at": "2026-01-02T03:04:05Z"}).at == \
+            datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+        with pytest.raises(agentlib.records.ValidationError):
+            Checked.from_data({"a": "not an int"})
+    assert seen == [5, 5, 5]
