@@ -81,6 +81,13 @@ class Agent(Generic[T]):
                  reply_to: Any, correlation_id: str | None,
                  headers: HeadersArg = None) -> asyncio.Future[RecordMetadata]:
         """Encode and queue one message to this agent's topic (the delivery future)."""
+        value, header_list = self._with_reply_to(value, reply_to, correlation_id, headers)
+        return self.channel.send_soon(key=key, value=value, partition=partition,
+                                      headers=header_list)
+
+    def _with_reply_to(self, value: Any, reply_to: Any, correlation_id: str | None,
+                       headers: HeadersArg) -> tuple[Any, list[tuple[str, bytes]] | None]:
+        """The value and headers of a message asking for replies on ``reply_to``."""
         header_list = headers_list(headers) or []
         reply_topic = reply_topic_name(reply_to)
         if reply_topic is not None:
@@ -89,8 +96,7 @@ class Agent(Generic[T]):
                 header_list += reqrep.request_headers(reply_topic, correlation_id)
             else:
                 value = reqrep.request_envelope(value, reply_topic, correlation_id)
-        return self.channel.send_soon(key=key, value=value, partition=partition,
-                                      headers=header_list or None)
+        return value, header_list or None
 
     async def send(self, *, key: Any = None, value: Any = None, partition: int | None = None,
                    reply_to: Any = None, correlation_id: str | None = None,
@@ -124,9 +130,26 @@ class Agent(Generic[T]):
         correlation_id = correlation_id or str(uuid.uuid4())
         answer = replies.expect(correlation_id)
         try:
-            await self.send(key=key, value=value, partition=partition,
-                            reply_to=reply_to or replies.topic, correlation_id=correlation_id,
-                            headers=headers)
+            channel = self.channel
+            if isinstance(channel, Topic):
+                # The answer proves delivery: only a failed delivery reaches this loop
+                # (as the answer's exception), a successful one does not wake it.
+                value, header_list = self._with_reply_to(
+                    value, reply_to or replies.topic, correlation_id, headers)
+                topic, raw_key = channel.get_topic_name(), channel.encode_key(key)
+                raw_value = channel.encode_value(value)
+                while True:
+                    try:
+                        self.app.producer.send_unconfirmed(topic, raw_key, raw_value,
+                                                           partition, header_list,
+                                                           failure=answer)
+                        break
+                    except BufferError:  # producer queue full: wait for deliveries
+                        await asyncio.sleep(0.01)
+            else:
+                await self.send(key=key, value=value, partition=partition,
+                                reply_to=reply_to or replies.topic,
+                                correlation_id=correlation_id, headers=headers)
             return await answer
         finally:
             answer.cancel()

@@ -133,7 +133,7 @@ class RecordMetadata:
 
 # (future, error, message) triples handed from whichever thread ran the delivery
 # callback to the event loop that owns the future.
-_Report = tuple["asyncio.Future[RecordMetadata]", Any, Any]
+_Report = tuple["asyncio.Future[Any]", Any, Any]
 
 
 class KafkaProducer:
@@ -208,6 +208,23 @@ class KafkaProducer:
                        on_delivery=partial(self._on_delivery, future))
         return future
 
+    def send_unconfirmed(self, topic: str, key: bytes | None, value: bytes | None,
+                         partition: int | None = None, headers: Headers | None = None, *,
+                         failure: asyncio.Future[Any]) -> None:
+        """Queue one message whose success nobody awaits; a failed delivery sets
+        ``KafkaException`` on ``failure`` (unless that future is done by then).
+
+        For ``ask``: its answer proves the request was delivered, so resolving a
+        delivery future as well cost each ask a wake-up of its event loop (self-pipe
+        write, loop iteration, task step) while the request was on its way through the
+        supervisor and worker; a successful report now ends on the poll thread. Raises
+        ``BufferError`` when the local queue is full, as :meth:`send_soon` does.
+        """
+        self._ensure().produce(topic, value, key,
+                               partition=-1 if partition is None else partition,
+                               headers=_plain_headers(headers),
+                               on_delivery=partial(self._on_failed_delivery, failure))
+
     async def send(self, topic: str, key: bytes | None, value: bytes | None,
                    partition: int | None = None,
                    headers: Headers | None = None) -> RecordMetadata:
@@ -257,6 +274,12 @@ class KafkaProducer:
                      message: Any) -> None:
         # librdkafka's callback, on the poll thread (or a flush() caller): queue only.
         self._reports.append((future, error, message))
+
+    def _on_failed_delivery(self, future: asyncio.Future[Any], error: Any,
+                            message: Any) -> None:
+        # As _on_delivery, for send_unconfirmed: a success wakes no loop.
+        if error is not None:
+            self._reports.append((future, error, message))
 
     def _poll_until_stopped(self, handle: Producer, stop: threading.Event) -> None:
         while not stop.is_set():

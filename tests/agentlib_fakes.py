@@ -56,6 +56,17 @@ class FakeProducer:
                    partition: int | None = None, headers: Any = None) -> RecordMetadata:
         return await self.send_soon(topic, key, value, partition, headers)
 
+    def send_unconfirmed(self, topic: str, key: bytes | None, value: bytes | None,
+                         partition: int | None = None, headers: Any = None, *,
+                         failure: asyncio.Future[Any]) -> None:
+        """As KafkaProducer's: recorded like a send; a failed delivery fails ``failure``."""
+        def report(delivery: asyncio.Future[RecordMetadata]) -> None:
+            error = None if delivery.cancelled() else delivery.exception()
+            if error is not None and not failure.done():
+                failure.set_exception(error)
+
+        self.send_soon(topic, key, value, partition, headers).add_done_callback(report)
+
 
 class Feeder:
     """The worker's side: feeds records, logs done offsets and error-policy calls."""

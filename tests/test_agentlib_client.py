@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from agentlib_fakes import FakeProducer
+from confluent_kafka import KafkaError, KafkaException
 
 import agentlib as faust
 from agentlib.kafka import RecordMetadata
@@ -152,6 +153,24 @@ def test_ask_returns_the_reply_for_its_correlation_id():
 
     assert asyncio.run(pow2.ask(7)) == 49
     assert app._replies is not None and app._replies.started
+
+
+def test_ask_raises_the_delivery_error_of_a_request_kafka_refused():
+    app, producer = client_app()
+    pow2 = squaring_agent(app)
+    refused = KafkaException(KafkaError(KafkaError._UNKNOWN_PARTITION))
+
+    def refuse(topic: str, key: bytes | None, value: bytes | None,
+               partition: int | None = None, headers: Any = None
+               ) -> asyncio.Future[RecordMetadata]:
+        future: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
+        future.set_exception(refused)
+        return future
+
+    producer.send_soon = refuse  # type: ignore[method-assign]
+    with pytest.raises(KafkaException) as raised:
+        asyncio.run(asyncio.wait_for(pow2.ask(7), 5))
+    assert raised.value is refused
 
 
 def test_join_and_kvjoin_return_replies_in_input_order():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -84,6 +85,31 @@ def test_failed_delivery_raises_from_send(new_topic, kafka_bootstrap):
             asyncio.run(send_to_missing_partition())
     finally:
         producer.close(10)
+
+
+def test_send_unconfirmed_reports_a_failed_delivery_and_nothing_else(new_topic, kafka_bootstrap):
+    topic = new_topic(partitions=1)
+    producer = KafkaProducer(kafka_bootstrap, config={"message.timeout.ms": 3000})
+
+    async def send_both() -> tuple[asyncio.Future[object], asyncio.Future[object]]:
+        loop = asyncio.get_running_loop()
+        delivered, lost = loop.create_future(), loop.create_future()
+        producer.send_unconfirmed(topic, None, b"kept", failure=delivered)
+        producer.send_unconfirmed(topic, None, b"lost", partition=7, failure=lost)
+        with contextlib.suppress(KafkaException):
+            await asyncio.wait_for(asyncio.shield(lost), 10)
+        await asyncio.to_thread(producer.flush, 10)
+        await asyncio.sleep(0.05)  # anything the flush dispatched has run by now
+        return delivered, lost
+
+    try:
+        delivered, lost = asyncio.run(send_both())
+    finally:
+        producer.close(10)
+    assert not delivered.done()
+    with pytest.raises(KafkaException, match=r"(?i)partition"):
+        lost.result()
+    assert [r.value for r in kafkatools.read_to_end(kafka_bootstrap, topic)] == [b"kept"]
 
 
 def test_forked_child_makes_its_own_producer(new_topic, kafka_bootstrap):
