@@ -41,6 +41,18 @@ class BrokerUnreachable(RuntimeError):
     """Kafka did not answer at start-up (the first thing agentd asks it)."""
 
 
+class _LibrdkafkaAtDebug:
+    """A ``logger`` for the start-up admin client: librdkafka's lines at DEBUG.
+
+    While Kafka is unreachable librdkafka logs a ``Connection refused`` line every
+    ~50 ms for the whole ``timeout`` (hundreds of lines on stderr); the one-line
+    ``BrokerUnreachable`` that follows says the same thing once.
+    """
+
+    def log(self, level: int, fmt: str, *args: Any) -> None:
+        log.debug(fmt, *args)
+
+
 def ensure_topics(names: Iterable[str], *, bootstrap: str, embedded: Any = None,
                   partitions: int = DEFAULT_PARTITIONS, timeout: float = 30.0,
                   settings: Mapping[str, Any] | None = None) -> list[str]:
@@ -55,7 +67,9 @@ def ensure_topics(names: Iterable[str], *, bootstrap: str, embedded: Any = None,
         for name in wanted:
             embedded.create_topic(name, partitions)
         return wanted
-    admin = AdminClient({**(settings or {}), "bootstrap.servers": bootstrap})
+    conf: dict[str, Any] = {**(settings or {}), "bootstrap.servers": bootstrap,
+                            "logger": _LibrdkafkaAtDebug()}
+    admin = AdminClient(conf)
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:

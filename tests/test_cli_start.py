@@ -41,3 +41,18 @@ def test_check_refuses_metrics_port_without_prometheus_client_like_start(tmp_pat
     assert result.stderr.strip().splitlines() == [
         "agentd check: config error: metrics.port: needs prometheus-client: "
         "pip install 'agentd[metrics]'"]
+
+
+def test_start_against_an_unreachable_broker_is_one_error_line_exit_1(tmp_path):
+    """Nothing listens on port 9: after the metadata timeout (30 s) one line says so,
+    and librdkafka's connection failures in between stay out of stderr."""
+    config = write_config(tmp_path / "agentd.toml",
+                          {"app": "examples.agent", "broker": "kafka://127.0.0.1:9",
+                           "state_dir": str(tmp_path / "state")})
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([*AGENTD, "start", str(config)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if " INFO " not in line]
+    assert len(errors) == 1, errors[:5]
+    assert errors[0].startswith("agentd start: cannot reach Kafka at 127.0.0.1:9: ")
