@@ -54,6 +54,10 @@ STOP_GRACE = 5.0       # after STOP, before SIGKILL
 #: ``msg.headers()`` through a call that checks for an error set with a result (see
 #: ``dispatch``); about 60 ns a message more than the direct call.
 _HEADERS_OF = operator.methodcaller("headers")
+#: One subscribed agent of a partition in ``dispatch``: the agent, its offset-tracker
+#: lane, the offsets dispatched to it in this batch, and under partition ordering its
+#: instance with that instance's key and record lists for the batch.
+_Target = tuple[AgentRuntime, Any, list[int], "Instance | None", list[Key], list[bytes]]
 
 
 class Supervisor:
@@ -226,6 +230,11 @@ class Supervisor:
             os.write(self._wake_w, b"!")
 
     def handle_signals(self) -> None:
+        if not self.signals:
+            # Every turn of the loop comes here: a byte is in the wake pipe only after
+            # queue_signal queued a signal, so an empty queue needs no read (a read of
+            # the empty pipe raised and caught BlockingIOError: ~3 % of a busy loop).
+            return
         while self.signals:
             signum = self.signals.pop(0)
             name = signal.Signals(signum).name.lower()
@@ -297,21 +306,25 @@ class Supervisor:
     def dispatch(self, messages: list[Any]) -> None:
         """Route each message to one instance per subscribed agent, then write the
         batches (the hot path: no per-message work beyond encode, route, record)."""
-        topic_index, subscriptions, tracker = self.topic_index, self.subscriptions, self.tracker
         encode, headers_of = wire.encode_record, _HEADERS_OF
         moving = self.moves.moving
         batches: dict[Instance, tuple[list[Key], list[bytes]]] = {}
-        # Per partition in this batch: each subscribed agent with its offset-tracker
-        # lane and, under partition ordering (the key plays no part), its instance:
-        # looked up once per partition, not per message.
-        targets_of: dict[tuple[str, int],
-                         list[tuple[AgentRuntime, Any, Instance | None]]] = {}
+        # Per partition in this batch, looked up once, not per message: its topic index
+        # and, for each subscribed agent, the offsets dispatched to its offset-tracker
+        # lane (appended here, handed to the lane once per batch) and, under partition
+        # ordering (the key plays no part), its instance with that one's batch lists.
+        targets_of: dict[tuple[str, int], tuple[int, list[_Target]]] = {}
+        runs: list[tuple[Any, list[int]]] = []
         for msg in messages:
             if msg.error() is not None:
                 self.on_consume_error(msg.error())
                 continue
             topic, partition, offset, key = msg.topic(), msg.partition(), msg.offset(), msg.key()
-            tidx = topic_index[topic]
+            tp = (topic, partition)
+            found = targets_of.get(tp)
+            if found is None:
+                found = targets_of[tp] = self._targets_of(tp, batches, runs)
+            tidx, targets = found
             ts_type, ts = msg.timestamp()
             unreadable = None
             try:
@@ -330,19 +343,19 @@ class Supervisor:
             encoded = encode(tidx, partition, offset, ts if ts_type else -1, key, msg.value(),
                              headers)
             rkey = (tidx, partition, offset)
-            tp = (topic, partition)
-            targets = targets_of.get(tp)
-            if targets is None:
-                targets = targets_of[tp] = [
-                    (agent, tracker.lane(tp, agent.lane),
-                     agent.instances[agent.router.route(tp, None)]
-                     if agent.router.ordering == "partition" else None)
-                    for agent in subscriptions[topic]]
-            for agent, lane, owner in targets:
-                inst = owner if owner is not None else \
-                    agent.instances[agent.router.route(tp, key)]
-                lane.dispatched(offset)
+            for agent, lane, offsets, owner, keys, records in targets:
+                offsets.append(offset)
+                if owner is None:
+                    inst = agent.instances[agent.router.route(tp, key)]
+                    batch = batches.get(inst)
+                    if batch is None:
+                        batch = batches[inst] = ([], [])
+                    keys, records = batch
+                else:
+                    inst = owner
                 if unreadable is not None or len(encoded) > inst.max_record_size:
+                    lane.dispatched_many(offsets)  # before the policy may ack it
+                    offsets.clear()
                     self.fail_record(agent, topic, encoded, unreadable or
                                      f"record of {len(encoded)} bytes exceeds the ring "
                                      f"({inst.max_record_size} bytes max; raise ring_size)")
@@ -353,16 +366,35 @@ class Supervisor:
                         move.held.append((rkey, encoded))
                         continue
                 inst.unacked[rkey] = encoded
-                batch = batches.get(inst)
-                if batch is None:
-                    batches[inst] = ([rkey], [encoded])
-                else:
-                    batch[0].append(rkey)
-                    batch[1].append(encoded)
+                keys.append(rkey)
+                records.append(encoded)
+        for lane, offsets in runs:
+            if offsets:
+                lane.dispatched_many(offsets)
         for inst, (keys, records) in batches.items():
-            newly_blocked = inst.submit(keys, records)
-            if newly_blocked:
-                self.pause(inst, newly_blocked)
+            if keys:
+                newly_blocked = inst.submit(keys, records)
+                if newly_blocked:
+                    self.pause(inst, newly_blocked)
+
+    def _targets_of(self, tp: tuple[str, int],
+                    batches: dict[Instance, tuple[list[Key], list[bytes]]],
+                    runs: list[tuple[Any, list[int]]]) -> tuple[int, list[_Target]]:
+        """``dispatch``'s per-partition lookups (see there), made once per batch."""
+        targets: list[_Target] = []
+        for agent in self.subscriptions[tp[0]]:
+            lane = self.tracker.lane(tp, agent.lane)
+            offsets: list[int] = []
+            runs.append((lane, offsets))
+            if agent.router.ordering == "partition":
+                owner = agent.instances[agent.router.route(tp, None)]
+                batch = batches.get(owner)
+                if batch is None:
+                    batch = batches[owner] = ([], [])
+                targets.append((agent, lane, offsets, owner, batch[0], batch[1]))
+            else:
+                targets.append((agent, lane, offsets, None, [], []))
+        return self.topic_index[tp[0]], targets
 
     def pump_instances(self) -> bool:
         moved = False

@@ -248,7 +248,7 @@ class Instance:
         moved = False
         while pending:
             chunk = list(islice(pending, WRITE_CHUNK))
-            records = [unacked[key] for key in chunk if key in unacked]
+            records = [r for r in map(unacked.get, chunk) if r is not None]
             written = self.inbound.write_many(records)
             if len(records) == len(chunk):
                 for _ in range(written):

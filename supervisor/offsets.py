@@ -26,6 +26,7 @@ wherever the next offset it saw is not previous + 1).
 from __future__ import annotations
 
 import heapq
+import operator
 from collections import deque
 from collections.abc import Iterable, Mapping
 
@@ -48,6 +49,20 @@ class Lane:
         if self.next_offset is None or offset >= self.next_offset:
             self.pending.append(offset)
             self.next_offset = offset + 1
+
+    def dispatched_many(self, offsets: list[int]) -> None:
+        """``dispatched`` for each of ``offsets`` in order, in one call (a partition's
+        run of one fetched batch: increasing, so usually one ``deque.extend``)."""
+        if not offsets:
+            return
+        first = offsets[0]
+        if (self.next_offset is None or first >= self.next_offset) and (
+                len(offsets) == 1 or all(map(operator.lt, offsets, offsets[1:]))):
+            self.pending.extend(offsets)
+            self.next_offset = offsets[-1] + 1
+            return
+        for offset in offsets:
+            self.dispatched(offset)
 
     def dispatched_range(self, first: int, last: int) -> None:
         """Record that every offset in ``[first, last]`` went to an instance."""

@@ -177,3 +177,14 @@ def test_caught_up_waits_for_every_lane_and_skips_what_was_committed():
     assert tracker.caught_up() == {TP: 8}
     tracker.mark_committed({TP: 8})
     assert tracker.caught_up() == {}
+
+
+def test_dispatched_many_tracks_a_run_like_one_dispatched_per_offset():
+    one_by_one, batched = OffsetTracker(), OffsetTracker()
+    runs = [[0, 1, 2], [3, 5, 6], [2, 3, 7, 8], [9, 8, 10]]  # a redelivery, a reorder
+    for run in runs:
+        for offset in run:
+            one_by_one.dispatched(TP, offset)
+        batched.lane(TP).dispatched_many(run)
+    assert batched.unacked(TP) == one_by_one.unacked(TP) == [0, 1, 2, 3, 5, 6, 7, 8, 9, 10]
+    assert batched.lane(TP).next_offset == 11
