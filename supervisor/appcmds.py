@@ -58,12 +58,22 @@ def load_apps(specs: Sequence[str]) -> list[Any]:
 
 
 def use_daemon_broker(config: Config | None) -> None:
-    """Point agentlib at the daemon's Kafka (``AGENTD_BROKER``) unless already set.
+    """Point agentlib at the daemon's Kafka (``AGENTD_BROKER``) unless already set, and
+    give it the config's ``[kafka]`` connection keys (``AGENTD_KAFKA_CLIENT``: TLS, SASL),
+    as the daemon gives its own instances, so a client reaches a secured cluster too.
 
     Without a config the App's own ``broker=`` is used, exactly as in the app's code.
     """
-    if config is not None and not os.environ.get("AGENTD_BROKER"):
+    if config is None:
+        return
+    if not os.environ.get("AGENTD_BROKER"):
         os.environ["AGENTD_BROKER"] = daemon_broker(config)
+    if not os.environ.get("AGENTD_KAFKA_CLIENT"):
+        from supervisor.topics import connection_settings
+
+        client = connection_settings("", config.kafka)
+        del client["bootstrap.servers"]
+        os.environ["AGENTD_KAFKA_CLIENT"] = json.dumps(client)
 
 
 def find_agent(apps: Sequence[Any], name: str) -> Any:
@@ -95,24 +105,37 @@ def resolve_target(apps: Sequence[Any], name: str) -> tuple[Any | None, Any]:
             for agent in app.agents.values():
                 if getattr(agent.channel, "topics", ())[:1] == (name,):
                     return None, agent.channel
-        if not _topic_exists(apps[0], name):
+        if name not in kafka_topics(apps[0]):
             raise ClientError(f"{unknown_agent} and no topic {name!r} exists", 2) from None
     return None, apps[0].topic(name)
 
 
-def _topic_exists(app: Any, name: str) -> bool:
-    """Whether Kafka has topic ``name`` (a metadata request for all topics: asking
-    for one topic by name could auto-create it)."""
+class _Quiet:
+    """librdkafka's log lines, dropped: while Kafka is unreachable it prints one every
+    ~50 ms; the one-line ``ClientError`` says it once."""
+
+    def log(self, level: int, fmt: str, *args: Any) -> None:
+        pass
+
+
+def kafka_topics(app: Any, timeout: float = 10.0) -> set[str]:
+    """The topics Kafka has (a metadata request for all topics: asking for one topic by
+    name could auto-create it). Asked before sending too, so an unreachable broker is
+    one line and exit 1, not a producer retrying for the whole delivery timeout."""
     from confluent_kafka.admin import AdminClient
 
-    from agentlib.kafka import bootstrap_servers
+    from agentlib.kafka import bootstrap_servers, client_settings
 
+    bootstrap = bootstrap_servers(app.broker)
+    conf: dict[str, Any] = {**client_settings(), "bootstrap.servers": bootstrap,
+                            "logger": _Quiet()}
     try:
-        metadata = AdminClient({"bootstrap.servers": bootstrap_servers(app.broker)}
-                               ).list_topics(timeout=10)
+        metadata = AdminClient(conf).list_topics(timeout=timeout)
     except Exception as exc:
-        raise ClientError(f"cannot reach Kafka to look up topic {name!r}: {exc}") from None
-    return name in metadata.topics
+        error = exc.args[0] if exc.args else exc
+        reason = error.str() if hasattr(error, "str") else str(error)
+        raise ClientError(f"cannot reach Kafka at {bootstrap}: {reason}") from None
+    return set(metadata.topics)
 
 
 def parse_value(text: str, value_type: Any) -> Any:
@@ -139,6 +162,7 @@ def send(apps: Sequence[Any], target: str, value_text: str, key: str | None,
     """Produce VALUE to an agent's topic (or any topic); the delivery's metadata."""
     agent, topic = resolve_target(apps, target)
     value = parse_value(value_text, topic.value_type)
+    kafka_topics(apps[0])  # reachable? else one line now, not a 30 s delivery wait
     app = (agent or topic).app
     work = agent.send(key=key, value=value, partition=partition) if agent is not None \
         else topic.send(key=key, value=value, partition=partition)
@@ -150,6 +174,7 @@ def ask(apps: Sequence[Any], agent_name: str, value_text: str, key: str | None,
     """Send VALUE to the agent and return the first value it yields for it."""
     agent = find_agent(apps, agent_name)
     value = parse_value(value_text, agent.channel.value_type)
+    kafka_topics(agent.app)  # reachable? else one line now, not a 30 s wait
     return _run(agent.app, agent.ask(value, key=key), timeout=timeout,
                 what=f"reply from {agent.name} (is agentd running it?)")
 

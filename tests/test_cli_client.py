@@ -9,11 +9,12 @@ module: starting one costs seconds, and every test here only reads or adds messa
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import kafkatools
 import pytest
-from agentdproc import AGENTD, Agentd, wait_until
+from agentdproc import AGENTD, REPO, Agentd, wait_until, write_config
 
 pytestmark = pytest.mark.kafka
 
@@ -154,3 +155,35 @@ def test_ask_finds_the_embedded_broker_through_the_daemon(tmp_path):
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "5"
         assert embedded.stop() == 0
+
+
+@pytest.mark.parametrize("command", ["send", "ask"])
+def test_send_and_ask_to_an_unreachable_broker_are_one_line_exit_1(tmp_path, command):
+    """Nothing listens on port 9: one line after the metadata timeout, not librdkafka's
+    connection failures every 50 ms for the whole delivery timeout."""
+    config = write_config(tmp_path / "agentd.toml",
+                          {"app": "examples.agent", "broker": "kafka://127.0.0.1:9",
+                           "state_dir": str(tmp_path / "state")})
+    done = subprocess.run([*AGENTD, "-c", str(config), command, "adding", '{"a": 1, "b": 2}'],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"agentd {command}: cannot reach Kafka at 127.0.0.1:9: "
+        + done.stderr.split("127.0.0.1:9: ", 1)[-1].strip()]
+
+
+def test_client_commands_get_the_configs_kafka_connection_keys(tmp_path, monkeypatch):
+    """`agentd -c CONFIG send/ask/app command` reach a TLS/SASL cluster as the daemon's
+    own instances do: the [kafka] connection keys, not its consumer tuning."""
+    from supervisor.appcmds import use_daemon_broker
+    from supervisor.config import loads
+
+    monkeypatch.setenv("AGENTD_BROKER", "")  # unset for the call, restored afterwards
+    monkeypatch.setenv("AGENTD_KAFKA_CLIENT", "")
+    config = loads('app = "examples.agent"\nbroker = "kafka://kafka1:9093"\n[kafka]\n'
+                   '"security.protocol" = "SASL_SSL"\n"sasl.mechanism" = "PLAIN"\n'
+                   '"fetch.min.bytes" = 1\n')
+    use_daemon_broker(config)
+    assert os.environ["AGENTD_BROKER"] == "kafka1:9093"
+    assert json.loads(os.environ["AGENTD_KAFKA_CLIENT"]) == {
+        "security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN"}
