@@ -63,7 +63,9 @@ async def one_pass(records: list[bytes]) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process) for feeding ``records`` through."""
     import _agentd_app
 
-    from supervisor.worker import READ_BATCH, Worker
+    from supervisor.worker import READ_BATCH, Worker, tune_gc
+
+    tune_gc()  # as worker.run does
 
     agent = _agentd_app.process
     worker = Worker.__new__(Worker)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import importlib
 import inspect
 import logging
@@ -32,7 +33,7 @@ from typing import Any
 from supervisor import wire
 from supervisor.ring import Ring
 
-__all__ = ["Worker", "run"]
+__all__ = ["Worker", "run", "tune_gc"]
 
 log = logging.getLogger("agentd.worker")
 
@@ -45,10 +46,29 @@ EXIT_AGENT_STOPPED = 4
 _RECORD = wire.RECORD
 
 
+#: The cyclic GC's youngest-generation threshold in an instance (Python's is 700).
+GC_GEN0_THRESHOLD = 10_000
+
+
+def tune_gc() -> None:
+    """Collect the youngest generation every 10,000 allocations, not every 700.
+
+    Every message allocates a handful of container objects (raw record, ticket,
+    event, the decoded dict, the queue's tuple) that die within the batch; at 700 a
+    collection ran every ~100 messages and cost ~3 % of the per-message CPU, for
+    garbage that reference counting frees anyway. The older generations keep their
+    thresholds, and the zygote's heap is frozen out of collection (zygote.py).
+    """
+    gen0, gen1, gen2 = gc.get_threshold()
+    if gen0:  # 0: collection disabled by the agent's own code; leave it so
+        gc.set_threshold(max(gen0, GC_GEN0_THRESHOLD), gen1, gen2)
+
+
 def run(agent: Any, fds: Sequence[int], settings: dict[str, Any]) -> int:
     """The instance process's main: returns its exit code (the caller ``os._exit``s)."""
     import uvloop
 
+    tune_gc()
     # Instances share the supervisor's stdout/stderr: one write per line keeps their
     # lines whole, and an agent's print() shows at once, not when a block fills.
     for stream in (sys.stdout, sys.stderr):
