@@ -155,6 +155,8 @@ def event_decoder(topic: Topic) -> _Decoder:
             key = _as_type(key_type, key_loads(key))
         if from_data is None:
             value = _as_type(value_type, payload)
+        elif type(payload) is dict:  # the usual case, without the isinstance
+            value = from_data(payload)
         else:
             value = payload if isinstance(payload, model) else from_data(payload)
         return new_event(key, value, headers, record, reply_to, correlation_id, ticket)
@@ -310,14 +312,21 @@ class AgentHost:
         # This runs once per message: _release_current, Ledger.ticket, _decode's
         # cache hit and _hand_out are inlined (same steps, same order).
         current = self._current
+        ledger = self._ledger
         if current:
             self._current = []
             if auto_ack:
                 for event in current:
                     ticket = event._ticket
-                    if ticket is not None:
+                    if type(ticket) is Ticket:
+                        # Ticket.ack(), inlined: moved past; finished unless it waits
+                        # for a delivery (or was finished, or abandoned for a retry).
+                        if not ticket.moved_past and not ticket.abandoned:
+                            ticket.moved_past = True
+                            if not ticket.pending and not ticket.finished:
+                                ledger.finish(ticket)
+                    elif ticket is not None:
                         ticket.ack()
-        ledger = self._ledger
         if ledger.fatal is not None or not self._queue:
             return None
         record, attempt = self._queue.popleft()
