@@ -8,6 +8,9 @@ One turn of the loop: handle queued signals → start instances that are due →
 batch and dispatch it (router → wire → ring) → move pending records into rings that
 have room → read acks → notice dead instances (pidfd) → commit on the interval.
 
+The data path (fetch, dispatch, pump, pause/resume) is the :class:`DataPath` mixin in
+``supervisor/datapath.py``; this module is the lifecycle around it.
+
 The invariant (DESIGN.md §2): an offset is committed only when every agent that got
 the message acked it; the :class:`~supervisor.offsets.OffsetTracker` commits the
 lowest unacked offset per partition, and each :class:`~supervisor.instances.Instance`
@@ -19,21 +22,20 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import operator
 import os
 import select
 import signal
 import time
-from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer
 
 from supervisor import wire
 from supervisor.config import Config, validate_agent_names
+from supervisor.datapath import DataPath
 from supervisor.failures import FailedRecord, RecordFailures
 from supervisor.group import GroupMember
-from supervisor.instances import AgentRuntime, Instance, Key
+from supervisor.instances import AgentRuntime, Instance
 from supervisor.monitor import Monitor
 from supervisor.moves import PartitionMoves
 from supervisor.offsets import OffsetTracker
@@ -47,20 +49,10 @@ __all__ = ["Supervisor"]
 
 log = logging.getLogger("agentd")
 
-FETCH_BATCH = 2000
-IDLE_WAIT = 0.05       # poll() timeout when nothing is happening
-BLOCKED_WAIT = 0.001   # when some instance waits for ring space
 STOP_GRACE = 5.0       # after STOP, before SIGKILL
-#: ``msg.headers()`` through a call that checks for an error set with a result (see
-#: ``dispatch``); about 60 ns a message more than the direct call.
-_HEADERS_OF = operator.methodcaller("headers")
-#: One subscribed agent of a partition in ``dispatch``: the agent, its offset-tracker
-#: lane, the offsets dispatched to it in this batch, and under partition ordering its
-#: instance with that instance's key and record lists for the batch.
-_Target = tuple[AgentRuntime, Any, list[int], "Instance | None", list[Key], list[bytes]]
 
 
-class Supervisor:
+class Supervisor(DataPath):
     """Owns the broker connection, the zygote, every instance and the offsets."""
 
     def __init__(self, config: Config) -> None:
@@ -278,134 +270,7 @@ class Supervisor:
             return True
         return False
 
-    # ================================================================= data path
-
-    def fetch(self, busy: bool) -> bool:
-        """Consume one batch and dispatch it; True when messages came."""
-        assert self.consumer is not None
-        if self.draining_until is not None:
-            select.select([self._wake_r], [], [], BLOCKED_WAIT)
-            return False
-        # a handover (reload, recycle) waits on a ring the consumer cannot wake on
-        blocked = self.reloader.busy or any(inst.pending for inst in self.instances)
-        timeout = 0.0 if busy else (BLOCKED_WAIT if blocked else IDLE_WAIT)
-        if timeout:
-            # Wait with poll(), which returns on the first message. consume(n, timeout)
-            # returns only when it has n messages or the timeout passed, so an idle
-            # supervisor held a lone record (an ask) up to IDLE_WAIT before dispatch.
-            first = self.consumer.poll(timeout)
-            if first is None:
-                return False
-            messages = [first, *self.consumer.consume(FETCH_BATCH - 1, 0)]
-        else:
-            messages = self.consumer.consume(FETCH_BATCH, 0)
-        if messages:
-            self.dispatch(messages)
-        return bool(messages)
-
-    def dispatch(self, messages: list[Any]) -> None:
-        """Route each message to one instance per subscribed agent, then write the
-        batches (the hot path: no per-message work beyond encode, route, record)."""
-        encode, headers_of = wire.encode_record, _HEADERS_OF
-        moving = self.moves.moving
-        batches: dict[Instance, tuple[list[Key], list[bytes]]] = {}
-        # Per partition in this batch, looked up once, not per message: its topic index
-        # and, for each subscribed agent, the offsets dispatched to its offset-tracker
-        # lane (appended here, handed to the lane once per batch) and, under partition
-        # ordering (the key plays no part), its instance with that one's batch lists.
-        targets_of: dict[tuple[str, int], tuple[int, list[_Target]]] = {}
-        runs: list[tuple[Any, list[int]]] = []
-        for msg in messages:
-            if msg.error() is not None:
-                self.on_consume_error(msg.error())
-                continue
-            topic, partition, offset, key = msg.topic(), msg.partition(), msg.offset(), msg.key()
-            tp = (topic, partition)
-            found = targets_of.get(tp)
-            if found is None:
-                found = targets_of[tp] = self._targets_of(tp, batches, runs)
-            tidx, targets = found
-            ts_type, ts = msg.timestamp()
-            unreadable = None
-            try:
-                headers = headers_of(msg)
-            except SystemError as exc:
-                # confluent-kafka cannot make a str of a header name that is not UTF-8
-                # (legal in the protocol; non-Java clients write them). It returns a list
-                # holding NULL with an error set: called as ``msg.headers()`` the error
-                # surfaces in some later call (or the NULL crashes the interpreter), so
-                # it is called through ``headers_of``, which checks. Nothing more is read
-                # of them: the record goes, headers dropped, to the error policy instead
-                # of killing the supervisor on every fetch.
-                headers = None
-                unreadable = f"a header name is not UTF-8 ({exc.__cause__ or exc}); " \
-                    "headers dropped"
-            encoded = encode(tidx, partition, offset, ts if ts_type else -1, key, msg.value(),
-                             headers)
-            rkey = (tidx, partition, offset)
-            for agent, lane, offsets, owner, keys, records in targets:
-                offsets.append(offset)
-                if owner is None:
-                    inst = agent.instances[agent.router.route(tp, key)]
-                    batch = batches.get(inst)
-                    if batch is None:
-                        batch = batches[inst] = ([], [])
-                    keys, records = batch
-                else:
-                    inst = owner
-                if unreadable is not None or len(encoded) > inst.max_record_size:
-                    lane.dispatched_many(offsets)  # before the policy may ack it
-                    offsets.clear()
-                    self.fail_record(agent, topic, encoded, unreadable or
-                                     f"record of {len(encoded)} bytes exceeds the ring "
-                                     f"({inst.max_record_size} bytes max; raise ring_size)")
-                    continue
-                if moving:
-                    move = moving.get((agent.lane, tp))
-                    if move is not None:  # wait until the old owner is done with tp
-                        move.held.append((rkey, encoded))
-                        continue
-                inst.unacked[rkey] = encoded
-                keys.append(rkey)
-                records.append(encoded)
-        for lane, offsets in runs:
-            if offsets:
-                lane.dispatched_many(offsets)
-        for inst, (keys, records) in batches.items():
-            if keys:
-                newly_blocked = inst.submit(keys, records)
-                if newly_blocked:
-                    self.pause(inst, newly_blocked)
-
-    def _targets_of(self, tp: tuple[str, int],
-                    batches: dict[Instance, tuple[list[Key], list[bytes]]],
-                    runs: list[tuple[Any, list[int]]]) -> tuple[int, list[_Target]]:
-        """``dispatch``'s per-partition lookups (see there), made once per batch."""
-        targets: list[_Target] = []
-        for agent in self.subscriptions[tp[0]]:
-            lane = self.tracker.lane(tp, agent.lane)
-            offsets: list[int] = []
-            runs.append((lane, offsets))
-            if agent.router.ordering == "partition":
-                owner = agent.instances[agent.router.route(tp, None)]
-                batch = batches.get(owner)
-                if batch is None:
-                    batch = batches[owner] = ([], [])
-                targets.append((agent, lane, offsets, owner, batch[0], batch[1]))
-            else:
-                targets.append((agent, lane, offsets, None, [], []))
-        return self.topic_index[tp[0]], targets
-
-    def pump_instances(self) -> bool:
-        moved = False
-        for inst in self.instances:
-            if (inst.pending or inst.window) and inst.pump():
-                moved = True
-            if inst.paused:  # resumes below the backlog's low-water mark (hysteresis)
-                released = inst.release_paused()
-                if released:
-                    self.resume(inst, released)
-        return moved
+    # ================================================================= instance reports
 
     def read_instances(self) -> bool:
         """Drain every outbound ring: acks retire records; errors and stats noted."""
@@ -441,57 +306,6 @@ class Supervisor:
             inst.processed = wire.decode_pong(record).processed
         elif kind == wire.RETIRED:
             inst.retired = True
-
-    def finish_moves(self) -> None:
-        """Hand each moved partition's held records to its new owner once the old owner
-        is done with it (checked every 20 ms: a scan of the old owner's records)."""
-        now = time.monotonic()
-        if now < self.next_move_check:
-            return
-        self.next_move_check = now + 0.02
-        for move in self.moves.finished():
-            tkey = (move.topic_index, move.tp[1])
-            new = move.new
-            new.unacked.update(move.held)
-            self.resume(new, [tkey])
-            newly_blocked = new.submit([key for key, _ in move.held],
-                                       [encoded for _, encoded in move.held])
-            if newly_blocked:
-                self.pause(new, newly_blocked)
-            log.info("%s: took over %s[%d] (%d held records)", new.label, move.tp[0],
-                     move.tp[1], len(move.held))
-
-    # ================================================================= backpressure
-
-    def pause(self, inst: Instance, tps: Iterable[tuple[int, int]]) -> None:
-        """``inst`` cannot take more: pause exactly the partitions feeding it."""
-        assert self.consumer is not None
-        to_pause = []
-        for tp in tps:
-            holders = self.paused_by.setdefault(tp, set())
-            if not holders:
-                to_pause.append(TopicPartition(self.topics[tp[0]], tp[1]))
-            holders.add(inst)
-        inst.agent.router.set_blocked(inst.index, True)
-        if to_pause:
-            self.consumer.pause(to_pause)
-            log.debug("%s blocked: paused %s", inst.label, to_pause)
-
-    def resume(self, inst: Instance, tps: Iterable[tuple[int, int]]) -> None:
-        assert self.consumer is not None
-        to_resume = []
-        for tp in tps:
-            holders = self.paused_by.get(tp)
-            if holders is None:
-                continue
-            holders.discard(inst)
-            if not holders:
-                del self.paused_by[tp]
-                to_resume.append(TopicPartition(self.topics[tp[0]], tp[1]))
-        inst.agent.router.set_blocked(inst.index, False)
-        if to_resume:
-            self.consumer.resume(to_resume)
-            log.debug("%s drained: resumed %s", inst.label, to_resume)
 
     # ================================================================= instances
 
@@ -545,10 +359,6 @@ class Supervisor:
 
     # ================================================================= failures
 
-    def fail_record(self, agent: AgentRuntime, topic: str, encoded: bytes, reason: str) -> None:
-        assert self.failures is not None
-        self.failures.fail(FailedRecord(agent, topic, encoded, reason))
-
     def on_failed_done(self, record: FailedRecord) -> None:
         self.tracker.acked((record.topic, record.partition), record.offset, record.offset,
                            record.lane)
@@ -558,11 +368,6 @@ class Supervisor:
         log.critical("stopping: %s", reason)
         self.exit_code = 1
         self.running = False
-
-    def on_consume_error(self, error: KafkaError) -> None:
-        if error.code() == KafkaError._PARTITION_EOF:
-            return
-        log.warning("consumer: %s", error)
 
     # ================================================================= stop
 
