@@ -507,6 +507,25 @@ def test_new_raw_record_makes_the_same_frozen_record_as_the_class():
     assert repr(made) == repr(RawRecord(*args))
     with pytest.raises(dataclasses.FrozenInstanceError):
         made.offset = 8  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del made.key  # type: ignore[misc]
+
+
+def test_new_raw_record_copies_pickles_and_replaces_as_the_class_does():
+    import copy
+    import dataclasses
+    import pickle
+
+    from agentlib.seam import new_raw_record
+
+    args = ("t", 3, 7, 1700000000000, None, b"v", ())
+    made, real = new_raw_record(*args), RawRecord(*args)
+    assert dataclasses.asdict(made) == dataclasses.asdict(real)
+    assert dataclasses.replace(made, offset=9) == RawRecord("t", 3, 9, 1700000000000, None,
+                                                            b"v", ())
+    for clone in (copy.copy(made), copy.deepcopy(made), pickle.loads(pickle.dumps(made))):
+        assert type(clone) is RawRecord and clone == real
+    assert not hasattr(made, "__dict__")  # slots only, as the class
 
 
 @pytest.mark.parametrize("data", [b'{"a":1,"b":[1,2]}', b"[1,2]", b'"x"', b"{", b"{\xff}",
