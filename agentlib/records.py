@@ -208,11 +208,7 @@ class Record:
                             f"{type(data).__name__}")
         converters = cls._converters
         if converters is None:
-            converters = cls._converters = _build_converters(cls)
-            if all(convert is None for _, convert in converters):
-                cls._plain_fields = tuple(name for name, _ in converters)
-                cls._bare = not cls._isodates and not cls._validation and \
-                    cls.__post_init__ is Record.__post_init__
+            converters = cls._resolve_converters()
         # The hot path of every decoded message: fill __dict__ directly instead of
         # going through __init__'s argument matching.
         record = cls.__new__(cls)
@@ -251,6 +247,48 @@ class Record:
             record.validate()
         record.__post_init__()
         return record
+
+    @classmethod
+    def _resolve_converters(cls) -> list[tuple[str, _Converter | None]]:
+        """Resolve the fields' annotations into converters (once, at first decode:
+        they may be forward references), and note whether the class is plain/bare."""
+        converters = cls._converters = _build_converters(cls)
+        if all(convert is None for _, convert in converters):
+            cls._plain_fields = tuple(name for name, _ in converters)
+            cls._bare = not cls._isodates and not cls._validation and \
+                cls.__post_init__ is Record.__post_init__
+        return converters
+
+    @classmethod
+    def _from_data_function(cls: type[R]) -> Callable[[Any], R]:
+        """:meth:`from_data` as a plain function, for a decoder that calls it per message.
+
+        For a bare model it copies a dict's fields itself (the closure holds what
+        ``from_data`` would look up on the class per call); anything else (a field
+        missing, not a dict) goes to ``from_data``. Raises what resolving the
+        annotations raises (then the caller keeps calling ``from_data``).
+        """
+        if cls._converters is None:
+            cls._resolve_converters()
+        from_data = cls.from_data
+        plain = cls._plain_fields
+        if not cls._bare or plain is None:
+            return from_data
+        new = object.__new__
+
+        def bare_from_data(data: Any) -> R:
+            if type(data) is dict:
+                record = new(cls)
+                state = record.__dict__
+                try:
+                    for name in plain:
+                        state[name] = data[name]
+                except KeyError:
+                    pass
+                else:
+                    return record
+            return from_data(data)
+        return bare_from_data
 
     # -- behaviour of a value -------------------------------------------------------
 

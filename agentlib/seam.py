@@ -173,7 +173,12 @@ def event_decoder(topic: Topic) -> _Decoder:
     key_loads = key_codec.loads
     model: Any = value_type if isinstance(value_type, type) and \
         issubclass(value_type, Record) else None
-    from_data: Any = model.from_data if model is not None else None
+    from_data: Any = None
+    if model is not None:
+        try:
+            from_data = model._from_data_function()
+        except Exception:  # annotations that do not resolve: from_data raises per record
+            from_data = model.from_data
 
     def decode(record: RawRecord, ticket: Ticket | None = None) -> Event[Any]:
         headers = dict(record.headers) if record.headers else {}

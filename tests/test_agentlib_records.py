@@ -355,3 +355,37 @@ def test_from_data_runs_every_step_on_every_decode_not_only_the_first():
         with pytest.raises(agentlib.records.ValidationError):
             Checked.from_data({"a": "not an int"})
     assert seen == [5, 5, 5]
+
+
+def test_the_seams_per_message_from_data_function_decodes_as_from_data():
+    """event_decoder calls Record._from_data_function()'s result per message: for
+    every input it must build what from_data builds, or raise what it raises."""
+
+    class Bare(agentlib.Record, namespace="t.fdf.bare"):
+        a: int
+        b: str = "dflt"
+
+    class Hooked(agentlib.Record, namespace="t.fdf.hooked"):
+        a: int
+
+        def __post_init__(self) -> None:
+            self.a += 1
+
+    class Nested(agentlib.Record, namespace="t.fdf.nested"):
+        inner: Bare
+
+    inputs: list[Any] = [{"a": 1, "b": "x"}, {"a": 1}, {"b": "x"}, {"a": 1, "extra": 2},
+                         {"inner": {"a": 3}}, [1], "s", None]
+    for model in (Bare, Hooked, Nested):
+        function = model._from_data_function()
+        for data in inputs * 2:
+            try:
+                expected: Any = model.from_data(data)
+            except Exception as exc:
+                expected = type(exc)
+            try:
+                got: Any = function(data)
+            except Exception as exc:
+                got = type(exc)
+            assert got == expected, (model, data)
+            assert type(got) is type(expected)
