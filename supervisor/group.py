@@ -39,12 +39,14 @@ log = logging.getLogger("agentd")
 PROMPT_COMMIT_SHARE = 0.1
 
 
-def prompt_commit_due(now: float, last_commit: float, interval: float,
+def prompt_commit_due(now: float, last_check: float, interval: float,
                       fetched_nothing: bool) -> bool:
-    """Whether to commit caught-up partitions now, before the interval's tick: only when
-    the last fetch came back empty (a busy stream waits for the tick) and the last
-    commit is at least a tenth of the interval ago (a rate limit for trickling input)."""
-    return fetched_nothing and now - last_commit >= interval * PROMPT_COMMIT_SHARE
+    """Whether to look for caught-up partitions and commit them now, before the
+    interval's tick: only when the last fetch came back empty (a busy stream waits for
+    the tick) and the last commit or look is at least a tenth of the interval ago (a
+    rate limit for trickling input, and for the scan itself in a loop that turns every
+    millisecond while an instance is blocked)."""
+    return fetched_nothing and now - last_check >= interval * PROMPT_COMMIT_SHARE
 
 
 class GroupMember:
@@ -53,7 +55,7 @@ class GroupMember:
     def __init__(self, daemon: Supervisor) -> None:
         self.daemon = daemon
         self.next_commit = 0.0
-        self.last_commit = 0.0
+        self.last_check = 0.0   # the last commit, or look for caught-up partitions
 
     def commit_if_due(self, fetched_nothing: bool = False) -> None:
         """Commit on the interval; or at once what is caught up (see the module)."""
@@ -61,12 +63,12 @@ class GroupMember:
         interval = self.daemon.config.commit_interval
         if now >= self.next_commit:
             self.next_commit = now + interval
-            self.last_commit = now
+            self.last_check = now
             self.commit(asynchronous=True)
-        elif prompt_commit_due(now, self.last_commit, interval, fetched_nothing):
+        elif prompt_commit_due(now, self.last_check, interval, fetched_nothing):
+            self.last_check = now
             done = self.daemon.tracker.caught_up()
             if done:
-                self.last_commit = now
                 self.commit(asynchronous=True, only=set(done))
 
     def commit(self, asynchronous: bool, only: set[tuple[str, int]] | None = None) -> None:

@@ -57,3 +57,16 @@ def test_nothing_is_committed_early_while_a_record_is_unacked():
     group, consumer = member(tracker)
     group.commit_if_due(fetched_nothing=True)
     assert consumer.commits == []
+
+
+def test_a_look_that_found_nothing_caught_up_waits_a_tenth_before_the_next():
+    tracker = OffsetTracker()
+    tracker.dispatched(("t", 0), 0)
+    group, consumer = member(tracker)
+    group.commit_if_due(fetched_nothing=True)   # looks: offset 0 still in flight
+    tracker.acked(("t", 0), 0, 0)
+    group.commit_if_due(fetched_nothing=True)   # within the tenth: no second look
+    assert consumer.commits == []
+    group.last_check -= 100.0                   # a tenth of the interval later
+    group.commit_if_due(fetched_nothing=True)
+    assert consumer.commits == [{("t", 0): 1}]
