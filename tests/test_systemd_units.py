@@ -74,7 +74,7 @@ def test_security_exposure_is_at_most_two(unit_dir, unit):
 def test_unit_has_the_operational_contract(name):
     unit = _directives(name)
     expected = {"Type": "notify", "NotifyAccess": "main", "KillMode": "mixed",
-                "OOMPolicy": "continue", "Restart": "on-failure",
+                "OOMPolicy": "continue", "Restart": "on-failure", "RestartPreventExitStatus": "2",
                 "ExecReload": "/bin/kill -HUP $MAINPID", "NoNewPrivileges": "yes",
                 "ProtectSystem": "strict", "CapabilityBoundingSet": ""}
     assert {key: unit.get(key, [None])[-1] for key in expected} == expected
