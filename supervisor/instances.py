@@ -56,6 +56,9 @@ MAX_BACKOFF = 10.0
 #: The backlog's high-water mark in records: one per this many bytes of ring (a 4 MiB
 #: ring: 65,536 records), so the per-record overhead of tiny records stays bounded.
 BYTES_PER_BACKLOG_RECORD = 64
+#: The backlog's high-water mark in bytes is the ring's size up to this (a 1 GiB ring
+#: must not mean another GiB of supervisor memory per instance).
+MAX_BACKLOG_BYTES = 64 << 20
 
 
 def power_of_two(nbytes: int) -> int:
@@ -88,8 +91,8 @@ class Instance:
         capacity = power_of_two(agent.config.ring_size)
         self.max_record_size = capacity - 8
         #: Backlog high-water marks (see the module docstring): a second ring's worth.
-        self.high_bytes = capacity
-        self.high_records = max(64, capacity // BYTES_PER_BACKLOG_RECORD)
+        self.high_bytes = min(capacity, MAX_BACKLOG_BYTES)
+        self.high_records = max(64, self.high_bytes // BYTES_PER_BACKLOG_RECORD)
         self.pid: int | None = None
         self.pidfd: int | None = None
         self.unacked: dict[Key, bytes] = {}
