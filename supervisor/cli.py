@@ -152,14 +152,6 @@ def start(ctx: click.Context, config_path: str) -> None:
     except (ZygoteError, ControlError, BrokerUnreachable) as exc:
         _fail(ctx, str(exc), 1)
         return
-    except RuntimeError:
-        # The app imported but defines no agent: the same config error `agentd check`
-        # reports (the daemon raises a bare RuntimeError for it, after the zygote
-        # answered); anything else is a real failure and keeps its traceback.
-        if daemon.zygote is None or daemon.zygote.agents:
-            raise
-        _fail(ctx, f"config error: app: {' '.join(config.app)} defines no agents", 2)
-        return
     ctx.exit(code)
 
 

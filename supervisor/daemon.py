@@ -20,6 +20,7 @@ keeps the records it holds so a crash re-dispatches them.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ from typing import Any
 from confluent_kafka import Consumer
 
 from supervisor import wire
-from supervisor.config import Config, validate_agent_names
+from supervisor.config import Config, ConfigError, validate_agent_names
 from supervisor.datapath import DataPath
 from supervisor.failures import FailedRecord, RecordFailures
 from supervisor.group import GroupMember
@@ -93,8 +94,15 @@ class Supervisor(DataPath):
             self.start_zygote()
             self.create_topics()
             self.start_consumer()
+            # Everything imported so far lives as long as the process: freeze it, so
+            # the loop's full collections skip it (the first took 13 ms, then 0.4 ms).
+            gc.collect()
+            gc.freeze()
             self.ops.on_ready()
             self.loop()
+        except ConfigError:  # found only once the app is imported (agent tables)
+            self.exit_code = 2
+            raise
         except BaseException:
             self.exit_code = self.exit_code or 1
             raise
@@ -155,7 +163,7 @@ class Supervisor(DataPath):
                      spec.name, count, agent_config.ordering, agent_config.on_error,
                      ", ".join(spec.topics))
         if not self.topics:
-            raise RuntimeError("the app defines no agents: nothing to run")
+            raise ConfigError("app", f"{' '.join(self.config.app)} defines no agents")
 
     def zygote_env(self, config: Config) -> dict[str, str]:
         """The environment of a zygote (and so of its instances): where Kafka is and how
@@ -183,6 +191,11 @@ class Supervisor(DataPath):
             "enable.auto.commit": False, "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "partition.assignment.strategy": "cooperative-sticky",
+            # librdkafka stops fetching while its queue holds queued.min.messages and
+            # looks again after this backoff (default 1000 ms): the supervisor drains a
+            # full queue in a fraction of that, then sat idle for the rest (measured:
+            # 2 instances went from 150k to 300k msg/s). Its own backlog bounds memory.
+            "fetch.queue.backoff.ms": 50,
             "on_commit": self.group.on_commit, **dict(self.config.kafka)}
         self.consumer = Consumer(settings)
         self.consumer.subscribe(self.topics, on_assign=self.group.on_assign,
