@@ -440,7 +440,13 @@ class Agentd:
         # Extra top-level TOML lines for experiments, e.g.
         # BENCH_AGENTD_TOML='agents.process.ring_size = "64MiB"'
         lines += os.environ.get("BENCH_AGENTD_TOML", "").split(";")
-        lines += ["", "[kafka]", '"auto.offset.reset" = "earliest"', ""]
+        lines += ["", "[kafka]", '"auto.offset.reset" = "earliest"']
+        # librdkafka settings for experiments, e.g.
+        # BENCH_AGENTD_KAFKA='fetch.queue.backoff.ms=50;queued.min.messages=200000'
+        for item in filter(None, os.environ.get("BENCH_AGENTD_KAFKA", "").split(";")):
+            name, _, value = item.partition("=")
+            lines.append(f"{json.dumps(name.strip())} = {json.dumps(value.strip())}")
+        lines.append("")
         self.config.write_text("\n".join(lines))
         self.env = {**os.environ, "PYTHONPATH": pythonpath(), "BENCH_APP_ID": group, **env}
         self.proc: subprocess.Popen[bytes] | None = None
