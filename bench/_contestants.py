@@ -42,12 +42,20 @@ class Tally:
             os._exit(0)
 
 
-def run_bare(args: argparse.Namespace) -> None:
-    """The practical ceiling of one Python process: consume(500), json.loads, async commit 1/s."""
+def run_bare(args: argparse.Namespace, tuned: bool = False) -> None:
+    """The practical ceiling of one Python process: consume(500), json.loads, async commit 1/s.
+
+    ``tuned``: with agentd's consumer tuning (``supervisor.daemon.CONSUMER_TUNING``), so
+    the report shows what of agentd's lead over the default loop is that setting alone.
+    """
     from confluent_kafka import Consumer
 
-    consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": args.group,
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    settings = {"bootstrap.servers": args.bootstrap, "group.id": args.group,
+                "auto.offset.reset": "earliest", "enable.auto.commit": False}
+    if tuned:
+        from supervisor.daemon import CONSUMER_TUNING
+        settings.update(CONSUMER_TUNING)
+    consumer = Consumer(settings)
     consumer.subscribe([args.topic])
     tally, work, loads = Tally(args.count), args.work, json.loads
     last_commit = time.monotonic()
@@ -184,7 +192,8 @@ def run_arroyo(args: argparse.Namespace, processes: int) -> None:
 
 def main() -> None:
     cli = argparse.ArgumentParser()
-    cli.add_argument("kind", choices=("bare", "faust", "quix", "arroyo_mp", "arroyo_single"))
+    cli.add_argument("kind", choices=("bare", "bare_tuned", "faust", "quix", "arroyo_mp",
+                                      "arroyo_single"))
     cli.add_argument("--bootstrap", required=True)
     cli.add_argument("--topic", required=True)
     cli.add_argument("--group", required=True)
@@ -192,8 +201,8 @@ def main() -> None:
     cli.add_argument("--work", type=int, default=_WORK, help="burn iterations per message")
     cli.add_argument("--concurrency", type=int, default=1, help="Faust agent concurrency")
     args = cli.parse_args()
-    if args.kind == "bare":
-        run_bare(args)
+    if args.kind in ("bare", "bare_tuned"):
+        run_bare(args, tuned=args.kind == "bare_tuned")
     elif args.kind == "faust":
         run_faust(args)
     elif args.kind == "quix":

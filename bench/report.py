@@ -62,14 +62,16 @@ def plot_throughput(summary: dict[str, Any], path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = ["bare", "faust", "quix", "arroyo_mp", "arroyo_single", "agentd_1", "agentd"]
-    labels = ["bare loop", "Faust", "Quix Streams", "arroyo 2 procs", "arroyo RunTask",
-              "agentd 1 inst", "agentd 2 inst"]
+    names = ["bare", "bare_tuned", "faust", "quix", "arroyo_mp", "arroyo_single", "agentd_1",
+             "agentd"]
+    labels = ["bare loop", "bare, agentd's\nconsumer tuning", "Faust", "Quix Streams",
+              "arroyo 2 procs", "arroyo RunTask", "agentd 1 inst", "agentd 2 inst"]
     values = [float(summary.get(f"{n}_msg_s", 0) or 0) for n in names]
     if not any(values):
         return False
-    fig, ax = plt.subplots(figsize=(8, 4))
-    colors = ["#888888", "#d62728", "#1f77b4", "#9467bd", "#8c564b", "#2ca02c", "#2ca02c"]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    colors = ["#888888", "#bbbbbb", "#d62728", "#1f77b4", "#9467bd", "#8c564b", "#2ca02c",
+              "#2ca02c"]
     bars = ax.bar(labels, values, color=colors)
     ax.bar_label(bars, labels=[f"{v / 1000:.1f}k" if v else "n/a" for v in values], fontsize=8)
     ax.set_ylabel("messages / s")
