@@ -120,7 +120,7 @@ class Config:
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate ``path``; raises ``ConfigError`` for every problem, I/O included."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM (Notepad) is not TOML
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError("config", f"cannot read {os.fspath(path)}: {_os_reason(exc)}") from None
     return loads(text, source=os.fspath(path))

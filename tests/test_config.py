@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -297,3 +298,16 @@ def test_config_reference_defaults_are_the_loaders_defaults():
                 assert value == expected, (section, key, cell)
             checked += 1
     assert checked >= 15  # the table format changed if this drops: fix the parser
+
+
+def test_a_config_file_saved_with_a_utf8_bom_loads_like_one_without(tmp_path):
+    # Windows editors save UTF-8 with a byte-order mark, which tomllib rejects.
+    text = 'app = "examples.agent"\ncommit_interval = 2.5\n'
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "bom").mkdir()
+    plain, bom = tmp_path / "plain" / "agentd.toml", tmp_path / "bom" / "agentd.toml"
+    plain.write_text(text, encoding="utf-8")
+    bom.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    from_bom = load_config(bom)
+    assert dataclasses.replace(from_bom, source=str(plain)) == load_config(plain)
+    assert from_bom.commit_interval == 2.5
