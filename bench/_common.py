@@ -405,8 +405,11 @@ def _timed_burn(iterations: int) -> float:
 # ---------------------------------------------------------------------------- agentd
 
 def pythonpath() -> str:
-    """``bench/`` first (the bench apps), then whatever PYTHONPATH already holds."""
-    return os.pathsep.join(filter(None, [str(BENCH_DIR), os.environ.get("PYTHONPATH")]))
+    """``bench/`` first (the bench apps), then this checkout (so the daemon's zygote and
+    instances run this tree's code, not whichever checkout is pip-installed), then
+    whatever PYTHONPATH already holds."""
+    return os.pathsep.join(filter(None, [str(BENCH_DIR), str(REPO),
+                                         os.environ.get("PYTHONPATH")]))
 
 
 def agentd_missing() -> str:
