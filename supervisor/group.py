@@ -7,9 +7,10 @@ Commits are the invariant's last step: the offset committed for a partition is t
 
 Between intervals, a partition that is *caught up* (every record dispatched from it
 acked, and the last fetch came back empty) is committed at once, at most every
-``commit_interval / 10`` (:func:`prompt_commit_due`): a drained backlog is committed
-when it is done rather than up to an interval later, which shrinks what a crash then
-re-delivers. While records keep coming, the interval alone paces commits.
+``commit_interval / 10`` and never more than ten times a second
+(:func:`prompt_commit_due`): a drained backlog is committed when it is done rather
+than up to an interval later, which shrinks what a crash then re-delivers. While
+records keep coming, the interval alone paces commits.
 
 Rebalance callbacks run inside ``consume()`` on the supervisor's one thread. On revoke
 the supervisor stops feeding the partitions (records not yet in a ring go back to the
@@ -35,8 +36,14 @@ __all__ = ["GroupMember", "prompt_commit_due"]
 
 log = logging.getLogger("agentd")
 
-#: A caught-up partition is committed at most this often, as a share of the interval.
+#: A caught-up partition is committed at most this often, as a share of the interval...
 PROMPT_COMMIT_SHARE = 0.1
+#: ...and never sooner than this many seconds after the last commit or look. Trickling
+#: input (one ask at a time) makes nearly every fetch empty, so without a floor a short
+#: interval (0.1 s: 100 prompt commits a second) put an OffsetCommit per 10 ms on the
+#: broker that served the asks, and their p99 rose with it (measured: 2.59 ms at 0.1 s,
+#: 1.81 ms at 10 s, 5,000 asks each).
+PROMPT_COMMIT_MIN_GAP = 0.1
 
 
 def prompt_commit_due(now: float, last_check: float, interval: float,
@@ -45,8 +52,10 @@ def prompt_commit_due(now: float, last_check: float, interval: float,
     interval's tick: only when the last fetch came back empty (a busy stream waits for
     the tick) and the last commit or look is at least a tenth of the interval ago (a
     rate limit for trickling input, and for the scan itself in a loop that turns every
-    millisecond while an instance is blocked)."""
-    return fetched_nothing and now - last_check >= interval * PROMPT_COMMIT_SHARE
+    millisecond while an instance is blocked), and at least :data:`PROMPT_COMMIT_MIN_GAP`
+    ago whatever the interval."""
+    gap = max(interval * PROMPT_COMMIT_SHARE, PROMPT_COMMIT_MIN_GAP)
+    return fetched_nothing and now - last_check >= gap
 
 
 class GroupMember:

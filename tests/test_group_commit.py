@@ -20,6 +20,13 @@ def test_prompt_commit_is_rate_limited_to_a_tenth_of_the_interval():
     assert prompt_commit_due(101.0, 100.0, 10.0, fetched_nothing=True)
 
 
+def test_prompt_commits_are_never_more_than_ten_a_second_even_with_a_short_interval():
+    # commit_interval 0.05 s: a tenth of it (5 ms) would allow 200 prompt commits a second
+    assert not prompt_commit_due(100.05, 100.0, 0.05, fetched_nothing=True)
+    assert not prompt_commit_due(100.099, 100.0, 0.05, fetched_nothing=True)
+    assert prompt_commit_due(100.11, 100.0, 0.05, fetched_nothing=True)
+
+
 class FakeConsumer:
     def __init__(self) -> None:
         self.commits: list[dict[tuple[str, int], int]] = []
