@@ -201,6 +201,14 @@ def report(first: float, last: float, count: int, **extra: Any) -> None:
     os.write(1, ("\n" + line + "\n").encode())
 
 
+def percentiles(latencies: list[float]) -> dict[str, float]:
+    """p50/p99/p999 in ms of latencies in seconds (the ordered sample at each rank)."""
+    ordered = sorted(latencies)
+    n = len(ordered)
+    return {f"p{label}": round(ordered[min(n - 1, int(q * n))] * 1000, 3)
+            for label, q in (("50", 0.50), ("99", 0.99), ("999", 0.999))}
+
+
 def _last_result(stdout: str) -> dict[str, Any] | None:
     for line in reversed(stdout.splitlines()):
         start = line.find('{"result"')  # a library may have left escape codes before it

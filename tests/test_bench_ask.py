@@ -26,7 +26,7 @@ def test_echo_row_answers_every_ask_in_both_phases(kafka_bootstrap):
 
 
 def test_percentiles_take_the_ordered_sample_at_each_rank():
-    import _ask_client
+    import _common
 
     latencies = [i / 1000 for i in range(1000, 0, -1)]  # 1..1000 ms, reversed
-    assert _ask_client.percentiles(latencies) == {"p50": 501.0, "p99": 991.0, "p999": 1000.0}
+    assert _common.percentiles(latencies) == {"p50": 501.0, "p99": 991.0, "p999": 1000.0}
