@@ -6,9 +6,9 @@ For each runtime the server side runs the same agent (``_ask_app.adding``: agent
 N times one after another (10,000; quick: 1,500; cut short after a third of the
 timeout, and the count says so), then N times with 100 asks in flight.
 Latency is the client's ``perf_counter`` around each ``await adding.ask(...)`` after
-its warm-up (at least 50 asks and 2 s: ``_ask_client.WARM_UP_SECONDS``); p50/p99/p999 in ms. Producer batching delays are stated in the output:
-agentlib's ``linger.ms`` (request and reply each wait up to it) and Faust's
-``producer_linger``.
+its warm-up (at least 50 asks and 2 s: ``_ask_client.WARM_UP_SECONDS``); p50/p99/p999
+in ms. Producer batching delays are stated in the output: agentlib's ``linger.ms``
+(request and reply each wait up to it) and Faust's ``producer_linger``.
 
 A third row, ``echo``, is the floor: the same round trip with bare confluent-kafka on
 both sides (``_ask_client.py echo-server``/``echo-client``), i.e. what the broker and
@@ -18,10 +18,11 @@ The rows are measured in :data:`ROUNDS` rounds, their order rotated each round, 
 each row's latencies pooled over its rounds: a broker keeps speeding up for minutes
 after start and a shared machine's load drifts, so a row measured in one piece was
 flattered or penalised by its place in the run. Before the first round the broker
-is warmed up with unmeasured echo traffic for a fixed time (:data:`WARM_UP_SECONDS`):
-a fresh JVM compiles its request paths during the first seconds of traffic, and its
-compiler threads share the cores with the contestants (measured on a fresh broker:
-first agentd run p50 3.9 ms, the next two 1.5 and 1.4 ms).
+is warmed up with unmeasured echo traffic for a fixed time (:data:`WARM_UP_SECONDS`),
+then with one unmeasured round of every row: a fresh JVM compiles its request paths
+during the first minutes of traffic, and its compiler threads share the cores with
+the contestants (measured on a fresh broker: first agentd run p50 3.9 ms, the next
+two 1.5 and 1.4 ms).
 
 agentd runs with its default ``commit_interval`` (1 s), as deployed; ``--commit-interval``
 changes it. (The throughput bench uses 0.1 s so that its clock, which stops at the
@@ -150,6 +151,11 @@ ROUNDS = 3
 #: its broker's request paths are compiled.
 WARM_UP_SECONDS = 30.0
 WARM_UP_BATCH = 2_000
+#: Then one unmeasured round of every row, this many asks per phase (quick: a third):
+#: echo traffic alone left the paths only the runtimes use (group commits, their
+#: clients' request versions) cold, and the first measured round paid for them
+#: (agentd p99/p50 3.78 in round 1, then 2.37 and 2.80, in one 10,000-ask run).
+WARM_UP_ROUND_ASKS = 900
 
 
 def warm_up(bootstrap: str, seconds: float, timeout: float) -> int:
@@ -193,7 +199,8 @@ def main() -> None:
                           f"{DEFAULT_COMMIT_INTERVAL:g} s)")
     args = cli.parse_args()
     count = args.count or (1_500 if args.quick else 10_000)
-    per_round = -(-count // ROUNDS)
+    per_round = [count // ROUNDS + (turn < count % ROUNDS) for turn in range(ROUNDS)]
+    warm_round = WARM_UP_ROUND_ASKS // 3 if args.quick else WARM_UP_ROUND_ASKS
     timeout = args.timeout or (120.0 if args.quick else 400.0)
     names = [name for name in RUNTIMES if not args.only or name in args.only]
     measured: dict[str, list[c.Outcome]] = {name: [] for name in names}
@@ -203,11 +210,15 @@ def main() -> None:
         warm_seconds = WARM_UP_SECONDS / 2 if args.quick else WARM_UP_SECONDS
         warm_asks = warm_up(bootstrap, warm_seconds, timeout)
         c.log(f"broker warm-up: {warm_asks:,} echo asks in {warm_seconds:.0f} s")
+        c.log(f"warm-up round, unmeasured: {', '.join(names)}")
+        for name in names:
+            runners[name](bootstrap, warm_round, warm_round, timeout)
         for turn in range(ROUNDS):
             order = names[turn % len(names):] + names[:turn % len(names)]
             c.log(f"round {turn + 1} of {ROUNDS}: {', '.join(order)}")
+            asks = per_round[turn]
             for name in order:
-                measured[name].append(runners[name](bootstrap, per_round, per_round, timeout))
+                measured[name].append(runners[name](bootstrap, asks, asks, timeout))
     results = {name: pool(name, rounds) for name, rounds in measured.items()}
     stated = linger_ms()
     rows = []
