@@ -25,10 +25,10 @@ from _ask_app import LIB, Add, adding, app
 from _common import percentiles, report
 
 #: Unmeasured asks at a client's start: at least this many, for at least this long.
-#: The first second of a new client is not the steady state the percentiles describe:
-#: besides connections and metadata, the broker is still settling the client's new
-#: reply topic, and asks in it stalled ~33 ms a few times (seen on agentd's rows, in
-#: asks 50-150 of every run, and gone when the client waited 2 s after start).
+#: The first second of a new client is not the steady state the percentiles describe
+#: (connections, metadata, and topics made for this run: on a broker whose log is on
+#: disk their first offset-index pages fault in, which stalled asks ~33 ms a few
+#: times in asks 50-150; see ``_common.LOG_DIR_PARENT``).
 WARM_UP = 50
 WARM_UP_SECONDS = 2.0
 
