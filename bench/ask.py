@@ -201,6 +201,8 @@ def main() -> None:
     args = cli.parse_args()
     # quick: 1,000 a round, so that a round's p99 is its 10th-worst ask, not its 5th
     count = args.count or (3_000 if args.quick else 10_000)
+    if count < ROUNDS:
+        cli.error(f"--count must be at least {ROUNDS} (one ask per round)")
     per_round = [count // ROUNDS + (turn < count % ROUNDS) for turn in range(ROUNDS)]
     warm_round = WARM_UP_ROUND_ASKS // 3 if args.quick else WARM_UP_ROUND_ASKS
     timeout = args.timeout or (120.0 if args.quick else 400.0)
