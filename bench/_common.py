@@ -94,7 +94,8 @@ def emit_json(summary: dict[str, Any]) -> None:
 #: never pay on a broker that has been up for a while, but it made 7 of every 500
 #: sequential asks, around the 370th, 7-35 ms slow in every row: the quick ask run's
 #: p99. On tmpfs it is gone. The broker is the same Kafka; only its disk is not.
-LOG_DIR_PARENT = Path("/dev/shm")
+SHM = Path("/dev/shm")
+LOG_DIR_PARENT = SHM
 
 
 @contextlib.contextmanager
@@ -295,10 +296,9 @@ def _multiprocessing_ipc() -> set[Path]:
     ``sem.mp-*`` semaphores per run, until tmpfs filled. Those the child made are
     removed once its group is dead (one contestant runs at a time).
     """
-    shm = Path("/dev/shm")
-    if not shm.is_dir():
+    if not SHM.is_dir():
         return set()
-    return {*shm.glob("psm_*"), *shm.glob("sem.mp-*")}
+    return {*SHM.glob("psm_*"), *SHM.glob("sem.mp-*")}
 
 
 def from_result(name: str, result: dict[str, Any], expect: int | None) -> Outcome:
