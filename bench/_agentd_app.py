@@ -8,6 +8,8 @@ everything it needs comes from the environment the bench gives the daemon:
 - ``BENCH_WORK``: ``burn`` iterations per message (0 = decode only);
 - ``BENCH_MARK_DIR``: each instance writes ``first-<pid>`` there (wall-clock time of its
   first processed message) so the parent can start the clock at the first message;
+  and the process that imports this module writes ``modules-<pid>``: where it found
+  ``supervisor`` and ``agentlib`` (``bench/trees.py`` checks which tree ran);
 - ``BENCH_SINK``: if set, each event is forwarded there as ``{"id", "tag", "pid"}``
   (the reload bench counts lost and duplicated ids); the tag is the content of
   ``BENCH_TAG_FILE`` when the module is imported (else ``BENCH_TAG``, default ``v1``).
@@ -15,7 +17,9 @@ everything it needs comes from the environment the bench gives the daemon:
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -60,6 +64,19 @@ def _mark_first() -> None:
         os.replace(path + ".tmp", path)
 
 
+def _mark_modules() -> None:
+    if MARK_DIR:
+        found = {}
+        for name in ("supervisor", "agentlib"):
+            where = getattr(sys.modules.get(name), "__file__", None)
+            found[name] = str(Path(where).parent) if where else ""
+        path = os.path.join(MARK_DIR, f"modules-{os.getpid()}")
+        with open(path + ".tmp", "w") as out:
+            json.dump(found, out)
+        os.replace(path + ".tmp", path)
+
+
+_mark_modules()
 source = app.topic(TOPIC, value_type=Event)
 sink = app.topic(SINK, value_type=Tagged) if SINK else None
 

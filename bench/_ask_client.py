@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 import time
 import uuid
 from typing import Any
@@ -73,7 +74,10 @@ async def client(args: argparse.Namespace) -> None:
     first = time.time()
     await asyncio.gather(*(lane() for _ in range(args.window)))
     last = time.time()
-    report(first, last, args.concurrent, lib=LIB, **latency_report(sequential, concurrent))
+    # Where the asking library came from (bench/trees.py checks which tree asked).
+    lib_dir = os.path.dirname(getattr(sys.modules[LIB], "__file__", None) or "")
+    report(first, last, args.concurrent, lib=LIB, lib_dir=lib_dir,
+           **latency_report(sequential, concurrent))
     os._exit(0)
 
 

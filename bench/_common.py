@@ -1,6 +1,6 @@
 """What every bench script shares: the broker, the data, the contestant harness, the output.
 
-One benchmark run = one real Kafka broker (``supervisor.devbroker.DevBroker``) started by
+One benchmark run = one real Kafka broker (``supervisor.devbrokers.devbroker.DevBroker``) started by
 the script, topics pre-produced once, then contestants run one after another, each in
 its own child process with a hard timeout. A contestant reports its own timestamps as
 one JSON line on stdout (``{"result": {...}}``, written with :func:`report`); the parent
@@ -105,7 +105,7 @@ def broker(bootstrap: str | None = None, partitions: int = 8) -> Iterator[str]:
     if bootstrap:
         yield bootstrap
         return
-    from supervisor.devbroker import DevBroker
+    from supervisor.devbrokers.devbroker import DevBroker
 
     started = time.monotonic()
     log_dir = None
@@ -186,11 +186,27 @@ class OffsetWatch:
         self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
                                    "enable.auto.commit": False})
         self._parts = [TopicPartition(topic, p) for p in range(partitions)]
+        self._last = 0
 
     def committed_total(self) -> int:
-        """Messages below the committed offsets (partitions never committed count 0)."""
-        parts = self._consumer.committed(self._parts, timeout=10)
-        return sum(tp.offset for tp in parts if tp.offset >= 0)
+        """Messages below the committed offsets (partitions never committed count 0).
+
+        A coordinator that is not there yet (a fresh broker creates ``__consumer_offsets``
+        on the first group's first request: NOT_COORDINATOR for a moment) answers the
+        last total seen; the caller polls again."""
+        from confluent_kafka import KafkaError, KafkaException
+
+        try:
+            parts = self._consumer.committed(self._parts, timeout=10)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and (error.retriable() or error.code() in (
+                    KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                    KafkaError.COORDINATOR_NOT_AVAILABLE)):
+                return self._last
+            raise
+        self._last = sum(tp.offset for tp in parts if tp.offset >= 0)
+        return self._last
 
     def close(self) -> None:
         self._consumer.close()
@@ -415,7 +431,7 @@ def machine_facts() -> dict[str, Any]:
         with contextlib.suppress(md.PackageNotFoundError):
             facts[package] = md.version(package)
     with contextlib.suppress(ImportError):
-        from supervisor.devbroker import kafka_version
+        from supervisor.devbrokers.devbroker import kafka_version
 
         facts["kafka"] = kafka_version()
     return facts
@@ -447,18 +463,24 @@ def _timed_burn(iterations: int) -> float:
 
 # ---------------------------------------------------------------------------- agentd
 
-def pythonpath() -> str:
-    """``bench/`` first (the bench apps), then this checkout (so the daemon's zygote and
-    instances run this tree's code, not whichever checkout is pip-installed), then
-    whatever PYTHONPATH already holds."""
-    return os.pathsep.join(filter(None, [str(BENCH_DIR), str(REPO),
+def agentd_command(tree: Path = REPO) -> list[str]:
+    """How to run ``tree``'s ``bin/agentd`` (:data:`AGENTD` for this checkout): the
+    script puts its own tree first on ``sys.path``, so the daemon runs that tree's code."""
+    return [sys.executable, str(Path(tree) / "bin" / "agentd")]
+
+
+def pythonpath(tree: Path = REPO) -> str:
+    """``bench/`` first (the bench apps), then ``tree`` (default: this checkout; so the
+    daemon's zygote and instances run that tree's code, not whichever checkout is
+    pip-installed), then whatever PYTHONPATH already holds."""
+    return os.pathsep.join(filter(None, [str(BENCH_DIR), str(tree),
                                          os.environ.get("PYTHONPATH")]))
 
 
-def agentd_missing() -> str:
-    """Why ``agentd start`` cannot run here ("" when it can)."""
-    done = subprocess.run([*AGENTD, "start", "--help"], capture_output=True, text=True,
-                          check=False, cwd=REPO)
+def agentd_missing(tree: Path = REPO) -> str:
+    """Why ``tree``'s ``agentd start`` cannot run here ("" when it can)."""
+    done = subprocess.run([*agentd_command(tree), "start", "--help"], capture_output=True,
+                          text=True, check=False, cwd=tree)
     if done.returncode != 0:
         return "not available: `agentd start` does not exist yet"
     return ""
@@ -470,10 +492,12 @@ class Agentd:
     ``settings`` become top-level config keys; ``env`` reaches the app (its topic,
     instance count, work, mark dir). Use as a context manager: the daemon gets SIGTERM
     (drain) on exit, and its whole group SIGKILL if it has not left after a grace.
+    ``tree``: the source tree whose ``bin/agentd`` runs, its code first on PYTHONPATH
+    after ``bench/`` (default: this checkout; ``bench/trees.py`` runs two).
     """
 
     def __init__(self, bootstrap: str, group: str, env: dict[str, str],
-                 settings: dict[str, Any] | None = None) -> None:
+                 settings: dict[str, Any] | None = None, tree: Path = REPO) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="bench-agentd-"))
         self.config = self.workdir / "agentd.toml"
         self.log_path = self.workdir / "agentd.log"
@@ -494,12 +518,15 @@ class Agentd:
             lines.append(f"{json.dumps(name.strip())} = {json.dumps(value.strip())}")
         lines.append("")
         self.config.write_text("\n".join(lines))
-        self.env = {**os.environ, "PYTHONPATH": pythonpath(), "BENCH_APP_ID": group, **env}
+        self.tree = Path(tree)
+        self.env = {**os.environ, "PYTHONPATH": pythonpath(self.tree), "BENCH_APP_ID": group,
+                    **env}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Agentd:
         with open(self.log_path, "wb") as log_file:
-            self.proc = subprocess.Popen([*AGENTD, "start", str(self.config)], cwd=self.workdir,
+            self.proc = subprocess.Popen([*agentd_command(self.tree), "start", str(self.config)],
+                                         cwd=self.workdir,
                                          env=self.env, stdin=subprocess.DEVNULL,
                                          stdout=log_file, stderr=subprocess.STDOUT,
                                          start_new_session=True)
@@ -552,14 +579,32 @@ def first_mark(mark_dir: Path) -> float:
     return min(times, default=0.0)
 
 
+def module_marks(mark_dir: Path) -> dict[str, str]:
+    """Where the agent's processes imported ``supervisor`` and ``agentlib`` from (the
+    ``modules-<pid>`` files ``_agentd_app`` writes), ``{}`` if none; a module found in
+    two places maps to them joined by `` | ``."""
+    found: dict[str, set[str]] = {}
+    for path in mark_dir.glob("modules-*"):
+        if not path.name.endswith(".tmp"):
+            with contextlib.suppress(ValueError, OSError):
+                for module, where in json.loads(path.read_text()).items():
+                    found.setdefault(module, set()).add(str(where))
+    return {module: " | ".join(sorted(places)) for module, places in sorted(found.items())}
+
+
 def run_agentd(name: str, bootstrap: str, topic: str, count: int, instances: int,
-               timeout: float, work: int = 0, partitions: int = 8) -> Outcome:
+               timeout: float, work: int = 0, partitions: int = 8,
+               tree: Path = REPO) -> Outcome:
     """Time agentd from the first processed message until the group's committed offsets
     reach the end of ``topic`` (``count`` messages). The first message's time is what
     the agent writes on it; the end is when a 20 ms poll of the committed offsets sees
     the end, with ``commit_interval`` at 0.1 s, so the clock stops at most ~0.12 s late
-    (rates are from the commit, the only proof that the work is done)."""
-    missing = agentd_missing()
+    (rates are from the commit, the only proof that the work is done).
+
+    ``tree``: whose agentd runs (see :class:`Agentd`). The outcome's ``extra`` carries
+    ``modules``: where the agent's process found ``supervisor`` and ``agentlib``
+    (``_agentd_app`` writes it into the mark dir), so a caller can check the tree."""
+    missing = agentd_missing(tree)
     if missing:
         return Outcome(name, reason=missing)
     group = unique(f"bench-agentd{instances}")
@@ -568,7 +613,7 @@ def run_agentd(name: str, bootstrap: str, topic: str, count: int, instances: int
            "BENCH_MARK_DIR": str(mark_dir)}
     watch = OffsetWatch(bootstrap, group, topic, partitions)
     try:
-        with Agentd(bootstrap, group, env) as daemon:
+        with Agentd(bootstrap, group, env, tree=tree) as daemon:
             deadline = time.monotonic() + timeout
             while True:
                 done = watch.committed_total()
@@ -583,6 +628,7 @@ def run_agentd(name: str, bootstrap: str, topic: str, count: int, instances: int
                                    f"committed after {timeout:.0f} s; {daemon.log_tail(2)}")
                 time.sleep(0.02)
         first = first_mark(mark_dir)
+        modules = module_marks(mark_dir)
     finally:
         watch.close()
         shutil.rmtree(mark_dir, ignore_errors=True)
@@ -590,5 +636,7 @@ def run_agentd(name: str, bootstrap: str, topic: str, count: int, instances: int
         return Outcome(name, count=count, reason="the agent wrote no first-message mark")
     outcome = from_result(name, {"first": first, "last": last, "count": count,
                                  "instances": instances}, count)
+    if modules:
+        outcome.extra["modules"] = modules
     log(f"{name}: {outcome.msg_s:,.0f} msg/s")
     return outcome

@@ -45,7 +45,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 import _common as c
 
-from supervisor.config import Config
+from supervisor.config.loader import Config
 
 #: agentd's own default ``commit_interval``: the ask bench runs the daemon as deployed.
 DEFAULT_COMMIT_INTERVAL = float(next(f.default for f in fields(Config)  # type: ignore[arg-type]
@@ -72,7 +72,9 @@ def linger_ms() -> dict[str, float | None]:
 
 
 def client(name: str, lib: str, bootstrap: str, topic: str, sequential: int, concurrent: int,
-           timeout: float, app_id: str) -> c.Outcome:
+           timeout: float, app_id: str, tree: Path = c.REPO) -> c.Outcome:
+    """The asking side, in its own process; ``tree``'s code first on its path after
+    ``bench/`` (its ``agentlib`` is the client that asks)."""
     # The sequential phase may end early (a runtime at 200 ms per ask would need 2,000 s
     # for 10,000): it gets at most a third of the timeout, the rest is for start-up and
     # the concurrent phase.
@@ -81,26 +83,29 @@ def client(name: str, lib: str, bootstrap: str, topic: str, sequential: int, con
             "--phase-seconds", str(round(timeout / 3))]
     env = {"BENCH_ASK_LIB": lib, "BENCH_TOPIC": topic, "BENCH_APP_ID": app_id,
            "BENCH_BROKER": bootstrap, "AGENTD_BROKER": f"kafka://{bootstrap}",
-           "PYTHONPATH": c.pythonpath()}
+           "PYTHONPATH": c.pythonpath(tree)}
     return c.run_child(name, argv, timeout, env=env, expect=concurrent)
 
 
 def run_agentd(bootstrap: str, sequential: int, concurrent: int, timeout: float,
-               commit_interval: float = DEFAULT_COMMIT_INTERVAL) -> c.Outcome:
-    missing = c.agentd_missing()
+               commit_interval: float = DEFAULT_COMMIT_INTERVAL, *, tree: Path = c.REPO,
+               name: str = "agentd") -> c.Outcome:
+    """The agentd row: ``agentd start`` serving ``_ask_app`` and a client asking it, both
+    running ``tree``'s code (default: this checkout; ``bench/trees.py`` runs two)."""
+    missing = c.agentd_missing(tree)
     if missing:
-        return c.Outcome("agentd", reason=missing)
+        return c.Outcome(name, reason=missing)
     topic = c.create_topic(bootstrap, c.unique("bench-ask-agentd"))
     app_id = c.unique("bench-ask-agentd")
     env = {"BENCH_ASK_LIB": "agentlib", "BENCH_TOPIC": topic}
     settings = {"app": "_ask_app:app", "commit_interval": commit_interval}
-    with c.Agentd(bootstrap, app_id, env, settings=settings) as daemon:
+    with c.Agentd(bootstrap, app_id, env, settings=settings, tree=tree) as daemon:
         time.sleep(1.0)
         why = daemon.exited()
         if why:
-            return c.Outcome("agentd", reason=why)
-        return client("agentd", "agentlib", bootstrap, topic, sequential, concurrent, timeout,
-                      app_id)
+            return c.Outcome(name, reason=why)
+        return client(name, "agentlib", bootstrap, topic, sequential, concurrent, timeout,
+                      app_id, tree)
 
 
 def run_faust(bootstrap: str, sequential: int, concurrent: int, timeout: float) -> c.Outcome:
@@ -172,6 +177,12 @@ def warm_up(bootstrap: str, seconds: float, timeout: float) -> int:
     return asks
 
 
+def split(count: int, rounds: int) -> list[int]:
+    """``count`` asks over ``rounds`` rounds, as evenly as they go (the first rounds get
+    the remainder)."""
+    return [count // rounds + (turn < count % rounds) for turn in range(rounds)]
+
+
 def pool(name: str, rounds: list[c.Outcome]) -> c.Outcome:
     """One row from its rounds: every latency pooled into one sample, the concurrent
     rate as all concurrent asks over all their seconds; any round's failure is the row's."""
@@ -203,7 +214,7 @@ def main() -> None:
     count = args.count or (3_000 if args.quick else 10_000)
     if count < ROUNDS:
         cli.error(f"--count must be at least {ROUNDS} (one ask per round)")
-    per_round = [count // ROUNDS + (turn < count % ROUNDS) for turn in range(ROUNDS)]
+    per_round = split(count, ROUNDS)
     warm_round = WARM_UP_ROUND_ASKS // 3 if args.quick else WARM_UP_ROUND_ASKS
     timeout = args.timeout or (120.0 if args.quick else 400.0)
     names = [name for name in RUNTIMES if not args.only or name in args.only]

@@ -31,7 +31,7 @@ FRESH_CODE = """
 import contextlib, sys
 import confluent_kafka, uvloop, agentlib, _agentd_app
 with contextlib.suppress(ImportError):
-    import supervisor.worker
+    import supervisor.instance.worker
 print("ready", flush=True)
 sys.stdin.read()
 """

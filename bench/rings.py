@@ -35,7 +35,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from supervisor.ring import Ring
+from supervisor.transport.ring import Ring
 
 SIZES = {"100B": 100, "1KiB": 1024, "64KiB": 65536}
 WRITE_CHUNK = 512

@@ -2,7 +2,7 @@
 """In-process micro-benchmark of one worker's per-message path (no broker, no rings).
 
 Encodes N bench records as the supervisor would (``wire.encode_record``), then runs
-them through a real :class:`supervisor.worker.Worker` whose rings are stand-ins:
+them through a real :class:`supervisor.instance.worker.Worker` whose rings are stand-ins:
 ``wire.decode_record`` → ``AgentHost.feed`` → the bench's trivial agent →
 ``on_done`` → ``flush_acks``. Prints µs per message, wall and CPU (best of ``--repeat``;
 CPU time is the steadier on a shared machine), and with
@@ -63,7 +63,7 @@ async def one_pass(records: list[bytes]) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process) for feeding ``records`` through."""
     import _agentd_app
 
-    from supervisor.worker import READ_BATCH, Worker, tune_gc
+    from supervisor.instance.worker import READ_BATCH, Worker, tune_gc
 
     tune_gc()  # as worker.run does
 
@@ -117,7 +117,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.n, args.repeat = min(args.n, 50_000), min(args.repeat, 2)
-    from supervisor import wire
+    from supervisor.transport import wire
 
     rng = random.Random(1)
     records = [wire.encode_record(0, i % 8, i // 8, 1_764_000_000_000 + i,

@@ -1,6 +1,6 @@
 """Shared fixtures: one real Kafka broker per test session, unique topics per test.
 
-The broker is ``supervisor.devbroker.DevBroker`` (Apache Kafka from Maven jars), started
+The broker is ``supervisor.devbrokers.devbroker.DevBroker`` (Apache Kafka from Maven jars), started
 once for the whole run, or the broker named by ``AGENTD_TEST_BOOTSTRAP`` when set (a
 broker you keep running with ``agentd dev-broker`` saves its start-up on every run).
 If it cannot start, every test that needs it fails with the reason: a test suite that
@@ -18,7 +18,7 @@ import kafkatools  # tests/ is on sys.path: pytest puts a rootless conftest's di
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from supervisor.devbroker import DevBroker, DevBrokerError
+from supervisor.devbrokers.devbroker import DevBroker, DevBrokerError
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -22,7 +22,7 @@ from typing import Any, Self, cast
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from supervisor.devbroker import create_topics
+from supervisor.devbrokers.devbroker import create_topics
 
 _AGENTD = Path(__file__).resolve().parent.parent / "bin" / "agentd"
 

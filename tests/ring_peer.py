@@ -19,7 +19,7 @@ import sys
 import time
 import zlib
 
-from supervisor.fdpass import receive_ring
+from supervisor.transport.fdpass import receive_ring
 
 RECORD_HEADER = struct.Struct("<II")   # sequence number, CRC-32 of the payload
 WAIT_TIMEOUT = 10.0

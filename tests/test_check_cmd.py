@@ -14,7 +14,7 @@ from agentdproc import AGENTD, REPO
 from click.testing import CliRunner
 from test_config import BAD
 
-from supervisor.cli import main
+from supervisor.cli.commands import main
 
 
 def run_check(tmp_path, config_text: str, modules: dict[str, str] | None = None

@@ -175,8 +175,8 @@ def test_send_and_ask_to_an_unreachable_broker_are_one_line_exit_1(tmp_path, com
 def test_client_commands_get_the_configs_kafka_connection_keys(tmp_path, monkeypatch):
     """`agentd -c CONFIG send/ask/app command` reach a TLS/SASL cluster as the daemon's
     own instances do: the [kafka] connection keys, not its consumer tuning."""
-    from supervisor.appcmds import use_daemon_broker
-    from supervisor.config import loads
+    from supervisor.cli.appcmds import use_daemon_broker
+    from supervisor.config.loader import loads
 
     monkeypatch.setenv("AGENTD_BROKER", "")  # unset for the call, restored afterwards
     monkeypatch.setenv("AGENTD_KAFKA_CLIENT", "")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from supervisor.cli import main
+from supervisor.cli.commands import main
 
 COMMANDS = ["start", "check", "status", "reload", "stop", "send", "ask", "dev-broker"]
 

@@ -12,7 +12,7 @@ import sys
 from agentdproc import AGENTD, REPO, write_config
 from click.testing import CliRunner
 
-from supervisor.cli import main
+from supervisor.cli.commands import main
 
 NO_AGENTS = "import agentlib\napp = agentlib.App('idle')\n"
 

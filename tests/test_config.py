@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supervisor import config as cfg
-from supervisor.config import ConfigError, load_config, loads, validate_agent_names
+from supervisor.config.loader import ConfigError, load_config, loads, validate_agent_names
+from supervisor.config import loader as cfg
 
 GOOD_FULL = """
 app = ["examples.agent:app", "other"]
@@ -213,7 +213,7 @@ def test_agentd_start_with_bad_config_exits_2_with_one_line_naming_the_key(
         tmp_path, text, key, reason):
     from click.testing import CliRunner
 
-    from supervisor.cli import main
+    from supervisor.cli.commands import main
 
     path = tmp_path / "bad.toml"
     path.write_text(text)

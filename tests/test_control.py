@@ -12,7 +12,8 @@ import threading
 
 import pytest
 
-from supervisor.control import ControlError, ControlServer, request, socket_path
+from supervisor.cli.control_client import request
+from supervisor.daemon.ops.control import ControlError, ControlServer, socket_path
 
 
 def _serve_while(server, handler, work):

@@ -19,7 +19,7 @@ import kafkatools
 import pytest
 from agentdproc import Agentd, alive, descendants, wait_committed, wait_until
 
-from supervisor.control import request
+from supervisor.cli.control_client import request
 
 SLOW_AGENT = """
 import asyncio

@@ -21,7 +21,7 @@ import pytest
 from agentdproc import Agentd, drain_and_stop, wait_until
 from steadyload import SteadyLoad, longest_gap_ms, parse_output, switch_gap_ms
 
-from supervisor.control import request
+from supervisor.cli.control_client import request
 
 PARTITIONS = 4
 

@@ -14,7 +14,7 @@ import kafkatools
 import psutil
 from confluent_kafka import Consumer
 
-from supervisor.devbroker import DevBroker, free_port
+from supervisor.devbrokers.devbroker import DevBroker, free_port
 
 AGENTD = [sys.executable, str(Path(__file__).resolve().parent.parent / "bin" / "agentd")]
 
@@ -131,7 +131,7 @@ mkdir -p "$out" && touch "$out/kafka_2.13-0.jar"
 RACE = """
 import sys
 from pathlib import Path
-from supervisor.devbroker import ensure_jars
+from supervisor.devbrokers.devbroker import ensure_jars
 print(ensure_jars(Path(sys.argv[1])))
 """
 

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from supervisor.doorbell import Doorbell, PeerWatch
+from supervisor.transport.doorbell import Doorbell, PeerWatch
 
 
 def test_sleep_returns_rung_and_drains_so_the_next_sleep_times_out():

@@ -12,7 +12,7 @@ from pathlib import Path
 import kafkatools
 import pytest
 
-from supervisor.embedded import AUTO_CREATE_PARTITIONS, EmbeddedBroker
+from supervisor.devbrokers.embedded import AUTO_CREATE_PARTITIONS, EmbeddedBroker
 
 AGENTD = [sys.executable, str(Path(__file__).resolve().parent.parent / "bin" / "agentd")]
 TESTS_DIR = str(Path(__file__).resolve().parent)

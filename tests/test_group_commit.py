@@ -6,8 +6,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from supervisor.group import GroupMember, prompt_commit_due
-from supervisor.offsets import OffsetTracker
+from supervisor.daemon.group import GroupMember, prompt_commit_due
+from supervisor.daemon.offsets import OffsetTracker
 
 
 def test_prompt_commit_needs_an_empty_fetch():

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from supervisor import wire
-from supervisor.instances import AgentRuntime, Instance
-from supervisor.ring import Ring
+from supervisor.daemon.instances import AgentRuntime, Instance
+from supervisor.transport import wire
+from supervisor.transport.ring import Ring
 
 
 def make_instance() -> Instance:

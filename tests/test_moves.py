@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from supervisor import wire
-from supervisor.config import loads
-from supervisor.daemon import Supervisor
-from supervisor.instances import AgentRuntime, Instance
-from supervisor.ring import Ring
-from supervisor.router import Router
+from supervisor.config.loader import loads
+from supervisor.daemon.instances import AgentRuntime, Instance
+from supervisor.daemon.router import Router
+from supervisor.daemon.supervisor import Supervisor
+from supervisor.transport import wire
+from supervisor.transport.ring import Ring
 
 
 class FakeMessage:

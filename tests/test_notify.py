@@ -7,9 +7,9 @@ import socket
 import time
 
 import pytest
+from supervisor.daemon.ops import notify
 
-from supervisor import notify
-from supervisor.notify import Notifier, watchdog_interval
+from supervisor.daemon.ops.notify import Notifier, watchdog_interval
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supervisor.offsets import OffsetTracker
+from supervisor.daemon.offsets import OffsetTracker
 
 TP = ("adds", 0)
 

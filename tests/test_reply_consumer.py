@@ -21,7 +21,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from faust.agents.models import ReqRepResponse
 
 from agentlib.replies import ReplyConsumer, ReplyConsumerStopped
-from supervisor.embedded import EmbeddedBroker
+from supervisor.devbrokers.embedded import EmbeddedBroker
 
 
 def faust_reply(correlation_id: str, value: Any, key: Any = None) -> bytes:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from supervisor.ring import RecordTooLarge, Ring
+from supervisor.transport.ring import RecordTooLarge, Ring
 
 
 @pytest.fixture

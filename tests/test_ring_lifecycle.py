@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import socket
 
-from supervisor.fdpass import receive_ring, send_ring
-from supervisor.ring import Ring
+from supervisor.transport.fdpass import receive_ring, send_ring
+from supervisor.transport.ring import Ring
 
 
 def open_fds() -> int:

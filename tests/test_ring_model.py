@@ -14,7 +14,7 @@ import hypothesis.strategies as st
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from supervisor.ring import RecordTooLarge, Ring
+from supervisor.transport.ring import RecordTooLarge, Ring
 
 CAPACITY = 512
 MAX_RECORD = CAPACITY - 8

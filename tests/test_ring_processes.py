@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from ring_peer import RECORD_HEADER, WAIT_TIMEOUT
 
-from supervisor.doorbell import PeerGone
-from supervisor.fdpass import send_ring
-from supervisor.ring import Ring
+from supervisor.transport.doorbell import PeerGone
+from supervisor.transport.fdpass import send_ring
+from supervisor.transport.ring import Ring
 
 PEER = Path(__file__).with_name("ring_peer.py")
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supervisor.router import Router
+from supervisor.daemon.router import Router
 
 
 def _loads(router):

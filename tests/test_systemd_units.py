@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.config import loads
+from supervisor.config.loader import loads
 
 UNITS = Path(__file__).resolve().parent.parent / "systemd"
 UNIT_FILES = ["agentd.service", "agentd@.service"]

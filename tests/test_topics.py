@@ -1,7 +1,7 @@
 """The supervisor's own clients (admin, dead-letter producer) get the [kafka] keys that
 say how to reach the cluster, and not the consumer's tuning."""
 
-from supervisor.topics import connection_settings
+from supervisor.daemon.topics import connection_settings
 
 
 def test_connection_keys_of_the_kafka_table_reach_the_supervisors_own_clients():

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from supervisor import wire
+from supervisor.transport import wire
 
 
 @pytest.mark.parametrize("key,value,headers", [

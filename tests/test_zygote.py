@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from supervisor.zygote import Zygote
+from supervisor.daemon.zygote import Zygote
 
 TESTS = Path(__file__).resolve().parent
 

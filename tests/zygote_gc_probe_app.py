@@ -1,6 +1,6 @@
 """An app for test_zygote: its instances report their GC state instead of running.
 
-Imported by a real zygote. On import it replaces ``supervisor.worker.run`` (what a
+Imported by a real zygote. On import it replaces ``supervisor.instance.worker.run`` (what a
 forked instance calls) with a probe that writes ``gc.get_freeze_count()`` and the
 young generation's size to ``ZYGOTE_PROBE_OUT`` and exits, so the test sees the
 heap exactly as an instance inherits it.
@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import agentlib
-from supervisor import worker
+from supervisor.instance import worker
 
 
 def _probe(agent: Any, fds: Sequence[int], settings: dict[str, Any]) -> int:

@@ -3,7 +3,7 @@
 The Kafka protocol carries a header name as bytes; Java clients always write UTF-8,
 but any librdkafka (C, Go, Rust, ...) client can write arbitrary bytes. The Python
 ``Producer`` only takes ``str`` names, so this goes one level down, to the librdkafka
-bundled with confluent-kafka (the one ``supervisor.embedded`` already loads), and
+bundled with confluent-kafka (the one ``supervisor.devbrokers.embedded`` already loads), and
 calls ``rd_kafka_producev`` with a header list built by ``rd_kafka_header_add``.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ctypes
 
-from supervisor.embedded import _find_librdkafka
+from supervisor.devbrokers.embedded import _find_librdkafka
 
 # rd_kafka_vtype_t (rdkafka.h)
 _VTYPE_END, _VTYPE_TOPIC, _VTYPE_VALUE, _VTYPE_KEY, _VTYPE_HEADERS = 0, 1, 4, 5, 10

@@ -19,7 +19,7 @@ import kafkatools
 import pytest
 from faultkit import FaultRun, Scale, load, running_for
 
-from supervisor.devbroker import free_port
+from supervisor.devbrokers.devbroker import free_port
 
 DOWN_S = 20.0
 

@@ -1,6 +1,6 @@
 """Hypothesis fuzzing of two decoders that meet input agentd does not control.
 
-- ``supervisor.wire.decode_record``: the worker's first step for every message. Any
+- ``supervisor.transport.wire.decode_record``: the worker's first step for every message. Any
   field a Kafka message can carry must round-trip, and a damaged ring record must fail
   with ``struct.error`` or ``ValueError`` (what a caller can catch and report), never
   with an ``IndexError``, ``TypeError`` or the like, and never pass damaged data on
@@ -22,8 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from supervisor import wire
-from supervisor.config import ConfigError, from_mapping, validate_agent_names
+from supervisor.config.loader import ConfigError, from_mapping, validate_agent_names
+from supervisor.transport import wire
 
 DECODE_ERRORS = (struct.error, ValueError)
 

@@ -1,0 +1,1 @@
+"""Configuration: the TOML file, its values and units, validated into :class:`Config`."""

@@ -1,0 +1,258 @@
+"""The supervisor's data path: fetch a batch, route and encode it, write it to the rings,
+and the flow control around that (backlogs, pause and resume).
+
+Split out of ``daemon.py`` so the hot path and the backpressure policy read as one
+piece, apart from the process lifecycle around them: everything here runs once per
+fetched batch or per loop turn, and its cost per message is what the supervisor costs
+(bench/profile_agentd.py). :class:`DataPath` is a mixin of
+:class:`~supervisor.daemon.supervisor.Supervisor`, which owns the state it works on (declared
+below for the type checker); ``group.py``, ``reload.py`` and the tests call its
+methods on the supervisor as before.
+
+Flow control (issue 12, ``instances.py`` has the marks): a full ring queues records
+in the instance's backlog; only a backlog above its high-water mark pauses the
+partitions feeding it, and they resume below the low-water mark, so librdkafka's
+prefetch is not thrown away on every full ring. A paused partition is held by a set
+of instances (``paused_by``): it resumes when the last of them lets go.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import select
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from supervisor.daemon.failures import FailedRecord, RecordFailures
+from supervisor.daemon.instances import AgentRuntime, Instance, Key
+from supervisor.daemon.moves import PartitionMoves
+from supervisor.daemon.offsets import OffsetTracker
+from supervisor.transport import wire
+
+if TYPE_CHECKING:
+    from supervisor.daemon.reload import Reloader
+
+__all__ = ["BLOCKED_WAIT", "FETCH_BATCH", "IDLE_WAIT", "DataPath"]
+
+log = logging.getLogger("agentd")
+
+FETCH_BATCH = 2000
+IDLE_WAIT = 0.05       # poll() timeout when nothing is happening
+BLOCKED_WAIT = 0.001   # when some instance waits for ring space
+#: ``msg.headers()`` through a call that checks for an error set with a result (see
+#: ``dispatch``); about 60 ns a message more than the direct call.
+_HEADERS_OF = operator.methodcaller("headers")
+#: One subscribed agent of a partition in ``dispatch``: the agent, its offset-tracker
+#: lane, the offsets dispatched to it in this batch, and under partition ordering its
+#: instance with that instance's key and record lists for the batch.
+_Target = tuple[AgentRuntime, Any, list[int], "Instance | None", list[Key], list[bytes]]
+
+
+class DataPath:
+    """Fetch, dispatch, pump and backpressure: a mixin of the Supervisor (see above)."""
+
+    # The Supervisor's state this mixin reads and changes (set in Supervisor.__init__).
+    consumer: Consumer | None
+    draining_until: float | None
+    reloader: Reloader
+    instances: list[Instance]
+    topics: list[str]
+    topic_index: dict[str, int]
+    subscriptions: dict[str, list[AgentRuntime]]
+    paused_by: dict[tuple[int, int], set[Instance]]
+    tracker: OffsetTracker
+    moves: PartitionMoves
+    next_move_check: float
+    failures: RecordFailures | None
+    _wake_r: int
+
+    def fetch(self, busy: bool) -> bool:
+        """Consume one batch and dispatch it; True when messages came."""
+        assert self.consumer is not None
+        if self.draining_until is not None:
+            select.select([self._wake_r], [], [], BLOCKED_WAIT)
+            return False
+        # a handover (reload, recycle) waits on a ring the consumer cannot wake on
+        blocked = self.reloader.busy or any(inst.pending for inst in self.instances)
+        timeout = 0.0 if busy else (BLOCKED_WAIT if blocked else IDLE_WAIT)
+        if timeout:
+            # Wait with poll(), which returns on the first message. consume(n, timeout)
+            # returns only when it has n messages or the timeout passed, so an idle
+            # supervisor held a lone record (an ask) up to IDLE_WAIT before dispatch.
+            first = self.consumer.poll(timeout)
+            if first is None:
+                return False
+            messages = [first, *self.consumer.consume(FETCH_BATCH - 1, 0)]
+        else:
+            messages = self.consumer.consume(FETCH_BATCH, 0)
+        if messages:
+            self.dispatch(messages)
+        return bool(messages)
+
+    def dispatch(self, messages: list[Any]) -> None:
+        """Route each message to one instance per subscribed agent, then write the
+        batches (the hot path: no per-message work beyond encode, route, record)."""
+        encode, headers_of = wire.encode_record, _HEADERS_OF
+        moving = self.moves.moving
+        batches: dict[Instance, tuple[list[Key], list[bytes]]] = {}
+        # Per partition in this batch, looked up once, not per message: its topic index
+        # and, for each subscribed agent, the offsets dispatched to its offset-tracker
+        # lane (appended here, handed to the lane once per batch) and, under partition
+        # ordering (the key plays no part), its instance with that one's batch lists.
+        targets_of: dict[tuple[str, int], tuple[int, list[_Target]]] = {}
+        runs: list[tuple[Any, list[int]]] = []
+        for msg in messages:
+            if msg.error() is not None:
+                self.on_consume_error(msg.error())
+                continue
+            topic, partition, offset, key = msg.topic(), msg.partition(), msg.offset(), msg.key()
+            tp = (topic, partition)
+            found = targets_of.get(tp)
+            if found is None:
+                found = targets_of[tp] = self._targets_of(tp, batches, runs)
+            tidx, targets = found
+            ts_type, ts = msg.timestamp()
+            unreadable = None
+            try:
+                headers = headers_of(msg)
+            except SystemError as exc:
+                # confluent-kafka cannot make a str of a header name that is not UTF-8
+                # (legal in the protocol; non-Java clients write them). It returns a list
+                # holding NULL with an error set: called as ``msg.headers()`` the error
+                # surfaces in some later call (or the NULL crashes the interpreter), so
+                # it is called through ``headers_of``, which checks. Nothing more is read
+                # of them: the record goes, headers dropped, to the error policy instead
+                # of killing the supervisor on every fetch.
+                headers = None
+                unreadable = f"a header name is not UTF-8 ({exc.__cause__ or exc}); " \
+                    "headers dropped"
+            encoded = encode(tidx, partition, offset, ts if ts_type else -1, key, msg.value(),
+                             headers)
+            rkey = (tidx, partition, offset)
+            for agent, lane, offsets, owner, keys, records in targets:
+                offsets.append(offset)
+                if owner is None:
+                    inst = agent.instances[agent.router.route(tp, key)]
+                    batch = batches.get(inst)
+                    if batch is None:
+                        batch = batches[inst] = ([], [])
+                    keys, records = batch
+                else:
+                    inst = owner
+                if unreadable is not None or len(encoded) > inst.max_record_size:
+                    lane.dispatched_many(offsets)  # before the policy may ack it
+                    offsets.clear()
+                    self.fail_record(agent, topic, encoded, unreadable or
+                                     f"record of {len(encoded)} bytes exceeds the ring "
+                                     f"({inst.max_record_size} bytes max; raise ring_size)")
+                    continue
+                if moving:
+                    move = moving.get((agent.lane, tp))
+                    if move is not None:  # wait until the old owner is done with tp
+                        move.held.append((rkey, encoded))
+                        continue
+                inst.unacked[rkey] = encoded
+                keys.append(rkey)
+                records.append(encoded)
+        for lane, offsets in runs:
+            if offsets:
+                lane.dispatched_many(offsets)
+        for inst, (keys, records) in batches.items():
+            if keys:
+                newly_blocked = inst.submit(keys, records)
+                if newly_blocked:
+                    self.pause(inst, newly_blocked)
+
+    def _targets_of(self, tp: tuple[str, int],
+                    batches: dict[Instance, tuple[list[Key], list[bytes]]],
+                    runs: list[tuple[Any, list[int]]]) -> tuple[int, list[_Target]]:
+        """``dispatch``'s per-partition lookups (see there), made once per batch."""
+        targets: list[_Target] = []
+        for agent in self.subscriptions[tp[0]]:
+            lane = self.tracker.lane(tp, agent.lane)
+            offsets: list[int] = []
+            runs.append((lane, offsets))
+            if agent.router.ordering == "partition":
+                owner = agent.instances[agent.router.route(tp, None)]
+                batch = batches.get(owner)
+                if batch is None:
+                    batch = batches[owner] = ([], [])
+                targets.append((agent, lane, offsets, owner, batch[0], batch[1]))
+            else:
+                targets.append((agent, lane, offsets, None, [], []))
+        return self.topic_index[tp[0]], targets
+
+    def pump_instances(self) -> bool:
+        moved = False
+        for inst in self.instances:
+            if (inst.pending or inst.window) and inst.pump():
+                moved = True
+            if inst.paused:  # resumes below the backlog's low-water mark (hysteresis)
+                released = inst.release_paused()
+                if released:
+                    self.resume(inst, released)
+        return moved
+
+    def finish_moves(self) -> None:
+        """Hand each moved partition's held records to its new owner once the old owner
+        is done with it (checked every 20 ms: a scan of the old owner's records)."""
+        now = time.monotonic()
+        if now < self.next_move_check:
+            return
+        self.next_move_check = now + 0.02
+        for move in self.moves.finished():
+            tkey = (move.topic_index, move.tp[1])
+            new = move.new
+            new.unacked.update(move.held)
+            self.resume(new, [tkey])
+            newly_blocked = new.submit([key for key, _ in move.held],
+                                       [encoded for _, encoded in move.held])
+            if newly_blocked:
+                self.pause(new, newly_blocked)
+            log.info("%s: took over %s[%d] (%d held records)", new.label, move.tp[0],
+                     move.tp[1], len(move.held))
+
+    # ------------------------------------------------------------------ backpressure
+
+    def pause(self, inst: Instance, tps: Iterable[tuple[int, int]]) -> None:
+        """``inst`` cannot take more: pause exactly the partitions feeding it."""
+        assert self.consumer is not None
+        to_pause = []
+        for tp in tps:
+            holders = self.paused_by.setdefault(tp, set())
+            if not holders:
+                to_pause.append(TopicPartition(self.topics[tp[0]], tp[1]))
+            holders.add(inst)
+        inst.agent.router.set_blocked(inst.index, True)
+        if to_pause:
+            self.consumer.pause(to_pause)
+            log.debug("%s blocked: paused %s", inst.label, to_pause)
+
+    def resume(self, inst: Instance, tps: Iterable[tuple[int, int]]) -> None:
+        assert self.consumer is not None
+        to_resume = []
+        for tp in tps:
+            holders = self.paused_by.get(tp)
+            if holders is None:
+                continue
+            holders.discard(inst)
+            if not holders:
+                del self.paused_by[tp]
+                to_resume.append(TopicPartition(self.topics[tp[0]], tp[1]))
+        inst.agent.router.set_blocked(inst.index, False)
+        if to_resume:
+            self.consumer.resume(to_resume)
+            log.debug("%s drained: resumed %s", inst.label, to_resume)
+
+    def fail_record(self, agent: AgentRuntime, topic: str, encoded: bytes, reason: str) -> None:
+        assert self.failures is not None
+        self.failures.fail(FailedRecord(agent, topic, encoded, reason))
+
+    def on_consume_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._PARTITION_EOF:
+            return
+        log.warning("consumer: %s", error)

@@ -1,0 +1,342 @@
+"""The supervisor's view of agent instances: rings, process, and what each one holds.
+
+An :class:`Instance` owns the supervisor's ends of its two rings, the pidfd of its
+process, and two collections the at-least-once promise rests on:
+
+- ``unacked``: every record given to it and not yet acked, keyed by
+  ``(topic index, partition, offset)`` in dispatch order (a dict keeps insertion
+  order), with its encoded bytes, so a crash can re-dispatch them in offset order.
+- ``pending``: keys of records dispatched to it that are not in its ring yet (the ring
+  was full, the process is restarting, or a poison probe is out): its *backlog*, moved
+  into the ring as the worker frees space.
+
+Flow control has hysteresis (issue 12). A full ring alone pauses nothing: the backlog
+may grow to a high-water mark (:attr:`Instance.high_records` records or
+:attr:`Instance.high_bytes` encoded bytes, both derived from the ring's size), and
+only above it is the instance *blocked*: the partitions of its backlog are paused.
+They resume once the backlog is below half of both marks, not when it is empty. Why:
+``Consumer.pause`` throws away what librdkafka prefetched for those partitions, and
+after ``resume`` the refetch can take a fetch backoff (up to ~1 s, measured) to
+arrive; pausing on every full ring and resuming only when nothing was left starved
+the worker for that long on every cycle. The supervisor's memory stays bounded: at
+most the high-water mark plus one fetched batch per instance beyond the ring.
+
+Recovery after a crash: what the instance held is re-dispatched in growing windows,
+1 record, then 2, 4, 8, ... each written only when the previous window is fully acked,
+until the records held at the crash are all through; then normal streaming resumes.
+A crash while exactly one record of the window is unacked counts against that record
+(``poison_after`` such crashes make it poison). A record that merely shared the ring
+with the real culprit is never blamed, and a culprit among n records is isolated
+within about log2(n) crashes even when the records ahead of it were processed but
+not yet acked (their sinks' deliveries still pending) when it killed the worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+from supervisor.transport.ring import Ring
+
+__all__ = ["AgentRuntime", "Instance", "Key", "power_of_two"]
+
+log = logging.getLogger("agentd.instances")
+
+Key = tuple[int, int, int]  # topic index, partition, offset
+OUTBOUND_RING_SIZE = 1 << 20
+WRITE_CHUNK = 4096
+MAX_BACKOFF = 10.0
+#: The backlog's high-water mark in records: one per this many bytes of ring (a 4 MiB
+#: ring: 65,536 records), so the per-record overhead of tiny records stays bounded.
+BYTES_PER_BACKLOG_RECORD = 64
+#: The backlog's high-water mark in bytes is the ring's size up to this (a 1 GiB ring
+#: must not mean another GiB of supervisor memory per instance).
+MAX_BACKLOG_BYTES = 64 << 20
+
+
+def power_of_two(nbytes: int) -> int:
+    """The smallest power of two >= ``nbytes`` (ring capacities must be one)."""
+    return 1 << max(6, (nbytes - 1).bit_length())
+
+
+@dataclass(eq=False)
+class AgentRuntime:
+    """One agent of the app as the supervisor runs it (its lane in the offset tracker)."""
+
+    name: str
+    lane: int
+    topics: tuple[str, ...]
+    config: Any  # supervisor.config.loader.AgentConfig
+    app: str     # the id of the App that defines it
+    instances: list[Instance] = field(default_factory=list)
+    router: Any = None  # supervisor.daemon.router.Router
+
+
+class Instance:
+    """One instance process of one agent (see the module docstring)."""
+
+    def __init__(self, agent: AgentRuntime, index: int) -> None:
+        self.agent = agent
+        self.index = index
+        self.label = f"{agent.name}[{index}]"
+        self.inbound: Ring | None = None
+        self.outbound: Ring | None = None
+        capacity = power_of_two(agent.config.ring_size)
+        self.max_record_size = capacity - 8
+        #: Backlog high-water marks (see the module docstring): a second ring's worth.
+        self.high_bytes = min(capacity, MAX_BACKLOG_BYTES)
+        self.high_records = max(64, self.high_bytes // BYTES_PER_BACKLOG_RECORD)
+        self.pid: int | None = None
+        self.pidfd: int | None = None
+        self.unacked: dict[Key, bytes] = {}
+        self._pending: deque[Key] = deque()
+        #: Encoded bytes of the backlog; may over-count records dropped from ``unacked``
+        #: meanwhile (revoked), never under-counts; exact again whenever it empties.
+        self.pending_bytes = 0
+        self.paused: set[tuple[int, int]] = set()
+        self.window = 0                  # recovery window size; 0: streaming normally
+        self.window_keys: set[Key] = set()
+        self.recover_left = 0            # records held at the crash not yet windowed
+        self.crash_counts: dict[Key, int] = {}
+        self.agent_stopped = False       # it reported that its agent function ended
+        self.crashes_in_row = 0
+        self.restarts = 0
+        self.restart_at: float | None = time.monotonic()
+        self.stopping = False
+        self.retired = False
+        self.processed = 0
+
+    # ------------------------------------------------------------------ process
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+    @property
+    def pending(self) -> deque[Key]:
+        """The backlog: keys in ``unacked`` not yet written to the ring, oldest first."""
+        return self._pending
+
+    @pending.setter
+    def pending(self, keys: deque[Key]) -> None:
+        # A crash or a handover puts every unacked record back in line: recount bytes.
+        self._pending = keys
+        unacked = self.unacked
+        self.pending_bytes = sum(len(unacked[key]) for key in keys if key in unacked)
+
+    def spawn(self, zygote: Any, settings: dict[str, Any]) -> None:
+        """Fresh rings, a fork from the zygote, a pidfd; then re-dispatch what it held.
+
+        A failed fork (``ZygoteError``) leaves the instance as it was, rings closed.
+        """
+        inbound = Ring.create(power_of_two(self.agent.config.ring_size))
+        outbound = Ring.create(OUTBOUND_RING_SIZE)
+        try:
+            pid = zygote.fork(self.agent.name, {**settings, "ring_fds": [3, 3]},
+                              inbound.fds() + outbound.fds())
+        except BaseException:
+            inbound.close()
+            outbound.close()
+            raise
+        self.inbound, self.outbound, self.pid = inbound, outbound, pid
+        self.restart_at = None
+        self.retired = False
+        try:
+            self.pidfd = os.pidfd_open(pid)
+            inbound.watch_peer(pid)
+            outbound.watch_peer(pid)
+        except ProcessLookupError:
+            pass  # exited and reaped already: the next reap sees it dead
+        log.info("%s started, pid %d", self.label, pid)
+
+    def lone_suspect(self) -> Key | None:
+        """During recovery: the one record of the window still unacked, if exactly one
+        (none when the worker said its agent function itself stopped)."""
+        if self.window and len(self.window_keys) == 1 and not self.agent_stopped:
+            (key,) = self.window_keys
+            if key in self.unacked:
+                return key
+        return None
+
+    def died(self) -> None:
+        """The process is gone: drop rings and pidfd, arm the restart with backoff.
+
+        The caller reads the outbound ring one last time first (acks written just
+        before the death still count).
+        """
+        for ring in (self.inbound, self.outbound):
+            if ring is not None:
+                ring.close()
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+        self.inbound = self.outbound = None
+        self.pid = self.pidfd = None
+        self.agent_stopped = False
+        self.crashes_in_row += 1
+        self.restarts += 1
+        backoff = min(MAX_BACKOFF, 0.1 * 2 ** (self.crashes_in_row - 1))
+        self.restart_at = time.monotonic() + backoff
+        # Everything it held goes back in line, oldest first, in recovery windows.
+        self.pending = deque(self.unacked)
+        self.window_keys = set()
+        self.window = 1 if self.pending else 0
+        self.recover_left = len(self.pending)
+
+    def kill(self) -> None:
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, 9)
+
+    # ------------------------------------------------------------------ inbound
+
+    def submit(self, keys: list[Key], records: list[bytes] | None = None,
+               ) -> list[tuple[int, int]]:
+        """Write these (already in ``unacked``) records, or queue them in the backlog.
+
+        ``records`` are their encoded bytes when the caller has them at hand (saves a
+        lookup per record). Returns the partitions that must now be paused for this
+        instance: none until the backlog passes its high-water mark; once blocked, the
+        partitions of any further record queued.
+        """
+        if records is None:
+            unacked = self.unacked
+            records = [unacked[key] for key in keys]
+        pending = self._pending
+        if not pending and not self.window and self.inbound is not None:
+            written = self.inbound.write_many(records)
+            if written == len(keys):
+                return []
+            keys, records = keys[written:], records[written:]
+        pending.extend(keys)
+        self.pending_bytes += sum(map(len, records))
+        if self.paused:
+            new_keys: Iterable[Key] = keys
+        elif len(pending) > self.high_records or self.pending_bytes > self.high_bytes:
+            new_keys = pending      # blocked now: pause whatever feeds the backlog
+        else:
+            return []
+        paused = self.paused
+        newly: list[tuple[int, int]] = []
+        for tidx, partition, _offset in new_keys:
+            tp = (tidx, partition)
+            if tp not in paused:
+                paused.add(tp)
+                newly.append(tp)
+        return newly
+
+    def below_low_water(self) -> bool:
+        """True when the backlog is under half of both high-water marks (resume)."""
+        return (len(self._pending) <= self.high_records // 2
+                and self.pending_bytes <= self.high_bytes // 2)
+
+    def pump(self) -> bool:
+        """Move backlog records into the ring; True when any moved.
+
+        Call it while ``pending`` or ``window`` is set (recovery also ends here).
+        """
+        if self.inbound is None or self.stopping:
+            return False
+        unacked, pending = self.unacked, self._pending
+        while pending and pending[0] not in unacked:
+            pending.popleft()  # forgotten (partition revoked) or poisoned meanwhile
+        if self.window:
+            return self._pump_window()
+        moved = False
+        while pending:
+            chunk = list(islice(pending, WRITE_CHUNK))
+            records = [r for r in map(unacked.get, chunk) if r is not None]
+            written = self.inbound.write_many(records)
+            if len(records) == len(chunk):
+                for _ in range(written):
+                    pending.popleft()
+            else:  # some were forgotten meanwhile: skip them, pop exactly those written
+                left = written
+                while left:
+                    if pending.popleft() in unacked:
+                        left -= 1
+            if written:
+                moved = True
+                self.pending_bytes -= sum(map(len, records[:written]))
+            if written < len(records) or not records:
+                break
+        if not pending:
+            self.pending_bytes = 0
+        return moved
+
+    def _pump_window(self) -> bool:
+        """Recovery: write the next window once the previous one is fully acked."""
+        assert self.inbound is not None
+        if self.window_keys:
+            self.window_keys = {key for key in self.window_keys if key in self.unacked}
+            if self.window_keys:
+                return False
+        if self.recover_left <= 0 or not self._pending:
+            self.window = 0        # through the records held at the crash
+            return self.pump()
+        unacked, pending = self.unacked, self._pending
+        keys: list[Key] = []
+        while pending and len(keys) < self.window:
+            key = pending.popleft()
+            if key in unacked:
+                keys.append(key)
+        records = [unacked[key] for key in keys]
+        written = self.inbound.write_many(records) if records else 0
+        for key in reversed(keys[written:]):
+            pending.appendleft(key)
+        self.pending_bytes -= sum(map(len, records[:written]))
+        if not pending:
+            self.pending_bytes = 0
+        self.window_keys = set(keys[:written])
+        self.recover_left -= self.window
+        self.window *= 2
+        return written > 0
+
+    def release_paused(self) -> list[tuple[int, int]]:
+        """Once the backlog is below its low-water mark: the partitions to resume."""
+        if not self.paused or not self.below_low_water():
+            return []
+        released = list(self.paused)
+        self.paused.clear()
+        return released
+
+    def send_control(self, record: bytes) -> bool:
+        return self.inbound is not None and self.inbound.try_write(record)
+
+    # ------------------------------------------------------------------ outbound
+
+    def acked(self, topic_index: int, partition: int, first: int, last: int) -> None:
+        """Retire the records of an ACK range; a live instance's crash streak ends."""
+        unacked = self.unacked
+        pop = unacked.pop
+        for offset in range(first, last + 1):
+            pop((topic_index, partition, offset), None)
+        self.crashes_in_row = 0
+
+    def read_outbound(self, max_records: int = 4096) -> list[bytes]:
+        """The next outbound records, copied (the ring space is released at once)."""
+        if self.outbound is None:
+            return []
+        views = self.outbound.read_many(max_records)
+        if not views:
+            return []
+        records = [bytes(view) for view in views]
+        del views
+        self.outbound.release()
+        return records
+
+    def forget(self, topic_index: int, partition: int) -> None:
+        """A revoked partition: its records are no longer this instance's to finish."""
+        for key in [k for k in self.unacked if k[0] == topic_index and k[1] == partition]:
+            del self.unacked[key]
+        self.paused.discard((topic_index, partition))
+
+    def stats(self) -> dict[str, Any]:
+        return {"pid": self.pid, "unacked": len(self.unacked), "pending": len(self.pending),
+                "restarts": self.restarts}

@@ -1,0 +1,1 @@
+"""The daemon's operator-facing side: control socket, status, sd_notify, metrics."""
