@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supervisor.config.loader import ConfigError, load_config, loads, validate_agent_names
 from supervisor.config import loader as cfg
+from supervisor.config.loader import ConfigError, load_config, loads, validate_agent_names
 
 GOOD_FULL = """
 app = ["examples.agent:app", "other"]

@@ -6,9 +6,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from supervisor.config.loader import loads
+from supervisor.daemon.datapath import DataPath
+from supervisor.daemon.fleet import Fleet
 from supervisor.daemon.instances import AgentRuntime, Instance
 from supervisor.daemon.router import Router
-from supervisor.daemon.supervisor import Supervisor
 from supervisor.transport import wire
 from supervisor.transport.ring import Ring
 
@@ -35,8 +36,10 @@ class FakeConsumer:
     def resume(self, tps): self.paused -= {(tp.topic, tp.partition) for tp in tps}
 
 
-def make_supervisor(tmp_path) -> tuple[Supervisor, AgentRuntime, list[Ring]]:
-    daemon = Supervisor(loads(f'app = "x"\nstate_dir = "{tmp_path}"\n'))
+def make_datapath(tmp_path) -> tuple[DataPath, AgentRuntime, list[Ring]]:
+    """A data path of its own: a fake consumer, one agent of two instances whose
+    inbound rings the test reads (no supervisor, no processes)."""
+    fleet = Fleet(loads(f'app = "x"\nstate_dir = "{tmp_path}"\n'), "")
     config = SimpleNamespace(ring_size=64 * 1024, poison_after=3, ordering="partition")
     agent = AgentRuntime("m.agent", 0, ("t",), config, "app")
     agent.router = Router("partition", 2)
@@ -45,11 +48,10 @@ def make_supervisor(tmp_path) -> tuple[Supervisor, AgentRuntime, list[Ring]]:
     for inst in agent.instances:
         inst.inbound = Ring.create(64 * 1024)
         readers.append(Ring.attach(inst.inbound.fds()))
-    daemon.agents, daemon.instances = [agent], list(agent.instances)
-    daemon.topics, daemon.topic_index, daemon.subscriptions = ["t"], {"t": 0}, {"t": [agent]}
-    daemon.consumer = FakeConsumer()  # type: ignore[assignment]
+    fleet.add(agent)
+    datapath = DataPath(FakeConsumer(), fleet)  # type: ignore[arg-type]
     agent.router.assign([("t", 0), ("t", 1)])
-    return daemon, agent, readers
+    return datapath, agent, readers
 
 
 def offsets_in(reader: Ring) -> list[int]:
@@ -61,43 +63,43 @@ def offsets_in(reader: Ring) -> list[int]:
 
 
 def test_a_moved_partition_waits_for_its_old_owner_then_continues_in_order(tmp_path):
-    daemon, agent, readers = make_supervisor(tmp_path)
+    datapath, agent, readers = make_datapath(tmp_path)
     old_index = agent.router.owner(("t", 1))
     new_index = 1 - old_index
     old, new = agent.instances[old_index], agent.instances[new_index]
-    daemon.dispatch([FakeMessage("t", 1, offset) for offset in range(5)])
+    datapath.dispatch([FakeMessage("t", 1, offset) for offset in range(5)])
     assert offsets_in(readers[old_index]) == [0, 1, 2, 3, 4]
 
     before = {("t", 1): old_index}
-    daemon.group.begin_moves(agent, {("t", 1): new_index}, before)
-    assert ("t", 1) in daemon.consumer.paused  # type: ignore[union-attr]
-    daemon.dispatch([FakeMessage("t", 1, offset) for offset in range(5, 8)])
-    daemon.finish_moves()
+    datapath.begin_moves(agent, {("t", 1): new_index}, before)
+    assert ("t", 1) in datapath.consumer.paused  # type: ignore[union-attr]
+    datapath.dispatch([FakeMessage("t", 1, offset) for offset in range(5, 8)])
+    datapath.finish_moves()
     assert offsets_in(readers[new_index]) == []  # the old owner still holds 0..4
     assert not any(key[1] == 1 and key[2] >= 5 for key in old.unacked)
 
     old.acked(0, 1, 0, 4)
-    daemon.next_move_check = 0.0
-    daemon.finish_moves()
+    datapath.next_move_check = 0.0
+    datapath.finish_moves()
     assert offsets_in(readers[new_index]) == [5, 6, 7]
     assert sorted(key[2] for key in new.unacked) == [5, 6, 7]
-    assert ("t", 1) not in daemon.consumer.paused  # type: ignore[union-attr]
-    assert not daemon.moves.moving
+    assert ("t", 1) not in datapath.consumer.paused  # type: ignore[union-attr]
+    assert not datapath.moves.moving
 
 
 def test_a_partition_its_old_owner_is_done_with_moves_at_once(tmp_path):
-    daemon, agent, _readers = make_supervisor(tmp_path)
+    datapath, agent, _readers = make_datapath(tmp_path)
     old_index = agent.router.owner(("t", 0))
-    daemon.group.begin_moves(agent, {("t", 0): 1 - old_index}, {("t", 0): old_index})
-    assert not daemon.moves.moving
-    assert not daemon.consumer.paused  # type: ignore[union-attr]
+    datapath.begin_moves(agent, {("t", 0): 1 - old_index}, {("t", 0): old_index})
+    assert not datapath.moves.moving
+    assert not datapath.consumer.paused  # type: ignore[union-attr]
 
 
 def test_revoking_a_moving_partition_drops_the_move(tmp_path):
-    daemon, agent, _readers = make_supervisor(tmp_path)
+    datapath, agent, _readers = make_datapath(tmp_path)
     old_index = agent.router.owner(("t", 1))
-    daemon.dispatch([FakeMessage("t", 1, 0)])
-    daemon.group.begin_moves(agent, {("t", 1): 1 - old_index}, {("t", 1): old_index})
-    assert daemon.moves.moving
-    daemon.moves.forget({("t", 1)})
-    assert not daemon.moves.moving
+    datapath.dispatch([FakeMessage("t", 1, 0)])
+    datapath.begin_moves(agent, {("t", 1): 1 - old_index}, {("t", 1): old_index})
+    assert datapath.moves.moving
+    datapath.moves.forget({("t", 1)})
+    assert not datapath.moves.moving

@@ -7,8 +7,8 @@ import socket
 import time
 
 import pytest
-from supervisor.daemon.ops import notify
 
+from supervisor.daemon.ops import notify
 from supervisor.daemon.ops.notify import Notifier, watchdog_interval
 
 

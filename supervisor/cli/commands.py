@@ -29,8 +29,8 @@ class AgentdGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         names = super().list_commands(ctx)
         if ctx.params.get("app"):
-            from supervisor.cli.clientcmds import ClientError
             from supervisor.cli import appcmds
+            from supervisor.cli.clientcmds import ClientError
 
             try:
                 apps = appcmds.load_apps([ctx.params["app"]])
@@ -192,8 +192,8 @@ def check(ctx: click.Context, config_path: str | None) -> None:
 
     Exit 0 when `agentd start` would accept it, 2 (one line naming the key) when not.
     """
-    from supervisor.cli.clientcmds import ClientError
     from supervisor.cli import appcmds
+    from supervisor.cli.clientcmds import ClientError
 
     try:
         path = config_path or ctx.find_root().obj.get("config_path")
@@ -277,8 +277,8 @@ def send(ctx: click.Context, target: str, value: str, key: str | None,
 
     Prints where it landed: topic[partition]@offset.
     """
-    from supervisor.cli.clientcmds import ClientError
     from supervisor.cli import appcmds
+    from supervisor.cli.clientcmds import ClientError
 
     try:
         config = _optional_config(ctx)
@@ -301,8 +301,8 @@ def send(ctx: click.Context, target: str, value: str, key: str | None,
 @click.pass_context
 def ask(ctx: click.Context, agent: str, value: str, key: str | None, timeout: float) -> None:
     """Send VALUE (JSON) to AGENT and print the first value it yields for it (JSON)."""
-    from supervisor.cli.clientcmds import ClientError
     from supervisor.cli import appcmds
+    from supervisor.cli.clientcmds import ClientError
 
     try:
         config = _optional_config(ctx)
@@ -317,8 +317,8 @@ def ask(ctx: click.Context, agent: str, value: str, key: str | None, timeout: fl
 
 def _app_command(ctx: click.Context, name: str) -> click.Command | None:
     """``@app.command`` ``name`` wrapped so its errors are one line (``--debug``: all)."""
-    from supervisor.cli.clientcmds import ClientError, load_client_config
     from supervisor.cli import appcmds
+    from supervisor.cli.clientcmds import ClientError, load_client_config
 
     try:
         config_path = ctx.params.get("config_path")

@@ -1,13 +1,12 @@
 """The supervisor's data path: fetch a batch, route and encode it, write it to the rings,
-and the flow control around that (backlogs, pause and resume).
+and the flow control around that (backlogs, pause and resume, partitions moving
+between instances).
 
-Split out of ``daemon.py`` so the hot path and the backpressure policy read as one
-piece, apart from the process lifecycle around them: everything here runs once per
-fetched batch or per loop turn, and its cost per message is what the supervisor costs
-(bench/profile_agentd.py). :class:`DataPath` is a mixin of
-:class:`~supervisor.daemon.supervisor.Supervisor`, which owns the state it works on (declared
-below for the type checker); ``group.py``, ``reload.py`` and the tests call its
-methods on the supervisor as before.
+Everything here runs once per fetched batch or per loop turn, and its cost per
+message is what the supervisor costs (bench/profile_agentd.py). :class:`DataPath`
+owns the consumer, the offset tracker, the paused partitions and the moves; it works
+on the fleet's instances (each instance keeps its own backlog). The commit leg
+(``commit.py``) reads acks into the same tracker.
 
 Flow control (issue 12, ``instances.py`` has the marks): a full ring queues records
 in the instance's backlog; only a backlog above its high-water mark pauses the
@@ -20,21 +19,18 @@ from __future__ import annotations
 
 import logging
 import operator
-import select
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from supervisor.daemon.failures import FailedRecord, RecordFailures
+from supervisor.daemon.fleet import Fleet
 from supervisor.daemon.instances import AgentRuntime, Instance, Key
 from supervisor.daemon.moves import PartitionMoves
 from supervisor.daemon.offsets import OffsetTracker
 from supervisor.transport import wire
-
-if TYPE_CHECKING:
-    from supervisor.daemon.reload import Reloader
 
 __all__ = ["BLOCKED_WAIT", "FETCH_BATCH", "IDLE_WAIT", "DataPath"]
 
@@ -53,31 +49,26 @@ _Target = tuple[AgentRuntime, Any, list[int], "Instance | None", list[Key], list
 
 
 class DataPath:
-    """Fetch, dispatch, pump and backpressure: a mixin of the Supervisor (see above)."""
+    """Fetch, dispatch, pump and backpressure for one consumer and the fleet's instances."""
 
-    # The Supervisor's state this mixin reads and changes (set in Supervisor.__init__).
-    consumer: Consumer | None
-    draining_until: float | None
-    reloader: Reloader
-    instances: list[Instance]
-    topics: list[str]
-    topic_index: dict[str, int]
-    subscriptions: dict[str, list[AgentRuntime]]
-    paused_by: dict[tuple[int, int], set[Instance]]
-    tracker: OffsetTracker
-    moves: PartitionMoves
-    next_move_check: float
-    failures: RecordFailures | None
-    _wake_r: int
+    def __init__(self, consumer: Consumer | None, fleet: Fleet) -> None:
+        self.consumer = consumer
+        self.fleet = fleet
+        self.instances = fleet.instances          # the fleet's list, shared
+        self.tracker = OffsetTracker()
+        self.moves = PartitionMoves()              # partitions between instances
+        self.next_move_check = 0.0
+        #: (topic index, partition) → the instances holding it paused
+        self.paused_by: dict[tuple[int, int], set[Instance]] = {}
+        #: the error policy for records the daemon fails itself (set with the consumer)
+        self.failures: RecordFailures | None = None
 
-    def fetch(self, busy: bool) -> bool:
-        """Consume one batch and dispatch it; True when messages came."""
+    def fetch(self, busy: bool, waiting: bool) -> bool:
+        """Consume one batch and dispatch it; True when messages came. ``busy``: the
+        last turn moved something, so do not wait; ``waiting``: work is held elsewhere
+        (a backlog, a handover) that the consumer cannot wake on, so wait briefly."""
         assert self.consumer is not None
-        if self.draining_until is not None:
-            select.select([self._wake_r], [], [], BLOCKED_WAIT)
-            return False
-        # a handover (reload, recycle) waits on a ring the consumer cannot wake on
-        blocked = self.reloader.busy or any(inst.pending for inst in self.instances)
+        blocked = waiting or any(inst.pending for inst in self.instances)
         timeout = 0.0 if busy else (BLOCKED_WAIT if blocked else IDLE_WAIT)
         if timeout:
             # Wait with poll(), which returns on the first message. consume(n, timeout)
@@ -172,7 +163,7 @@ class DataPath:
                     runs: list[tuple[Any, list[int]]]) -> tuple[int, list[_Target]]:
         """``dispatch``'s per-partition lookups (see there), made once per batch."""
         targets: list[_Target] = []
-        for agent in self.subscriptions[tp[0]]:
+        for agent in self.fleet.subscriptions[tp[0]]:
             lane = self.tracker.lane(tp, agent.lane)
             offsets: list[int] = []
             runs.append((lane, offsets))
@@ -184,7 +175,7 @@ class DataPath:
                 targets.append((agent, lane, offsets, owner, batch[0], batch[1]))
             else:
                 targets.append((agent, lane, offsets, None, [], []))
-        return self.topic_index[tp[0]], targets
+        return self.fleet.topic_index[tp[0]], targets
 
     def pump_instances(self) -> bool:
         moved = False
@@ -216,6 +207,39 @@ class DataPath:
             log.info("%s: took over %s[%d] (%d held records)", new.label, move.tp[0],
                      move.tp[1], len(move.held))
 
+    def begin_moves(self, agent: AgentRuntime, moved: dict[tuple[str, int], int],
+                    before: dict[tuple[str, int], int]) -> None:
+        """Partitions the router moved between instances: pause them until their old
+        owner is done (``supervisor/daemon/moves.py``)."""
+        for move in self.moves.begin(agent, moved, before, self.fleet.topic_index):
+            self.pause(move.new, [(move.topic_index, move.tp[1])])
+            log.info("agent %s: %s[%d] moves from instance %d to %d once %d is done with it",
+                     agent.name, move.tp[0], move.tp[1], move.old.index, move.new.index,
+                     move.old.index)
+
+    # ------------------------------------------------------------------ revocation
+
+    def stop_feeding(self, revoked: set[tuple[str, int]]) -> set[tuple[int, int]]:
+        """Revoked partitions get nothing more: moves of them end, and records of them
+        not yet in a ring go back to the broker. Their (topic index, partition) keys."""
+        self.moves.forget(revoked)
+        index = self.fleet.topic_index
+        keyed = {(index[t], p) for t, p in revoked if t in index}
+        for inst in self.instances:
+            for key in [k for k in inst.pending if (k[0], k[1]) in keyed]:
+                inst.unacked.pop(key, None)
+        return keyed
+
+    def forget(self, revoked: set[tuple[str, int]], keyed: set[tuple[int, int]]) -> None:
+        """Revoked partitions are no longer ours: drop what instances, the pause set
+        and the tracker still know of them (after the final commit)."""
+        for tidx, partition in keyed:
+            for inst in self.instances:
+                inst.forget(tidx, partition)
+            self.paused_by.pop((tidx, partition), None)
+        for tp in revoked:
+            self.tracker.forget(tp)
+
     # ------------------------------------------------------------------ backpressure
 
     def pause(self, inst: Instance, tps: Iterable[tuple[int, int]]) -> None:
@@ -225,7 +249,7 @@ class DataPath:
         for tp in tps:
             holders = self.paused_by.setdefault(tp, set())
             if not holders:
-                to_pause.append(TopicPartition(self.topics[tp[0]], tp[1]))
+                to_pause.append(TopicPartition(self.fleet.topics[tp[0]], tp[1]))
             holders.add(inst)
         inst.agent.router.set_blocked(inst.index, True)
         if to_pause:
@@ -242,7 +266,7 @@ class DataPath:
             holders.discard(inst)
             if not holders:
                 del self.paused_by[tp]
-                to_resume.append(TopicPartition(self.topics[tp[0]], tp[1]))
+                to_resume.append(TopicPartition(self.fleet.topics[tp[0]], tp[1]))
         inst.agent.router.set_blocked(inst.index, False)
         if to_resume:
             self.consumer.resume(to_resume)

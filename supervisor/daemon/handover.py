@@ -38,15 +38,13 @@ import select
 import signal
 import time
 from collections import deque
-from typing import TYPE_CHECKING
 
-from supervisor.daemon.instances import OUTBOUND_RING_SIZE, power_of_two
+from supervisor.daemon.commit import Committer
+from supervisor.daemon.fleet import Fleet
+from supervisor.daemon.instances import OUTBOUND_RING_SIZE, Instance, power_of_two
+from supervisor.daemon.lifecycle import Lifecycle
 from supervisor.transport import wire
 from supervisor.transport.ring import Ring
-
-if TYPE_CHECKING:
-    from supervisor.daemon.instances import Instance
-    from supervisor.daemon.supervisor import Supervisor
 
 __all__ = ["Handover"]
 
@@ -59,12 +57,15 @@ WARM_TIMEOUT = 5.0  # a successor not ready by then is used anyway (it connects 
 class Handover:
     """One instance's old process on its way out; :meth:`poll` until it returns True."""
 
-    def __init__(self, daemon: Supervisor, inst: Instance, why: str,
-                 replace: bool = True) -> None:
+    def __init__(self, fleet: Fleet, committer: Committer, life: Lifecycle, inst: Instance,
+                 why: str, replace: bool = True) -> None:
         """Fork and warm the successor of ``inst`` (step 0), or, when ``replace`` is
-        False (scale down), detach its process and stop it at once (step 1)."""
+        False (scale down), detach its process and stop it at once (step 1). Acks of
+        the old process go through ``committer`` exactly as the loop's do."""
         assert inst.pid is not None
-        self.daemon = daemon
+        self.fleet = fleet
+        self.committer = committer
+        self.life = life
         self.inst = inst
         self.why = why
         self.inbound: Ring | None = None
@@ -90,7 +91,7 @@ class Handover:
         inst = self.inst
         self.detached = True
         self.started = time.monotonic()
-        self.deadline = self.started + self.daemon.config.shutdown_timeout + KILL_GRACE
+        self.deadline = self.started + self.fleet.config.shutdown_timeout + KILL_GRACE
         if inst.pid is None:  # it died while the successor warmed: nothing to drain
             self.exited = True
             return
@@ -115,14 +116,14 @@ class Handover:
     def _prestart(self) -> None:
         """Fork the successor on fresh rings kept here (what ``Instance.spawn`` does,
         without attaching it: nothing may reach it before its predecessor is done)."""
-        inst, daemon = self.inst, self.daemon
-        if daemon.zygote is None:
+        inst, fleet = self.inst, self.fleet
+        if fleet.zygote is None:
             return
         inbound = Ring.create(power_of_two(inst.agent.config.ring_size))
         outbound = Ring.create(OUTBOUND_RING_SIZE)
         try:
-            settings = {**daemon.worker_settings(inst), "ring_fds": [3, 3], "warm_first": True}
-            pid = daemon.zygote.fork(inst.agent.name, settings, inbound.fds() + outbound.fds())
+            settings = {**fleet.worker_settings(inst), "ring_fds": [3, 3], "warm_first": True}
+            pid = fleet.zygote.fork(inst.agent.name, settings, inbound.fds() + outbound.fds())
         except Exception as exc:  # start_new falls back to a plain spawn
             log.warning("%s: could not fork the successor early (%s)", inst.label, exc)
             inbound.close()
@@ -150,10 +151,10 @@ class Handover:
             self.stop_sent = True
 
     def read(self) -> None:
-        """Retire what the old process acked; pass its reports to the loop's handler."""
+        """Retire what the old process acked (the commit leg's own path); its other
+        reports go to the loop's handler, except RETIRED, which ends step 2."""
         if self.outbound is None:
             return
-        daemon, inst = self.daemon, self.inst
         while True:
             views = self.outbound.read_many(4096)
             if not views:
@@ -161,16 +162,13 @@ class Handover:
             records = [bytes(view) for view in views]
             del views
             self.outbound.release()
-            for record in records:
-                if record[0] == wire.ACK:
-                    _, tidx, partition, first, last = wire.ACK_RECORD.unpack_from(record)
-                    inst.acked(tidx, partition, first, last)
-                    daemon.tracker.acked((daemon.topics[tidx], partition), first, last,
-                                         inst.agent.lane)
-                elif record[0] == wire.RETIRED:
-                    self.retired = True
-                else:
-                    daemon.on_instance_report(inst, record)
+            self.committer.retire(self.inst, records, self._on_report)
+
+    def _on_report(self, inst: Instance, record: bytes) -> None:
+        if record[0] == wire.RETIRED:
+            self.retired = True
+        else:
+            self.committer.on_report(inst, record)
 
     def poll(self) -> bool:
         """Advance; True once the old process retired or died (then :meth:`start_new`)."""
@@ -233,8 +231,8 @@ class Handover:
 
     def start_new(self) -> None:
         """Step 4: the replacement process, from the daemon's current zygote."""
-        inst, daemon = self.inst, self.daemon
-        if not daemon.running:
+        inst, fleet = self.inst, self.fleet
+        if not self.life.running:
             self.discard_successor()  # stopping: no replacement (a drain still needs one)
             return
         if self.successor is not None:
@@ -244,9 +242,9 @@ class Handover:
             inst.retired = False
             log.info("%s started, pid %d", inst.label, inst.pid)
         else:
-            assert daemon.zygote is not None
+            assert fleet.zygote is not None
             try:
-                inst.spawn(daemon.zygote, daemon.worker_settings(inst))
+                inst.spawn(fleet.zygote, fleet.worker_settings(inst))
             except Exception as exc:  # the normal restart path retries with backoff
                 log.error("%s: replacement did not start (%s); retrying", inst.label, exc)
                 inst.restart_at = time.monotonic() + 0.5

@@ -22,14 +22,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import psutil
 
-if TYPE_CHECKING:
-    from supervisor.daemon.instances import Instance
-    from supervisor.daemon.supervisor import Supervisor
+from supervisor.daemon.fleet import Fleet
+from supervisor.daemon.instances import Instance
+from supervisor.daemon.lifecycle import Lifecycle
 
 __all__ = ["Monitor"]
 
@@ -54,8 +54,13 @@ class _Watch:
 class Monitor:
     """Checked from the supervisor loop; acts through the loop's own paths."""
 
-    def __init__(self, daemon: Supervisor) -> None:
-        self.daemon = daemon
+    def __init__(self, fleet: Fleet, life: Lifecycle,
+                 recycle: Callable[[Instance, str], None]) -> None:
+        """``recycle(inst, why)`` replaces a healthy process gracefully (the reloader's
+        handover); a hung one is killed here and restarted by the loop's reaper."""
+        self.fleet = fleet
+        self.life = life
+        self.recycle = recycle
         self.watches: dict[Instance, _Watch] = {}
         self.next_check = 0.0
         self.hangs_killed = 0
@@ -67,11 +72,10 @@ class Monitor:
         if now < self.next_check:
             return
         self.next_check = now + CHECK_EVERY
-        daemon = self.daemon
-        if daemon.draining_until is not None or not daemon.running:
+        if not self.life.serving:
             return
         live = set()
-        for inst in daemon.instances:
+        for inst in self.fleet.instances:
             if inst.pid is None or inst.stopping:
                 continue
             live.add(inst)
@@ -119,7 +123,7 @@ class Monitor:
         if why is not None:
             watch.recycle_asked = True
             self.recycled += 1
-            self.daemon.reloader.recycle(inst, why)
+            self.recycle(inst, why)
 
     @staticmethod
     def rss(watch: _Watch) -> int | None:

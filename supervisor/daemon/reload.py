@@ -26,24 +26,22 @@ signal handler only sets the request.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import select
 import socket
-import subprocess
-import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from supervisor.config.loader import Config, ConfigError, load_config, validate_agent_names
+from supervisor.daemon.commit import Committer
+from supervisor.daemon.datapath import DataPath
+from supervisor.daemon.fleet import Fleet
 from supervisor.daemon.handover import Handover
 from supervisor.daemon.instances import Instance, power_of_two
-from supervisor.daemon.zygote import AgentSpec, Zygote
+from supervisor.daemon.lifecycle import Lifecycle
+from supervisor.daemon.zygote import Zygote, ZygoteError
+from supervisor.transport import wire
 from supervisor.transport.forkserver import MAX_PACKET as _MAX_PACKET
-from supervisor.transport.forkserver import ZYGOTE_MODULE
-
-if TYPE_CHECKING:
-    from supervisor.daemon.supervisor import Supervisor
 
 __all__ = ["Reloader"]
 
@@ -65,10 +63,7 @@ class Canary:
     """A zygote importing the app in the background; :meth:`poll` until it answers."""
 
     def __init__(self, apps: list[str], env: dict[str, str]) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        cmd = [sys.executable, "-m", ZYGOTE_MODULE, str(theirs.fileno()), *apps]
-        self.proc = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], env=env)
-        theirs.close()
+        self.proc, ours = Zygote.exec(apps, env)
         self.sock: socket.socket | None = ours
         self.deadline = time.monotonic() + CANARY_TIMEOUT
 
@@ -85,18 +80,14 @@ class Canary:
             self.discard()
             raise ReloadRefused(f"the new code did not import within {CANARY_TIMEOUT:.0f}s")
         packet = self.sock.recv(_MAX_PACKET)
-        message: dict[str, Any] = json.loads(packet) if packet else {
-            "op": "failed", "reason": "the new zygote exited before reporting its agents"}
-        if message.get("op") != "ready":
+        if not packet:
             self.discard()
-            raise ReloadRefused(message.get("reason", "the new zygote failed"),
-                                message.get("traceback"))
-        agents = [AgentSpec(a["name"], tuple(a["topics"]), int(a["concurrency"]), a["app"])
-                  for a in message["agents"]]
-        zygote = Zygote(self.proc, self.sock, agents,
-                        list(message.get("app_ids") or ["agentd"]))
-        self.sock = None  # the Zygote owns it now
-        return zygote
+            raise ReloadRefused("the new zygote exited before reporting its agents")
+        sock, self.sock = self.sock, None  # the Zygote owns it now, or it is closed
+        try:
+            return Zygote.from_report(self.proc, sock, packet)
+        except ZygoteError as exc:
+            raise ReloadRefused(str(exc), exc.detail) from None
 
     def discard(self) -> None:
         """Close and reap the canary (it exits on EOF; killed if it is still importing)."""
@@ -108,11 +99,25 @@ class Canary:
         self.proc.wait()
 
 
-class Reloader:
-    """The reload state machine: idle → canary → rolling → idle (see module docstring)."""
+class ReloadObserver(Protocol):
+    """Who tells systemd and ``status`` that a reload runs (the ops side)."""
 
-    def __init__(self, daemon: Supervisor) -> None:
-        self.daemon = daemon
+    def on_reload_started(self) -> None: ...
+
+    def on_reload_finished(self, error: str | None = None) -> None: ...
+
+
+class Reloader:
+    """The reload state machine: idle → canary → rolling → idle (see module docstring).
+    Also runs recycles (one instance's process replaced, same code) when idle."""
+
+    def __init__(self, fleet: Fleet, datapath: DataPath, committer: Committer,
+                 life: Lifecycle) -> None:
+        self.fleet = fleet
+        self.datapath = datapath
+        self.committer = committer
+        self.life = life
+        self.observer: ReloadObserver | None = None
         self.requested = False
         self.state = "idle"
         self.canary: Canary | None = None
@@ -149,12 +154,11 @@ class Reloader:
         (its successor takes the records queued for it, so the drain can finish), but
         nothing new starts and a canary still importing is dropped.
         """
-        daemon = self.daemon
         if self.exiting or self.retiring_zygotes:
             self.reap_exiting()
-        if not daemon.running or not self.finish_handover():
+        if not self.life.running or not self.finish_handover():
             return
-        if daemon.draining_until is not None:
+        if self.life.draining:
             if self.canary is not None:
                 self.canary.discard()
                 self.canary = None
@@ -166,12 +170,15 @@ class Reloader:
                 self.begin()
             elif self.recycle_queue:
                 inst, pid, why = self.recycle_queue.pop(0)
-                if inst.pid is not None and inst.pid == pid and inst in daemon.instances:
-                    self.handover = Handover(daemon, inst, why)
+                if inst.pid is not None and inst.pid == pid and inst in self.fleet.instances:
+                    self.handover = self.hand_over(inst, why)
         elif self.state == "canary":
             self.poll_canary()
         elif self.state == "rolling":
             self.poll_rolling()
+
+    def hand_over(self, inst: Instance, why: str, replace: bool = True) -> Handover:
+        return Handover(self.fleet, self.committer, self.life, inst, why, replace)
 
     def poll_handovers(self) -> None:
         """Keep the draining old process's acks flowing (called while the loop waits)."""
@@ -199,14 +206,14 @@ class Reloader:
 
     def begin(self) -> None:
         """Step 1 and the start of step 2 (never blocks on the import)."""
-        daemon = self.daemon
         self.started = time.monotonic()
         self.pauses = []
-        if daemon.ops is not None:
-            daemon.ops.on_reload_started()
-        log.info("reload: re-reading %s and importing the app afresh", daemon.config.source)
+        if self.observer is not None:
+            self.observer.on_reload_started()
+        source = self.fleet.config.source
+        log.info("reload: re-reading %s and importing the app afresh", source)
         try:
-            config = load_config(daemon.config.source)
+            config = load_config(source)
             self.check_restart_only(config)
         except ConfigError as exc:
             self.refuse(ReloadRefused(f"config error: {exc}"))
@@ -215,7 +222,7 @@ class Reloader:
             self.refuse(exc)
             return
         self.new_config = config
-        env = daemon.zygote_env(config)
+        env = self.fleet.env_for(config)
         try:
             self.canary = Canary(list(config.app), env)
         except OSError as exc:
@@ -224,7 +231,7 @@ class Reloader:
         self.state = "canary"
 
     def check_restart_only(self, config: Config) -> None:
-        old = self.daemon.config
+        old = self.fleet.config
         for key in _RESTART_ONLY:
             if getattr(config, key) != getattr(old, key):
                 raise ReloadRefused(f"config error: {key}: changing it needs a restart")
@@ -260,7 +267,7 @@ class Reloader:
 
     def check_agents(self, zygote: Zygote, config: Config) -> Config:
         """The new app must define the same agents on the same topics."""
-        running = {a.name: tuple(a.topics) for a in self.daemon.agents}
+        running = {a.name: tuple(a.topics) for a in self.fleet.agents}
         offered = {spec.name: tuple(spec.topics) for spec in zygote.agents}
         if running != offered:
             added = sorted(set(offered) - set(running))
@@ -275,14 +282,10 @@ class Reloader:
 
     def switch(self, zygote: Zygote, config: Config) -> None:
         """Adopt the new config and zygote; instances still on the old code roll next."""
-        daemon = self.daemon
-        self.old_zygote = daemon.zygote
-        daemon.zygote = zygote
-        daemon.config = config
+        self.old_zygote = self.fleet.zygote
+        self.fleet.adopt(zygote, config)
         logging.getLogger().setLevel(config.log_level)
-        for agent in daemon.agents:
-            agent.config = config.agent(agent.name)
-        self.old_pids = {inst.pid for inst in daemon.instances if inst.pid is not None}
+        self.old_pids = {inst.pid for inst in self.fleet.instances if inst.pid is not None}
         self.to_retire = []
         self.state = "rolling"
         log.info("reload: the new code imported in %.0f ms; rolling %d instance(s)",
@@ -298,13 +301,13 @@ class Reloader:
             if inst.pid is None:  # not running (restarting): nothing to drain
                 self.remove_instance(inst)
             else:
-                self.handover = Handover(self.daemon, inst, "retired by reload (scale down)",
-                                         replace=False)
+                self.handover = self.hand_over(inst, "retired by reload (scale down)",
+                                               replace=False)
             return
-        for inst in self.daemon.instances:
+        for inst in self.fleet.instances:
             if inst.pid is not None and inst.pid in self.old_pids:
                 self.old_pids.discard(inst.pid)
-                self.handover = Handover(self.daemon, inst, "reload")
+                self.handover = self.hand_over(inst, "reload")
                 return
         if self.scale():
             return
@@ -312,10 +315,10 @@ class Reloader:
 
     def scale(self) -> bool:
         """Reach each agent's new instance count; True while retirements are queued."""
-        daemon = self.daemon
-        assert daemon.zygote is not None
-        specs = {spec.name: spec for spec in daemon.zygote.agents}
-        for agent in daemon.agents:
+        fleet = self.fleet
+        assert fleet.zygote is not None
+        specs = {spec.name: spec for spec in fleet.zygote.agents}
+        for agent in fleet.agents:
             want = agent.config.instances or specs[agent.name].concurrency
             have = len(agent.instances)
             if want == have:
@@ -325,7 +328,7 @@ class Reloader:
                 for index in range(have, want):
                     inst = Instance(agent, index)   # spawned by the loop at once
                     agent.instances.append(inst)
-                    daemon.instances.append(inst)
+                    fleet.instances.append(inst)
             else:
                 self.to_retire.extend(agent.instances[want:])
             log.info("reload: agent %s scales %d → %d instance(s)%s", agent.name, have, want,
@@ -334,24 +337,22 @@ class Reloader:
 
     def remove_instance(self, inst: Instance) -> None:
         """A retired extra instance is gone: hand what it never acked to the others."""
-        daemon = self.daemon
+        datapath = self.datapath
         self.to_retire.remove(inst)
         agent = inst.agent
         agent.instances.remove(inst)
-        daemon.instances.remove(inst)
-        daemon.resume(inst, list(inst.paused))
+        self.fleet.instances.remove(inst)
+        datapath.resume(inst, list(inst.paused))
         leftover = list(inst.unacked.items())
         if leftover:
-            from supervisor.transport import wire
-
             log.info("%s: re-routing %d unacked records", inst.label, len(leftover))
             for key, encoded in leftover:
-                tp = (daemon.topics[key[0]], key[1])
+                tp = (self.fleet.topics[key[0]], key[1])
                 target = agent.instances[agent.router.route(tp, wire.decode_record(encoded).key)]
                 target.unacked[key] = encoded
                 newly = target.submit([key])
                 if newly:
-                    daemon.pause(target, newly)
+                    datapath.pause(target, newly)
 
     def finish(self) -> None:
         """Everything runs the new code: the old zygote goes once its last child exits."""
@@ -365,8 +366,8 @@ class Reloader:
         log.info("reload done in %.0f ms: %d instance(s) rolled, longest pause %.0f ms",
                  took * 1000, len(self.pauses), longest * 1000)
         self.state = "idle"
-        if self.daemon.ops is not None:
-            self.daemon.ops.on_reload_finished(None)
+        if self.observer is not None:
+            self.observer.on_reload_finished(None)
 
     def refuse(self, exc: ReloadRefused) -> None:
         """The old code keeps running untouched; say why once."""
@@ -376,8 +377,8 @@ class Reloader:
         self.last_result = {"ok": False, "error": str(exc)}
         self.new_config = None
         self.state = "idle"
-        if self.daemon.ops is not None:
-            self.daemon.ops.on_reload_finished(str(exc))
+        if self.observer is not None:
+            self.observer.on_reload_finished(str(exc))
 
     # ------------------------------------------------------------------ stop
 

@@ -31,6 +31,10 @@ log = logging.getLogger("agentd.zygote")
 class ZygoteError(RuntimeError):
     """The zygote could not import the app, or stopped answering."""
 
+    def __init__(self, reason: str, detail: str | None = None) -> None:
+        super().__init__(reason)
+        self.detail = detail  # the import's traceback, when there was one
+
 
 @dataclass(frozen=True, slots=True)
 class AgentSpec:
@@ -58,25 +62,44 @@ class Zygote:
     def start(cls, apps: list[str], env: dict[str, str], timeout: float = 60.0) -> Zygote:
         """Exec a zygote, wait until it imported ``apps``; raise :class:`ZygoteError`
         with its one-line reason if it could not."""
+        proc, ours = cls.exec(apps, env)
+        ready, _, _ = select.select([ours], [], [], timeout)
+        packet = ours.recv(_MAX_PACKET) if ready else b""
+        try:
+            return cls.from_report(proc, ours, packet)
+        except ZygoteError as exc:
+            if exc.detail:
+                log.debug("app import traceback:\n%s", exc.detail)
+            raise
+
+    @staticmethod
+    def exec(apps: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes],
+                                                             socket.socket]:
+        """A new zygote process importing ``apps``, and the daemon's end of its socket."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         cmd = [sys.executable, "-m", ZYGOTE_MODULE, str(theirs.fileno()), *apps]
         proc = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], env=env)
         theirs.close()
-        ready, _, _ = select.select([ours], [], [], timeout)
-        packet = ours.recv(_MAX_PACKET) if ready else b""
+        return proc, ours
+
+    @classmethod
+    def from_report(cls, proc: subprocess.Popen[bytes], sock: socket.socket,
+                    packet: bytes) -> Zygote:
+        """The handle, from the zygote's first packet (``ready``); anything else (or
+        nothing: it exited) closes the socket, reaps the process and raises
+        :class:`ZygoteError` with the zygote's reason and traceback."""
         message: dict[str, Any] = json.loads(packet) if packet else {
             "op": "failed", "reason": "the zygote exited before reporting its agents"}
-        if message["op"] != "ready":
-            ours.close()
+        if message.get("op") != "ready":
+            sock.close()
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             proc.wait()
-            if message.get("traceback"):
-                log.debug("app import traceback:\n%s", message["traceback"])
-            raise ZygoteError(message.get("reason", "the zygote failed"))
+            raise ZygoteError(message.get("reason", "the zygote failed"),
+                              message.get("traceback"))
         agents = [AgentSpec(a["name"], tuple(a["topics"]), int(a["concurrency"]), a["app"])
                   for a in message["agents"]]
-        return cls(proc, ours, agents, list(message.get("app_ids") or ["agentd"]))
+        return cls(proc, sock, agents, list(message.get("app_ids") or ["agentd"]))
 
     def fileno(self) -> int:
         return self.sock.fileno()

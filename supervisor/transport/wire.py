@@ -48,7 +48,6 @@ __all__ = [
     "RECORD_HEADER",
     "RETIRED",
     "RETIRED_RECORD",
-    "error_headers",
     "STOP",
     "STOP_RECORD",
     "TOPICS",
@@ -66,6 +65,7 @@ __all__ = [
     "encode_pong",
     "encode_record",
     "encode_topics",
+    "error_headers",
     "record_fields",
 ]
 

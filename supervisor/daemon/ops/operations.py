@@ -1,6 +1,6 @@
 """The daemon's operator-facing side: control socket, sd_notify, watchdog, metrics.
 
-Kept out of ``daemon.py`` so the data path stays readable: the supervisor makes one
+Kept out of ``supervisor.py`` so the data path stays readable: the supervisor makes one
 :class:`Operations` at start, calls :meth:`Operations.tick` once per loop turn and
 :meth:`Operations.close` at exit, and reports the few facts it alone sees through
 the ``on_*`` hooks (one line each at the place they happen). Everything here runs
@@ -17,15 +17,16 @@ import logging
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from supervisor.daemon.ops.control import ControlServer
+from supervisor.daemon.instances import Instance
 from supervisor.daemon.ops import notify, snapshot
+from supervisor.daemon.ops.control import ControlServer
+from supervisor.transport import wire
 
 if TYPE_CHECKING:
-    from supervisor.daemon.instances import Instance
     from supervisor.daemon.ops.metrics import MetricsServer
-    from supervisor.daemon.supervisor import Supervisor
 
 __all__ = ["Operations"]
 
@@ -55,13 +56,19 @@ class _LastWarning(logging.Handler):
 class Operations:
     """Owns the control socket, the notifier timing and the metrics endpoint."""
 
-    def __init__(self, daemon: Supervisor) -> None:
+    def __init__(self, parts: snapshot.Sources,
+                 queue_signal: Callable[[int, object], None]) -> None:
         """Binds the control socket at once: a second daemon on the same
-        ``state_dir`` fails here, before it touches Kafka (``ControlError``)."""
-        self.daemon = daemon
+        ``state_dir`` fails here, before it touches Kafka (``ControlError``).
+        ``queue_signal`` is the supervisor's signal handler: control commands act
+        exactly as the signals do."""
+        self.parts = parts
+        self.fleet = parts.fleet
+        self.queue_signal = queue_signal
         self.seen = snapshot.Observations()
         self.probe = snapshot.ProcessProbe()
-        self.control = ControlServer(daemon.config.state_dir)
+        config = self.fleet.config
+        self.control = ControlServer(config.state_dir)
         self.notifying = notify.Notifier().enabled  # under systemd Type=notify
         self.watchdog_every = notify.watchdog_interval()
         self.next_watchdog = 0.0
@@ -70,11 +77,11 @@ class Operations:
         self.last_status_line = ""
         self._commit_starts: deque[float] = deque(maxlen=64)
         self.metrics: MetricsServer | None = None
-        if daemon.config.metrics.port is not None:
+        if config.metrics.port is not None:
             from supervisor.daemon.ops.metrics import MetricsServer
 
             try:
-                self.metrics = MetricsServer(daemon.config.metrics)
+                self.metrics = MetricsServer(config.metrics)
             except BaseException:  # port taken, library missing: leave no socket file
                 self.control.close()
                 raise
@@ -100,9 +107,7 @@ class Operations:
         """PING every instance (its PONG carries the processed count that status,
         metrics and the monitor's progress check read), then publish the STATUS=
         line and the metrics snapshot."""
-        from supervisor.transport import wire
-
-        for inst in self.daemon.instances:
+        for inst in self.fleet.instances:
             if inst.pid is not None and not inst.stopping:
                 inst.send_control(wire.PING_RECORD)
         if self.metrics is None and not self.notifying:
@@ -117,7 +122,7 @@ class Operations:
 
     def status(self) -> dict[str, Any]:
         """The status document (``agentd status --json``)."""
-        return snapshot.build(self.daemon, self.seen, self.probe)
+        return snapshot.build(self.parts, self.seen, self.probe)
 
     def handle_request(self, request: dict[str, Any]) -> dict[str, Any]:
         """Control-socket handler: ``status`` | ``reload`` | ``stop``."""
@@ -126,18 +131,18 @@ class Operations:
             return self.status()
         if cmd == "reload":
             log.info("reload requested over the control socket")
-            self.daemon.queue_signal(signal.SIGHUP, None)
+            self.queue_signal(signal.SIGHUP, None)
             return {"reload": "queued"}
         log.info("stop requested over the control socket")
-        self.daemon.queue_signal(signal.SIGTERM, None)
-        return {"stop": "queued", "shutdown_timeout": self.daemon.config.shutdown_timeout}
+        self.queue_signal(signal.SIGTERM, None)
+        return {"stop": "queued", "shutdown_timeout": self.fleet.config.shutdown_timeout}
 
     # ------------------------------------------------------------------ hooks
 
     def on_ready(self) -> None:
         """Consuming: READY=1 with a first STATUS= line."""
-        notify.ready(f"consuming {len(self.daemon.topics)} topics with "
-                     f"{len(self.daemon.instances)} instances")
+        notify.ready(f"consuming {len(self.fleet.topics)} topics with "
+                     f"{len(self.fleet.instances)} instances")
 
     def on_stopping(self) -> None:
         """Draining for shutdown: STOPPING=1."""

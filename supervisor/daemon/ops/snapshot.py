@@ -15,17 +15,28 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psutil
 
 from supervisor import __version__
-
-if TYPE_CHECKING:
-    from supervisor.daemon.instances import Instance
-    from supervisor.daemon.supervisor import Supervisor
+from supervisor.daemon.datapath import DataPath
+from supervisor.daemon.fleet import Fleet
+from supervisor.daemon.instances import Instance
+from supervisor.daemon.lifecycle import Lifecycle
+from supervisor.daemon.reload import Reloader
 
 SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The daemon's parts that status reads (never changes)."""
+
+    fleet: Fleet
+    datapath: DataPath
+    life: Lifecycle
+    reloader: Reloader   # a reload's or recycle's handover shows the draining process
 
 
 @dataclass
@@ -86,23 +97,24 @@ def instance_state(inst: Instance) -> str:
     return "stopped"
 
 
-def daemon_state(daemon: Supervisor, seen: Observations) -> str:
+def daemon_state(parts: Sources, seen: Observations) -> str:
     """``starting`` until consuming, then ``running``/``reloading``/``draining``."""
-    if daemon.consumer is None:
-        return "stopping" if not daemon.running else "starting"
-    if daemon.draining_until is not None or not daemon.running:
+    if parts.datapath.consumer is None:
+        return "stopping" if not parts.life.running else "starting"
+    if not parts.life.serving:
         return "draining"
     return "reloading" if seen.reload_state == "reloading" else "running"
 
 
-def build(daemon: Supervisor, seen: Observations, probe: ProcessProbe) -> dict[str, Any]:
+def build(parts: Sources, seen: Observations, probe: ProcessProbe) -> dict[str, Any]:
     """The whole status document (see the module docstring for the rules)."""
-    partitions = _partitions(daemon, seen)
+    fleet, config = parts.fleet, parts.fleet.config
+    partitions = _partitions(parts.datapath, fleet.topics, seen)
     partition_by_key = {(p["topic"], p["partition"]): p for p in partitions}
     instances: list[dict[str, Any]] = []
     live: set[int] = set()
-    handover = daemon.reloader.handover  # a reload or recycle replacing one process
-    for inst in daemon.instances:
+    handover = parts.reloader.handover  # a reload or recycle replacing one process
+    for inst in fleet.instances:
         pid, state = inst.pid, instance_state(inst)
         if handover is not None and handover.inst is inst and handover.detached \
                 and not handover.exited:
@@ -117,11 +129,11 @@ def build(daemon: Supervisor, seen: Observations, probe: ProcessProbe) -> dict[s
             "last_error": seen.instance_errors.get(inst.label),
             "in_flight": len(inst.unacked), "pending": len(inst.pending),
             "rss_bytes": rss, "cpu_percent": cpu,
-            "partitions": _instance_partitions(daemon, inst, partition_by_key),
+            "partitions": _instance_partitions(inst, partition_by_key),
         })
     probe.forget_others(live)
     agents = []
-    for agent in daemon.agents:
+    for agent in fleet.agents:
         mine = [i for i in instances if i["agent"] == agent.name]
         lags = [p["lag"] for p in partitions if p["topic"] in agent.topics
                 and p["lag"] is not None]
@@ -136,10 +148,10 @@ def build(daemon: Supervisor, seen: Observations, probe: ProcessProbe) -> dict[s
     known_lags = [p["lag"] for p in partitions if p["lag"] is not None]
     return {
         "schema": SCHEMA, "version": __version__, "pid": os.getpid(),
-        "state": daemon_state(daemon, seen), "config": daemon.config.source,
+        "state": daemon_state(parts, seen), "config": config.source,
         "started_at": seen.started_at, "uptime_s": round(time.time() - seen.started_at, 3),
-        "broker": daemon.bootstrap, "embedded": daemon.config.embedded,
-        "group_id": _group_id(daemon),
+        "broker": fleet.bootstrap, "embedded": config.embedded,
+        "group_id": config.group_id or fleet.app_id(),
         "agents": agents, "instances": instances, "partitions": partitions,
         "lag": sum(known_lags),
         "commit": {"commits": seen.commits, "failures": seen.commit_failures,
@@ -150,24 +162,18 @@ def build(daemon: Supervisor, seen: Observations, probe: ProcessProbe) -> dict[s
     }
 
 
-def _group_id(daemon: Supervisor) -> str | None:
-    if daemon.config.group_id:
-        return daemon.config.group_id
-    zygote = daemon.zygote
-    return zygote.app_ids[0] if zygote is not None and zygote.app_ids else None
-
-
-def _partitions(daemon: Supervisor, seen: Observations) -> list[dict[str, Any]]:
+def _partitions(datapath: DataPath, topics: list[str],
+                seen: Observations) -> list[dict[str, Any]]:
     """Assigned partitions with committed offset, high watermark (cached) and lag."""
-    consumer = daemon.consumer
+    consumer, tracker = datapath.consumer, datapath.tracker
     if consumer is None:
         return []
     try:
         assigned = consumer.assignment()
     except Exception:  # closed or not yet joined: nothing to show
         return []
-    paused = {(daemon.topics[t], p) for t, p in daemon.paused_by} \
-        if daemon.paused_by else set()
+    paused = {(topics[t], p) for t, p in datapath.paused_by} \
+        if datapath.paused_by else set()
     rows: list[dict[str, Any]] = []
     for tp in sorted(assigned, key=lambda tp: (tp.topic, tp.partition)):
         key = (tp.topic, tp.partition)
@@ -176,18 +182,18 @@ def _partitions(daemon: Supervisor, seen: Observations) -> list[dict[str, Any]]:
             lw, hw = consumer.get_watermark_offsets(tp, cached=True)
             low, high = (lw, hw) if hw >= 0 else (None, None)
         committed = seen.committed.get(key)
-        position = daemon.tracker.position(key)
+        position = tracker.position(key)
         base = committed if committed is not None else position
         if base is None and high is not None and low == high:
             base = high  # an empty partition: nothing to be behind on
         lag = max(0, high - base) if high is not None and base is not None else None
         rows.append({"topic": tp.topic, "partition": tp.partition, "committed": committed,
                      "position": position, "high_watermark": high, "lag": lag,
-                     "in_flight": daemon.tracker.in_flight(key), "paused": key in paused})
+                     "in_flight": tracker.in_flight(key), "paused": key in paused})
     return rows
 
 
-def _instance_partitions(daemon: Supervisor, inst: Instance,
+def _instance_partitions(inst: Instance,
                          by_key: Mapping[tuple[str, int], Any]) -> list[str]:
     """``topic:partition`` feeding ``inst``: its own in ``partition`` ordering, every
     assigned partition of its topics otherwise (any instance may get any message)."""

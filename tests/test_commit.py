@@ -3,10 +3,12 @@ rate-limited, instead of waiting for the next ``commit_interval`` tick."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
-from supervisor.daemon.group import GroupMember, prompt_commit_due
+from supervisor.config.loader import loads
+from supervisor.daemon.commit import Committer, prompt_commit_due
+from supervisor.daemon.datapath import DataPath
+from supervisor.daemon.fleet import Fleet
 from supervisor.daemon.offsets import OffsetTracker
 
 
@@ -35,13 +37,15 @@ class FakeConsumer:
         self.commits.append({(tp.topic, tp.partition): tp.offset for tp in offsets})
 
 
-def member(tracker: OffsetTracker) -> tuple[GroupMember, FakeConsumer]:
+def make_committer(tracker: OffsetTracker) -> tuple[Committer, FakeConsumer]:
+    """The commit leg on a data path of its own (a fake consumer, no instances)."""
     consumer = FakeConsumer()
-    daemon = SimpleNamespace(tracker=tracker, consumer=consumer, ops=None,
-                             config=SimpleNamespace(commit_interval=1000.0))
-    group = GroupMember(daemon)  # type: ignore[arg-type]
-    group.next_commit = float("inf")  # no interval tick during the test
-    return group, consumer
+    fleet = Fleet(loads('app = "x"\ncommit_interval = "1000s"\n'), "")
+    datapath = DataPath(consumer, fleet)  # type: ignore[arg-type]
+    datapath.tracker = tracker
+    committer = Committer(datapath, fleet, on_report=lambda inst, record: None)
+    committer.next_commit = float("inf")  # no interval tick during the test
+    return committer, consumer
 
 
 def test_a_drained_partition_is_committed_at_once_when_the_fetch_is_empty():
@@ -51,29 +55,29 @@ def test_a_drained_partition_is_committed_at_once_when_the_fetch_is_empty():
         tracker.dispatched(done, offset)
         tracker.dispatched(busy, offset)
     tracker.acked(done, 0, 2)
-    group, consumer = member(tracker)
-    group.commit_if_due(fetched_nothing=False)
+    committer, consumer = make_committer(tracker)
+    committer.commit_if_due(fetched_nothing=False)
     assert consumer.commits == []           # records still coming: the interval decides
-    group.commit_if_due(fetched_nothing=True)
+    committer.commit_if_due(fetched_nothing=True)
     assert consumer.commits == [{done: 3}]  # only the partition with nothing in flight
 
 
 def test_nothing_is_committed_early_while_a_record_is_unacked():
     tracker = OffsetTracker()
     tracker.dispatched(("t", 0), 0)
-    group, consumer = member(tracker)
-    group.commit_if_due(fetched_nothing=True)
+    committer, consumer = make_committer(tracker)
+    committer.commit_if_due(fetched_nothing=True)
     assert consumer.commits == []
 
 
 def test_a_look_that_found_nothing_caught_up_waits_a_tenth_before_the_next():
     tracker = OffsetTracker()
     tracker.dispatched(("t", 0), 0)
-    group, consumer = member(tracker)
-    group.commit_if_due(fetched_nothing=True)   # looks: offset 0 still in flight
+    committer, consumer = make_committer(tracker)
+    committer.commit_if_due(fetched_nothing=True)   # looks: offset 0 still in flight
     tracker.acked(("t", 0), 0, 0)
-    group.commit_if_due(fetched_nothing=True)   # within the tenth: no second look
+    committer.commit_if_due(fetched_nothing=True)   # within the tenth: no second look
     assert consumer.commits == []
-    group.last_check -= 100.0                   # a tenth of the interval later
-    group.commit_if_due(fetched_nothing=True)
+    committer.last_check -= 100.0                   # a tenth of the interval later
+    committer.commit_if_due(fetched_nothing=True)
     assert consumer.commits == [{("t", 0): 1}]

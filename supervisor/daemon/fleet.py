@@ -1,0 +1,146 @@
+"""The fleet: the app's agents, their instances, the zygote they fork from, and the
+config they run under.
+
+Everything the daemon's parts need to know about *who runs what* lives here, so each
+part gets this object instead of the whole supervisor: the data path routes to
+``instances`` by ``subscriptions``, the commit leg reads their acks, the reloader swaps
+the zygote and config (:meth:`Fleet.adopt`), the monitor watches the processes. The
+fleet starts and reaps processes; what a death means for the records an instance held
+is the supervisor's to decide.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import time
+from typing import Any
+
+from supervisor.config.loader import Config, ConfigError, validate_agent_names
+from supervisor.daemon.instances import AgentRuntime, Instance
+from supervisor.daemon.router import Router
+from supervisor.daemon.topics import connection_settings
+from supervisor.daemon.zygote import Zygote, ZygoteError
+
+__all__ = ["Fleet"]
+
+log = logging.getLogger("agentd")
+
+
+class Fleet:
+    """The agents and instance processes of one daemon, and the topics they read."""
+
+    def __init__(self, config: Config, bootstrap: str) -> None:
+        self.config = config
+        self.bootstrap = bootstrap
+        self.zygote: Zygote | None = None
+        self.agents: list[AgentRuntime] = []
+        self.instances: list[Instance] = []
+        #: every subscribed topic, in subscription order; a record names its topic by
+        #: its index here (the wire format carries the index, not the name)
+        self.topics: list[str] = []
+        self.topic_index: dict[str, int] = {}
+        #: topic → the agents reading it (each gets every record of the topic)
+        self.subscriptions: dict[str, list[AgentRuntime]] = {}
+
+    # ------------------------------------------------------------------ start
+
+    def start(self) -> None:
+        """Start the zygote (it imports the app), then one runtime per agent it found."""
+        self.zygote = Zygote.start(list(self.config.app), self.env_for(self.config))
+        self.config = validate_agent_names(self.config, [a.name for a in self.zygote.agents])
+        for lane, spec in enumerate(self.zygote.agents):
+            agent_config = self.config.agent(spec.name)
+            count = agent_config.instances or spec.concurrency
+            agent = AgentRuntime(spec.name, lane, spec.topics, agent_config, spec.app)
+            agent.router = Router(agent_config.ordering, count)
+            agent.instances = [Instance(agent, i) for i in range(count)]
+            self.add(agent)
+            log.info("agent %s: %d instance(s), ordering=%s, on_error=%s, topics %s",
+                     spec.name, count, agent_config.ordering, agent_config.on_error,
+                     ", ".join(spec.topics))
+        if not self.topics:
+            raise ConfigError("app", f"{' '.join(self.config.app)} defines no agents")
+
+    def add(self, agent: AgentRuntime) -> None:
+        """One agent with its instances: its topics join the subscription."""
+        self.agents.append(agent)
+        self.instances.extend(agent.instances)
+        for topic in agent.topics:
+            if topic not in self.topic_index:
+                self.topic_index[topic] = len(self.topics)
+                self.topics.append(topic)
+            self.subscriptions.setdefault(topic, []).append(agent)
+
+    def env_for(self, config: Config) -> dict[str, str]:
+        """The environment of a zygote (and so of its instances): where Kafka is and how
+        to connect (``[kafka]`` TLS/SASL keys for agentlib's clients), the log level."""
+        client = connection_settings(self.bootstrap, config.kafka)
+        del client["bootstrap.servers"]
+        return {**os.environ, "AGENTD_BROKER": self.bootstrap,
+                "AGENTD_KAFKA_CLIENT": json.dumps(client),
+                "AGENTD_LOG_LEVEL": config.log_level}
+
+    def app_id(self) -> str | None:
+        """The first app's id (the default consumer group); None before the zygote."""
+        if self.zygote is None or not self.zygote.app_ids:
+            return None
+        return self.zygote.app_ids[0]
+
+    def adopt(self, zygote: Zygote, config: Config) -> None:
+        """A reload's new code and config: instances forked from now on run them."""
+        self.zygote = zygote
+        self.config = config
+        for agent in self.agents:
+            agent.config = config.agent(agent.name)
+
+    def worker_settings(self, inst: Instance) -> dict[str, Any]:
+        agent, cfg = inst.agent, inst.agent.config
+        # An app's @app.task/@app.timer functions run once per supervisor: in instance
+        # 0 of the app's first agent.
+        first_of_app = next(a for a in self.agents if a.app == agent.app)
+        return {"agent": agent.name, "topics": self.topics, "on_error": cfg.on_error,
+                "run_app_tasks": first_of_app is agent and inst.index == 0,
+                "dead_letter_topic": cfg.dead_letter_topic,
+                "dead_letter_explicit": bool(cfg.dead_letter_topic),
+                "max_retries": cfg.max_retries, "retry_backoff": cfg.retry_backoff,
+                "shutdown_timeout": self.config.shutdown_timeout}
+
+    # ------------------------------------------------------------------ processes
+
+    def spawn_due(self) -> None:
+        """Start instances whose (re)start time has come; a failed fork backs off."""
+        now = time.monotonic()
+        for inst in self.instances:
+            if inst.restart_at is not None and inst.restart_at <= now:
+                assert self.zygote is not None
+                try:
+                    inst.spawn(self.zygote, self.worker_settings(inst))
+                except ZygoteError as exc:
+                    if self.zygote.proc.poll() is not None:
+                        raise  # no zygote, no instances: stop (exit 1)
+                    inst.crashes_in_row += 1
+                    inst.restart_at = now + min(10.0, 0.1 * 2 ** inst.crashes_in_row)
+                    log.error("%s: fork failed (%s); retrying", inst.label, exc)
+
+    def dead(self) -> list[tuple[Instance, int | None]]:
+        """Instances whose process died since the last look (pidfds, never blocks),
+        with their wait status when the zygote reaped them."""
+        by_fd = {inst.pidfd: inst for inst in self.instances if inst.pidfd is not None}
+        dead = [inst for inst in self.instances if inst.running and inst.pidfd is None]
+        if by_fd:
+            readable, _, _ = select.select(list(by_fd), [], [], 0)
+            dead.extend(by_fd[fd] for fd in readable)
+        statuses = dict(self.zygote.take_exits()) if self.zygote is not None else {}
+        return [(inst, statuses.get(inst.pid or -1)) for inst in dead]
+
+    def holds_any(self, partitions: set[tuple[int, int]]) -> bool:
+        """Whether some instance holds an unacked record of these (topic index,
+        partition) pairs."""
+        return any((key[0], key[1]) in partitions
+                   for inst in self.instances for key in inst.unacked)
+
+    def unacked_total(self) -> int:
+        return sum(len(inst.unacked) for inst in self.instances)
