@@ -23,6 +23,7 @@ from typing import Any
 
 import kafkatools
 import psutil
+from agentsrc import agent_module
 
 REPO = Path(__file__).resolve().parent.parent
 AGENTD = [sys.executable, str(REPO / "bin" / "agentd")]
@@ -88,24 +89,11 @@ def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
 
 #: An agent module that relays raw values from ``$IN_TOPIC`` to ``$SINK_TOPIC`` and
 #: kills its own instance (SIGKILL) on every ``b"poison"`` value.
-POISON_AGENT = """
-import os
-import agentlib as faust
-
-app = faust.App("poison-app")
-source = app.topic(os.environ["IN_TOPIC"], key_type=bytes, value_type=bytes,
-                   value_serializer="raw")
-sink = app.topic(os.environ["SINK_TOPIC"], key_type=bytes, value_type=bytes,
-                 value_serializer="raw")
-
-
-@app.agent(source, sink=[sink])
-async def guarded(stream):
-    async for value in stream:
-        if value == b"poison":
-            os.kill(os.getpid(), 9)   # dies on it, every time
-        yield value
-"""
+POISON_AGENT = agent_module("poison-app", "guarded", """
+    if value == b"poison":
+        os.kill(os.getpid(), 9)   # dies on it, every time
+    yield value
+""")
 
 
 class Agentd:

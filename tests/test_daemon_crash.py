@@ -12,28 +12,15 @@ from collections import Counter
 import kafkatools
 import pytest
 from agentdproc import POISON_AGENT, Agentd, wait_committed
+from agentsrc import agent_module
 from test_daemon_pipeline import keyed_items
 
 N = 100_000
 
-SLOW_RELAY_AGENT = """
-import os
-import time
-import agentlib as faust
-
-app = faust.App("slow-relay-app")
-source = app.topic(os.environ["IN_TOPIC"], key_type=bytes, value_type=bytes,
-                   value_serializer="raw")
-sink = app.topic(os.environ["SINK_TOPIC"], key_type=bytes, value_type=bytes,
-                 value_serializer="raw")
-
-
-@app.agent(source, sink=[sink])
-async def relay(stream):
-    async for value in stream:
-        time.sleep(0.00005)  # enough work that the run outlasts several kills
-        yield value
-"""
+SLOW_RELAY_AGENT = agent_module("slow-relay-app", "relay", """
+    time.sleep(0.00005)  # enough work that the run outlasts several kills
+    yield value
+""", imports=["time"])
 
 
 def sink_values(bootstrap: str, topic: str) -> list[bytes]:
@@ -124,17 +111,7 @@ def test_a_poison_message_goes_to_the_dead_letter_topic_while_others_flow(
     assert daemon.log().count("died") >= 3
 
 
-FRAGILE_AGENT = """
-import os
-import agentlib as faust
-
-app = faust.App("fragile-app")
-source = app.topic(os.environ["IN_TOPIC"], value_type=bytes, value_serializer="raw")
-sink = app.topic(os.environ["SINK_TOPIC"], value_type=bytes, value_serializer="raw")
-
-
-@app.agent(source, sink=[sink])
-async def fragile(stream):
+FRAGILE_AGENT = agent_module("fragile-app", "fragile", keyed=False, start="""
     # Count the starts in instance processes (children of the same zygote), not any
     # run of this body elsewhere; the first three fail before reading anything.
     with open(os.environ["STARTS_FILE"], "a+") as starts:
@@ -143,9 +120,7 @@ async def fragile(stream):
         siblings = [line for line in starts if line.split()[1] == str(os.getppid())]
     if len(siblings) <= 3:
         raise RuntimeError("not ready yet")
-    async for value in stream:
-        yield value
-"""
+""")
 
 
 @pytest.mark.kafka

@@ -15,26 +15,12 @@ from collections import defaultdict
 import kafkatools
 import pytest
 from agentdproc import Agentd, wait_committed
+from agentsrc import agent_module
 
 N = 100_000
 KEYS = 1000
 
-RELAY_AGENT = """
-import os
-import agentlib as faust
-
-app = faust.App("relay-app")
-source = app.topic(os.environ["IN_TOPIC"], key_type=bytes, value_type=bytes,
-                   value_serializer="raw")
-sink = app.topic(os.environ["SINK_TOPIC"], key_type=bytes, value_type=bytes,
-                 value_serializer="raw")
-
-
-@app.agent(source, sink=[sink])
-async def relay(stream):
-    async for value in stream:
-        yield value
-"""
+RELAY_AGENT = agent_module("relay-app", "relay")
 
 
 def keyed_items(n: int, keys: int) -> list[tuple[bytes, bytes]]:

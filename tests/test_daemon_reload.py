@@ -19,33 +19,19 @@ import kafkatools
 import psutil
 import pytest
 from agentdproc import Agentd, drain_and_stop, wait_until
+from agentsrc import agent_module
 from steadyload import SteadyLoad, longest_gap_ms, parse_output, switch_gap_ms
 
 from supervisor.cli.control_client import request
 
 PARTITIONS = 4
 
-TAGGING_AGENT = """
-import os
-import agentlib as faust
-
-TAG = {tag!r}
-app = faust.App("tagging-app")
-source = app.topic(os.environ["IN_TOPIC"], key_type=bytes, value_type=bytes,
-                   value_serializer="raw")
-sink = app.topic(os.environ["SINK_TOPIC"], key_type=bytes, value_type=bytes,
-                 value_serializer="raw")
-
-
-@app.agent(source, sink=[sink])
-async def tagger(stream):
-    async for value in stream:
-        yield TAG + value
-"""
-
 
 def tagging(tag: str) -> str:
-    return TAGGING_AGENT.format(tag=f"{tag}:".encode() if tag else b"")
+    """The tagging agent's module: every output is ``TAG + value``."""
+    prefix = f"{tag}:".encode() if tag else b""
+    return agent_module("tagging-app", "tagger", "yield TAG + value",
+                        module=f"TAG = {prefix!r}")
 
 
 def write_module(workdir: Path, source: str) -> None:

@@ -31,38 +31,25 @@ from typing import Any
 
 import kafkatools
 from agentdproc import Agentd, wait_until
+from agentsrc import agent_module
 from confluent_kafka import Consumer, TopicPartition
 
 KEYS = 16
 
-#: The agent every scenario runs unless it needs another: every input to the sink.
-#: ``FORWARD_DELAY`` (seconds per message) makes it lag behind the load, so a fault
-#: finds many records dispatched but not yet done.
-FORWARD_AGENT = """
-import asyncio
-import os
-import agentlib as faust
 
-VERSION = {version!r}
-DELAY = float(os.environ.get("FORWARD_DELAY", "0"))
-app = faust.App("fault-forward-app")
-source = app.topic(os.environ["IN_TOPIC"], key_type=bytes, value_type=bytes,
-                   value_serializer="raw")
-sink = app.topic(os.environ["SINK_TOPIC"], key_type=bytes, value_type=bytes,
-                 value_serializer="raw")
-
-
-@app.agent(source, sink=[sink])
-async def forward(stream):
-    async for value in stream:
+def forward_agent(version: str = "v1") -> str:
+    """The agent every scenario runs unless it needs another: every input to the sink.
+    ``FORWARD_DELAY`` (seconds per message) makes it lag behind the load, so a fault
+    finds many records dispatched but not yet done; ``version`` makes a reload's module
+    differ from the last."""
+    return agent_module("fault-forward-app", "forward", """
         if DELAY:
             await asyncio.sleep(DELAY)
         yield value
-"""
-
-
-def forward_agent(version: str = "v1") -> str:
-    return FORWARD_AGENT.format(version=version)
+    """, imports=["asyncio"], module=f"""
+        VERSION = {version!r}
+        DELAY = float(os.environ.get("FORWARD_DELAY", "0"))
+    """)
 
 
 @dataclass
