@@ -3,7 +3,7 @@ rate-limited, instead of waiting for the next ``commit_interval`` tick."""
 
 from __future__ import annotations
 
-from typing import Any
+from datapath_fakes import FakeConsumer
 
 from supervisor.config.loader import loads
 from supervisor.daemon.commit import Committer, prompt_commit_due
@@ -27,14 +27,6 @@ def test_prompt_commits_are_never_more_than_ten_a_second_even_with_a_short_inter
     assert not prompt_commit_due(100.05, 100.0, 0.05, fetched_nothing=True)
     assert not prompt_commit_due(100.099, 100.0, 0.05, fetched_nothing=True)
     assert prompt_commit_due(100.11, 100.0, 0.05, fetched_nothing=True)
-
-
-class FakeConsumer:
-    def __init__(self) -> None:
-        self.commits: list[dict[tuple[str, int], int]] = []
-
-    def commit(self, offsets: Any, asynchronous: bool) -> None:
-        self.commits.append({(tp.topic, tp.partition): tp.offset for tp in offsets})
 
 
 def make_committer(tracker: OffsetTracker) -> tuple[Committer, FakeConsumer]:

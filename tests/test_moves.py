@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from datapath_fakes import FakeConsumer, FakeMessage
+
 from supervisor.config.loader import loads
 from supervisor.daemon.datapath import DataPath
 from supervisor.daemon.fleet import Fleet
@@ -12,28 +14,6 @@ from supervisor.daemon.instances import AgentRuntime, Instance
 from supervisor.daemon.router import Router
 from supervisor.transport import wire
 from supervisor.transport.ring import Ring
-
-
-class FakeMessage:
-    def __init__(self, topic: str, partition: int, offset: int) -> None:
-        self._where = (topic, partition, offset)
-
-    def error(self): return None
-    def topic(self): return self._where[0]
-    def partition(self): return self._where[1]
-    def offset(self): return self._where[2]
-    def key(self): return b"k"
-    def value(self): return b"v%d" % self._where[2]
-    def headers(self): return None
-    def timestamp(self): return (0, -1)
-
-
-class FakeConsumer:
-    def __init__(self) -> None:
-        self.paused: set[tuple[str, int]] = set()
-
-    def pause(self, tps): self.paused |= {(tp.topic, tp.partition) for tp in tps}
-    def resume(self, tps): self.paused -= {(tp.topic, tp.partition) for tp in tps}
 
 
 def make_datapath(tmp_path) -> tuple[DataPath, AgentRuntime, list[Ring]]:

@@ -1,10 +1,9 @@
 """One single-producer/single-consumer ring of variable-length records in a memfd.
 
 The supervisor owns two rings per agent instance (records in, acks out). Each lives in an
-anonymous ``memfd_create`` file mapped ``MAP_SHARED`` by both processes, with two
-eventfd doorbells (``supervisor/transport/doorbell.py``): data-ready for the reader, space-ready
-for the writer. ``Ring.fds()`` travel over a Unix socket (``supervisor/transport/fdpass.py``):
-the zygote is an exec'd interpreter that inherits nothing.
+anonymous ``memfd_create`` file mapped ``MAP_SHARED`` by both processes, with two eventfd
+doorbells (``doorbell.py``): data-ready for the reader, space-ready for the writer.
+``Ring.fds()`` travel over a Unix socket (``fdpass.py``): the zygote inherits nothing.
 
 Layout of the shared file (all integers little-endian u64)::
 
@@ -53,9 +52,9 @@ Memory ordering (the argument, in the manner of folly's ProducerConsumerQueue.h)
 * Doorbells are Dekker's pattern: the sleeper stores its flag then loads the peer's
   index; the waker stores its index then loads the flag. x86-64 *does* reorder a store
   with a later load from another address (the store buffer), which would let both
-  miss each other and lose the wake-up. ``supervisor/transport/fence.py`` puts a locked instruction
-  between the store and the load on both sides, which drains the store buffer. Even a
-  lost wake-up could only cost the waiter's timeout, never a hang.
+  miss each other and lose the wake-up. ``fence.py`` puts a locked instruction between
+  the store and the load on both sides, which drains the store buffer. Even a lost
+  wake-up could only cost the waiter's timeout, never a hang.
 """
 
 from __future__ import annotations
@@ -76,8 +75,8 @@ LAYOUT_VERSION = 1
 HEADER_BYTES = 4096
 WRAP = (1 << 64) - 1
 # Slots (u64 indices) of the control fields in the shared header; see the module layout.
-_MAGIC, _VERSION, _CAPACITY = 0, 1, 2
-_HEAD, _TAIL, _READER_SLEEPING, _WRITER_SLEEPING = 16, 32, 48, 64
+_MAGIC, _VERSION, _CAPACITY, _HEAD, _TAIL, _READER_SLEEPING, _WRITER_SLEEPING = \
+    0, 1, 2, 16, 32, 48, 64
 
 
 class RecordTooLarge(ValueError):
@@ -86,10 +85,8 @@ class RecordTooLarge(ValueError):
 
 class Ring:
     """One SPSC ring; one process writes, the other reads (each uses one half of the API).
-
     Not thread-safe: one thread per side. Use :meth:`create` in the owning process and
-    :meth:`attach` with the received fds in the peer.
-    """
+    :meth:`attach` with the received fds in the peer."""
 
     def __init__(self, memfd: int, data_bell: Doorbell, space_bell: Doorbell) -> None:
         """Map ``memfd`` and adopt the three fds (on success only; closed by close()).
