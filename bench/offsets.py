@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Callable
 
-from supervisor.daemon.offsets import OffsetTracker
+from supervisor.daemon.commit import OffsetTracker
 
 BATCH = 500
 ACK_RANGE = 50

@@ -6,10 +6,8 @@ from __future__ import annotations
 from datapath_fakes import FakeConsumer
 
 from supervisor.config.loader import loads
-from supervisor.daemon.commit import Committer, prompt_commit_due
-from supervisor.daemon.datapath import DataPath
+from supervisor.daemon.commit import Committer, OffsetTracker, prompt_commit_due
 from supervisor.daemon.fleet import Fleet
-from supervisor.daemon.offsets import OffsetTracker
 
 
 def test_prompt_commit_needs_an_empty_fetch():
@@ -33,9 +31,8 @@ def make_committer(tracker: OffsetTracker) -> tuple[Committer, FakeConsumer]:
     """The commit leg on a data path of its own (a fake consumer, no instances)."""
     consumer = FakeConsumer()
     fleet = Fleet(loads('app = "x"\ncommit_interval = "1000s"\n'), "")
-    datapath = DataPath(consumer, fleet)  # type: ignore[arg-type]
-    datapath.tracker = tracker
-    committer = Committer(datapath, fleet, on_report=lambda inst, record: None)
+    committer = Committer(tracker, fleet, on_report=lambda inst, record: None)
+    committer.consumer = consumer
     committer.next_commit = float("inf")  # no interval tick during the test
     return committer, consumer
 

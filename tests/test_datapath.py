@@ -55,7 +55,8 @@ def parts(tmp_path, *agents: AgentRuntime) -> tuple[DataPath, Committer, FakeCon
         fleet.add(runtime)
     consumer = FakeConsumer()
     datapath = DataPath(consumer, fleet)  # type: ignore[arg-type]
-    committer = Committer(datapath, fleet, on_report=lambda inst, record: None)
+    committer = Committer(datapath.tracker, fleet, on_report=lambda inst, record: None)
+    committer.consumer = consumer
     return datapath, committer, consumer
 
 

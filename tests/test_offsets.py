@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supervisor.daemon.offsets import OffsetTracker
+from supervisor.daemon.commit import OffsetTracker
 
 TP = ("adds", 0)
 

@@ -1,42 +1,260 @@
-"""The commit leg: acks from the instances retire records, and the offset tracker's
-low-water marks go to the broker.
+"""What may be committed, and committing it: the offset tracker, the ack leg, commits.
 
-This is the invariant's last step (DESIGN.md §2). An instance writes ``ACK`` ranges
-into its outbound ring once its sinks acknowledged them; :meth:`Committer.read_acks`
-drains every outbound ring, drops the acked records from the instance (they are no
-longer re-dispatched after a crash) and tells the
-:class:`~supervisor.daemon.offsets.OffsetTracker`, whose lowest unacked offset per
-partition is what may be committed. Other reports in the same rings (errors, PONGs,
-RETIRED) go to the supervisor's handler.
+This is the invariant's last step (DESIGN.md §2). The data path tells the
+:class:`OffsetTracker` what it dispatched; an instance writes ``ACK`` ranges into its
+outbound ring once its sinks acknowledged them; :meth:`Committer.read_acks` drains
+every outbound ring, drops the acked records from the instance (they are no longer
+re-dispatched after a crash) and marks them in the tracker, whose lowest unacked
+offset per partition is what :meth:`Committer.commit` sends. Other reports in the same
+rings (errors, PONGs, RETIRED) go to the supervisor's handler.
 
-Commits go asynchronously every ``commit_interval`` and synchronously when partitions
-are revoked or the daemon stops; ``on_commit`` marks what the broker accepted, so a
-failed commit is simply retried. Between intervals, a partition that is *caught up*
-(every record dispatched from it acked, and the last fetch came back empty) is
-committed at once, at most every ``commit_interval / 10`` and never more than ten
+**The tracker.** This is where agentd differs from Faust (FAUST-NOTES.md, faust-streaming
+issue 606): Faust commits the highest *contiguous acked* offset + 1 and can run past
+events still in flight; here a slow earlier event holds the commit back until it is
+acknowledged, so a crash can cause redelivery but never loss.
+
+Per (topic, partition) and per *lane* (one lane per agent reading the topic: a message
+fanned out to two agents is done only when both lanes acked it) a ``Lane`` keeps:
+
+- ``pending``: a deque of dispatched, not-yet-retired offsets in increasing order. The
+  front is the low-water mark. Dispatch appends (``deque.extend(range)`` for a batch),
+  so the common case costs no Python loop per message.
+- ``early``: a heap of acked ranges that do not start at the front yet (acks from other
+  instances in ``key``/``none`` ordering, or a slow event ahead of them). Acks arrive as
+  ranges, so this stays small.
+
+An ack range ``[first, last]`` means: every *dispatched* offset in it is done. Kafka
+offsets may have gaps (compaction, transaction markers), so the offsets inside a range
+that were never dispatched are simply not there. A worker must therefore only merge
+offsets *it* processed into one range when no other instance can hold an offset between
+them (always true in ``partition`` ordering; in ``key``/``none`` ordering split ranges
+wherever the next offset it saw is not previous + 1).
+
+**Commits** go asynchronously every ``commit_interval`` and synchronously when
+partitions are revoked or the daemon stops; ``on_commit`` marks what the broker
+accepted, so a failed commit is simply retried. Between intervals, a partition that is
+*caught up* (every record dispatched from it acked, and the last fetch came back empty)
+is committed at once, at most every ``commit_interval / 10`` and never more than ten
 times a second (:func:`prompt_commit_due`): a drained backlog is committed when it is
-done rather than up to an interval later, which shrinks what a crash then
-re-delivers. While records keep coming, the interval alone paces commits.
+done rather than up to an interval later, which shrinks what a crash then re-delivers.
+While records keep coming, the interval alone paces commits.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
+import operator
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import TopicPartition as KafkaPartition
 
-from supervisor.daemon.datapath import DataPath
 from supervisor.daemon.failures import FailedRecord
 from supervisor.daemon.fleet import Fleet
 from supervisor.daemon.instances import Instance
 from supervisor.transport import wire
 
-__all__ = ["CommitObserver", "Committer", "ReportHandler", "prompt_commit_due"]
+__all__ = ["CommitObserver", "Committer", "Lane", "OffsetTracker", "ReportHandler",
+           "prompt_commit_due"]
 
 log = logging.getLogger("agentd")
+
+TopicPartition = tuple[str, int]
+
+
+class Lane:
+    """Dispatched/acked offsets of one partition as seen by one agent."""
+
+    __slots__ = ("early", "next_offset", "pending")
+
+    def __init__(self) -> None:
+        self.pending: deque[int] = deque()
+        self.early: list[tuple[int, int]] = []
+        self.next_offset: int | None = None  # highest dispatched + 1
+
+    def dispatched(self, offset: int) -> None:
+        """Record that ``offset`` went to an instance. An offset below ``next_offset``
+        is a redelivery of one already tracked (an instance crashed) and is ignored."""
+        if self.next_offset is None or offset >= self.next_offset:
+            self.pending.append(offset)
+            self.next_offset = offset + 1
+
+    def dispatched_many(self, offsets: list[int]) -> None:
+        """``dispatched`` for each of ``offsets`` in order, in one call (a partition's
+        run of one fetched batch: increasing, so usually one ``deque.extend``)."""
+        if not offsets:
+            return
+        first = offsets[0]
+        if (self.next_offset is None or first >= self.next_offset) and (
+                len(offsets) == 1 or all(map(operator.lt, offsets, offsets[1:]))):
+            self.pending.extend(offsets)
+            self.next_offset = offsets[-1] + 1
+            return
+        for offset in offsets:
+            self.dispatched(offset)
+
+    def dispatched_range(self, first: int, last: int) -> None:
+        """Record that every offset in ``[first, last]`` went to an instance."""
+        if self.next_offset is not None and first < self.next_offset:
+            first = self.next_offset
+        if first <= last:
+            self.pending.extend(range(first, last + 1))
+            self.next_offset = last + 1
+
+    def acked(self, first: int, last: int) -> None:
+        """Every dispatched offset in ``[first, last]`` is done (agent and sinks)."""
+        pending = self.pending
+        if pending and first <= pending[0]:
+            while pending and pending[0] <= last:
+                pending.popleft()
+            if self.early:
+                self._drain_early()
+        elif pending and first <= pending[-1]:
+            heapq.heappush(self.early, (first, last))
+        # else: nothing dispatched in the range (already retired, or a stray ack)
+
+    def _drain_early(self) -> None:
+        """Retire offsets covered by early acks that now touch the front."""
+        pending, early = self.pending, self.early
+        while early and pending:
+            first, last = early[0]
+            front = pending[0]
+            if last < front:
+                heapq.heappop(early)  # wholly retired already
+            elif first <= front:
+                heapq.heappop(early)
+                while pending and pending[0] <= last:
+                    pending.popleft()
+            else:
+                return
+        if not pending:
+            early.clear()
+
+    def low_water(self) -> int | None:
+        """The lowest unacked offset, else highest dispatched + 1, else None (never fed)."""
+        return self.pending[0] if self.pending else self.next_offset
+
+    def unacked(self) -> list[int]:
+        """Dispatched offsets not yet acked, in offset order (for re-dispatch after a crash)."""
+        if not self.early:
+            return list(self.pending)
+        done = self.early
+        return [o for o in self.pending if not any(f <= o <= la for f, la in done)]
+
+    @property
+    def in_flight(self) -> int:
+        """How many offsets are tracked but not retired (an upper bound with early acks)."""
+        return len(self.pending)
+
+
+class OffsetTracker:
+    """All partitions of one consumer: what is committable, and what changed since the
+    last successful commit.
+
+    Two-phase on purpose: ``committable()`` does not mark anything, the daemon calls
+    ``mark_committed()`` from the commit's success, so a failed commit is retried with
+    the same offsets on the next interval.
+    """
+
+    def __init__(self) -> None:
+        self._lanes: dict[TopicPartition, dict[int, Lane]] = {}
+        self._committed: dict[TopicPartition, int] = {}
+
+    def lane(self, tp: TopicPartition, lane: int = 0) -> Lane:
+        """The ``Lane`` object, for a hot loop that wants to skip two dict lookups."""
+        lanes = self._lanes.get(tp)
+        if lanes is None:
+            lanes = self._lanes[tp] = {}
+        found = lanes.get(lane)
+        if found is None:
+            found = lanes[lane] = Lane()
+        return found
+
+    def dispatched(self, tp: TopicPartition, offset: int, lane: int = 0) -> None:
+        """One message of ``tp`` went to an instance of agent ``lane``."""
+        self.lane(tp, lane).dispatched(offset)
+
+    def dispatched_range(self, tp: TopicPartition, first: int, last: int,
+                         lane: int = 0) -> None:
+        """Offsets ``first..last`` (all of them exist) went to instances of ``lane``."""
+        self.lane(tp, lane).dispatched_range(first, last)
+
+    def acked(self, tp: TopicPartition, first: int, last: int, lane: int = 0) -> None:
+        """An instance of ``lane`` finished the dispatched offsets in ``first..last``.
+        Acks for a partition that was forgotten (revoked) are ignored."""
+        lanes = self._lanes.get(tp)
+        if lanes is not None:
+            found = lanes.get(lane)
+            if found is not None:
+                found.acked(first, last)
+
+    def position(self, tp: TopicPartition) -> int | None:
+        """The offset to commit for ``tp`` now: the lowest over its lanes."""
+        lows = [low for low in (lane.low_water() for lane in self._lanes.get(tp, {}).values())
+                if low is not None]
+        return min(lows) if lows else None
+
+    def committable(self) -> dict[TopicPartition, int]:
+        """``{tp: offset}`` for partitions whose commit position moved since the last
+        ``mark_committed``; the offset is Kafka's "next message to read"."""
+        moved: dict[TopicPartition, int] = {}
+        for tp in self._lanes:
+            position = self.position(tp)
+            if position is not None and position != self._committed.get(tp):
+                moved[tp] = position
+        return moved
+
+    def caught_up(self) -> dict[TopicPartition, int]:
+        """``{tp: offset}`` like :meth:`committable`, only for partitions with nothing in
+        flight in any lane: every record dispatched from them is acked, so the offset is
+        final until new records come (what the daemon commits at once when a fetch came
+        back empty, instead of at the next interval)."""
+        done: dict[TopicPartition, int] = {}
+        committed = self._committed
+        for tp, lanes in self._lanes.items():
+            position = None
+            for lane in lanes.values():
+                if lane.pending:
+                    break
+                low = lane.next_offset
+                if low is not None and (position is None or low < position):
+                    position = low
+            else:
+                if position is not None and position != committed.get(tp):
+                    done[tp] = position
+        return done
+
+    def mark_committed(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """The broker accepted these offsets (call from the commit's success)."""
+        for tp, offset in offsets.items():
+            if tp in self._lanes:
+                self._committed[tp] = offset
+
+    def set_committed(self, tp: TopicPartition, offset: int) -> None:
+        """The group's committed offset at assignment, so an unchanged one is not resent."""
+        self._committed[tp] = offset
+
+    def unacked(self, tp: TopicPartition, lane: int = 0) -> list[int]:
+        """Offsets of ``tp`` still in flight for ``lane``, in order (for re-dispatch)."""
+        lanes = self._lanes.get(tp)
+        return lanes[lane].unacked() if lanes and lane in lanes else []
+
+    def in_flight(self, tp: TopicPartition) -> int:
+        """Messages of ``tp`` not yet done by every lane (for drain-on-revoke waits)."""
+        return max((lane.in_flight for lane in self._lanes.get(tp, {}).values()), default=0)
+
+    def forget(self, tp: TopicPartition) -> None:
+        """Drop ``tp`` (revoked): later acks for it are ignored, it is never committed."""
+        self._lanes.pop(tp, None)
+        self._committed.pop(tp, None)
+
+    def partitions(self) -> Iterable[TopicPartition]:
+        """Every partition with tracked state."""
+        return list(self._lanes)
+
 
 #: A caught-up partition is committed at most this often, as a share of the interval...
 PROMPT_COMMIT_SHARE = 0.1
@@ -72,11 +290,12 @@ def prompt_commit_due(now: float, last_check: float, interval: float,
 
 
 class Committer:
-    """Reads acks into the data path's offset tracker and commits its low-water marks."""
+    """Reads acks into the offset tracker and commits its low-water marks."""
 
-    def __init__(self, datapath: DataPath, fleet: Fleet, on_report: ReportHandler) -> None:
-        self.datapath = datapath
-        self.tracker = datapath.tracker
+    def __init__(self, tracker: OffsetTracker, fleet: Fleet, on_report: ReportHandler) -> None:
+        self.tracker = tracker
+        #: the daemon's consumer, once it exists (commits go through it)
+        self.consumer: Any = None
         self.fleet = fleet
         self.on_report = on_report
         self.observer: CommitObserver | None = None
@@ -137,14 +356,14 @@ class Committer:
 
     def commit(self, asynchronous: bool, only: set[tuple[str, int]] | None = None) -> None:
         """Commit the lowest unacked offset of every partition that moved."""
-        consumer = self.datapath.consumer
+        consumer = self.consumer
         assert consumer is not None
         offsets = self.tracker.committable()
         if only is not None:
             offsets = {tp: o for tp, o in offsets.items() if tp in only}
         if not offsets:
             return
-        tps = [TopicPartition(topic, partition, offset)
+        tps = [KafkaPartition(topic, partition, offset)
                for (topic, partition), offset in offsets.items()]
         if self.observer is not None:
             self.observer.on_commit_sent()
@@ -158,7 +377,7 @@ class Committer:
             if self.observer is not None:
                 self.observer.on_commit_done(exc, [])
 
-    def on_commit(self, error: Any, partitions: list[TopicPartition]) -> None:
+    def on_commit(self, error: Any, partitions: list[KafkaPartition]) -> None:
         """The broker's answer to a commit (confluent-kafka's ``on_commit`` callback)."""
         if self.observer is not None:
             self.observer.on_commit_done(error, partitions)

@@ -6,7 +6,7 @@ Everything here runs once per fetched batch or per loop turn, and its cost per
 message is what the supervisor costs (bench/profile_agentd.py). :class:`DataPath`
 owns the consumer, the offset tracker, the paused partitions and the moves; it works
 on the fleet's instances (each instance keeps its own backlog). The commit leg
-(``commit.py``) reads acks into the same tracker.
+(``commit.py``, where the tracker is defined) reads acks into the same tracker.
 
 Flow control (issue 12, ``instances.py`` has the marks): a full ring queues records
 in the instance's backlog; only a backlog above its high-water mark pauses the
@@ -25,11 +25,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from supervisor.daemon.commit import OffsetTracker
 from supervisor.daemon.failures import FailedRecord, RecordFailures
 from supervisor.daemon.fleet import Fleet
 from supervisor.daemon.instances import AgentRuntime, Instance, Key
 from supervisor.daemon.moves import PartitionMoves
-from supervisor.daemon.offsets import OffsetTracker
 from supervisor.transport import wire
 
 __all__ = ["BLOCKED_WAIT", "FETCH_BATCH", "IDLE_WAIT", "DataPath"]
@@ -51,11 +51,13 @@ _Target = tuple[AgentRuntime, Any, list[int], "Instance | None", list[Key], list
 class DataPath:
     """Fetch, dispatch, pump and backpressure for one consumer and the fleet's instances."""
 
-    def __init__(self, consumer: Consumer | None, fleet: Fleet) -> None:
+    def __init__(self, consumer: Consumer | None, fleet: Fleet,
+                 tracker: OffsetTracker | None = None) -> None:
         self.consumer = consumer
         self.fleet = fleet
         self.instances = fleet.instances          # the fleet's list, shared
-        self.tracker = OffsetTracker()
+        #: what was dispatched; the commit leg marks what was acked
+        self.tracker = tracker if tracker is not None else OffsetTracker()
         self.moves = PartitionMoves()              # partitions between instances
         self.next_move_check = 0.0
         #: (topic index, partition) → the instances holding it paused

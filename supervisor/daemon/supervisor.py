@@ -24,7 +24,7 @@ batch and dispatch it (router → wire → ring) → move backlogs into rings th
 reload → check health → commit on the interval → ops.
 
 The invariant (DESIGN.md §2): an offset is committed only when every agent that got
-the message acked it; the :class:`~supervisor.daemon.offsets.OffsetTracker` commits the
+the message acked it; the :class:`~supervisor.daemon.commit.OffsetTracker` commits the
 lowest unacked offset per partition, and each :class:`~supervisor.daemon.instances.Instance`
 keeps the records it holds so a crash re-dispatches them.
 """
@@ -81,7 +81,7 @@ class Supervisor:
         self.embedded: Any = None
         self.fleet = Fleet(config, config.bootstrap_servers or "")
         self.datapath = DataPath(None, self.fleet)
-        self.committer = Committer(self.datapath, self.fleet, self.on_instance_report)
+        self.committer = Committer(self.datapath.tracker, self.fleet, self.on_instance_report)
         self.group = GroupMember(self.fleet, self.datapath, self.committer, self.await_acks)
         self.reloader = Reloader(self.fleet, self.datapath, self.committer, self.life)
         self.monitor = Monitor(self.fleet, self.life, self.reloader.recycle)
@@ -195,7 +195,7 @@ class Supervisor:
             "partition.assignment.strategy": "cooperative-sticky",
             **CONSUMER_TUNING, "on_commit": self.committer.on_commit, **dict(self.config.kafka)}
         consumer = Consumer(settings)
-        self.datapath.consumer = consumer
+        self.datapath.consumer = self.committer.consumer = consumer
         consumer.subscribe(fleet.topics, on_assign=self.group.on_assign,
                            on_revoke=self.group.on_revoke, on_lost=self.group.on_revoke)
         self.datapath.failures = RecordFailures(
@@ -350,7 +350,7 @@ class Supervisor:
         if consumer is not None:
             self.life.running = False
             consumer.close()
-            self.datapath.consumer = None
+            self.datapath.consumer = self.committer.consumer = None
         if self.datapath.failures is not None:
             self.datapath.failures.close()
         if self.fleet.zygote is not None:

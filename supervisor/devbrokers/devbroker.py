@@ -3,7 +3,7 @@
 Why a real broker: agentd's promises (commit only what was processed, rebalances,
 broker bounces) can only be proven against Kafka itself, and Docker is not assumed.
 So the broker is Apache Kafka 4.x from Maven Central, resolved once by ``mvn`` from
-the pom shipped in this package (``supervisor/kafka/pom.xml``) into a jar cache, then
+the pom shipped in this package (``supervisor/devbrokers/kafka/pom.xml``) into a jar cache, then
 run as a KRaft combined broker+controller JVM on free loopback ports.
 
 ``DevBroker`` is the API tests and benches use; ``agentd dev-broker`` wraps it
@@ -66,7 +66,7 @@ def kafka_version() -> str:
     root = ET.fromstring(_resource("pom.xml"))
     version = root.findtext(f"{_POM_NS}properties/{_POM_NS}kafka.version")
     if not version:
-        raise DevBrokerError("supervisor/kafka/pom.xml has no <kafka.version> property")
+        raise DevBrokerError("supervisor/devbrokers/kafka/pom.xml has no <kafka.version> property")
     return version.strip()
 
 
