@@ -21,3 +21,11 @@ def test_agentd_help_lists_the_dev_broker_command() -> None:
     done = subprocess.run([*AGENTD, "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "dev-broker" in done.stdout
+
+
+def test_python_dash_m_supervisor_cli_is_the_agentd_command() -> None:
+    done = subprocess.run([sys.executable, "-m", "supervisor.cli", "--version"],
+                          capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"agentd, version {__version__}"
