@@ -5,6 +5,7 @@ from __future__ import annotations
 import kafkatools
 import pytest
 from agentdproc import Agentd, wait_committed
+from agentsrc import agent_module
 
 PICKY_AGENT = """
 import os
@@ -90,20 +91,7 @@ def test_the_crash_policy_stops_agentd_non_zero_without_committing_past_the_fail
     assert b"bad-1" not in sink_values(kafka_bootstrap, sink)
 
 
-OVERSIZED_AGENT = """
-import os
-import agentlib as faust
-
-app = faust.App("oversized-app")
-source = app.topic(os.environ["IN_TOPIC"], value_type=bytes, value_serializer="raw")
-sink = app.topic(os.environ["SINK_TOPIC"], value_type=bytes, value_serializer="raw")
-
-
-@app.agent(source, sink=[sink])
-async def relay(stream):
-    async for value in stream:
-        yield value
-"""
+OVERSIZED_AGENT = agent_module("oversized-app", "relay", keyed=False)
 
 
 @pytest.mark.kafka

@@ -14,27 +14,14 @@ from pathlib import Path
 import kafkatools
 import pytest
 from agentdproc import Agentd, drain_and_stop, wait_until
+from agentsrc import agent_module
 from steadyload import SteadyLoad, parse_output
 from test_daemon_lifecycle import SLOW_AGENT, numbered, sink_counts
 
-GROWING_AGENT = """
-import os
-import agentlib as faust
-
-app = faust.App("growing-app")
-source = app.topic(os.environ["IN_TOPIC"], key_type=bytes, value_type=bytes,
-                   value_serializer="raw")
-sink = app.topic(os.environ["SINK_TOPIC"], key_type=bytes, value_type=bytes,
-                 value_serializer="raw")
-hoard = []
-
-
-@app.agent(source, sink=[sink])
-async def grower(stream):
-    async for value in stream:
-        hoard.append(bytearray(256 * 1024))   # a leak: 256 KiB per record
-        yield value
-"""
+GROWING_AGENT = agent_module("growing-app", "grower", """
+    hoard.append(bytearray(256 * 1024))   # a leak: 256 KiB per record
+    yield value
+""", module="hoard = []")
 
 
 def daemon_for(workdir: Path, bootstrap: str, source: str, sink: str, group: str,

@@ -18,28 +18,14 @@ from pathlib import Path
 import kafkatools
 import pytest
 from agentdproc import Agentd, alive, descendants, wait_committed, wait_until
+from agentsrc import agent_module
 
 from supervisor.cli.control_client import request
 
-SLOW_AGENT = """
-import asyncio
-import os
-import agentlib as faust
-
-app = faust.App("slow-app")
-source = app.topic(os.environ["IN_TOPIC"], key_type=bytes, value_type=bytes,
-                   value_serializer="raw")
-sink = app.topic(os.environ["SINK_TOPIC"], key_type=bytes, value_type=bytes,
-                 value_serializer="raw")
-DELAY = float(os.environ.get("AGENT_DELAY", "0.005"))
-
-
-@app.agent(source, sink=[sink])
-async def slow(stream):
-    async for value in stream:
-        await asyncio.sleep(DELAY)
-        yield value
-"""
+SLOW_AGENT = agent_module("slow-app", "slow", """
+    await asyncio.sleep(DELAY)
+    yield value
+""", imports=["asyncio"], module='DELAY = float(os.environ.get("AGENT_DELAY", "0.005"))')
 
 
 def numbered(n: int) -> list[tuple[bytes, bytes]]:

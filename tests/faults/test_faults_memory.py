@@ -22,6 +22,7 @@ from pathlib import Path
 import kafkatools
 import psutil
 import pytest
+from agentsrc import agent_module
 from faultkit import KEYS, FaultRun, Scale, committed_equals_end, load, until
 
 PAD = 4096
@@ -61,27 +62,14 @@ async def steady(stream):
         yield value
 """
 
-LEAKING_AGENT = """
-import asyncio
-import os
-import agentlib as faust
-
-app = faust.App("fault-leak-app")
-source = app.topic(os.environ["IN_TOPIC"], key_type=bytes, value_type=bytes,
-                   value_serializer="raw")
-sink = app.topic(os.environ["SINK_TOPIC"], key_type=bytes, value_type=bytes,
-                 value_serializer="raw")
-hoard = []
-DELAY = float(os.environ["LEAK_DELAY"])
-
-
-@app.agent(source, sink=[sink])
-async def leaky(stream):
-    async for value in stream:
-        hoard.append(bytearray(256 * 1024))   # never given back
-        await asyncio.sleep(DELAY)
-        yield value
-"""
+LEAKING_AGENT = agent_module("fault-leak-app", "leaky", """
+    hoard.append(bytearray(256 * 1024))   # never given back
+    await asyncio.sleep(DELAY)
+    yield value
+""", imports=["asyncio"], module="""
+    hoard = []
+    DELAY = float(os.environ["LEAK_DELAY"])
+""")
 
 
 def padded(seq: int) -> tuple[bytes, bytes]:
