@@ -51,13 +51,12 @@ _Target = tuple[AgentRuntime, Any, list[int], "Instance | None", list[Key], list
 class DataPath:
     """Fetch, dispatch, pump and backpressure for one consumer and the fleet's instances."""
 
-    def __init__(self, consumer: Consumer | None, fleet: Fleet,
-                 tracker: OffsetTracker | None = None) -> None:
+    def __init__(self, consumer: Consumer | None, fleet: Fleet) -> None:
         self.consumer = consumer
         self.fleet = fleet
         self.instances = fleet.instances          # the fleet's list, shared
         #: what was dispatched; the commit leg marks what was acked
-        self.tracker = tracker if tracker is not None else OffsetTracker()
+        self.tracker = OffsetTracker()
         self.moves = PartitionMoves()              # partitions between instances
         self.next_move_check = 0.0
         #: (topic index, partition) → the instances holding it paused

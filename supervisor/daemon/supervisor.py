@@ -93,10 +93,6 @@ class Supervisor:
         """The config now in force (a reload replaces it in the fleet)."""
         return self.fleet.config
 
-    @property
-    def exit_code(self) -> int:
-        return self.life.exit_code
-
     # ================================================================= run
 
     def run(self) -> int:
