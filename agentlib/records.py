@@ -23,6 +23,14 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 from agentlib import codecs
+from agentlib.fields import (
+    MISSING,
+    FieldDescriptor,
+    ValidationError,
+    conforms,
+    copy_default,
+    is_classvar,
+)
 from agentlib.naming import module_name
 
 __all__ = ["FieldDescriptor", "Record", "ValidationError", "decode_known", "registry"]
@@ -31,52 +39,7 @@ __all__ = ["FieldDescriptor", "Record", "ValidationError", "decode_known", "regi
 registry: dict[str, type[Record]] = {}
 
 R = TypeVar("R", bound="Record")
-_MISSING: Any = object()
 _Converter = Callable[[Any], Any]
-
-
-class ValidationError(ValueError):
-    """A Record with ``validation=True`` was built from a value of the wrong type."""
-
-
-class FieldDescriptor:
-    """One declared field of a Record class, as seen from the class.
-
-    Usable as a ``group_by`` key (``getattr(record)`` reads the field) and carries
-    what decoding needs: the annotation and the default.
-    """
-
-    def __init__(self, model: type[Record], field: str, type_: Any, default: Any) -> None:
-        self.model = model
-        self.field = field
-        self.type = type_
-        self.default = default
-
-    @property
-    def required(self) -> bool:
-        """True when the field has no default."""
-        return self.default is _MISSING
-
-    @property
-    def ident(self) -> str:
-        """The field name, which Faust also uses as the default ``group_by`` name."""
-        return self.field
-
-    def getattr(self, obj: Any) -> Any:
-        """The field's value in ``obj``."""
-        return getattr(obj, self.field)
-
-    def __get__(self, instance: Any, owner: type | None = None) -> Any:
-        if instance is None:
-            return self
-        # Only reached when the instance lacks the attribute: a default never set.
-        if self.default is _MISSING:
-            raise AttributeError(self.field)
-        return self.default
-
-    def __repr__(self) -> str:
-        type_name = getattr(self.type, "__name__", repr(self.type))
-        return f"<FieldDescriptor: {self.model.__name__}.{self.field}: {type_name}>"
 
 
 class Record:
@@ -115,9 +78,9 @@ class Record:
         for base in reversed(cls.__mro__[1:]):
             fields.update(getattr(base, "_fields", {}) if issubclass(base, Record) else {})
         for name, annotation in inspect.get_annotations(cls).items():
-            if name.startswith("_") or _is_classvar(annotation):
+            if name.startswith("_") or is_classvar(annotation):
                 continue
-            default = cls.__dict__.get(name, _MISSING)
+            default = cls.__dict__.get(name, MISSING)
             if isinstance(default, FieldDescriptor):
                 default = default.default
             fields[name] = FieldDescriptor(cls, name, annotation, default)
@@ -151,8 +114,8 @@ class Record:
                             f"{', '.join(missing)}")
         state = self.__dict__
         for name, field in fields.items():
-            value = values.get(name, _MISSING)
-            state[name] = _copy_default(field.default) if value is _MISSING else value
+            value = values.get(name, MISSING)
+            state[name] = copy_default(field.default) if value is MISSING else value
         if self._isodates:
             _parse_isodates(self)
         if self._validation:
@@ -240,7 +203,7 @@ class Record:
                 raise TypeError(f"{cls.__name__} missing required fields: "
                                 f"{', '.join(missing)}")
             else:
-                state[name] = _copy_default(fields[name].default)
+                state[name] = copy_default(fields[name].default)
         if cls._isodates:
             _parse_isodates(record)
         if cls._validation:
@@ -298,7 +261,7 @@ class Record:
         for name in self._fields:
             expected = hints.get(name, Any)
             value = self.__dict__[name]
-            if not _conforms(value, expected):
+            if not conforms(value, expected):
                 type_name = getattr(expected, "__name__", None) or repr(expected)
                 raise ValidationError(
                     f"{type(self).__name__}.{name}: expected {type_name}, "
@@ -332,31 +295,6 @@ def decode_known(obj: Any) -> Any:
     return obj
 
 
-def _conforms(value: Any, expected: Any) -> bool:
-    """Whether ``value`` fits the annotation ``expected`` (``validation=True``).
-
-    Unions and ``Optional`` accept any member; generic containers are checked by their
-    container type (``list[int]`` accepts any list); ``int`` refuses ``bool`` and
-    ``float`` accepts ``int``. What it cannot judge (``Literal``, type variables) passes.
-    """
-    if expected is Any or expected is object:
-        return True
-    origin = typing.get_origin(expected)
-    if origin in (typing.Union, types.UnionType):
-        return any(_conforms(value, option) for option in typing.get_args(expected))
-    if expected is None or expected is type(None):
-        return value is None
-    if origin is not None:
-        expected = origin
-    if not isinstance(expected, type):
-        return True
-    if expected is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if expected is float:
-        return isinstance(value, float | int) and not isinstance(value, bool)
-    return isinstance(value, expected)
-
-
 def _model_of(obj: Mapping[str, Any]) -> type[Record] | None:
     meta = obj.get("__faust")
     if isinstance(meta, Mapping):
@@ -372,18 +310,6 @@ def _represent(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _represent(item) for key, item in value.items()}
     return value
-
-
-def _copy_default(default: Any) -> Any:
-    # Mutable defaults must not be shared between instances.
-    if isinstance(default, list | dict | set):
-        return type(default)(default)
-    return default
-
-
-def _is_classvar(annotation: Any) -> bool:
-    text = annotation if isinstance(annotation, str) else repr(annotation)
-    return text.startswith(("ClassVar", "typing.ClassVar"))
 
 
 def _hints(cls: type[Record]) -> dict[str, Any]:

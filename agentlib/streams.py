@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from agentlib.events import Event, set_current_event
 from agentlib.events import _current as _current_event
-from agentlib.records import FieldDescriptor
+from agentlib.fields import FieldDescriptor
 from agentlib.topics import Topic
 
 if TYPE_CHECKING:
