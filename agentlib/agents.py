@@ -22,12 +22,12 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from agentlib import reqrep
+from agentlib.apptype import AppT
 from agentlib.events import Event
 from agentlib.streams import Stream
 from agentlib.topics import Channel, HeadersArg, Topic, headers_list
 
 if TYPE_CHECKING:
-    from agentlib.app import App
     from agentlib.kafka import RecordMetadata
     from agentlib.testing import AgentTestContext
 
@@ -42,7 +42,7 @@ MAP_WINDOW = 1000
 class Agent(Generic[T]):
     """An agent: its function, its input topic, sinks and reply settings."""
 
-    def __init__(self, fun: AgentFun, *, app: App, channel: Topic, name: str,
+    def __init__(self, fun: AgentFun, *, app: AppT, channel: Topic, name: str,
                  concurrency: int = 1, sink: Iterable[Any] | None = None,
                  use_reply_headers: bool = True, **kwargs: Any) -> None:
         if concurrency < 1:

@@ -12,12 +12,11 @@ import asyncio
 import functools
 import inspect
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-if TYPE_CHECKING:
-    from agentlib.app import App
+from agentlib.apptype import AppT
 
 __all__ = ["Command", "argument", "build_group", "make_command", "option"]
 
@@ -44,7 +43,7 @@ class Command:
     uses are here: ``app``, ``say`` (stdout) and ``carp`` (stderr).
     """
 
-    def __init__(self, app: App, name: str) -> None:
+    def __init__(self, app: AppT, name: str) -> None:
         self.app = app
         self.name = name
 
@@ -57,7 +56,7 @@ class Command:
         click.echo(message, err=True)
 
 
-def make_command(app: App, fun: Callable[..., Any], options: Sequence[Callable[[Any], Any]],
+def make_command(app: AppT, fun: Callable[..., Any], options: Sequence[Callable[[Any], Any]],
                  name: str | None = None) -> click.Command:
     """A click command running ``fun`` (sync or async) as a client of ``app``.
 
@@ -80,7 +79,7 @@ def make_command(app: App, fun: Callable[..., Any], options: Sequence[Callable[[
     return click.command(name=command_name, help=inspect.getdoc(fun))(command)
 
 
-def build_group(app: App) -> click.Group:
+def build_group(app: AppT) -> click.Group:
     """The click group ``app.main()`` runs: one subcommand per ``@app.command``."""
     group = click.Group(name=app.id, help=f"Commands of the {app.id!r} agentlib app.")
     for command in app.commands.values():

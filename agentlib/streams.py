@@ -25,15 +25,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
+from agentlib.apptype import AppT
 from agentlib.events import Event, set_current_event
 from agentlib.events import _current as _current_event
 from agentlib.fields import FieldDescriptor
 from agentlib.topics import Topic
-
-if TYPE_CHECKING:
-    from agentlib.app import App
 
 __all__ = ["JoinNotSupported", "Stream", "StreamSource", "StreamT"]
 
@@ -55,7 +53,7 @@ class JoinNotSupported(NotImplementedError):
 class StreamSource(Protocol):
     """Where a stream's events come from (implemented by ``agentlib.seam.AgentHost``)."""
 
-    app: App
+    app: AppT
 
     async def next_event(self, release: bool, auto_ack: bool,
                          deadline: float | None) -> Event[Any] | None:

@@ -21,10 +21,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agentlib import codecs
+from agentlib.apptype import AppT
 from agentlib.records import Record, decode_known
 
 if TYPE_CHECKING:
-    from agentlib.app import App
     from agentlib.kafka import RecordMetadata
 
 __all__ = ["Channel", "HeadersArg", "Topic", "headers_list"]
@@ -35,7 +35,7 @@ HeadersArg = Mapping[str, bytes | str] | Sequence[tuple[str, bytes | str]] | Non
 class Topic:
     """One or more Kafka topic names sharing a schema; the first is the main one."""
 
-    def __init__(self, app: App, *topics: str, key_type: Any = None, value_type: Any = None,
+    def __init__(self, app: AppT, *topics: str, key_type: Any = None, value_type: Any = None,
                  key_serializer: str | codecs.CodecLike | None = None,
                  value_serializer: str | codecs.CodecLike | None = None,
                  partitions: int | None = None, replicas: int | None = None,
@@ -156,7 +156,7 @@ _channel_numbers = itertools.count()
 class Channel(Topic):
     """An in-process channel: never subscribed in Kafka, no producer needed."""
 
-    def __init__(self, app: App, *, key_type: Any = None, value_type: Any = None,
+    def __init__(self, app: AppT, *, key_type: Any = None, value_type: Any = None,
                  maxsize: int | None = None, **kwargs: Any) -> None:
         super().__init__(app, f"channel-{next(_channel_numbers)}", key_type=key_type,
                          value_type=value_type, **kwargs)
