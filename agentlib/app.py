@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from agentlib import cli
 from agentlib.agents import Agent, AgentFun
 from agentlib.naming import module_name
+from agentlib.rawrecord import new_raw_record
 from agentlib.records import decode_known
 from agentlib.topics import Channel, Topic
 
@@ -226,12 +227,11 @@ class App:
                          headers: list[tuple[str, bytes]] | None
                          ) -> asyncio.Future[RecordMetadata]:
         from agentlib.kafka import RecordMetadata
-        from agentlib.seam import RawRecord
         hosts = self._local_hosts.get(channel.get_topic_name())
         if not hosts:
             raise RuntimeError(f"nothing in this process reads {channel!r}")
-        record = RawRecord(channel.get_topic_name(), 0, next(self._channel_offsets), None,
-                           key, value, tuple(headers or ()))
+        record = new_raw_record(channel.get_topic_name(), 0, next(self._channel_offsets),
+                                None, key, value, tuple(headers or ()))
         for host in hosts:
             host.feed(record)
         done = asyncio.get_running_loop().create_future()

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from agentlib.seam import RawRecord
+from agentlib.rawrecord import RawRecord
 
 __all__ = ["Event", "Ticket", "current_event"]
 

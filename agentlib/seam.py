@@ -12,7 +12,9 @@ Bookkeeping lives in :mod:`agentlib.tickets`: every fed record gets a ticket the
 moment it is decoded; the ticket counts the sink deliveries still outstanding and
 whether the agent moved past it. ``on_done`` fires when both are settled, exactly
 once per fed record (a retried record's old ticket is abandoned; its new one
-finishes it).
+finishes it). Decoding is :mod:`agentlib.decoding`'s; the record type,
+:class:`RawRecord`, and its constructor :func:`new_raw_record` live in
+:mod:`agentlib.rawrecord` and are importable from here, the worker's one entry.
 
 An agent exception restarts the agent function on the same stream (Faust's
 OneForOne supervisor), after ``on_error`` decided about the events it was holding.
@@ -28,23 +30,22 @@ import enum
 import inspect
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Protocol
 
-from agentlib import codecs
-from agentlib.events import Event, new_event
-from agentlib.records import Record
-from agentlib.reqrep import split_request
+from agentlib.apptype import AppT
+from agentlib.decoding import Decoder, decode_event, event_decoder
+from agentlib.events import Event
+from agentlib.rawrecord import RawRecord, new_raw_record
 from agentlib.sinks import deliver, produce_soon
 from agentlib.streams import Stream
 from agentlib.tickets import HostCrashed, Ledger, Ticket
-from agentlib.topics import Channel, Topic, _as_type
+from agentlib.topics import Channel, Topic
 
-if TYPE_CHECKING:
-    from agentlib.agents import Agent
-
-__all__ = ["AgentHost", "ErrorVerdict", "RawRecord", "decode_event"]
+# RawRecord, new_raw_record and decode_event live below this module; the worker, the
+# benches and tests import them from here, the seam's one entry.
+__all__ = ["AgentHost", "ErrorVerdict", "HostedAgent", "RawRecord", "decode_event",
+           "new_raw_record"]
 
 log = logging.getLogger(__name__)
 
@@ -52,81 +53,25 @@ log = logging.getLogger(__name__)
 _FIRST_ATTEMPTS = itertools.repeat(1)
 
 
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    """One Kafka message exactly as the supervisor read it (nothing decoded)."""
+class HostedAgent(Protocol):
+    """What an :class:`AgentHost` reads of the agent it runs (an ``agentlib.Agent``)."""
 
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int | None
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...]
+    @property
+    def app(self) -> AppT: ...
 
+    @property
+    def name(self) -> str: ...
 
-def _raw_record_maker() -> Callable[[str, int, int, int | None, bytes | None, bytes | None,
-                                    tuple[tuple[str, bytes], ...]], RawRecord]:
-    """``RawRecord(...)`` for the worker's hot path: the same frozen object, made
-    several times cheaper than by the dataclass ``__init__`` (``object.__setattr__``
-    by name, seven times).
+    @property
+    def channel(self) -> Topic: ...
 
-    The fields are set as plain slot stores on an instance of :class:`_RawSlots`, a
-    mutable class with exactly RawRecord's slots, which then becomes a RawRecord
-    (``__class__`` assignment between two classes of one memory layout). Where that
-    is refused (another Python), each slot is set through RawRecord's own slot
-    descriptors instead (still about 40 % cheaper than ``__init__``).
-    """
-    if hasattr(RawRecord, "__post_init__"):  # pragma: no cover - then __init__ must run
-        return RawRecord
-    new = object.__new__
-    (set_topic, set_partition, set_offset, set_timestamp, set_key, set_value,
-     set_headers) = (getattr(RawRecord, name).__set__ for name in (
-         "topic", "partition", "offset", "timestamp_ms", "key", "value", "headers"))
+    @property
+    def fun(self) -> Callable[[Stream[Any]], Any]: ...
 
-    def make_by_descriptors(topic: str, partition: int, offset: int,
-                            timestamp_ms: int | None, key: bytes | None,
-                            value: bytes | None,
-                            headers: tuple[tuple[str, bytes], ...]) -> RawRecord:
-        record = new(RawRecord)
-        set_topic(record, topic)
-        set_partition(record, partition)
-        set_offset(record, offset)
-        set_timestamp(record, timestamp_ms)
-        set_key(record, key)
-        set_value(record, value)
-        set_headers(record, headers)
-        return record
+    @property
+    def sinks(self) -> Iterable[Any]: ...
 
-    class _RawSlots:
-        __slots__ = RawRecord.__slots__
-
-    def make(topic: str, partition: int, offset: int, timestamp_ms: int | None,
-             key: bytes | None, value: bytes | None,
-             headers: tuple[tuple[str, bytes], ...]) -> Any:  # a RawRecord
-        record: Any = new(_RawSlots)
-        record.topic = topic
-        record.partition = partition
-        record.offset = offset
-        record.timestamp_ms = timestamp_ms
-        record.key = key
-        record.value = value
-        record.headers = headers
-        record.__class__ = RawRecord
-        return record
-
-    sample = ("t", 1, 2, 3, b"k", b"v", (("h", b"x"),))
-    try:
-        made = make(*sample)
-    except TypeError:  # pragma: no cover - a Python without __class__ assignment
-        return make_by_descriptors
-    if type(made) is not RawRecord or made != RawRecord(*sample):  # pragma: no cover
-        return make_by_descriptors
-    return make
-
-
-#: ``RawRecord(topic, partition, offset, timestamp_ms, key, value, headers)``, faster.
-new_raw_record = _raw_record_maker()
+    def topic_names(self) -> list[str]: ...
 
 
 class ErrorVerdict(enum.Enum):
@@ -144,63 +89,6 @@ OnYield = Callable[[list[Event[Any]], Any], None]
 Forwarder = Callable[[RawRecord], Awaitable[Any] | None]
 
 
-def decode_event(topic: Topic, record: RawRecord, ticket: Ticket | None = None
-                 ) -> Event[Any]:
-    """``record`` decoded with ``topic``'s schema; a request's envelope or headers are
-    split off into ``reply_to``/``correlation_id``. Raises what the codec or the
-    Record raises for bytes that do not fit."""
-    headers = dict(record.headers)
-    payload, reply_to, correlation_id = split_request(topic.load_value(record.value), headers)
-    return Event(topic.decode_key(record.key), topic.decode_value(payload), headers, record,
-                 reply_to=reply_to, correlation_id=correlation_id, ticket=ticket)
-
-
-_Decoder = Callable[[RawRecord, "Ticket | None"], Event[Any]]
-
-
-def event_decoder(topic: Topic) -> _Decoder:
-    """:func:`decode_event` for ``topic`` with its codecs and types looked up once.
-
-    The host decodes every fed record with one of these (built at the first record of
-    each topic): the same steps in the same order, without resolving the codecs, the
-    key/value types and the request envelope per record. Raises what resolving a
-    codec raises (an unknown serializer name).
-    """
-    key_codec = codecs.get_codec(topic._key_codec())
-    value_loads = codecs.get_codec(topic._value_codec()).loads
-    key_type, value_type = topic.key_type, topic.value_type
-    raw_key = key_type is None and key_codec is codecs.get_codec("raw")
-    key_loads = key_codec.loads
-    model: Any = value_type if isinstance(value_type, type) and \
-        issubclass(value_type, Record) else None
-    from_data: Any = None
-    if model is not None:
-        try:
-            from_data = model._from_data_function()
-        except Exception:  # annotations that do not resolve: from_data raises per record
-            from_data = model.from_data
-
-    def decode(record: RawRecord, ticket: Ticket | None = None) -> Event[Any]:
-        headers = dict(record.headers) if record.headers else {}
-        data = record.value
-        payload = None if data is None else value_loads(data)
-        if headers or (isinstance(payload, dict) and "__faust" in payload):
-            payload, reply_to, correlation_id = split_request(payload, headers)
-        else:
-            reply_to = correlation_id = None
-        key = record.key
-        if key is not None and not raw_key:
-            key = _as_type(key_type, key_loads(key))
-        if from_data is None:
-            value = _as_type(value_type, payload)
-        elif type(payload) is dict:  # the usual case, without the isinstance
-            value = from_data(payload)
-        else:
-            value = payload if isinstance(payload, model) else from_data(payload)
-        return new_event(key, value, headers, record, reply_to, correlation_id, ticket)
-    return decode
-
-
 class AgentHost:
     """Runs one instance of one agent for a worker.
 
@@ -210,7 +98,7 @@ class AgentHost:
     test context.
     """
 
-    def __init__(self, agent: Agent[Any], *, on_done: OnDone, on_error: OnError,
+    def __init__(self, agent: HostedAgent, *, on_done: OnDone, on_error: OnError,
                  producer: Any = None, forwarder: Forwarder | None = None,
                  on_yield: OnYield | None = None,
                  on_event: Callable[[Event[Any]], None] | None = None) -> None:
@@ -226,7 +114,7 @@ class AgentHost:
         self._undecodable: tuple[Ticket, Exception] | None = None
         self._last_event: Event[Any] | None = None
         self._topics: dict[str, Topic] = {name: agent.channel for name in agent.channel.topics}
-        self._decoders: dict[str, _Decoder] = {}
+        self._decoders: dict[str, Decoder] = {}
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
@@ -402,8 +290,8 @@ class AgentHost:
         ticket = event._ticket
         assert isinstance(ticket, Ticket)
         message = event.message
-        record = RawRecord(topic.get_topic_name(), -1, -1, message.timestamp_ms,
-                           topic.encode_key(key), message.value, message.headers)
+        record = new_raw_record(topic.get_topic_name(), -1, -1, message.timestamp_ms,
+                                topic.encode_key(key), message.value, message.headers)
         if self._forwarder is not None:
             delivery = self._forwarder(record)
             if delivery is not None:

@@ -20,26 +20,31 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from agentlib.agents import reply_topic_name
+from agentlib.decoding import decode_event
 from agentlib.events import Event
-from agentlib.reqrep import request_envelope, request_headers
-from agentlib.seam import AgentHost, ErrorVerdict, RawRecord, decode_event
-from agentlib.topics import HeadersArg, headers_list
+from agentlib.rawrecord import RawRecord, new_raw_record
+from agentlib.seam import AgentHost, ErrorVerdict, HostedAgent
+from agentlib.topics import HeadersArg
 
-if TYPE_CHECKING:
-    from agentlib.agents import Agent
+__all__ = ["AgentTestContext", "AgentUnderTest"]
 
-__all__ = ["AgentTestContext"]
+
+class AgentUnderTest(HostedAgent, Protocol):
+    """What the test context needs of an agent (an ``agentlib.Agent``): what the host
+    reads, and how the agent addresses a request, which ``put`` encodes as a client's
+    ``send`` would."""
+
+    def _with_reply_to(self, value: Any, reply_to: Any, correlation_id: str | None,
+                       headers: HeadersArg) -> tuple[Any, list[tuple[str, bytes]] | None]: ...
 
 
 class AgentTestContext:
     """What ``async with agent.test_context() as ctx`` gives: ``put`` and ``results``."""
 
-    def __init__(self, agent: Agent[Any], *, stop_timeout: float = 10.0) -> None:
+    def __init__(self, agent: AgentUnderTest, *, stop_timeout: float = 10.0) -> None:
         self.agent = agent
         self.results: dict[int, Any] = {}
         self.errors: dict[int, BaseException] = {}
@@ -86,16 +91,10 @@ class AgentTestContext:
         (an agent, topic or topic name) makes the message a request.
         """
         topic = self.agent.channel
-        header_list = headers_list(headers) or []
-        reply_topic = reply_topic_name(reply_to)
-        if reply_topic is not None:
-            correlation_id = correlation_id or str(uuid.uuid4())
-            if self.agent.use_reply_headers:
-                header_list += request_headers(reply_topic, correlation_id)
-            else:
-                value = request_envelope(value, reply_topic, correlation_id)
+        value, header_list = self.agent._with_reply_to(value, reply_to, correlation_id,
+                                                       headers)
         record = self._record(topic.get_topic_name(), partition, topic.encode_key(key),
-                              topic.encode_value(value), tuple(header_list), timestamp)
+                              topic.encode_value(value), tuple(header_list or ()), timestamp)
         finished = asyncio.get_running_loop().create_future()
         self._waiting[(record.topic, record.offset)] = finished
         self.host.feed(record)
@@ -116,7 +115,8 @@ class AgentTestContext:
         offset = self._next_offsets.get(topic, 0)
         self._next_offsets[topic] = offset + 1
         seconds = time.time() if timestamp is None else timestamp
-        return RawRecord(topic, partition, offset, int(seconds * 1000), key, value, headers)
+        return new_raw_record(topic, partition, offset, int(seconds * 1000), key, value,
+                              headers)
 
     async def _until_done_or_idle(self, finished: asyncio.Future[None]) -> None:
         host = self.host

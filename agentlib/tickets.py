@@ -21,17 +21,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from agentlib.seam import RawRecord
+from agentlib.rawrecord import RawRecord
 
 __all__ = ["HostCrashed", "Ledger", "Ticket"]
 
 log = logging.getLogger("agentlib.seam")
 
 #: (record, error, attempt) → True to feed the record again (the verdict RETRY).
-RetryWanted = Callable[["RawRecord", BaseException, int], Awaitable[bool]]
+RetryWanted = Callable[[RawRecord, BaseException, int], Awaitable[bool]]
 
 
 class HostCrashed(BaseException):
