@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
+import functools
 import inspect
 import itertools
 import logging
@@ -197,87 +198,80 @@ class AgentHost:
     async def next_event(self, release: bool, auto_ack: bool,
                          deadline: float | None) -> Event[Any] | None:
         """See :class:`agentlib.streams.StreamSource`."""
-        if release:
-            self._release_current(auto_ack)
-        while True:
+        event = self.poll_event(auto_ack, release)
+        while event is None:
+            # Nothing handed out: say why (crash, a record that did not decode) or wait.
             if self._ledger.fatal is not None:
                 raise HostCrashed()
             undecodable = self._undecodable
-            if undecodable is not None:  # poll_event met it
+            if undecodable is not None:
                 self._undecodable = None
                 await self._report_undecodable(*undecodable)
-                continue
-            if not self._queue:
-                if self._stopping:
-                    raise StopAsyncIteration
-                self._wakeup.clear()
-                self.idle.set()
-                if deadline is None:
-                    await self._wakeup.wait()
-                    continue
-                try:
-                    remaining = deadline - asyncio.get_running_loop().time()
-                    await asyncio.wait_for(self._wakeup.wait(), remaining)
-                except TimeoutError:
-                    return None
-                continue
-            record, attempt = self._queue.popleft()
-            ticket = self._ledger.ticket(record, attempt)
-            try:
-                event = self._decode(record, ticket)
-            except Exception as exc:
-                await self._report_undecodable(ticket, exc)
-                continue
-            return self._hand_out(event)
+            elif self._stopping:
+                raise StopAsyncIteration
+            elif not await self._wait_for_records(deadline):
+                return None
+            event = self.poll_event(auto_ack, False)
+        return event
 
-    def poll_event(self, auto_ack: bool) -> Event[Any] | None:
-        """:meth:`next_event` (releasing the current events) without awaiting, for
-        the agent's plain stream: the next event when one is queued and decodes;
-        None means "await ``next_event(False, ...)``", which waits, ends the stream,
-        raises the host's crash or reports what did not decode."""
-        # This runs once per message: _release_current, Ledger.ticket, _decode's
-        # cache hit and _hand_out are inlined (same steps, same order).
-        current = self._current
+    def poll_event(self, auto_ack: bool, release: bool = True) -> Event[Any] | None:
+        """The step of :meth:`next_event` that needs no await, alone: release the
+        current events (with ``release``), then hand out the next queued record.
+
+        The agent's plain stream calls it first for each message. None when nothing
+        can be handed out now: the queue is empty, the host crashed (``fatal``), or a
+        record did not decode; that one is kept in ``_undecodable``, and it and what
+        follows wait until ``next_event`` (which the stream awaits on None) has
+        reported it, waited for records, ended the stream or raised the crash.
+        """
+        if release and self._current:
+            self._release_current(auto_ack)
         ledger = self._ledger
-        if current:
-            self._current = []
-            if auto_ack:
-                for event in current:
-                    ticket = event._ticket
-                    if type(ticket) is Ticket:
-                        # Ticket.ack(), inlined: moved past; finished unless it waits
-                        # for a delivery (or was finished, or abandoned for a retry).
-                        if not ticket.moved_past and not ticket.abandoned:
-                            ticket.moved_past = True
-                            if not ticket.pending and not ticket.finished:
-                                ledger.finish(ticket)
-                    elif ticket is not None:
-                        ticket.ack()
-        if ledger.fatal is not None or not self._queue:
+        if ledger.fatal is not None or not self._queue or self._undecodable is not None:
             return None
         record, attempt = self._queue.popleft()
         ticket = Ticket(ledger, record, attempt)
         decoder = self._decoders.get(record.topic)
+        if decoder is None:
+            decoder = self._decoder_of(record.topic)
         try:
-            event = decoder(record, ticket) if decoder is not None else \
-                self._decode(record, ticket)
+            event = decoder(record, ticket)
         except Exception as exc:
             self._undecodable = (ticket, exc)
             return None
-        self._pulls += 1
-        self._current = [event]
-        self._last_event = event
-        if self._on_event is not None:
-            self._on_event(event)
-        return event
-
-    def _hand_out(self, event: Event[Any]) -> Event[Any]:
         self._pulls += 1
         self._current.append(event)
         self._last_event = event
         if self._on_event is not None:
             self._on_event(event)
         return event
+
+    async def _wait_for_records(self, deadline: float | None) -> bool:
+        """Wait until something is fed (or the host must look at ``fatal``); False
+        when ``deadline`` (loop time) passed first."""
+        self._wakeup.clear()
+        self.idle.set()
+        if deadline is None:
+            await self._wakeup.wait()
+            return True
+        try:
+            remaining = deadline - asyncio.get_running_loop().time()
+            await asyncio.wait_for(self._wakeup.wait(), remaining)
+        except TimeoutError:
+            return False
+        return True
+
+    def _release_current(self, auto_ack: bool) -> None:
+        """The agent moved past the current events: ack them (unless ``noack()``)."""
+        current = self._current
+        if not current:
+            return
+        self._current = []
+        if auto_ack:
+            for event in current:
+                ticket = event._ticket  # Event.ack, without the call
+                if ticket is not None:
+                    ticket.ack()
 
     async def _report_undecodable(self, ticket: Ticket, exc: Exception) -> None:
         record = ticket.record
@@ -323,26 +317,14 @@ class AgentHost:
 
     # -- internals ----------------------------------------------------------------
 
-    def _decode(self, record: RawRecord, ticket: Ticket) -> Event[Any]:
-        decoder = self._decoders.get(record.topic)
-        if decoder is None:
-            topic = self._topics.get(record.topic, self.agent.channel)
-            try:
-                decoder = self._decoders[record.topic] = event_decoder(topic)
-            except Exception:  # an unknown codec: decode_event raises it per record
-                return decode_event(topic, record, ticket)
-        return decoder(record, ticket)
-
-    def _release_current(self, auto_ack: bool) -> None:
-        current = self._current
-        if not current:
-            return
-        self._current = []
-        if auto_ack:
-            for event in current:
-                ticket = event._ticket  # Event.ack, without the call
-                if ticket is not None:
-                    ticket.ack()
+    def _decoder_of(self, topic_name: str) -> Decoder:
+        """The decoder for records of ``topic_name``, kept after the first record."""
+        topic = self._topics.get(topic_name, self.agent.channel)
+        try:
+            decoder = self._decoders[topic_name] = event_decoder(topic)
+        except Exception:  # an unknown codec: decode_event raises it per record
+            return functools.partial(decode_event, topic)
+        return decoder
 
     async def _retry_wanted(self, record: RawRecord, error: BaseException,
                             attempt: int) -> bool:

@@ -6,7 +6,8 @@ the agent moves past it, a sink is handed a value); this module keeps the *books
 * :class:`Ticket`: one fed record while it is in flight. It is done when the agent
   moved past it (``ack()``) **and** no delivery it waits for is pending. Done is
   reported exactly once; a ticket given up for a retry is *abandoned* and never
-  reported (the record's next ticket reports it).
+  reported (the record's next ticket reports it). That rule is written once, in
+  :meth:`Ledger.finish_if_done`; everything that can complete a ticket calls it.
 * :class:`Ledger`: the tickets of one host. ``hold(tickets, delivery)`` keeps them
   from finishing until a produce or reply is delivered; a failed delivery, a decode
   error or an agent exception goes to ``decide``, which asks the worker's
@@ -58,8 +59,7 @@ class Ticket:
         if self.moved_past or self.abandoned:
             return False
         self.moved_past = True
-        if not self.pending and not self.finished:  # Ledger.maybe_done's test, inlined
-            self.ledger.finish(self)
+        self.ledger.finish_if_done(self)
         return True
 
 
@@ -89,19 +89,16 @@ class Ledger:
         self.in_flight += count
         self.drained.clear()
 
-    def ticket(self, record: RawRecord, attempt: int) -> Ticket:
-        """A new ticket for ``record``, fed for the ``attempt``-th time."""
-        return Ticket(self, record, attempt)
+    def finish_if_done(self, ticket: Ticket) -> None:
+        """Report ``ticket`` done if it is: the event-done rule, written only here.
 
-    def maybe_done(self, ticket: Ticket) -> None:
-        """Report ``ticket`` done if the agent moved past it and nothing is pending."""
+        Done means the agent moved past the event, no delivery it waits for is
+        pending, it was not reported already and not abandoned for a retry. Every
+        change that can complete a ticket (the agent's ack, a delivery report, an
+        ACK verdict) ends with this call, on the hot path too (once per event).
+        """
         if not ticket.moved_past or ticket.pending or ticket.finished or ticket.abandoned:
             return
-        self.finish(ticket)
-
-    def finish(self, ticket: Ticket) -> None:
-        """Report ``ticket`` done (the caller checked it is due: moved past, nothing
-        pending, not finished, not abandoned)."""
         ticket.finished = True
         self.in_flight -= 1
         if self.in_flight == 0:
@@ -132,7 +129,7 @@ class Ledger:
             ticket.pending -= 1
         if error is None:
             for ticket in tickets:
-                self.maybe_done(ticket)
+                self.finish_if_done(ticket)
             return
         log.warning("agent %s: a sink delivery failed: %r", self._agent_name, error)
         decision = asyncio.ensure_future(self._decide_quietly(tickets, error))
@@ -162,8 +159,7 @@ class Ledger:
             if retry:
                 ticket.abandoned = True
                 retries.append(ticket)
-            else:
-                ticket.ack()
-                self.maybe_done(ticket)
+            elif not ticket.ack():  # the agent had moved past it: a delivery failed
+                self.finish_if_done(ticket)
         if retries:
             self._requeue(retries)
