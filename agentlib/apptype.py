@@ -7,12 +7,17 @@ import ``app.py`` from below and close an import circle. They annotate it with t
 protocol instead (Faust's name for its abstract app type), which lists exactly the
 members they use; ``App`` satisfies it structurally, and mypy checks that it does
 wherever an App is passed in.
+
+Users reach the App through these objects too (``agent.app.topic(...)``, as Faust's
+``AgentT.app`` is its ``AppT``), so the protocol also lists the App's public
+declarations. Their results are typed ``Any`` here: ``Topic``, ``Channel`` and
+``Agent`` live above this module, and naming them would close the circle again.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -50,6 +55,46 @@ class AppT(Protocol):
     @property
     def commands(self) -> Mapping[str, click.Command]:
         """The ``@app.command``s by name."""
+        ...
+
+    @property
+    def broker(self) -> str | Sequence[str]:
+        """The configured broker."""
+        ...
+
+    @property
+    def agents(self) -> Mapping[str, Any]:
+        """The app's agents by name."""
+        ...
+
+    def topic(self, *topics: str, **kwargs: Any) -> Any:
+        """Describe a topic (a ``Topic``)."""
+        ...
+
+    def channel(self, *, key_type: Any = None, value_type: Any = None,
+                maxsize: int | None = None, **kwargs: Any) -> Any:
+        """An in-process channel (a ``Channel``)."""
+        ...
+
+    def agent(self, channel: Any = None, *, name: str | None = None,
+              concurrency: int = 1, sink: Iterable[Any] | None = None,
+              use_reply_headers: bool = True, **kwargs: Any) -> Callable[[Any], Any]:
+        """Decorate an ``async def f(stream)`` into an ``Agent``."""
+        ...
+
+    def timer(self, interval: Any, on_leader: bool = False, traced: bool = True,
+              name: str | None = None, max_drift_correction: float = 0.1
+              ) -> Callable[[Any], Any]:
+        """Register an ``async def`` to run every ``interval`` seconds."""
+        ...
+
+    def command(self, *options: Callable[[Any], Any], name: str | None = None
+                ) -> Callable[[Any], Any]:
+        """Register a CLI command."""
+        ...
+
+    def main(self, argv: Sequence[str] | None = None) -> None:
+        """Run the app's commands as a CLI."""
         ...
 
     async def run_client(self, work: Awaitable[Any]) -> Any:
