@@ -17,6 +17,7 @@ from agentlib.codecs import Codec
 from agentlib.events import Event, current_event
 from agentlib.records import FieldDescriptor, Record, ValidationError
 from agentlib.streams import JoinNotSupported, Stream, StreamT
+from agentlib.tables import GlobalTable, HoppingWindow, Table, TumblingWindow
 from agentlib.topics import Channel, Topic
 
 # Faust's names for the same things, so type annotations from Faust code resolve.
@@ -26,8 +27,7 @@ EventT = Event
 TopicT = Topic
 ChannelT = Channel
 
-_UNSUPPORTED = frozenset({"Table", "GlobalTable", "SetTable", "SetGlobalTable",
-                          "HoppingWindow", "TumblingWindow", "SlidingWindow", "Window"})
+_UNSUPPORTED = frozenset({"SetTable", "SetGlobalTable", "SlidingWindow"})
 
 
 def uuid() -> str:
@@ -38,14 +38,14 @@ def uuid() -> str:
 def __getattr__(name: str) -> Any:
     if name in _UNSUPPORTED:
         raise AttributeError(
-            f"agentlib has no {name}: agentd runs stateless agents (tables and windows "
-            f"are not supported); keep state in an external store")
+            f"agentlib has no {name}: agentd supports Table, GlobalTable and tumbling "
+            f"and hopping windows, not {name}")
     raise AttributeError(f"module 'agentlib' has no attribute {name!r}")
 
 
 __all__ = [
     "Agent", "AgentT", "App", "Channel", "ChannelT", "Codec", "Event", "EventT",
-    "FieldDescriptor", "JoinNotSupported", "Model", "Record", "Stream", "StreamT",
-    "Timer", "Topic", "TopicT", "ValidationError", "cli", "codecs", "current_event",
-    "uuid",
+    "FieldDescriptor", "GlobalTable", "HoppingWindow", "JoinNotSupported", "Model",
+    "Record", "Stream", "StreamT", "Table", "Timer", "Topic", "TopicT",
+    "TumblingWindow", "ValidationError", "cli", "codecs", "current_event", "uuid",
 ]

@@ -25,6 +25,7 @@ from agentlib.agents import Agent, AgentFun
 from agentlib.naming import module_name
 from agentlib.rawrecord import new_raw_record
 from agentlib.records import decode_known
+from agentlib.tables import table as tables
 from agentlib.topics import Channel, Topic
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ class App:
         self.tasks: list[Callable[..., Awaitable[Any]]] = []
         self.timers: list[Timer] = []
         self.commands: dict[str, click.Command] = {}
+        self.tables: dict[str, tables.Table] = {}
         self._producer: KafkaProducer | None = None
         self._replies: ReplyConsumer | None = None
         self._local_hosts: dict[str, list[Any]] = {}
@@ -126,6 +128,24 @@ class App:
         return create
 
     actor = agent  # Faust's alias
+
+    def Table(self, name: str, *, default: Callable[[], Any] | None = None,
+              **kwargs: Any) -> tables.Table:
+        """A partitioned, changelog-backed table (Faust's ``app.Table``)."""
+        return self._add_table(tables.Table(self, name, default=default, **kwargs))
+
+    def GlobalTable(self, name: str, *, default: Callable[[], Any] | None = None,
+                    **kwargs: Any) -> tables.GlobalTable:
+        """A table every instance reads whole (Faust's ``app.GlobalTable``)."""
+        table = tables.GlobalTable(self, name, default=default, **kwargs)
+        self._add_table(table)
+        return table
+
+    def _add_table(self, table: tables.Table) -> tables.Table:
+        if table.name in self.tables:
+            raise ValueError(f"app {self.id!r} already has a table named {table.name!r}")
+        self.tables[table.name] = table
+        return table
 
     @overload
     def task(self, fun: F) -> F: ...

@@ -1,0 +1,202 @@
+"""Where one partition of one table keeps its rows: in memory, or in RocksDB on disk.
+
+A table is split the way its source topic is: one *shard* per partition, owned by the
+instance that owns the partition (docs/tables.md). A shard holds encoded keys and
+values (bytes, as they travel in the changelog) and, beside them, its *marks*: the
+changelog offset it has applied and, per source topic, the last source record whose
+writes it holds. A row and the mark that made it are written together (one RocksDB
+write batch), so after any crash the shard knows exactly which source records it has
+already counted.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = ["Mark", "MemoryShard", "RocksShard", "Shard", "ShardLocked"]
+
+#: (source offset, index of the write within that record's processing)
+Mark = tuple[int, int]
+_MARK = struct.Struct(">qq")
+_OFFSET = struct.Struct(">q")
+_CHANGELOG_KEY = b"changelog-offset"
+
+
+class ShardLocked(Exception):
+    """Another process still has this shard open (its partition's previous owner)."""
+
+
+class Shard(Protocol):
+    """One table partition's rows and marks."""
+
+    partition: int
+    #: The highest changelog offset whose row this shard holds (-1: none).
+    changelog_offset: int
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def write(self, key: bytes, value: bytes | None, source: str | None, mark: Mark | None,
+              ) -> None:
+        """Set (``value``) or delete (None) ``key``; with ``source``, record ``mark``
+        as the last write of that source topic, in the same atomic step."""
+        ...
+
+    def mark(self, source: str) -> Mark | None: ...
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]: ...
+
+    def __len__(self) -> int: ...
+
+    def apply_changelog(self, rows: list[tuple[bytes, bytes | None]],
+                        marks: dict[str, Mark], changelog_offset: int) -> None:
+        """Recovery: apply changelog rows in order, with the marks they carried."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class MemoryShard:
+    """A shard in a dict: ``store="memory://"``, ``test_context()``, client scripts."""
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+        self.changelog_offset = -1
+        self._rows: dict[bytes, bytes] = {}
+        self._marks: dict[str, Mark] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._rows.get(key)
+
+    def write(self, key: bytes, value: bytes | None, source: str | None,
+              mark: Mark | None) -> None:
+        if value is None:
+            self._rows.pop(key, None)
+        else:
+            self._rows[key] = value
+        if source is not None and mark is not None:
+            self._marks[source] = mark
+
+    def mark(self, source: str) -> Mark | None:
+        return self._marks.get(source)
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        return iter(list(self._rows.items()))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def apply_changelog(self, rows: list[tuple[bytes, bytes | None]],
+                        marks: dict[str, Mark], changelog_offset: int) -> None:
+        for key, value in rows:
+            self.write(key, value, None, None)
+        self._marks.update(marks)
+        self.changelog_offset = max(self.changelog_offset, changelog_offset)
+
+    def close(self) -> None:
+        """Nothing to release: the rows go with the process."""
+
+
+class RocksShard:
+    """A shard in its own RocksDB database (rocksdict), marks in a column family.
+
+    RocksDB lets one process open a database at a time; the previous owner of the
+    partition may still hold it for a moment after the partition moved, so opening
+    waits up to ``lock_wait`` seconds for it (:class:`ShardLocked` after that).
+    """
+
+    def __init__(self, path: Path, partition: int, *, lock_wait: float = 60.0) -> None:
+        from rocksdict import Options, Rdict
+
+        self.partition = partition
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        options = Options(raw_mode=True)
+        options.create_if_missing(True)
+        options.create_missing_column_families(True)
+        deadline = time.monotonic() + lock_wait
+        while True:
+            try:
+                self._db: Any = Rdict(str(path), options=options,
+                                      column_families={"agentd": Options(raw_mode=True)})
+                break
+            except Exception as exc:  # rocksdict raises a bare Exception for a held LOCK
+                if "lock" not in str(exc).lower():
+                    raise
+                if time.monotonic() >= deadline:
+                    raise ShardLocked(f"{path} is still open in another process") from None
+                time.sleep(0.05)
+        self._marks_cf: Any = self._db.get_column_family("agentd")
+        self._marks_handle: Any = self._db.get_column_family_handle("agentd")
+        stored = self._marks_cf.get(_CHANGELOG_KEY)
+        self.changelog_offset = _OFFSET.unpack(stored)[0] if stored else -1
+        self._persisted_changelog = self.changelog_offset
+        self._marks: dict[str, Mark] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self._db.get(key)
+        return value
+
+    def write(self, key: bytes, value: bytes | None, source: str | None,
+              mark: Mark | None) -> None:
+        from rocksdict import WriteBatch
+
+        batch = WriteBatch(raw_mode=True)
+        if value is None:
+            batch.delete(key)
+        else:
+            batch.put(key, value)
+        if source is not None and mark is not None:
+            batch.put(b"mark:" + source.encode(), _MARK.pack(*mark), self._marks_handle)
+            self._marks[source] = mark
+        if self.changelog_offset != self._persisted_changelog:
+            batch.put(_CHANGELOG_KEY, _OFFSET.pack(self.changelog_offset), self._marks_handle)
+            self._persisted_changelog = self.changelog_offset
+        self._db.write(batch)
+
+    def mark(self, source: str) -> Mark | None:
+        mark = self._marks.get(source)
+        if mark is None:
+            stored = self._marks_cf.get(b"mark:" + source.encode())
+            if stored is None:
+                return None
+            mark = self._marks[source] = _MARK.unpack(stored)
+        return mark
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        return iter(self._db.items())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._db.keys())  # noqa: SIM118 (an Rdict iterates items)
+
+    def apply_changelog(self, rows: list[tuple[bytes, bytes | None]],
+                        marks: dict[str, Mark], changelog_offset: int) -> None:
+        from rocksdict import WriteBatch
+
+        batch = WriteBatch(raw_mode=True)
+        for key, value in rows:
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        for source, mark in marks.items():
+            batch.put(b"mark:" + source.encode(), _MARK.pack(*mark), self._marks_handle)
+            self._marks[source] = mark
+        self.changelog_offset = max(self.changelog_offset, changelog_offset)
+        batch.put(_CHANGELOG_KEY, _OFFSET.pack(self.changelog_offset), self._marks_handle)
+        self._persisted_changelog = self.changelog_offset
+        self._db.write(batch)
+
+    def close(self) -> None:
+        """Persist the changelog offset and release the database (and its LOCK)."""
+        if self._db is None:
+            return
+        if self.changelog_offset != self._persisted_changelog:
+            self._marks_cf.put(_CHANGELOG_KEY, _OFFSET.pack(self.changelog_offset))
+        del self._marks_handle
+        self._marks_cf = None
+        self._db.close()
+        self._db = None
