@@ -106,6 +106,7 @@ class Fleet:
                 "dead_letter_topic": cfg.dead_letter_topic,
                 "dead_letter_explicit": bool(cfg.dead_letter_topic),
                 "max_retries": cfg.max_retries, "retry_backoff": cfg.retry_backoff,
+                "max_in_flight": cfg.max_in_flight,
                 "shutdown_timeout": self.config.shutdown_timeout}
 
     # ------------------------------------------------------------------ processes
