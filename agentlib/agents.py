@@ -315,7 +315,7 @@ def _prime(agent: Agent[Any]) -> list[str]:
     function runs only until its first read or its first real suspension.
     """
     probe = _ProbeSource(agent)
-    result = agent.fun(Stream(probe, agent.channel))
+    result = agent.fun(Stream(probe, agent.channel, prefix=agent.name))
     if not (inspect.isasyncgen(result) or inspect.iscoroutine(result)):
         return probe.declared
     step = result.__anext__() if inspect.isasyncgen(result) else result
