@@ -126,7 +126,8 @@ def start(ctx: click.Context, config_path: str) -> None:
     """Run the agents of CONFIG in the foreground until SIGTERM/SIGINT; logs on stderr.
 
     Exit 0 after a clean drain, 1 when the app cannot start or an agent's
-    on_error=crash fired, 2 for a config error.
+    on_error=crash fired, 2 for a config error (an unknown [kafka] property, a topic
+    whose partition count in Kafka differs from the app's partitions=, included).
     """
     import logging
 
@@ -139,9 +140,10 @@ def start(ctx: click.Context, config_path: str) -> None:
         return
     logging.basicConfig(level=config.log_level, stream=sys.stderr,
                         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    from supervisor.daemon.lifecycle import StartupError
     from supervisor.daemon.ops.control import ControlError
     from supervisor.daemon.supervisor import Supervisor
-    from supervisor.daemon.topics import BrokerUnreachable
+    from supervisor.daemon.topics import BrokerUnreachable, TopicMismatch
     from supervisor.daemon.zygote import ZygoteError
 
     daemon = Supervisor(config)
@@ -150,7 +152,10 @@ def start(ctx: click.Context, config_path: str) -> None:
     except ConfigError as exc:  # agent tables checked against the imported app
         _fail(ctx, f"config error: {exc}", 2)
         return
-    except (ZygoteError, ControlError, BrokerUnreachable) as exc:
+    except TopicMismatch as exc:
+        _fail(ctx, str(exc), 2)
+        return
+    except (ZygoteError, ControlError, BrokerUnreachable, StartupError) as exc:
         _fail(ctx, str(exc), 1)
         return
     ctx.exit(code)

@@ -25,9 +25,18 @@ import threading
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["AUTO_CREATE_PARTITIONS", "EmbeddedBroker", "EmbeddedBrokerError"]
+__all__ = ["AUTO_CREATE_PARTITIONS", "EmbeddedBroker", "EmbeddedBrokerError", "is_mock_cluster"]
 
 AUTO_CREATE_PARTITIONS = 4  # fixed inside librdkafka's mock cluster; no setter is exported
+#: the mock cluster's cluster id (Metadata) starts with this, and no real Kafka's does
+#: (theirs are base64 UUIDs); ``agentlib.kafka.is_mock_cluster`` is the client side's copy
+MOCK_CLUSTER_ID_PREFIX = "mockCluster"
+
+
+def is_mock_cluster(cluster_id: str | None) -> bool:
+    """Whether a Metadata answer's cluster id is librdkafka's mock cluster's (which has
+    no controller: no CreateTopics, no DeleteTopics)."""
+    return bool(cluster_id) and str(cluster_id).startswith(MOCK_CLUSTER_ID_PREFIX)
 
 _RD_KAFKA_PRODUCER = 0
 _RD_KAFKA_CONF_OK = 0
