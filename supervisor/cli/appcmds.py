@@ -124,7 +124,7 @@ def kafka_topics(app: Any, timeout: float = 10.0) -> set[str]:
     one line and exit 1, not a producer retrying for the whole delivery timeout."""
     from confluent_kafka.admin import AdminClient
 
-    from agentlib.kafka import bootstrap_servers, client_settings
+    from agentlib.kafka import bootstrap_servers, client_settings, note_cluster
 
     bootstrap = bootstrap_servers(app.broker)
     conf: dict[str, Any] = {**client_settings(), "bootstrap.servers": bootstrap,
@@ -135,6 +135,7 @@ def kafka_topics(app: Any, timeout: float = 10.0) -> set[str]:
         error = exc.args[0] if exc.args else exc
         reason = error.str() if hasattr(error, "str") else str(error)
         raise ClientError(f"cannot reach Kafka at {bootstrap}: {reason}") from None
+    note_cluster(bootstrap, metadata.cluster_id)  # the embedded broker: see note_cluster
     return set(metadata.topics)
 
 

@@ -61,6 +61,7 @@ from supervisor.daemon.topics import (
     ensure_topics,
 )
 from supervisor.daemon.zygote import ZygoteError
+from supervisor.devbrokers.embedded import MOCK_CONSUMER_TUNING, mock_cluster_at
 from supervisor.transport import wire
 
 __all__ = ["CONSUMER_TUNING", "Supervisor"]
@@ -202,6 +203,14 @@ class Supervisor:
                       counts=self.fleet.declared_partitions,
                       settings=connection_settings(bootstrap, self.config.kafka))
 
+    def mock_cluster_tuning(self) -> dict[str, Any]:
+        """:data:`MOCK_CONSUMER_TUNING` when Kafka is librdkafka's mock cluster (ours, or
+        ``agentd dev-broker --embedded``'s), else nothing."""
+        settings = connection_settings(self.fleet.bootstrap, self.config.kafka)
+        if self.embedded is not None or mock_cluster_at(settings):
+            return dict(MOCK_CONSUMER_TUNING)
+        return {}
+
     def start_consumer(self) -> None:
         bootstrap, fleet = self.fleet.bootstrap, self.fleet
         group = self.config.group_id or fleet.app_id() or "agentd"
@@ -210,7 +219,8 @@ class Supervisor:
             "enable.auto.commit": False, "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "partition.assignment.strategy": "cooperative-sticky",
-            **CONSUMER_TUNING, "on_commit": self.committer.on_commit, **dict(self.config.kafka)}
+            **CONSUMER_TUNING, **self.mock_cluster_tuning(),
+            "on_commit": self.committer.on_commit, **dict(self.config.kafka)}
         consumer = Consumer(settings)
         self.datapath.consumer = self.committer.consumer = consumer
         consumer.subscribe(fleet.topics, on_assign=self.group.on_assign,
