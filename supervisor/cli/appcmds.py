@@ -209,11 +209,13 @@ def check(config_path: str) -> list[str]:
 
     Raises ``ClientError`` (exit 2) naming the key, as ``agentd start`` would fail.
     """
+    from supervisor.config.kafkaprops import validate_kafka
     from supervisor.daemon.fleet import declared_partitions
     from supervisor.daemon.zygote import Zygote, ZygoteError
 
     try:
         config = load_config(config_path)
+        validate_kafka(config.kafka)  # as the daemon's consumer will, when built
     except ConfigError as exc:
         raise ClientError(f"config error: {exc}", 2) from None
     if config.metrics.port is not None and importlib.util.find_spec("prometheus_client") is None:

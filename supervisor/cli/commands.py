@@ -131,10 +131,12 @@ def start(ctx: click.Context, config_path: str) -> None:
     """
     import logging
 
+    from supervisor.config.kafkaprops import validate_kafka
     from supervisor.config.loader import ConfigError, load_config
 
     try:
         config = load_config(config_path)
+        validate_kafka(config.kafka)
     except ConfigError as exc:
         _fail(ctx, f"config error: {exc}", 2)
         return
