@@ -197,7 +197,9 @@ def _optional_config(ctx: click.Context) -> Any:
 def check(ctx: click.Context, config_path: str | None) -> None:
     """Validate CONFIG and import its app in a throw-away process; list its agents.
 
-    Exit 0 when `agentd start` would accept it, 2 (one line naming the key) when not.
+    [kafka] is checked by librdkafka itself (no connection). Declared partition counts
+    are compared with the topics Kafka has, when it answers. Exit 0 when `agentd
+    start` would accept it, 2 (one line naming the key or topic) when not.
     """
     from supervisor.cli import appcmds
     from supervisor.cli.clientcmds import ClientError
