@@ -6,11 +6,12 @@ agents) it is a client: ``send``/``cast`` produce to its topic, ``ask``/``map``/
 ``join`` also wait on this process's reply consumer (``app.replies``).
 
 What the supervisor needs before anything runs comes from here: ``name``,
-``concurrency`` and ``topic_names()``. The latter includes the topics the agent
-reads back after ``group_by``/``through``; they are found by *priming*: the agent
-function is started on a probe stream that records those calls and stops the
-function at its first read. So ``group_by`` must be called before the agent's first
-``await``, as in every Faust example; a host refuses one that was not announced.
+``concurrency``, ``topic_names()`` and ``topic_partitions()``. The last two include the
+topics the agent reads back after ``group_by``/``through``; they are found by
+*priming*: the agent function is started on a probe stream that records those calls
+and stops the function at its first read. So ``group_by`` must be called before the
+agent's first ``await``, as in every Faust example; a host refuses one that was not
+announced.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class Agent(Generic[T]):
         self.sinks: list[Any] = list(sink or ())
         self.use_reply_headers = use_reply_headers
         self.options = kwargs
-        self._derived_topics: list[str] | None = None
+        self._derived_topics: list[Topic] | None = None
         self.__doc__ = fun.__doc__
         self.__wrapped__ = fun
 
@@ -66,10 +67,35 @@ class Agent(Generic[T]):
 
     def topic_names(self) -> list[str]:
         """Every topic this agent reads: its channel's, then group_by/through topics."""
+        own = [] if isinstance(self.channel, Channel) else list(self.channel.topics)
+        derived = [topic.get_topic_name() for topic in self._derived()]
+        return own + [name for name in dict.fromkeys(derived) if name not in own]
+
+    def topic_partitions(self) -> dict[str, int]:
+        """Partition counts declared for the topics agentd creates for this agent.
+
+        Its channel's and its ``group_by``/``through`` topics: ``partitions=``, else the
+        app's ``topic_partitions`` setting (Faust's), else absent (the daemon's default);
+        its sink topics only where they say ``partitions=``.
+        """
+        default = self.app.conf.get("topic_partitions")
+        own = [] if isinstance(self.channel, Channel) else [self.channel]
+        counts: dict[str, int] = {}
+        read = [(topic, topic.topics) for topic in own] + [
+            (topic, (topic.get_topic_name(),)) for topic in self._derived()]
+        for topic, names in read:
+            count = topic.partitions or default
+            if count:
+                counts.update(dict.fromkeys(names, int(count)))
+        for sink in self.sinks:
+            if isinstance(sink, Topic) and not isinstance(sink, Channel) and sink.partitions:
+                counts.setdefault(sink.get_topic_name(), int(sink.partitions))
+        return counts
+
+    def _derived(self) -> list[Topic]:
         if self._derived_topics is None:
             self._derived_topics = _prime(self)
-        own = [] if isinstance(self.channel, Channel) else list(self.channel.topics)
-        return own + [name for name in self._derived_topics if name not in own]
+        return self._derived_topics
 
     def add_sink(self, sink: Any) -> None:
         """Add a sink (callable, async callable, topic or agent) for yielded values."""
@@ -288,7 +314,7 @@ class _ProbeSource:
 
     def __init__(self, agent: Agent[Any]) -> None:
         self.app = agent.app
-        self.declared: list[str] = []
+        self.declared: list[Topic] = []
 
     async def next_event(self, release: bool, auto_ack: bool,
                          deadline: float | None) -> Event[Any] | None:
@@ -298,7 +324,7 @@ class _ProbeSource:
         """Never reached: the probe ends the agent before any event."""
 
     def declare(self, topic: Topic) -> None:
-        self.declared.append(topic.get_topic_name())
+        self.declared.append(topic)
 
     def ack(self, event: Event[Any]) -> bool:
         return False
@@ -308,14 +334,14 @@ class _ProbeSource:
         return None
 
 
-def _prime(agent: Agent[Any]) -> list[str]:
+def _prime(agent: Agent[Any]) -> list[Topic]:
     """Start the agent function on a probe stream; return the topics it declared.
 
     Driven by hand (``send(None)``), so it works with or without a running loop; the
     function runs only until its first read or its first real suspension.
     """
     probe = _ProbeSource(agent)
-    result = agent.fun(Stream(probe, agent.channel))
+    result = agent.fun(Stream(probe, agent.channel, prefix=agent.name))
     if not (inspect.isasyncgen(result) or inspect.iscoroutine(result)):
         return probe.declared
     step = result.__anext__() if inspect.isasyncgen(result) else result

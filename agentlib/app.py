@@ -117,7 +117,7 @@ class App:
                 raise ValueError(f"app {self.id!r} already has an agent named {agent_name!r}")
             topic = channel
             if topic is None:
-                topic = self.topic(f"{self.id}-{agent_name}")
+                topic = self.topic(f"{self.id}-{agent_name}", has_prefix=True)
             elif isinstance(topic, str):
                 topic = self.topic(topic)
             agent: Agent[Any] = Agent(fun, app=self, channel=topic, name=agent_name,

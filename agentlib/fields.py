@@ -45,8 +45,8 @@ class FieldDescriptor:
 
     @property
     def ident(self) -> str:
-        """The field name, which Faust also uses as the default ``group_by`` name."""
-        return self.field
+        """``Model.field``, as Faust's: the default ``group_by`` name."""
+        return f"{self.model.__name__}.{self.field}"
 
     def getattr(self, obj: Any) -> Any:
         """The field's value in ``obj``."""

@@ -42,10 +42,13 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 __all__ = [
     "DEFAULT_BROKER",
     "LINGER_MS",
+    "MOCK_CONSUMER_TUNING",
     "PRODUCER_CONFIG",
     "KafkaProducer",
     "RecordMetadata",
     "bootstrap_servers",
+    "is_mock_cluster",
+    "note_cluster",
     "settle_on_owning_loops",
 ]
 
@@ -121,6 +124,34 @@ def bootstrap_servers(broker: str | Sequence[str] | None = None) -> str:
     return ",".join(hosts)
 
 
+#: consumer settings against the mock cluster, which answers a Fetch only after the
+#: whole ``fetch.wait.max.ms`` (default 500 ms) even when a record arrives meanwhile
+MOCK_CONSUMER_TUNING: Mapping[str, Any] = {"fetch.wait.max.ms": 10, "fetch.error.backoff.ms": 10}
+
+
+#: ``bootstrap.servers`` values this process saw answer as a mock cluster
+_mock_bootstraps: set[str] = set()
+
+
+def is_mock_cluster(cluster_id: str | None) -> bool:
+    """Whether a Metadata answer's cluster id is librdkafka's mock cluster's (agentd's
+    embedded broker): it has no controller, so no CreateTopics or DeleteTopics. The
+    daemon's copy of this rule is ``supervisor.devbrokers.embedded.is_mock_cluster``."""
+    return bool(cluster_id) and str(cluster_id).startswith("mockCluster")
+
+
+def note_cluster(bootstrap: str, cluster_id: str | None) -> bool:
+    """Remember whether ``bootstrap`` is a mock cluster (from a Metadata answer); return
+    it. A producer made afterwards for a mock cluster is not idempotent: librdkafka's
+    idempotent producer waits 500 ms for its producer id on a fresh connection (the
+    whole cost of a one-shot ``agentd send``), and an in-memory mock loses no
+    acknowledgement that idempotence would guard against."""
+    mock = is_mock_cluster(cluster_id)
+    if mock:
+        _mock_bootstraps.add(bootstrap)
+    return mock
+
+
 @dataclass(frozen=True, slots=True)
 class RecordMetadata:
     """Where a delivered message landed (what ``send`` resolves to)."""
@@ -169,8 +200,10 @@ class KafkaProducer:
 
     def config(self) -> dict[str, Any]:
         """The full librdkafka configuration the handle is (or will be) made with."""
-        return {"bootstrap.servers": self.bootstrap, **client_settings(), **PRODUCER_CONFIG,
-                "error_cb": _log_client_error, **self._extra_config}
+        bootstrap = self.bootstrap
+        mock = {"enable.idempotence": False} if bootstrap in _mock_bootstraps else {}
+        return {"bootstrap.servers": bootstrap, **client_settings(), **PRODUCER_CONFIG,
+                **mock, "error_cb": _log_client_error, **self._extra_config}
 
     def _ensure(self) -> Producer:
         """This process's handle, made on first use (and again in a forked child)."""

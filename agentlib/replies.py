@@ -24,9 +24,13 @@ Choices, and why:
   request of this process was sent, so old replies are skipped and none is missed.
 * **Topic creation.** ``AdminClient.create_topics`` with one partition and Faust's
   ``reply_expires`` retention (one day). librdkafka's mock cluster (agentd's embedded
-  broker) has no controller, so there the call times out; the consumer then asks
-  for the topic's metadata with auto-creation allowed and reads however many
+  broker) has no controller (the call would time out), so it is recognised by its
+  cluster id first and not asked; there, and wherever creation fails, the consumer
+  asks for the topic's metadata with auto-creation allowed and reads however many
   partitions it got (every partition is assigned, so the count does not matter).
+  Nor is the mock cluster asked to delete the topic (it would time out too), and its
+  consumer polls it every 10 ms (``fetch.wait.max.ms``): the mock answers a Fetch
+  only after the whole wait, even when a reply arrives meanwhile.
 * **A consume thread, woken loops batched**, like :mod:`agentlib.kafka`'s poll
   thread: a blocking ``poll()`` with the GIL released costs nothing while idle and
   returns as soon as one reply is there; ``consume(n, 0)`` then takes whatever else
@@ -55,7 +59,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
@@ -120,6 +123,7 @@ class ReplyConsumer:
         self._stop_event = threading.Event()
         self._created_topic = False
         self._abandoned = 0
+        self._mock_cluster = False  # no CreateTopics/DeleteTopics there
 
     def _check_pid(self) -> None:
         if self._pid != kafka._pid:
@@ -177,7 +181,7 @@ class ReplyConsumer:
                                         for futures in waiting.values() for future in futures]
         self._abandoned += len(leftovers)
         kafka.settle_on_owning_loops(leftovers, _settle)
-        if self._created_topic and not self._abandoned:
+        if self._created_topic and not self._abandoned and not self._mock_cluster:
             self._delete_topic(timeout)
             if self._fixed_topic is None:   # a later start() must not race the deletion
                 self._topic = f"{REPLY_TOPIC_PREFIX}{uuid.uuid4()}"
@@ -204,11 +208,17 @@ class ReplyConsumer:
                 "group.id": self._topic,          # required by the client; never joined
                 "enable.auto.commit": False,
                 "enable.partition.eof": False,
+                "auto.offset.reset": "earliest",
                 "error_cb": _log_client_error,
+                **(kafka.MOCK_CONSUMER_TUNING if self._mock_cluster else {}),
             })
             try:
                 if created:
-                    starts = dict.fromkeys(partitions, OFFSET_BEGINNING)
+                    # Offset 0, not OFFSET_BEGINNING: a new topic starts there, and
+                    # the ListOffsets that OFFSET_BEGINNING costs waited 0.5 s for a
+                    # leader connection librdkafka had just replaced (the bootstrap
+                    # one); out of range anyway, auto.offset.reset says "earliest".
+                    starts = dict.fromkeys(partitions, 0)
                 else:
                     starts = {p: consumer.get_watermark_offsets(
                         TopicPartition(self._topic, p), self._create_timeout)[1]
@@ -232,6 +242,13 @@ class ReplyConsumer:
     def _create_topic(self, bootstrap: str) -> tuple[bool, bool]:
         """Create the topic: (is it new, i.e. ours; did create_topics make or find it)."""
         admin = AdminClient({**kafka.client_settings(), "bootstrap.servers": bootstrap})
+        try:
+            cluster_id = admin.list_topics(timeout=self._create_timeout).cluster_id
+        except KafkaException:
+            cluster_id = None  # create_topics below says why
+        self._mock_cluster = kafka.note_cluster(bootstrap, cluster_id)
+        if self._mock_cluster:
+            return True, False
         spec = NewTopic(self._topic, num_partitions=1, replication_factor=-1,
                         config={"cleanup.policy": "delete",
                                 "retention.ms": str(REPLY_EXPIRES_MS)})

@@ -354,7 +354,7 @@ class AgentHost:
 
     async def _run(self) -> None:
         """Run the agent function; restart it after an exception, on the same stream."""
-        stream: Stream[Any] = Stream(self, self.agent.channel)
+        stream: Stream[Any] = Stream(self, self.agent.channel, prefix=self.agent.name)
         while True:
             pulls_before = self._pulls
             try:

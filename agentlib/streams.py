@@ -86,10 +86,12 @@ class Stream(Generic[T]):
     """An async iterable of values of type ``T`` with Faust's stream operators."""
 
     def __init__(self, source: StreamSource, topic: Topic, *, pull: _Pull | None = None,
-                 auto_ack: bool = True) -> None:
+                 auto_ack: bool = True, prefix: str = "") -> None:
         self.source = source
         self.app = source.app
         self.channel = topic
+        #: the agent's name: the start of its ``group_by`` topics' names (Faust's)
+        self.prefix = prefix
         self._auto_ack = auto_ack
         self._pull: _Pull = pull if pull is not None else self._pull_from_source
 
@@ -101,7 +103,8 @@ class Stream(Generic[T]):
         return event
 
     def _derive(self, pull: _Pull) -> Stream[Any]:
-        return Stream(self.source, self.channel, pull=pull, auto_ack=self._auto_ack)
+        return Stream(self.source, self.channel, pull=pull, auto_ack=self._auto_ack,
+                      prefix=self.prefix)
 
     # -- iteration ------------------------------------------------------------------
 
@@ -211,22 +214,29 @@ class Stream(Generic[T]):
     def group_by(self, key: FieldDescriptor | Callable[[T], Any] | Any, *,
                  name: str | None = None, topic: Topic | None = None,
                  partitions: int | None = None) -> Stream[T]:
-        """Repartition by a new key: produce to ``<app id>-<name>-repartition``, read back.
+        """Repartition by a new key: produce to the repartition topic, read it back.
 
         ``key`` is a Record field (``BankTransfer.account_id``) or a callable (sync
         or async; then ``name`` is required). ``Any`` in the annotation because mypy
         types ``BankTransfer.account_id`` as the field's type (``str``), not as the
         descriptor it is at run time.
+
+        The topic is named as faust-streaming names it (``Stream.group_by``), so a
+        Faust worker and agentd agree and two agents never share one:
+        ``<agent name>-<topic>-<name>-repartition``, or, for an agent reading its
+        default topic (``<app id>-<agent name>``), ``<that topic>-<name>-repartition``.
+        ``name`` defaults to the field's ``Model.field``. ``partitions`` defaults to
+        the app's ``topic_partitions`` setting, else the daemon's default (8).
         """
         if name is None:
             if not isinstance(key, FieldDescriptor):
                 raise TypeError("group_by with a callable key must set name=")
             name = key.ident
         if topic is None:
-            topic = Topic(self.app, f"{self.app.id}-{name}-repartition",
-                          key_type=self.channel.key_type, value_type=self.channel.value_type,
-                          value_serializer=self.channel.value_serializer,
-                          partitions=partitions or self.channel.partitions, internal=True)
+            prefix = f"{self.prefix}-" if self.prefix and not self.channel.has_prefix else ""
+            topic = self.channel.derive(
+                prefix=prefix, suffix=f"-{name}-repartition", internal=True,
+                partitions=partitions or self.app.conf.get("topic_partitions"))
 
         async def new_key(event: Event[Any]) -> Any:
             if isinstance(key, FieldDescriptor):
@@ -278,7 +288,7 @@ class Stream(Generic[T]):
         """A stream whose events are not acked automatically: call ``ack(event)``."""
         if self._pull != self._pull_from_source:
             raise TypeError("call noack() on the agent's stream before other operators")
-        return Stream(self.source, self.channel, auto_ack=False)
+        return Stream(self.source, self.channel, auto_ack=False, prefix=self.prefix)
 
     def ack(self, event: Event[Any]) -> bool:
         """Ack ``event`` (from a ``noack()`` stream); False if it was already acked."""

@@ -41,7 +41,7 @@ class Topic:
                  partitions: int | None = None, replicas: int | None = None,
                  retention: float | None = None, compacting: bool | None = None,
                  internal: bool = False, config: Mapping[str, Any] | None = None,
-                 **kwargs: Any) -> None:
+                 has_prefix: bool = False, **kwargs: Any) -> None:
         if not topics:
             raise TypeError("app.topic() needs at least one topic name")
         self.app = app
@@ -56,6 +56,9 @@ class Topic:
         self.compacting = compacting
         self.internal = internal
         self.config = dict(config or {})
+        #: the name already starts with the app id and agent name (an agent's default
+        #: topic, a derived topic): ``group_by`` adds no agent-name prefix (Faust's rule)
+        self.has_prefix = has_prefix
 
     def get_topic_name(self) -> str:
         """The main topic (the first name), where ``send`` produces."""
@@ -145,7 +148,8 @@ class Topic:
         settings = {"key_type": self.key_type, "value_type": self.value_type,
                     "key_serializer": self.key_serializer,
                     "value_serializer": self.value_serializer,
-                    "partitions": self.partitions, **kwargs}
+                    "partitions": self.partitions,
+                    "has_prefix": self.has_prefix or bool(prefix), **kwargs}
         return Topic(self.app, *(f"{prefix}{name}{suffix}" for name in self.topics),
                      **settings)
 

@@ -1,6 +1,8 @@
 """The guide's ``group_by``: repartition transfers so one account meets one instance.
 
-``group_by`` produces each transfer to ``groupby-transfers_by_account-repartition``
+``group_by`` produces each transfer to
+``examples.groupby.stream-groupby-transfers_by_account-repartition`` (Faust's name:
+agent, topic, ``name``)
 keyed by ``account_id`` and reads it back, so every transfer of an account arrives at
 the same agent instance, in order.
 """

@@ -197,7 +197,8 @@ def test_group_by_field_repartitions_by_the_new_key():
             keys.append((faust.current_event().key, transfer.amount))
             yield transfer.amount
 
-    assert stream.topic_names() == ["groupby", "groupby-account_id-repartition"]
+    assert stream.topic_names() == [
+        "groupby", f"{stream.name}-groupby-BankTransfer.account_id-repartition"]
 
     async def scenario() -> None:
         async with stream.test_context() as agent:
@@ -215,7 +216,7 @@ def test_group_by_with_a_callable_needs_a_name():
         async for _transfer in s.group_by(lambda t: t.account_id.upper(), name="upper"):
             yield faust.current_event().key
 
-    assert by_upper.topic_names() == ["g", "groupby2-upper-repartition"]
+    assert by_upper.topic_names() == ["g", f"{by_upper.name}-g-upper-repartition"]
 
     @app.agent(app.topic("g2", value_type=BankTransfer))
     async def unnamed(s):

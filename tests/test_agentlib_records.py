@@ -78,7 +78,7 @@ def test_positional_and_keyword_construction_and_faust_repr():
 def test_class_attribute_is_a_field_descriptor_usable_as_a_key():
     field = Point.x
     assert isinstance(field, agentlib.FieldDescriptor)
-    assert field.ident == "x"
+    assert field.ident == "Point.x"  # as in Faust: the default group_by name
     assert field.getattr(Point(7, 1)) == 7
     assert Point(3).y == 0
 

@@ -312,7 +312,7 @@ def test_group_by_forwards_to_the_repartition_topic_and_reads_it_back():
 
     seen: list[tuple[str, Any, float]] = []
 
-    @app.agent(app.topic("transfers", value_type=Transfer))
+    @app.agent(app.topic("transfers", value_type=Transfer), name="seam.by_account")
     async def by_account(stream):
         async for transfer in stream.group_by(Transfer.account_id):
             event = stream.current_event
@@ -320,8 +320,10 @@ def test_group_by_forwards_to_the_repartition_topic_and_reads_it_back():
 
     producer = FakeProducer(auto_deliver=True)
 
+    repartition = "seam.by_account-transfers-Transfer.account_id-repartition"
+
     async def scenario() -> None:
-        assert by_account.topic_names() == ["transfers", "seam-test-account_id-repartition"]
+        assert by_account.topic_names() == ["transfers", repartition]
         feeder = Feeder(by_account, producer=producer)
         await feeder.host.start()
         source = Transfer("acc-9", 1.5).dumps()
@@ -329,13 +331,13 @@ def test_group_by_forwards_to_the_repartition_topic_and_reads_it_back():
         await feeder.settle()
         [forwarded] = producer.sent
         assert (forwarded.topic, forwarded.key, forwarded.value) == (
-            "seam-test-account_id-repartition", b"acc-9", source)
+            repartition, b"acc-9", source)
         assert seen == []
         assert feeder.done == [0]  # the source event is done once the forward is delivered
-        feeder.host.feed(raw(source, offset=0, topic="seam-test-account_id-repartition",
+        feeder.host.feed(raw(source, offset=0, topic=repartition,
                              key=b"acc-9"))
         await feeder.host.stop(timeout=5)
-        assert seen == [("seam-test-account_id-repartition", b"acc-9", 1.5)]
+        assert seen == [(repartition, b"acc-9", 1.5)]
     asyncio.run(scenario())
 
 

@@ -53,4 +53,5 @@ def test_typed_example_command_parses_arguments_and_options():
     assert "--print / --no-print" in result.output
     assert example.adding.topic_names() == ["typed-adding"]
     assert example.by_account.topic_names() == [
-        "typed-transfers", "typed-example-account_id-repartition"]
+        "typed-transfers",
+        "typed_agent_example.by_account-typed-transfers-BankTransfer.account_id-repartition"]

@@ -115,3 +115,35 @@ def test_check_without_a_config_says_how_to_give_one():
     done = subprocess.run([sys.executable, *AGENTD[1:], "check"], capture_output=True,
                           text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
     assert done.returncode == 2 and "give CONFIG" in done.stderr
+
+
+UNKNOWN = "no such librdkafka property"
+KAFKA_REFUSED = [
+    ('[kafka]\n"no.such.property" = 1\n', 'kafka."no.such.property"', UNKNOWN),
+    ('[kafka]\nno.such.property = 1\n', 'kafka."no.such.property"', UNKNOWN),
+    ('[kafka.socket]\ntimeout.ms = 3\n', 'kafka."socket.timeout.ms"', "outside allowed range"),
+    ('[kafka]\n"security.protocol" = "bogus"\n', 'kafka."security.protocol"', "Invalid value"),
+]
+
+
+@pytest.mark.parametrize("table,key,reason", KAFKA_REFUSED,
+                         ids=["quoted", "nested", "range", "value"])
+def test_a_kafka_property_librdkafka_refuses_is_one_line_at_check_and_start(
+        tmp_path, table, key, reason):
+    text = f'app = "examples.agent"\nstate_dir = "{tmp_path / "state"}"\n{table}'
+    done = run_check(tmp_path, text)
+    assert_one_line_error(done, key)
+    assert reason in done.stderr
+    started = subprocess.run([*AGENTD, "start", str(tmp_path / "agentd.toml")], cwd=tmp_path,
+                             env={"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{tmp_path}:{REPO}"},
+                             capture_output=True, text=True, timeout=120)
+    assert started.returncode == 2, started.stderr
+    assert "Traceback" not in started.stderr
+    lines = started.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"agentd start: config error: {key}: ")
+
+
+def test_known_kafka_properties_pass_check(tmp_path):
+    done = run_check(tmp_path, 'app = "examples.agent"\nbroker = "kafka://127.0.0.1:9"\n'
+                               '[kafka]\nsession.timeout.ms = 10000\n"linger.ms" = 5\n')
+    assert done.returncode == 0, done.stderr

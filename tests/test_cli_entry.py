@@ -29,3 +29,15 @@ def test_python_dash_m_supervisor_cli_is_the_agentd_command() -> None:
                           cwd=Path(__file__).resolve().parent.parent)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"agentd, version {__version__}"
+
+
+def test_python_dash_m_supervisor_is_the_agentd_command() -> None:
+    root = Path(__file__).resolve().parent.parent
+    version = subprocess.run([sys.executable, "-m", "supervisor", "--version"],
+                             capture_output=True, text=True, timeout=60, cwd=root)
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.strip() == f"agentd, version {__version__}"
+    helped = subprocess.run([sys.executable, "-m", "supervisor", "--help"],
+                            capture_output=True, text=True, timeout=60, cwd=root)
+    assert helped.returncode == 0, helped.stderr
+    assert "Usage: agentd" in helped.stdout and "dev-broker" in helped.stdout

@@ -40,6 +40,7 @@ max_retries = 5
 retry_backoff = "250ms"
 poison_after = 2
 ring_size = "8MiB"
+max_in_flight = 100
 max_rss = "512MiB"
 max_age = "1h"
 heartbeat_timeout = 10
@@ -81,6 +82,7 @@ def test_full_config_parses_every_key():
     assert agent.ring_size == 8 * 1024 * 1024 and agent.max_rss == 512 * 1024 * 1024
     assert agent.max_age == 3600.0 and agent.heartbeat_timeout == 10.0
     assert agent.retry_backoff == 0.25
+    assert agent.max_in_flight == 100
 
 
 def test_bare_host_port_broker_is_normalised_to_kafka_url():
@@ -137,6 +139,8 @@ BAD = [
     ("app = \"m\"\n[agents.a]\nring_size = \"4 parsecs\"", 'agents.a.ring_size', "size"),
     ("app = \"m\"\n[agents.a]\nring_size = 100", 'agents.a.ring_size', "64KiB"),
     ("app = \"m\"\n[agents.a]\nring_size = \"1.5B\"", 'agents.a.ring_size', "whole"),
+    ("app = \"m\"\n[agents.a]\nmax_in_flight = 0", 'agents.a.max_in_flight', "between"),
+    ("app = \"m\"\n[agents.a]\nmax_in_flight = \"4k\"", 'agents.a.max_in_flight', "integer"),
     ("app = \"m\"\n[agents.a]\nmax_rss = 0", 'agents.a.max_rss', "greater than zero"),
     ("app = \"m\"\n[agents.a]\nmax_age = \"soon\"", 'agents.a.max_age', "duration"),
     ("app = \"m\"\n[agents.a]\nheartbeat_timeout = \"0s\"", 'agents.a.heartbeat_timeout',
@@ -311,3 +315,18 @@ def test_a_config_file_saved_with_a_utf8_bom_loads_like_one_without(tmp_path):
     from_bom = load_config(bom)
     assert dataclasses.replace(from_bom, source=str(plain)) == load_config(plain)
     assert from_bom.commit_interval == 2.5
+
+
+def test_max_in_flight_is_a_per_agent_key_that_reaches_the_worker():
+    from supervisor.daemon.fleet import Fleet
+    from supervisor.daemon.instances import AgentRuntime, Instance
+
+    config = loads('app = "m"\n[agents.slow]\nmax_in_flight = 64\n')
+    assert config.agent("slow").max_in_flight == 64
+    assert config.agent("other").max_in_flight == 4096
+    fleet = Fleet(config, "")
+    runtime = AgentRuntime("slow", 0, ("t",), config.agent("slow"), "m")
+    runtime.instances = [Instance(runtime, 0)]
+    fleet.add(runtime)
+    settings = fleet.worker_settings(runtime.instances[0])
+    assert settings["max_in_flight"] == 64

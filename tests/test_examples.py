@@ -63,7 +63,8 @@ def test_function_and_async_function_sinks_see_every_yield(capsys: pytest.Captur
 
 
 def test_group_by_repartitions_through_the_named_topic():
-    assert "groupby-transfers_by_account-repartition" in groupby.stream.topic_names()
+    assert "examples.groupby.stream-groupby-transfers_by_account-repartition" in \
+        groupby.stream.topic_names()
     transfers = [groupby.BankTransfer(account_id=a, amount=n)
                  for n, a in enumerate(["acc-1", "acc-2", "acc-1"])]
 

@@ -124,7 +124,7 @@ def kafka_topics(app: Any, timeout: float = 10.0) -> set[str]:
     one line and exit 1, not a producer retrying for the whole delivery timeout."""
     from confluent_kafka.admin import AdminClient
 
-    from agentlib.kafka import bootstrap_servers, client_settings
+    from agentlib.kafka import bootstrap_servers, client_settings, note_cluster
 
     bootstrap = bootstrap_servers(app.broker)
     conf: dict[str, Any] = {**client_settings(), "bootstrap.servers": bootstrap,
@@ -135,6 +135,7 @@ def kafka_topics(app: Any, timeout: float = 10.0) -> set[str]:
         error = exc.args[0] if exc.args else exc
         reason = error.str() if hasattr(error, "str") else str(error)
         raise ClientError(f"cannot reach Kafka at {bootstrap}: {reason}") from None
+    note_cluster(bootstrap, metadata.cluster_id)  # the embedded broker: see note_cluster
     return set(metadata.topics)
 
 
@@ -208,10 +209,13 @@ def check(config_path: str) -> list[str]:
 
     Raises ``ClientError`` (exit 2) naming the key, as ``agentd start`` would fail.
     """
+    from supervisor.config.kafkaprops import validate_kafka
+    from supervisor.daemon.fleet import declared_partitions
     from supervisor.daemon.zygote import Zygote, ZygoteError
 
     try:
         config = load_config(config_path)
+        validate_kafka(config.kafka)  # as the daemon's consumer will, when built
     except ConfigError as exc:
         raise ClientError(f"config error: {exc}", 2) from None
     if config.metrics.port is not None and importlib.util.find_spec("prometheus_client") is None:
@@ -241,6 +245,43 @@ def check(config_path: str) -> list[str]:
             lines.append(f"  agent {spec.name}: {count} instance{'s' if count != 1 else ''}, "
                          f"ordering {agent.ordering}, on_error {agent.on_error}, "
                          f"topics {', '.join(spec.topics)}")
+        try:
+            declared = declared_partitions(zygote.agents)
+        except ConfigError as exc:
+            raise ClientError(f"config error: {exc}", 2) from None
+        if declared:
+            lines.append(check_partitions(config, declared))
         return lines
     finally:
         zygote.stop()
+
+
+def check_partitions(config: Config, declared: dict[str, int], timeout: float = 3.0) -> str:
+    """Compare the declared partition counts with the topics Kafka already has, as
+    ``agentd start`` does: a report line, or ``ClientError`` (exit 2) for a topic that
+    exists with another count. An unreachable Kafka is reported, not an error: the
+    config may be checked where the cluster is not reachable."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    from supervisor.daemon.topics import TopicMismatch, compare_partitions, connection_settings
+    from supervisor.devbrokers.embedded import is_mock_cluster
+
+    what = f"topics: {len(declared)} with declared partition counts"
+    if config.bootstrap_servers is None:
+        return f"  {what}, created with them at start (embedded broker)"
+    conf = {**connection_settings(config.bootstrap_servers, config.kafka), "logger": _Quiet()}
+    try:
+        metadata = AdminClient(conf).list_topics(timeout=timeout)
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else exc
+        reason = error.str() if hasattr(error, "str") else str(error)
+        return f"  {what}, not compared with Kafka (cannot reach {config.broker}: {reason})"
+    try:
+        compare_partitions({name: len(topic.partitions)
+                            for name, topic in metadata.topics.items()}, declared)
+    except TopicMismatch as exc:
+        raise ClientError(str(exc), 2) from None
+    if is_mock_cluster(metadata.cluster_id):
+        return f"  {what}; Kafka is the mock cluster: missing ones auto-create with 4 partitions"
+    return f"  {what}: none exists in Kafka with another count"

@@ -126,22 +126,26 @@ def start(ctx: click.Context, config_path: str) -> None:
     """Run the agents of CONFIG in the foreground until SIGTERM/SIGINT; logs on stderr.
 
     Exit 0 after a clean drain, 1 when the app cannot start or an agent's
-    on_error=crash fired, 2 for a config error.
+    on_error=crash fired, 2 for a config error (an unknown [kafka] property, a topic
+    whose partition count in Kafka differs from the app's partitions=, included).
     """
     import logging
 
+    from supervisor.config.kafkaprops import validate_kafka
     from supervisor.config.loader import ConfigError, load_config
 
     try:
         config = load_config(config_path)
+        validate_kafka(config.kafka)
     except ConfigError as exc:
         _fail(ctx, f"config error: {exc}", 2)
         return
     logging.basicConfig(level=config.log_level, stream=sys.stderr,
                         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    from supervisor.daemon.lifecycle import StartupError
     from supervisor.daemon.ops.control import ControlError
     from supervisor.daemon.supervisor import Supervisor
-    from supervisor.daemon.topics import BrokerUnreachable
+    from supervisor.daemon.topics import BrokerUnreachable, TopicMismatch
     from supervisor.daemon.zygote import ZygoteError
 
     daemon = Supervisor(config)
@@ -150,7 +154,10 @@ def start(ctx: click.Context, config_path: str) -> None:
     except ConfigError as exc:  # agent tables checked against the imported app
         _fail(ctx, f"config error: {exc}", 2)
         return
-    except (ZygoteError, ControlError, BrokerUnreachable) as exc:
+    except TopicMismatch as exc:
+        _fail(ctx, str(exc), 2)
+        return
+    except (ZygoteError, ControlError, BrokerUnreachable, StartupError) as exc:
         _fail(ctx, str(exc), 1)
         return
     ctx.exit(code)
@@ -190,7 +197,9 @@ def _optional_config(ctx: click.Context) -> Any:
 def check(ctx: click.Context, config_path: str | None) -> None:
     """Validate CONFIG and import its app in a throw-away process; list its agents.
 
-    Exit 0 when `agentd start` would accept it, 2 (one line naming the key) when not.
+    [kafka] is checked by librdkafka itself (no connection). Declared partition counts
+    are compared with the topics Kafka has, when it answers. Exit 0 when `agentd
+    start` would accept it, 2 (one line naming the key or topic) when not.
     """
     from supervisor.cli import appcmds
     from supervisor.cli.clientcmds import ClientError

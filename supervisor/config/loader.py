@@ -31,6 +31,9 @@ from supervisor.config.values import (
 )
 
 DEFAULT_RING_SIZE = 4 * 1024 * 1024
+#: records an instance holds fed and not yet done before it stops reading its ring
+DEFAULT_MAX_IN_FLIGHT = 4096
+MAX_MAX_IN_FLIGHT = 1_000_000
 MAX_INSTANCES = 1024
 # librdkafka settings agentd owns: letting a user set them would break the invariant
 # (auto commit) or contradict a top-level key.
@@ -67,6 +70,7 @@ class AgentConfig:
     retry_backoff: float = 1.0
     poison_after: int = 3
     ring_size: int = DEFAULT_RING_SIZE
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     max_rss: int | None = None
     max_age: float | None = None
     heartbeat_timeout: float = 30.0
@@ -333,6 +337,8 @@ def _agent_table(name: str, value: Any, key: str) -> AgentConfig:
         retry_backoff=table.take("retry_backoff", v.duration, 1.0),
         poison_after=table.take("poison_after", lambda x: v.integer(x, 1, 1000), 3),
         ring_size=table.take("ring_size", v.ring_size, DEFAULT_RING_SIZE),
+        max_in_flight=table.take("max_in_flight", lambda x: v.integer(x, 1, MAX_MAX_IN_FLIGHT),
+                                 DEFAULT_MAX_IN_FLIGHT),
         max_rss=table.take("max_rss", v.positive_size, None),
         max_age=table.take("max_age", v.positive_duration, None),
         heartbeat_timeout=table.take("heartbeat_timeout", v.positive_duration, 30.0),

@@ -16,13 +16,14 @@ import logging
 import os
 import select
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from supervisor.config.loader import Config, ConfigError, validate_agent_names
 from supervisor.daemon.instances import AgentRuntime, Instance
 from supervisor.daemon.router import Router
 from supervisor.daemon.topics import connection_settings
-from supervisor.daemon.zygote import Zygote, ZygoteError
+from supervisor.daemon.zygote import AgentSpec, Zygote, ZygoteError
 
 __all__ = ["Fleet"]
 
@@ -44,6 +45,9 @@ class Fleet:
         self.topic_index: dict[str, int] = {}
         #: topic → the agents reading it (each gets every record of the topic)
         self.subscriptions: dict[str, list[AgentRuntime]] = {}
+        #: topic → the partition count the app declares for it (topics it reads, and
+        #: sinks with ``partitions=``); a topic not here is created with the default
+        self.declared_partitions: dict[str, int] = {}
 
     # ------------------------------------------------------------------ start
 
@@ -51,6 +55,7 @@ class Fleet:
         """Start the zygote (it imports the app), then one runtime per agent it found."""
         self.zygote = Zygote.start(list(self.config.app), self.env_for(self.config))
         self.config = validate_agent_names(self.config, [a.name for a in self.zygote.agents])
+        self.declared_partitions = declared_partitions(self.zygote.agents)
         for lane, spec in enumerate(self.zygote.agents):
             agent_config = self.config.agent(spec.name)
             count = agent_config.instances or spec.concurrency
@@ -106,6 +111,7 @@ class Fleet:
                 "dead_letter_topic": cfg.dead_letter_topic,
                 "dead_letter_explicit": bool(cfg.dead_letter_topic),
                 "max_retries": cfg.max_retries, "retry_backoff": cfg.retry_backoff,
+                "max_in_flight": cfg.max_in_flight,
                 "shutdown_timeout": self.config.shutdown_timeout}
 
     # ------------------------------------------------------------------ processes
@@ -144,3 +150,17 @@ class Fleet:
 
     def unacked_total(self) -> int:
         return sum(len(inst.unacked) for inst in self.instances)
+
+
+def declared_partitions(specs: Iterable[AgentSpec]) -> dict[str, int]:
+    """Every agent's declared partition counts in one map; two agents declaring one
+    topic with different counts is a ``ConfigError`` naming the topic."""
+    counts: dict[str, int] = {}
+    declared_by: dict[str, str] = {}
+    for spec in specs:
+        for topic, count in spec.partitions.items():
+            if counts.setdefault(topic, count) != count:
+                raise ConfigError("app", f"topic {topic!r} is declared with {counts[topic]} "
+                                  f"partitions by {declared_by[topic]} and {count} by {spec.name}")
+            declared_by.setdefault(topic, spec.name)
+    return counts

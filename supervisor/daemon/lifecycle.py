@@ -9,8 +9,22 @@ instead of the whole :class:`~supervisor.daemon.supervisor.Supervisor`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["Lifecycle"]
+__all__ = ["Lifecycle", "StartupError"]
+
+
+class StartupError(RuntimeError):
+    """Something unforeseen failed while the daemon started (broker, app, topics,
+    consumer): one line saying which step and why; the traceback is logged at DEBUG."""
+
+    @classmethod
+    def of(cls, step: str, exc: BaseException) -> StartupError:
+        """``cannot start (<step>): <Type>: <message>``, on one line (a KafkaException
+        as its error's own text)."""
+        error: Any = exc.args[0] if exc.args else None
+        text = error.str() if callable(getattr(error, "str", None)) else str(exc)
+        return cls(f"cannot start ({step}): {type(exc).__name__}: {' '.join(text.split())}")
 
 
 @dataclass

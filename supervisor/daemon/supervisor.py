@@ -49,12 +49,19 @@ from supervisor.daemon.failures import RecordFailures
 from supervisor.daemon.fleet import Fleet
 from supervisor.daemon.group import GroupMember
 from supervisor.daemon.instances import Instance
-from supervisor.daemon.lifecycle import Lifecycle
+from supervisor.daemon.lifecycle import Lifecycle, StartupError
 from supervisor.daemon.monitor import Monitor
 from supervisor.daemon.ops.operations import Operations
 from supervisor.daemon.ops.snapshot import Sources
 from supervisor.daemon.reload import Reloader
-from supervisor.daemon.topics import connection_settings, ensure_topics
+from supervisor.daemon.topics import (
+    BrokerUnreachable,
+    TopicMismatch,
+    connection_settings,
+    ensure_topics,
+)
+from supervisor.daemon.zygote import ZygoteError
+from supervisor.devbrokers.embedded import MOCK_CONSUMER_TUNING, mock_cluster_at
 from supervisor.transport import wire
 
 __all__ = ["CONSUMER_TUNING", "Supervisor"]
@@ -100,10 +107,7 @@ class Supervisor:
         self.install_signal_handlers()
         self.start_ops()
         try:
-            self.start_broker()
-            self.fleet.start()
-            self.create_topics()
-            self.start_consumer()
+            self.start()
             # Everything imported so far lives as long as the process: freeze it, so
             # the loop's full collections skip it (the first took 13 ms, then 0.4 ms).
             gc.collect()
@@ -111,7 +115,7 @@ class Supervisor:
             assert self.ops is not None
             self.ops.on_ready()
             self.loop()
-        except ConfigError:  # found only once the app is imported (agent tables)
+        except (ConfigError, TopicMismatch):  # found once the app is imported / Kafka asked
             self.life.exit_code = 2
             raise
         except BaseException:
@@ -161,6 +165,23 @@ class Supervisor:
         self.committer.observer = self.ops
         self.reloader.observer = self.ops
 
+    #: start-up failures that already say what went wrong in one line
+    EXPLAINED = (ConfigError, TopicMismatch, ZygoteError, BrokerUnreachable)
+
+    def start(self) -> None:
+        """Broker, app (zygote), topics, consumer; anything unforeseen that fails here is
+        a :class:`StartupError` naming the step (its traceback logged at DEBUG)."""
+        steps = (("embedded broker", self.start_broker), ("app", self.fleet.start),
+                 ("topics", self.create_topics), ("consumer", self.start_consumer))
+        for step, run in steps:
+            try:
+                run()
+            except self.EXPLAINED:
+                raise
+            except Exception as exc:
+                log.debug("start-up step %s failed", step, exc_info=True)
+                raise StartupError.of(step, exc) from None
+
     def start_broker(self) -> None:
         if self.config.embedded:
             from supervisor.devbrokers.embedded import EmbeddedBroker
@@ -171,7 +192,7 @@ class Supervisor:
                      self.fleet.bootstrap)
 
     def create_topics(self) -> None:
-        names = list(self.fleet.topics)
+        names = list(self.fleet.topics) + list(self.fleet.declared_partitions)
         for agent in self.fleet.agents:
             cfg = agent.config
             if cfg.on_error == "dead_letter" or (cfg.on_error == "retry"
@@ -179,7 +200,16 @@ class Supervisor:
                 names.extend(cfg.dead_letter_topic_for(t) for t in agent.topics)
         bootstrap = self.fleet.bootstrap
         ensure_topics(names, bootstrap=bootstrap, embedded=self.embedded,
+                      counts=self.fleet.declared_partitions,
                       settings=connection_settings(bootstrap, self.config.kafka))
+
+    def mock_cluster_tuning(self) -> dict[str, Any]:
+        """:data:`MOCK_CONSUMER_TUNING` when Kafka is librdkafka's mock cluster (ours, or
+        ``agentd dev-broker --embedded``'s), else nothing."""
+        settings = connection_settings(self.fleet.bootstrap, self.config.kafka)
+        if self.embedded is not None or mock_cluster_at(settings):
+            return dict(MOCK_CONSUMER_TUNING)
+        return {}
 
     def start_consumer(self) -> None:
         bootstrap, fleet = self.fleet.bootstrap, self.fleet
@@ -189,7 +219,8 @@ class Supervisor:
             "enable.auto.commit": False, "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "partition.assignment.strategy": "cooperative-sticky",
-            **CONSUMER_TUNING, "on_commit": self.committer.on_commit, **dict(self.config.kafka)}
+            **CONSUMER_TUNING, **self.mock_cluster_tuning(),
+            "on_commit": self.committer.on_commit, **dict(self.config.kafka)}
         consumer = Consumer(settings)
         self.datapath.consumer = self.committer.consumer = consumer
         consumer.subscribe(fleet.topics, on_assign=self.group.on_assign,
@@ -382,3 +413,4 @@ class Supervisor:
             self.committer.read_acks()
             self.reap_instances()
             time.sleep(0.01)
+

@@ -3,9 +3,13 @@
 Why the supervisor does it: subscribing to a missing topic leaves the consumer idle
 (or, with broker auto-creation, gives it the broker's default partition count, which
 caps how many instances ``partition`` ordering can use). Agent topics, repartition
-topics and dead-letter topics are created here, once, with a chosen partition count.
-The embedded broker has no controller (``AdminClient.create_topics`` times out), so it
-is asked directly.
+topics and dead-letter topics are created here, once, with the partition count the
+app declares (``partitions=``) or the default. A topic that exists with another count
+than the declared one stops the start (:class:`TopicMismatch`): repartitioning an
+existing topic is the operator's decision. The embedded broker has no controller
+(``AdminClient.create_topics`` times out), so the one this process owns is asked
+directly, and one served by another process (``agentd dev-broker --embedded``) is
+recognised by its cluster id and left to auto-create topics on first use.
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-__all__ = ["DEFAULT_PARTITIONS", "BrokerUnreachable", "connection_settings", "ensure_topics"]
+from supervisor.devbrokers.embedded import AUTO_CREATE_PARTITIONS, is_mock_cluster
+
+__all__ = ["DEFAULT_PARTITIONS", "BrokerUnreachable", "TopicMismatch", "compare_partitions",
+           "connection_settings", "ensure_topics"]
 
 log = logging.getLogger("agentd.topics")
 
@@ -41,6 +48,22 @@ class BrokerUnreachable(RuntimeError):
     """Kafka did not answer at start-up (the first thing agentd asks it)."""
 
 
+class TopicMismatch(ValueError):
+    """A topic exists in Kafka with another partition count than the app declares."""
+
+
+def compare_partitions(existing: Mapping[str, int], declared: Mapping[str, int]) -> None:
+    """Raise :class:`TopicMismatch` (one line) for the first declared topic that exists
+    in Kafka (``existing``: name -> partition count) with another count."""
+    for name in sorted(declared):
+        have = existing.get(name)
+        if have is not None and have != declared[name]:
+            raise TopicMismatch(
+                f"topic {name!r} has {have} partitions in Kafka but the app declares "
+                f"{declared[name]} (partitions=): declare {have}, or delete and recreate "
+                f"the topic")
+
+
 class _LibrdkafkaAtDebug:
     """A ``logger`` for the start-up admin client: librdkafka's lines at DEBUG.
 
@@ -54,33 +77,40 @@ class _LibrdkafkaAtDebug:
 
 
 def ensure_topics(names: Iterable[str], *, bootstrap: str, embedded: Any = None,
-                  partitions: int = DEFAULT_PARTITIONS, timeout: float = 30.0,
-                  settings: Mapping[str, Any] | None = None) -> list[str]:
-    """Create every topic in ``names`` that does not exist; return those created.
+                  partitions: int = DEFAULT_PARTITIONS, counts: Mapping[str, int] | None = None,
+                  timeout: float = 30.0, settings: Mapping[str, Any] | None = None
+                  ) -> list[str]:
+    """Create every topic in ``names`` (and in ``counts``) that does not exist; return
+    those created.
 
-    ``embedded`` is the in-process :class:`~supervisor.devbrokers.embedded.EmbeddedBroker` when
-    the config says ``broker = "embedded"``. A topic created meanwhile by someone else
-    is not an error.
+    ``counts`` holds declared partition counts (others get ``partitions``); an existing
+    topic with another count raises :class:`TopicMismatch`. ``embedded`` is the
+    in-process :class:`~supervisor.devbrokers.embedded.EmbeddedBroker` when the config
+    says ``broker = "embedded"``. A topic created meanwhile by someone else is not an
+    error.
     """
-    wanted = sorted(set(names))
+    counts = counts or {}
+    wanted = sorted(set(names) | set(counts))
     if embedded is not None:
         for name in wanted:
-            embedded.create_topic(name, partitions)
+            embedded.create_topic(name, counts.get(name, partitions))
         return wanted
     conf: dict[str, Any] = {**(settings or {}), "bootstrap.servers": bootstrap,
                             "logger": _LibrdkafkaAtDebug()}
     admin = AdminClient(conf)
     try:
-        existing = set(admin.list_topics(timeout=timeout).topics)
+        metadata = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
-        error = exc.args[0] if exc.args else exc
-        reason = error.str() if isinstance(error, KafkaError) else str(error)
-        raise BrokerUnreachable(f"cannot reach Kafka at {bootstrap}: {reason}") from None
-    missing = [name for name in wanted if name not in existing]
+        raise BrokerUnreachable(f"cannot reach Kafka at {bootstrap}: {_reason(exc)}") from None
+    compare_partitions({name: len(topic.partitions)
+                        for name, topic in metadata.topics.items()}, counts)
+    missing = [name for name in wanted if name not in metadata.topics]
     if not missing:
         return []
-    futures = admin.create_topics([NewTopic(name, partitions, 1) for name in missing],
-                                  operation_timeout=timeout)
+    if is_mock_cluster(metadata.cluster_id):
+        return _auto_create(admin, missing, bootstrap, counts, timeout)
+    futures = admin.create_topics([NewTopic(name, counts.get(name, partitions), 1)
+                                   for name in missing], operation_timeout=timeout)
     created = []
     for name, future in futures.items():
         try:
@@ -92,5 +122,33 @@ def ensure_topics(names: Iterable[str], *, bootstrap: str, embedded: Any = None,
                     and error.code() == KafkaError.TOPIC_ALREADY_EXISTS):
                 raise
     if created:
-        log.info("created topics %s (%d partitions)", ", ".join(sorted(created)), partitions)
+        by_count: dict[int, list[str]] = {}
+        for name in sorted(created):
+            by_count.setdefault(counts.get(name, partitions), []).append(name)
+        log.info("created topics %s", "; ".join(f"{', '.join(names)} ({count} partitions)"
+                                                for count, names in sorted(by_count.items())))
     return created
+
+
+def _auto_create(admin: AdminClient, missing: list[str], bootstrap: str,
+                 counts: Mapping[str, int], timeout: float) -> list[str]:
+    """librdkafka's mock cluster (``agentd dev-broker --embedded``) has no CreateTopics:
+    a metadata request for each topic auto-creates it with the mock's default count."""
+    log.warning("Kafka at %s is librdkafka's mock cluster (agentd dev-broker --embedded), "
+                "which cannot create topics: %s auto-created with %d partitions each%s",
+                bootstrap, ", ".join(missing), AUTO_CREATE_PARTITIONS,
+                "; declared partition counts are not applied (pre-create with agentd "
+                "dev-broker --embedded --topic NAME:N)"
+                if any(name in counts for name in missing) else "")
+    for name in missing:
+        try:
+            admin.list_topics(topic=name, timeout=timeout)
+        except KafkaException as exc:
+            raise BrokerUnreachable(f"cannot reach Kafka at {bootstrap}: {_reason(exc)}") \
+                from None
+    return missing
+
+
+def _reason(exc: KafkaException) -> str:
+    error = exc.args[0] if exc.args else exc
+    return error.str() if isinstance(error, KafkaError) else str(error)

@@ -17,7 +17,8 @@ import subprocess
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from supervisor.transport.forkserver import MAX_PACKET as _MAX_PACKET
@@ -44,6 +45,9 @@ class AgentSpec:
     topics: tuple[str, ...]
     concurrency: int
     app: str
+    #: declared partition counts of the topics agentd creates for it (its own,
+    #: group_by/through, sinks with ``partitions=``); others get the default
+    partitions: Mapping[str, int] = field(default_factory=dict)
 
 
 class Zygote:
@@ -97,7 +101,8 @@ class Zygote:
             proc.wait()
             raise ZygoteError(message.get("reason", "the zygote failed"),
                               message.get("traceback"))
-        agents = [AgentSpec(a["name"], tuple(a["topics"]), int(a["concurrency"]), a["app"])
+        agents = [AgentSpec(a["name"], tuple(a["topics"]), int(a["concurrency"]), a["app"],
+                            {str(t): int(n) for t, n in (a.get("partitions") or {}).items()})
                   for a in message["agents"]]
         return cls(proc, sock, agents, list(message.get("app_ids") or ["agentd"]))
 

@@ -24,10 +24,39 @@ import ctypes.util
 import threading
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
-__all__ = ["AUTO_CREATE_PARTITIONS", "EmbeddedBroker", "EmbeddedBrokerError"]
+__all__ = ["AUTO_CREATE_PARTITIONS", "MOCK_CONSUMER_TUNING", "EmbeddedBroker",
+           "EmbeddedBrokerError", "is_mock_cluster", "mock_cluster_at"]
 
 AUTO_CREATE_PARTITIONS = 4  # fixed inside librdkafka's mock cluster; no setter is exported
+#: the mock cluster's cluster id (Metadata) starts with this, and no real Kafka's does
+#: (theirs are base64 UUIDs); ``agentlib.kafka.is_mock_cluster`` is the client side's copy
+MOCK_CLUSTER_ID_PREFIX = "mockCluster"
+
+
+#: consumer settings against the mock cluster: it answers a Fetch only after the
+#: whole ``fetch.wait.max.ms`` (librdkafka's default 500 ms), even when a record
+#: arrives meanwhile, so every hop of an ``ask`` took up to half a second
+MOCK_CONSUMER_TUNING = {"fetch.wait.max.ms": 10}
+
+
+def is_mock_cluster(cluster_id: str | None) -> bool:
+    """Whether a Metadata answer's cluster id is librdkafka's mock cluster's (which has
+    no controller: no CreateTopics, no DeleteTopics)."""
+    return bool(cluster_id) and str(cluster_id).startswith(MOCK_CLUSTER_ID_PREFIX)
+
+
+def mock_cluster_at(settings: dict[str, Any], timeout: float = 10.0) -> bool:
+    """Whether the cluster that librdkafka ``settings`` reach is a mock cluster (False
+    when it does not answer: the caller's own request will say why)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        return is_mock_cluster(AdminClient(settings).list_topics(timeout=timeout).cluster_id)
+    except KafkaException:
+        return False
 
 _RD_KAFKA_PRODUCER = 0
 _RD_KAFKA_CONF_OK = 0

@@ -29,6 +29,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from supervisor.config.loader import DEFAULT_MAX_IN_FLIGHT
 from supervisor.transport import wire
 from supervisor.transport.ring import Ring
 from supervisor.transport.wire import error_headers
@@ -39,8 +40,6 @@ log = logging.getLogger("agentd.worker")
 
 #: Records read from the ring per batch.
 READ_BATCH = 512
-#: Records fed to the agent and not yet done, at most (bounds memory and redelivery).
-DEFAULT_MAX_IN_FLIGHT = 4096
 EXIT_CRASH_POLICY = 3
 EXIT_AGENT_STOPPED = 4
 _RECORD = wire.RECORD
@@ -91,6 +90,8 @@ class Worker:
         self.name: str = settings["agent"]
         self.topics: list[str] = list(settings["topics"])
         self.topic_index = {name: i for i, name in enumerate(self.topics)}
+        #: records fed to the agent and not yet done, at most (the agent's
+        #: ``max_in_flight``: bounds the instance's memory and what a crash redelivers)
         self.max_in_flight = int(settings.get("max_in_flight", DEFAULT_MAX_IN_FLIGHT))
         seam = importlib.import_module("agentlib.seam")
         self._raw_record = seam.new_raw_record

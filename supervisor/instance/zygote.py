@@ -83,6 +83,7 @@ def find_agents(apps: list[Any]) -> dict[str, Any]:
 
 def _describe(agents: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"name": name, "topics": list(agent.topic_names()),
+             "partitions": dict(getattr(agent, "topic_partitions", dict)()),
              "concurrency": int(getattr(agent, "concurrency", 1) or 1),
              "app": _app_id(agent.app)}
             for name, agent in agents.items()]
