@@ -262,6 +262,7 @@ BY_FUNCTION: dict[tuple[str, str], str | None] = {
     ("router.py", "_adopt"): "routing", ("router.py", "route_batch"): "routing",
     ("datapath.py", "_targets_of"): "routing",
     ("datapath.py", "dispatch"): None, ("datapath.py", "fetch"): None,
+    ("datapath.py", "_dispatch_run"): None, ("datapath.py", "_dispatch_each"): None,
 }
 #: For the functions mapped to None: the first pattern that the source line matches.
 BY_LINE = (
@@ -269,9 +270,10 @@ BY_LINE = (
     (re.compile(r"\bencode\(|encode_record|encode_batch"), "encode"),
     (re.compile(r"\bmsg\.|headers_of\(|\.timestamp\(\)|\.error\(\)"), "message_objects"),
     (re.compile(r"route"), "routing"),
-    (re.compile(r"unacked\[|unacked\.|inst\.acked|\.acked\(\s*tidx"), "unacked_bookkeeping"),
+    (re.compile(r"unacked|inst\.acked|\.acked\(\s*tidx|rkey = |run_keys = "),
+     "unacked_bookkeeping"),
     (re.compile(r"tracker\.|lane\.|offsets\.append|dispatched"), "offset_tracking"),
-    (re.compile(r"submit|write_many"), "ring_write"),
+    (re.compile(r"submit|write_many|batch\[|batches"), "ring_write"),
     (re.compile(r"unpack"), "ack_reading"),
 )
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*):(?P<line>\d+)\)$")
@@ -301,7 +303,8 @@ def part_of(frames: list[str]) -> str:
         for pattern, name in BY_LINE:
             if pattern.search(text):
                 return name
-        return "dispatch_loop" if func in ("dispatch", "retire", "fetch") else "loop_other"
+        return "dispatch_loop" if func in ("dispatch", "_dispatch_run", "_dispatch_each",
+                                           "retire", "fetch") else "loop_other"
     return fallback or "loop_other"
 
 
