@@ -7,19 +7,31 @@ from typing import Any
 
 
 class FakeMessage:
-    """What ``Consumer.consume`` returns, for the calls ``DataPath.dispatch`` makes."""
+    """What ``Consumer.consume`` returns, for the calls ``DataPath.dispatch`` makes.
 
-    def __init__(self, topic: str, partition: int, offset: int) -> None:
+    ``key`` and ``value`` default to ``b"k"`` and ``b"v<offset>"``; ``headers`` may be
+    an exception, which ``headers()`` raises (confluent-kafka raises ``SystemError``
+    for a header name that is not UTF-8)."""
+
+    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None = b"k",
+                 value: bytes | None = None, headers: Any = None) -> None:
         self._where = (topic, partition, offset)
+        self._key = key
+        self._value = b"v%d" % offset if value is None else value
+        self._headers = headers
 
     def error(self): return None
     def topic(self): return self._where[0]
     def partition(self): return self._where[1]
     def offset(self): return self._where[2]
-    def key(self): return b"k"
-    def value(self): return b"v%d" % self._where[2]
-    def headers(self): return None
+    def key(self): return self._key
+    def value(self): return self._value
     def timestamp(self): return (0, -1)
+
+    def headers(self):
+        if isinstance(self._headers, BaseException):
+            raise self._headers
+        return self._headers
 
 
 class FakeConsumer:

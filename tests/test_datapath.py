@@ -40,13 +40,28 @@ class WorkerEnd:
             record.topic_index, record.partition, record.offset, record.offset))
 
 
-def agent(name: str, lane: int) -> AgentRuntime:
-    config = SimpleNamespace(ring_size=RING, poison_after=3, ordering="partition")
+def agent(name: str, lane: int, ordering: str = "partition", instances: int = 1
+          ) -> AgentRuntime:
+    config = SimpleNamespace(ring_size=RING, poison_after=3, ordering=ordering)
     runtime = AgentRuntime(name, lane, ("t",), config, "app")
-    runtime.router = Router("partition", 1)
-    runtime.instances = [Instance(runtime, 0)]
-    runtime.router.assign([("t", 0)])
+    runtime.router = Router(ordering, instances)
+    runtime.instances = [Instance(runtime, i) for i in range(instances)]
+    runtime.router.assign([("t", 0), ("t", 1)])
     return runtime
+
+
+class PolicyProbe:
+    """Stands in for the error policy: records each failed record with what the
+    offset tracker held for its partition when the policy got it."""
+
+    def __init__(self, datapath: DataPath) -> None:
+        self.datapath = datapath
+        self.failed: list[tuple[int, int, str, list[int]]] = []
+
+    def fail(self, record) -> None:
+        lane = self.datapath.tracker.lane((record.topic, record.partition), record.lane)
+        self.failed.append((record.partition, record.offset, record.reason,
+                            list(lane.pending)))
 
 
 def parts(tmp_path, *agents: AgentRuntime) -> tuple[DataPath, Committer, FakeConsumer]:
@@ -97,3 +112,71 @@ def test_a_record_is_committed_only_once_every_agent_reading_its_topic_acked_it(
     committer.read_acks()
     committer.commit(asynchronous=True)
     assert consumer.commits[-1] == {("t", 0): 1}
+
+
+def test_interleaved_partitions_reach_the_ring_in_fetch_order_and_every_offset_is_tracked(
+        tmp_path):
+    relay = agent("m.relay", 0)
+    datapath, _committer, _consumer = parts(tmp_path, relay)
+    worker = WorkerEnd(relay.instances[0])
+    fetched = [FakeMessage("t", p, o) for o, p in
+               [(0, 0), (1, 0), (0, 1), (2, 0), (1, 1), (2, 1), (3, 1), (3, 0)]]
+
+    datapath.dispatch(fetched)
+    assert [(r.partition, r.offset) for r in worker.take()] == \
+        [(m.partition(), m.offset()) for m in fetched]
+    assert list(datapath.tracker.lane(("t", 0)).pending) == [0, 1, 2, 3]
+    assert list(datapath.tracker.lane(("t", 1)).pending) == [0, 1, 2, 3]
+    assert list(relay.instances[0].unacked) == [(0, m.partition(), m.offset())
+                                                 for m in fetched]
+
+
+def test_key_ordering_sends_each_key_to_one_instance_and_tracks_every_offset(tmp_path):
+    keyed = agent("m.keyed", 0, ordering="key", instances=2)
+    datapath, _committer, _consumer = parts(tmp_path, keyed)
+    ends = [WorkerEnd(inst) for inst in keyed.instances]
+    keys = [b"a", b"b", b"c", b"a", None, b"b", b"a"]
+    datapath.dispatch([FakeMessage("t", 0, o, key=k) for o, k in enumerate(keys)])
+
+    got = [[(r.offset, r.key) for r in end.take()] for end in ends]
+    assert sorted(o for records in got for o, _ in records) == list(range(len(keys)))
+    for key in (b"a", b"b", b"c"):  # one instance per key, in offset order
+        holders = [i for i, records in enumerate(got) if any(k == key for _, k in records)]
+        assert len(holders) == 1
+    for records in got:
+        assert [o for o, _ in records] == sorted(o for o, _ in records)
+    assert list(datapath.tracker.lane(("t", 0)).pending) == list(range(len(keys)))
+
+
+def test_a_record_too_large_for_the_ring_goes_to_the_policy_and_the_rest_to_the_ring(
+        tmp_path):
+    relay = agent("m.relay", 0)
+    datapath, _committer, _consumer = parts(tmp_path, relay)
+    policy = datapath.failures = PolicyProbe(datapath)  # type: ignore[assignment]
+    worker = WorkerEnd(relay.instances[0])
+    datapath.dispatch([FakeMessage("t", 0, 0), FakeMessage("t", 0, 1, value=b"x" * RING),
+                       FakeMessage("t", 0, 2)])
+
+    assert [r.offset for r in worker.take()] == [0, 2]
+    ((partition, offset, reason, tracked),) = policy.failed
+    assert (partition, offset) == (0, 1) and "exceeds the ring" in reason
+    assert tracked == [0, 1]  # in the tracker before the policy may ack it
+    assert list(datapath.tracker.lane(("t", 0)).pending) == [0, 1, 2]
+    assert list(relay.instances[0].unacked) == [(0, 0, 0), (0, 0, 2)]
+
+
+def test_a_header_name_that_is_not_utf8_fails_only_its_record(tmp_path):
+    relay = agent("m.relay", 0)
+    datapath, _committer, _consumer = parts(tmp_path, relay)
+    policy = datapath.failures = PolicyProbe(datapath)  # type: ignore[assignment]
+    worker = WorkerEnd(relay.instances[0])
+    bad = SystemError("<built-in method headers> returned a result with an error set")
+    datapath.dispatch([FakeMessage("t", 0, 0), FakeMessage("t", 0, 1, headers=bad),
+                       FakeMessage("t", 0, 2, headers=[("h", b"1")])])
+
+    taken = worker.take()
+    assert [(r.offset, r.headers) for r in taken] == [(0, ()), (2, (("h", b"1"),))]
+    ((partition, offset, reason, tracked),) = policy.failed
+    assert (partition, offset) == (0, 1) and "not UTF-8" in reason
+    assert tracked == [0, 1]
+    assert list(datapath.tracker.lane(("t", 0)).pending) == [0, 1, 2]

@@ -48,6 +48,7 @@ import operator
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from itertools import repeat, starmap
 from typing import Any, Protocol
 
 from confluent_kafka import TopicPartition as KafkaPartition
@@ -108,8 +109,16 @@ class Lane:
         """Every dispatched offset in ``[first, last]`` is done (agent and sinks)."""
         pending = self.pending
         if pending and first <= pending[0]:
-            while pending and pending[0] <= last:
-                pending.popleft()
+            if pending[-1] <= last:
+                pending.clear()              # all of it (a caught-up partition)
+            else:
+                # The retired prefix is a run (``pending`` increases): count it with
+                # one bisect-like step when it is gapless, else one offset at a time.
+                run = last - pending[0] + 1
+                if 0 < run <= len(pending) and pending[run - 1] == last:
+                    deque(starmap(pending.popleft, repeat((), run)), maxlen=0)
+                while pending and pending[0] <= last:
+                    pending.popleft()
             if self.early:
                 self._drain_early()
         elif pending and first <= pending[-1]:

@@ -21,6 +21,7 @@ import logging
 import operator
 import time
 from collections.abc import Iterable
+from itertools import repeat
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
@@ -43,9 +44,10 @@ BLOCKED_WAIT = 0.001   # when some instance waits for ring space
 #: ``dispatch``); about 60 ns a message more than the direct call.
 _HEADERS_OF = operator.methodcaller("headers")
 #: One subscribed agent of a partition in ``dispatch``: the agent, its offset-tracker
-#: lane, the offsets dispatched to it in this batch, and under partition ordering its
-#: instance with that instance's key and record lists for the batch.
-_Target = tuple[AgentRuntime, Any, list[int], "Instance | None", list[Key], list[bytes]]
+#: lane, and under partition ordering its instance (None: routed per message).
+_Target = tuple[AgentRuntime, Any, "Instance | None"]
+#: A run's partition, its topic index and its targets.
+_Run = tuple[tuple[str, int], int, list[_Target]]
 
 
 class DataPath:
@@ -87,28 +89,41 @@ class DataPath:
 
     def dispatch(self, messages: list[Any]) -> None:
         """Route each message to one instance per subscribed agent, then write the
-        batches (the hot path: no per-message work beyond encode, route, record)."""
+        batches (the hot path).
+
+        It works per *run*: consecutive messages of one partition, which is how
+        librdkafka hands out what it fetched. Per message it only reads the Message,
+        encodes it and appends offset, key and bytes to the run; each run is then
+        dispatched at once (:meth:`_dispatch_run`), with one call or C loop per run for
+        the offset tracker, the instance's unacked records and its batch."""
         encode, headers_of = wire.encode_record, _HEADERS_OF
-        moving = self.moves.moving
         batches: dict[Instance, tuple[list[Key], list[bytes]]] = {}
-        # Per partition in this batch, looked up once, not per message: its topic index
-        # and, for each subscribed agent, the offsets dispatched to its offset-tracker
-        # lane (appended here, handed to the lane once per batch) and, under partition
-        # ordering (the key plays no part), its instance with that one's batch lists.
+        # Per partition in this batch, looked up once: its topic index and its targets.
         targets_of: dict[tuple[str, int], tuple[int, list[_Target]]] = {}
-        runs: list[tuple[Any, list[int]]] = []
+        run: _Run | None = None
+        offsets: list[int] = []
+        keys: list[bytes | None] = []
+        records: list[bytes] = []
+        tidx = run_partition = -1
+        run_topic = ""
         for msg in messages:
             if msg.error() is not None:
                 self.on_consume_error(msg.error())
                 continue
-            topic, partition, offset, key = msg.topic(), msg.partition(), msg.offset(), msg.key()
-            tp = (topic, partition)
-            found = targets_of.get(tp)
-            if found is None:
-                found = targets_of[tp] = self._targets_of(tp, batches, runs)
-            tidx, targets = found
+            topic, partition = msg.topic(), msg.partition()
+            if partition != run_partition or topic != run_topic:
+                if run is not None:
+                    self._dispatch_run(run, offsets, keys, records, batches)
+                    offsets, keys, records = [], [], []
+                run_topic, run_partition = topic, partition
+                tp = (topic, partition)
+                found = targets_of.get(tp)
+                if found is None:
+                    found = targets_of[tp] = self._targets_of(tp)
+                tidx = found[0]
+                run = (tp, tidx, found[1])
+            offset, key = msg.offset(), msg.key()
             ts_type, ts = msg.timestamp()
-            unreadable = None
             try:
                 headers = headers_of(msg)
             except SystemError as exc:
@@ -118,65 +133,110 @@ class DataPath:
                 # surfaces in some later call (or the NULL crashes the interpreter), so
                 # it is called through ``headers_of``, which checks. Nothing more is read
                 # of them: the record goes, headers dropped, to the error policy instead
-                # of killing the supervisor on every fetch.
-                headers = None
+                # of killing the supervisor on every fetch. The run so far goes first.
+                assert run is not None
+                if offsets:
+                    self._dispatch_run(run, offsets, keys, records, batches)
+                    offsets, keys, records = [], [], []
                 unreadable = f"a header name is not UTF-8 ({exc.__cause__ or exc}); " \
                     "headers dropped"
-            encoded = encode(tidx, partition, offset, ts if ts_type else -1, key, msg.value(),
-                             headers)
-            rkey = (tidx, partition, offset)
-            for agent, lane, offsets, owner, keys, records in targets:
-                offsets.append(offset)
-                if owner is None:
-                    inst = agent.instances[agent.router.route(tp, key)]
-                    batch = batches.get(inst)
-                    if batch is None:
-                        batch = batches[inst] = ([], [])
-                    keys, records = batch
-                else:
-                    inst = owner
-                if unreadable is not None or len(encoded) > inst.max_record_size:
-                    lane.dispatched_many(offsets)  # before the policy may ack it
-                    offsets.clear()
-                    self.fail_record(agent, topic, encoded, unreadable or
-                                     f"record of {len(encoded)} bytes exceeds the ring "
-                                     f"({inst.max_record_size} bytes max; raise ring_size)")
-                    continue
-                if moving:
-                    move = moving.get((agent.lane, tp))
-                    if move is not None:  # wait until the old owner is done with tp
-                        move.held.append((rkey, encoded))
-                        continue
-                inst.unacked[rkey] = encoded
-                keys.append(rkey)
-                records.append(encoded)
-        for lane, offsets in runs:
-            if offsets:
-                lane.dispatched_many(offsets)
-        for inst, (keys, records) in batches.items():
-            if keys:
-                newly_blocked = inst.submit(keys, records)
+                self._dispatch_run(run, [offset], [key], [encode(
+                    tidx, partition, offset, ts if ts_type else -1, key, msg.value(), None)],
+                    batches, unreadable)
+                continue
+            offsets.append(offset)
+            keys.append(key)
+            records.append(encode(tidx, partition, offset, ts if ts_type else -1, key,
+                                  msg.value(), headers))
+        if run is not None and offsets:
+            self._dispatch_run(run, offsets, keys, records, batches)
+        for inst, (inst_keys, inst_records) in batches.items():
+            if inst_keys:
+                newly_blocked = inst.submit(inst_keys, inst_records)
                 if newly_blocked:
                     self.pause(inst, newly_blocked)
 
-    def _targets_of(self, tp: tuple[str, int],
-                    batches: dict[Instance, tuple[list[Key], list[bytes]]],
-                    runs: list[tuple[Any, list[int]]]) -> tuple[int, list[_Target]]:
-        """``dispatch``'s per-partition lookups (see there), made once per batch."""
+    def _targets_of(self, tp: tuple[str, int]) -> tuple[int, list[_Target]]:
+        """``dispatch``'s per-partition lookups, made once per batch: the topic's index
+        and, per subscribed agent, its offset-tracker lane and, under partition
+        ordering (the key plays no part), its instance."""
         targets: list[_Target] = []
         for agent in self.fleet.subscriptions[tp[0]]:
             lane = self.tracker.lane(tp, agent.lane)
-            offsets: list[int] = []
-            runs.append((lane, offsets))
+            owner = None
             if agent.router.ordering == "partition":
                 owner = agent.instances[agent.router.route(tp, None)]
-                batch = batches.get(owner)
-                if batch is None:
-                    batch = batches[owner] = ([], [])
-                targets.append((agent, lane, offsets, owner, batch[0], batch[1]))
-            else:
-                targets.append((agent, lane, offsets, None, [], []))
+            targets.append((agent, lane, owner))
         return self.fleet.topic_index[tp[0]], targets
+
+    def _dispatch_run(self, run: _Run, offsets: list[int], keys: list[bytes | None],
+                      records: list[bytes],
+                      batches: dict[Instance, tuple[list[Key], list[bytes]]],
+                      unreadable: str | None = None) -> None:
+        """One run of a partition's messages (increasing offsets; their Kafka keys and
+        encoded records) to each subscribed agent: into the offset tracker, then held
+        for a move, or into the instance's unacked records and its batch for the ring.
+        The usual case (partition ordering, nothing too large for the ring, no move)
+        costs one call or C loop per run; the rest goes message by message."""
+        tp, tidx, targets = run
+        moving = self.moves.moving
+        run_keys: list[Key] | None = None
+        for agent, lane, owner in targets:
+            if owner is None or unreadable is not None \
+                    or max(map(len, records)) > owner.max_record_size:
+                self._dispatch_each(run, agent, lane, owner, offsets, keys, records, batches,
+                                    unreadable)
+                continue
+            lane.dispatched_many(offsets)
+            if run_keys is None:
+                run_keys = list(zip(repeat(tidx), repeat(tp[1]), offsets))
+            if moving:
+                move = moving.get((agent.lane, tp))
+                if move is not None:  # wait until the old owner is done with tp
+                    move.held.extend(zip(run_keys, records, strict=True))
+                    continue
+            owner.unacked.update(zip(run_keys, records, strict=True))
+            batch = batches.get(owner)
+            if batch is None:
+                batch = batches[owner] = ([], [])
+            batch[0].extend(run_keys)
+            batch[1].extend(records)
+
+    def _dispatch_each(self, run: _Run, agent: AgentRuntime, lane: Any, owner: Instance | None,
+                       offsets: list[int], keys: list[bytes | None], records: list[bytes],
+                       batches: dict[Instance, tuple[list[Key], list[bytes]]],
+                       unreadable: str | None) -> None:
+        """:meth:`_dispatch_run` for one agent, message by message: routed by key or
+        round-robin when there is no ``owner``, and a record that cannot go into a
+        ring (``unreadable``, or too large) to the error policy, after the offsets up
+        to it are in the tracker (the policy may ack it at once)."""
+        tp, tidx, _targets = run
+        moving = self.moves.moving
+        route, instances = agent.router.route, agent.instances
+        dispatched: list[int] = []
+        for offset, key, encoded in zip(offsets, keys, records, strict=True):
+            dispatched.append(offset)
+            inst = owner if owner is not None else instances[route(tp, key)]
+            if unreadable is not None or len(encoded) > inst.max_record_size:
+                lane.dispatched_many(dispatched)  # before the policy may ack it
+                dispatched.clear()
+                self.fail_record(agent, tp[0], encoded, unreadable or
+                                 f"record of {len(encoded)} bytes exceeds the ring "
+                                 f"({inst.max_record_size} bytes max; raise ring_size)")
+                continue
+            rkey = (tidx, tp[1], offset)
+            if moving:
+                move = moving.get((agent.lane, tp))
+                if move is not None:  # wait until the old owner is done with tp
+                    move.held.append((rkey, encoded))
+                    continue
+            inst.unacked[rkey] = encoded
+            batch = batches.get(inst)
+            if batch is None:
+                batch = batches[inst] = ([], [])
+            batch[0].append(rkey)
+            batch[1].append(encoded)
+        lane.dispatched_many(dispatched)
 
     def pump_instances(self) -> bool:
         moved = False
