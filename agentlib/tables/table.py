@@ -178,15 +178,25 @@ class Table(MutableMapping[Any, Any]):
         self._check_key(user_key, event)
         self._write_stored(event, store_key, value)
 
-    def _expire_stored(self, store_key: Any) -> None:
-        """Delete ``store_key`` from the processed record's partition with no key check.
+    def _expire_stored(self, store_key: Any) -> Any:
+        """Remove ``store_key`` from the processed record's partition, with no key
+        check; return its value, or ``missing`` (then nothing is written).
 
         For rows the record did not write but whose deletion it causes: a window that
-        the record's timestamp closed (:mod:`agentlib.tables.windows`). The row is in
-        this partition's shard already, so the co-partitioning rule holds; the delete
-        is written, changelogged and marked as one of this record's writes.
+        the record's timestamp closed (:mod:`agentlib.tables.windows`). Only that
+        partition's shard is looked at, so the row removed is one of this partition
+        and the co-partitioning rule holds; the delete is written, changelogged and
+        marked as one of this record's writes.
         """
-        self._write_stored(self._processed_event(), store_key, None)
+        event = self._processed_event()
+        encoded = self._encode_key(store_key)
+        runtime = runtimes.current()
+        shard = runtime.shard(self, event.message.partition)
+        raw = shard.get(encoded)
+        if raw is None:
+            return _MISSING
+        runtime.write(self, shard, event, encoded, None)
+        return self._decode_value(raw)
 
     def _processed_event(self) -> Any:
         event = current_event()

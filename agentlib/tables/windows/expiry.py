@@ -33,9 +33,10 @@ class WindowedTable(runtimes.Table, Protocol):
     """What windows need of a table (an ``agentlib.tables.Table``): its stored rows.
 
     ``missing`` is what ``_get_stored`` returns for an absent row. ``_set_stored``
-    checks Faust's co-partitioning rule on ``user_key``; ``_expire_stored`` deletes a
-    row of the processed record's partition without that check (a window closed by
-    stream time belongs to some other key of the same partition).
+    checks Faust's co-partitioning rule on ``user_key``; ``_expire_stored`` removes a
+    row of the processed record's partition without that check and returns its value
+    (``missing`` if absent): a window closed by stream time belongs to some other key
+    of the same partition.
     """
 
     @property
@@ -51,7 +52,7 @@ class WindowedTable(runtimes.Table, Protocol):
 
     def _set_stored(self, user_key: Any, store_key: Any, value: Any) -> None: ...
 
-    def _expire_stored(self, store_key: Any) -> None: ...
+    def _expire_stored(self, store_key: Any) -> Any: ...
 
     def _stored_items(self, partition: int | None = None
                       ) -> Iterator[tuple[int, Any, Any]]: ...
@@ -174,10 +175,9 @@ class Expiry:
     def _close_row(self, store_key: tuple[Any, WindowRange]) -> None:
         """Delete one expired row and report it; a row already gone is not reported."""
         table = self.table
-        value = table._get_stored(store_key)
+        value = table._expire_stored(store_key)
         if value is table.missing:
             return
-        table._expire_stored(store_key)
         callback = table.on_window_close
         if callback is None:
             return
