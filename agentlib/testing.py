@@ -165,7 +165,9 @@ class AgentTestContext:
         """
         if record.topic not in self.agent.topic_names():
             return None  # echo() to a topic nobody here reads: delivered as far as we care
-        forwarded = self._record(record.topic, 0, record.key, record.value, record.headers)
+        seconds = None if record.timestamp_ms is None else record.timestamp_ms / 1000
+        forwarded = self._record(record.topic, 0, record.key, record.value, record.headers,
+                                 seconds)  # keeps the source's time, for windowed tables
         source = self.host.last_event
         if source is not None:
             self._origin[(forwarded.topic, forwarded.offset)] = self._put_index(

@@ -18,14 +18,14 @@ changelog under agentd.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, MutableMapping
-from typing import Any
+from typing import Any, ClassVar
 
 from agentlib import codecs
 from agentlib.apptype import AppT
 from agentlib.events import current_event
 from agentlib.records import decode_known
 from agentlib.tables import runtime as runtimes
-from agentlib.tables.windows import HoppingWindow, TumblingWindow, WindowWrapper
+from agentlib.tables.windows import HoppingWindow, Seconds, TumblingWindow, WindowWrapper
 from agentlib.topics import Topic
 
 __all__ = ["STORES", "GlobalTable", "KeyNotCopartitioned", "Table", "changelog_name"]
@@ -52,6 +52,8 @@ class Table(MutableMapping[Any, Any]):
     """A partitioned, changelog-backed mapping (``app.Table(name, default=int)``)."""
 
     is_global = False
+    #: What ``_get_stored`` returns for an absent row (the windows compare with it).
+    missing: ClassVar[object] = _MISSING
 
     def __init__(self, app: AppT, name: str, *, default: Callable[[], Any] | None = None,
                  key_type: Any = None, value_type: Any = None, partitions: int | None = None,
@@ -91,11 +93,12 @@ class Table(MutableMapping[Any, Any]):
 
     # -- windows ------------------------------------------------------------------
 
-    def tumbling(self, size: Any, expires: Any = None) -> WindowWrapper:
+    def tumbling(self, size: Seconds, expires: Seconds | None = None) -> WindowWrapper:
         """This table in fixed windows of ``size`` seconds (Faust's ``tumbling``)."""
         return WindowWrapper(self, TumblingWindow(size, expires))
 
-    def hopping(self, size: Any, step: Any, expires: Any = None) -> WindowWrapper:
+    def hopping(self, size: Seconds, step: Seconds, expires: Seconds | None = None
+                ) -> WindowWrapper:
         """This table in windows of ``size`` seconds every ``step`` (``hopping``)."""
         return WindowWrapper(self, HoppingWindow(size, step, expires))
 
@@ -171,21 +174,51 @@ class Table(MutableMapping[Any, Any]):
     def _set_stored(self, user_key: Any, store_key: Any, value: Any) -> None:
         """Write ``value`` (None: delete) under ``store_key`` in the processed record's
         partition, after checking that ``user_key`` is that record's key."""
+        event = self._processed_event()
+        self._check_key(user_key, event)
+        self._write_stored(event, store_key, value)
+
+    def _expire_stored(self, store_key: Any) -> Any:
+        """Remove ``store_key`` from the processed record's partition, with no key
+        check; return its value, or ``missing`` (then nothing is written).
+
+        For rows the record did not write but whose deletion it causes: a window that
+        the record's timestamp closed (:mod:`agentlib.tables.windows`). Only that
+        partition's shard is looked at, so the row removed is one of this partition
+        and the co-partitioning rule holds; the delete is written, changelogged and
+        marked as one of this record's writes.
+        """
+        event = self._processed_event()
+        encoded = self._encode_key(store_key)
+        runtime = runtimes.current()
+        shard = runtime.shard(self, event.message.partition)
+        raw = shard.get(encoded)
+        if raw is None:
+            return _MISSING
+        runtime.write(self, shard, event, encoded, None)
+        return self._decode_value(raw)
+
+    def _processed_event(self) -> Any:
         event = current_event()
         if event is None:
             raise RuntimeError(f"table {self.name!r}: cannot modify a table outside of an "
                                f"agent's stream iteration (Faust's rule)")
-        self._check_key(user_key, event)
+        return event
+
+    def _write_stored(self, event: Any, store_key: Any, value: Any) -> None:
         encoded = self._encode_key(store_key)
         runtime = runtimes.current()
         shard = runtime.shard(self, event.message.partition)
         runtime.write(self, shard, event, encoded,
                       None if value is None else self.changelog_topic.encode_value(value))
 
-    def _stored_items(self) -> Iterator[tuple[int, Any, Any]]:
-        """``(partition, key, value)`` of every row in the shards this process holds."""
+    def _stored_items(self, partition: int | None = None) -> Iterator[tuple[int, Any, Any]]:
+        """``(partition, key, value)`` of every row in the shards this process holds
+        (of ``partition``'s shard only, when given)."""
         decode_key = self._decode_key
         for shard in runtimes.current().local_shards(self):
+            if partition is not None and shard.partition != partition:
+                continue
             for key, raw in shard.items():
                 yield shard.partition, decode_key(key), self._decode_value(raw)
 
