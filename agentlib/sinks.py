@@ -25,25 +25,27 @@ Hold = Callable[[Sequence[Event[Any]], "asyncio.Future[Any]"], None]
 
 
 def produce_soon(producer: Any, topic: str, key: bytes | None, value: bytes | None,
-                 headers: list[tuple[str, bytes]] | None) -> asyncio.Future[Any]:
+                 headers: list[tuple[str, bytes]] | None,
+                 partition: int | None = None) -> asyncio.Future[Any]:
     """Queue a message now (ordered before later ones) and return its delivery future.
 
     A full producer queue does not raise: the send is retried in a task.
     """
     try:
-        future: asyncio.Future[Any] = producer.send_soon(topic, key, value, None,
+        future: asyncio.Future[Any] = producer.send_soon(topic, key, value, partition,
                                                          headers or None)
         return future
     except BufferError:
-        return asyncio.ensure_future(_produce_when_room(producer, topic, key, value, headers))
+        return asyncio.ensure_future(
+            _produce_when_room(producer, topic, key, value, headers, partition))
 
 
 async def _produce_when_room(producer: Any, topic: str, key: bytes | None,
-                             value: bytes | None,
-                             headers: list[tuple[str, bytes]] | None) -> Any:
+                             value: bytes | None, headers: list[tuple[str, bytes]] | None,
+                             partition: int | None = None) -> Any:
     while True:
         try:
-            future = producer.send_soon(topic, key, value, None, headers or None)
+            future = producer.send_soon(topic, key, value, partition, headers or None)
         except BufferError:  # local queue full: wait for deliveries (backpressure)
             await asyncio.sleep(0.01)
             continue

@@ -94,6 +94,8 @@ class Config:
 
     app: tuple[str, ...]
     state_dir: Path
+    #: Where table shards live (RocksDB, one database per table partition).
+    table_dir: Path = Path("tables")
     broker: str = EMBEDDED
     group_id: str | None = None
     commit_interval: float = 1.0
@@ -151,6 +153,7 @@ def from_mapping(data: Mapping[str, Any], source: str = "<string>") -> Config:
         commit_interval=table.take("commit_interval", v.positive_duration, 1.0),
         shutdown_timeout=table.take("shutdown_timeout", v.positive_duration, 30.0),
         state_dir=table.take("state_dir", v.absolute_path, None) or default_state_dir(stem),
+        table_dir=table.take("table_dir", v.absolute_path, None) or default_table_dir(stem),
         log_level=table.take("log_level", v.log_level, "INFO"),
         kafka=MappingProxyType(table.take_table("kafka", _kafka_table, {})),
         metrics=table.take_table("metrics", _metrics_table, MetricsConfig()),
@@ -188,6 +191,26 @@ def validate_agent_names(config: Config, known_names: Iterable[str]) -> Config:
             raise ConfigError(key, f"agent {full!r} is configured twice")
         resolved[full] = dataclasses.replace(agent, name=full)
     return dataclasses.replace(config, agents=MappingProxyType(resolved))
+
+
+def default_table_dir(stem: str = "agentd") -> Path:
+    """Where table shards live when ``table_dir`` is not set.
+
+    ``$STATE_DIRECTORY/<stem>/tables`` under a unit with ``StateDirectory=`` (the
+    shipped units set ``StateDirectory=agentd``: ``/var/lib/agentd``), else
+    ``$XDG_STATE_HOME/agentd/<stem>/tables``, else ``~/.local/state/agentd/<stem>/
+    tables``. Unlike the control socket, this must survive a reboot.
+    """
+    systemd = (os.environ.get("STATE_DIRECTORY") or "").split(":")[0]
+    if systemd and os.path.isabs(systemd):
+        return Path(systemd) / stem / "tables"
+    xdg = os.environ.get("XDG_STATE_HOME")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "agentd" / stem / "tables"
+    try:
+        return Path.home() / ".local" / "state" / "agentd" / stem / "tables"
+    except RuntimeError:  # no $HOME and no passwd entry (some containers)
+        return Path(tempfile.gettempdir()) / f"agentd-{os.geteuid()}" / stem / "tables"
 
 
 def default_state_dir(stem: str = "agentd") -> Path:

@@ -241,7 +241,7 @@ class DataPath:
     def pump_instances(self) -> bool:
         moved = False
         for inst in self.instances:
-            if (inst.pending or inst.window) and inst.pump():
+            if (inst.pending or inst.window or inst.controls) and inst.pump():
                 moved = True
             if inst.paused:  # resumes below the backlog's low-water mark (hysteresis)
                 released = inst.release_paused()
@@ -258,6 +258,9 @@ class DataPath:
         self.next_move_check = now + 0.02
         for move in self.moves.finished():
             tkey = (move.topic_index, move.tp[1])
+            # The old owner closes its table shards of the partition; the new one
+            # waits to open them (RocksDB admits one process), then is given records.
+            move.old.queue_control(wire.encode_release(move.tp[1]))
             new = move.new
             new.unacked.update(move.held)
             self.resume(new, [tkey])
@@ -272,7 +275,14 @@ class DataPath:
                     before: dict[tuple[str, int], int]) -> None:
         """Partitions the router moved between instances: pause them until their old
         owner is done (``supervisor/daemon/moves.py``)."""
-        for move in self.moves.begin(agent, moved, before, self.fleet.topic_index):
+        started = self.moves.begin(agent, moved, before, self.fleet.topic_index)
+        waiting = {move.tp for move in started}
+        for tp, new_index in moved.items():
+            old_index = before.get(tp)
+            if old_index is not None and old_index != new_index and tp not in waiting:
+                # Moved at once (its old owner held nothing of it): release it now.
+                agent.instances[old_index].queue_control(wire.encode_release(tp[1]))
+        for move in started:
             self.pause(move.new, [(move.topic_index, move.tp[1])])
             log.info("agent %s: %s[%d] moves from instance %d to %d once %d is done with it",
                      agent.name, move.tp[0], move.tp[1], move.old.index, move.new.index,

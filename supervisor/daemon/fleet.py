@@ -16,13 +16,13 @@ import logging
 import os
 import select
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from supervisor.config.loader import Config, ConfigError, validate_agent_names
 from supervisor.daemon.instances import AgentRuntime, Instance
 from supervisor.daemon.router import Router
-from supervisor.daemon.topics import connection_settings
+from supervisor.daemon.topics import DEFAULT_PARTITIONS, connection_settings
 from supervisor.daemon.zygote import AgentSpec, Zygote, ZygoteError
 
 __all__ = ["Fleet"]
@@ -48,6 +48,8 @@ class Fleet:
         #: topic → the partition count the app declares for it (topics it reads, and
         #: sinks with ``partitions=``); a topic not here is created with the default
         self.declared_partitions: dict[str, int] = {}
+        #: changelog topic → partitions (its source topic's), for the agents' tables
+        self.changelogs: dict[str, int] = {}
 
     # ------------------------------------------------------------------ start
 
@@ -58,6 +60,8 @@ class Fleet:
         self.declared_partitions = declared_partitions(self.zygote.agents)
         for lane, spec in enumerate(self.zygote.agents):
             agent_config = self.config.agent(spec.name)
+            self.changelogs.update(changelogs_of(spec, agent_config.ordering,
+                                                 self.declared_partitions))
             count = agent_config.instances or spec.concurrency
             agent = AgentRuntime(spec.name, lane, spec.topics, agent_config, spec.app)
             agent.router = Router(agent_config.ordering, count)
@@ -110,6 +114,7 @@ class Fleet:
                 "run_app_tasks": first_of_app is agent and inst.index == 0,
                 "dead_letter_topic": cfg.dead_letter_topic,
                 "dead_letter_explicit": bool(cfg.dead_letter_topic),
+                "table_dir": str(self.config.table_dir),
                 "max_retries": cfg.max_retries, "retry_backoff": cfg.retry_backoff,
                 "max_in_flight": cfg.max_in_flight,
                 "shutdown_timeout": self.config.shutdown_timeout}
@@ -163,4 +168,30 @@ def declared_partitions(specs: Iterable[AgentSpec]) -> dict[str, int]:
                 raise ConfigError("app", f"topic {topic!r} is declared with {counts[topic]} "
                                   f"partitions by {declared_by[topic]} and {count} by {spec.name}")
             declared_by.setdefault(topic, spec.name)
+    return counts
+
+
+def changelogs_of(spec: AgentSpec, ordering: str, declared: Mapping[str, int]
+                  ) -> dict[str, int]:
+    """The changelog topics of the tables ``spec``'s agent uses, with their partition
+    counts: the table's ``partitions=``, else its source topic's declared count, else
+    the default. A table needs each of its partitions written by one instance
+    (``ordering = "partition"``), and its partitions must be its source topic's
+    (Faust's co-partitioning rule): anything else is a ``ConfigError``."""
+    counts: dict[str, int] = {}
+    source = spec.topics[0] if spec.topics else ""
+    for table in spec.tables:
+        name = str(table["name"])
+        if ordering != "partition" and not table.get("global"):
+            raise ConfigError(f'agents."{spec.name}".ordering',
+                              f'agent {spec.name} uses table {name!r}, which needs '
+                              f'ordering = "partition" (one writer per partition), not '
+                              f'{ordering!r}')
+        wanted = table.get("partitions")
+        source_count = declared.get(source)
+        if wanted and source_count and int(wanted) != source_count:
+            raise ConfigError("app", f"table {name!r} has {wanted} partitions but its "
+                              f"source topic {source!r} has {source_count}: they must be "
+                              f"equal (Faust's co-partitioning rule)")
+        counts[str(table["changelog"])] = int(wanted or source_count or DEFAULT_PARTITIONS)
     return counts

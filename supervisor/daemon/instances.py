@@ -100,6 +100,8 @@ class Instance:
         #: Encoded bytes of the backlog; may over-count records dropped from ``unacked``
         #: meanwhile (revoked), never under-counts; exact again whenever it empties.
         self.pending_bytes = 0
+        #: Control records (RELEASE) waiting for ring space; a dead process needs none.
+        self.controls: deque[bytes] = deque()
         self.paused: set[tuple[int, int]] = set()
         self.window = 0                  # recovery window size; 0: streaming normally
         self.window_keys: set[Key] = set()
@@ -178,6 +180,7 @@ class Instance:
             os.close(self.pidfd)
         self.inbound = self.outbound = None
         self.pid = self.pidfd = None
+        self.controls.clear()  # its exit released what they would have released
         self.agent_stopped = False
         self.crashes_in_row += 1
         self.restarts += 1
@@ -243,6 +246,8 @@ class Instance:
         """
         if self.inbound is None or self.stopping:
             return False
+        while self.controls and self.inbound.try_write(self.controls[0]):
+            self.controls.popleft()
         unacked, pending = self.unacked, self._pending
         while pending and pending[0] not in unacked:
             pending.popleft()  # forgotten (partition revoked) or poisoned meanwhile
@@ -308,6 +313,13 @@ class Instance:
 
     def send_control(self, record: bytes) -> bool:
         return self.inbound is not None and self.inbound.try_write(record)
+
+    def queue_control(self, record: bytes) -> None:
+        """Send a control record that must arrive: now, or from :meth:`pump` once the
+        ring has room (ahead of the backlog; controls name no record of it)."""
+        if not self.controls and self.send_control(record):
+            return
+        self.controls.append(record)
 
     # ------------------------------------------------------------------ outbound
 

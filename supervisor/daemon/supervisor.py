@@ -192,7 +192,8 @@ class Supervisor:
                      self.fleet.bootstrap)
 
     def create_topics(self) -> None:
-        names = list(self.fleet.topics) + list(self.fleet.declared_partitions)
+        names = (list(self.fleet.topics) + list(self.fleet.declared_partitions)
+                 + list(self.fleet.changelogs))
         for agent in self.fleet.agents:
             cfg = agent.config
             if cfg.on_error == "dead_letter" or (cfg.on_error == "retry"
@@ -200,7 +201,8 @@ class Supervisor:
                 names.extend(cfg.dead_letter_topic_for(t) for t in agent.topics)
         bootstrap = self.fleet.bootstrap
         ensure_topics(names, bootstrap=bootstrap, embedded=self.embedded,
-                      counts=self.fleet.declared_partitions,
+                      counts={**self.fleet.declared_partitions, **self.fleet.changelogs},
+                      compacted=set(self.fleet.changelogs),
                       settings=connection_settings(bootstrap, self.config.kafka))
 
     def mock_cluster_tuning(self) -> dict[str, Any]:

@@ -78,8 +78,8 @@ class _LibrdkafkaAtDebug:
 
 def ensure_topics(names: Iterable[str], *, bootstrap: str, embedded: Any = None,
                   partitions: int = DEFAULT_PARTITIONS, counts: Mapping[str, int] | None = None,
-                  timeout: float = 30.0, settings: Mapping[str, Any] | None = None
-                  ) -> list[str]:
+                  timeout: float = 30.0, settings: Mapping[str, Any] | None = None,
+                  compacted: Iterable[str] = ()) -> list[str]:
     """Create every topic in ``names`` (and in ``counts``) that does not exist; return
     those created.
 
@@ -109,8 +109,11 @@ def ensure_topics(names: Iterable[str], *, bootstrap: str, embedded: Any = None,
         return []
     if is_mock_cluster(metadata.cluster_id):
         return _auto_create(admin, missing, bootstrap, counts, timeout)
-    futures = admin.create_topics([NewTopic(name, counts.get(name, partitions), 1)
-                                   for name in missing], operation_timeout=timeout)
+    compact = set(compacted)  # table changelogs: the latest row per key is what counts
+    futures = admin.create_topics(
+        [NewTopic(name, counts.get(name, partitions), 1,
+                  config={"cleanup.policy": "compact"} if name in compact else {})
+         for name in missing], operation_timeout=timeout)
     created = []
     for name, future in futures.items():
         try:

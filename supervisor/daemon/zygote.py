@@ -48,6 +48,8 @@ class AgentSpec:
     #: declared partition counts of the topics agentd creates for it (its own,
     #: group_by/through, sinks with ``partitions=``); others get the default
     partitions: Mapping[str, int] = field(default_factory=dict)
+    #: the tables its code uses: ``{"name", "changelog", "partitions", "global"}``
+    tables: tuple[Mapping[str, Any], ...] = ()
 
 
 class Zygote:
@@ -102,7 +104,8 @@ class Zygote:
             raise ZygoteError(message.get("reason", "the zygote failed"),
                               message.get("traceback"))
         agents = [AgentSpec(a["name"], tuple(a["topics"]), int(a["concurrency"]), a["app"],
-                            {str(t): int(n) for t, n in (a.get("partitions") or {}).items()})
+                            {str(t): int(n) for t, n in (a.get("partitions") or {}).items()},
+                            tuple(a.get("tables") or ()))
                   for a in message["agents"]]
         return cls(proc, sock, agents, list(message.get("app_ids") or ["agentd"]))
 

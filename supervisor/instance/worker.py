@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from supervisor.config.loader import DEFAULT_MAX_IN_FLIGHT
+from supervisor.instance.tables import InstanceTables
 from supervisor.transport import wire
 from supervisor.transport.ring import Ring
 from supervisor.transport.wire import error_headers
@@ -97,6 +98,7 @@ class Worker:
         self._raw_record = seam.new_raw_record
         self._verdict = seam.ErrorVerdict
         self.host = seam.AgentHost(agent, on_done=self.on_done, on_error=self.on_error)
+        self.tables = InstanceTables.install(agent, str(settings.get("table_dir", "tables")))
         # Per (topic index, partition): offsets fed, in order, and those done.
         self._fed: dict[tuple[int, int], collections.deque[int]] = {}
         self._done: dict[tuple[int, int], set[int]] = {}
@@ -140,6 +142,8 @@ class Worker:
             self.flush_acks()
             self._outbox.append(wire.RETIRED_RECORD)
         await self._drain_outbox()  # acks and reports written before we go
+        if self.tables is not None:
+            self.tables.close()
         if self._producer is not None:
             self._producer.close(5.0)
         return code
@@ -239,6 +243,8 @@ class Worker:
         """The fed/done books of a (topic index, partition) seen for the first time."""
         fed = self._fed[tp] = collections.deque()
         self._done[tp] = set()
+        if self.tables is not None:
+            self.tables.open_partition(tp[1])
         return fed
 
     def _control(self, view: memoryview) -> None:
@@ -248,6 +254,9 @@ class Worker:
             self._finish(0)
         elif kind == wire.PING:
             self._send(wire.encode_pong(self.processed, self.host.in_flight))
+        elif kind == wire.RELEASE:
+            if self.tables is not None:
+                self.tables.release(wire.decode_release(view))
         elif kind == wire.TOPICS:
             self.topics = wire.decode_topics(view)
             self.topic_index = {name: i for i, name in enumerate(self.topics)}

@@ -85,8 +85,19 @@ def _describe(agents: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"name": name, "topics": list(agent.topic_names()),
              "partitions": dict(getattr(agent, "topic_partitions", dict)()),
              "concurrency": int(getattr(agent, "concurrency", 1) or 1),
-             "app": _app_id(agent.app)}
+             "app": _app_id(agent.app), "tables": _tables_of(agent)}
             for name, agent in agents.items()]
+
+
+def _tables_of(agent: Any) -> list[dict[str, Any]]:
+    """The tables the agent's code refers to: name, changelog topic, partitions."""
+    try:
+        from agentlib.tables.usage import tables_used_by
+    except ImportError:  # not an agentlib agent
+        return []
+    return [{"name": table.name, "changelog": table.changelog_topic_name,
+             "partitions": table.partitions, "global": table.is_global}
+            for table in tables_used_by(getattr(agent, "fun", None))]
 
 
 def _app_id(app: Any) -> str:

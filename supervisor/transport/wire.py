@@ -59,11 +59,13 @@ __all__ = [
     "decode_error",
     "decode_pong",
     "decode_record",
+    "decode_release",
     "decode_topics",
     "encode_ack",
     "encode_error",
     "encode_pong",
     "encode_record",
+    "encode_release",
     "encode_topics",
     "error_headers",
     "record_fields",
@@ -74,6 +76,9 @@ RECORD = 1
 TOPICS = 2
 STOP = 3
 PING = 4
+#: A partition left this instance (moved to another): close what it keeps of it (its
+#: table shards), which the new owner is waiting to open.
+RELEASE = 5
 ACK = 16
 ERROR = 17
 PONG = 18
@@ -92,6 +97,7 @@ RECORD_HEADER = struct.Struct("<BHiqqiiH")
 ACK_RECORD = struct.Struct("<BHiqq")
 _ERROR_HEAD = struct.Struct("<BHiqB")
 _PONG = struct.Struct("<Bqq")
+_RELEASE = struct.Struct("<Bi")
 _HEADER_NAME = struct.Struct("<H")
 _HEADER_VALUE = struct.Struct("<i")
 
@@ -240,6 +246,16 @@ def encode_topics(names: Sequence[str]) -> bytes:
 def decode_topics(buf: bytes | memoryview) -> list[str]:
     text = bytes(buf[1:]).decode()
     return text.split("\n") if text else []
+
+
+def encode_release(partition: int) -> bytes:
+    return _RELEASE.pack(RELEASE, partition)
+
+
+def decode_release(buf: bytes | memoryview) -> int:
+    """The partition a ``RELEASE`` names."""
+    partition: int = _RELEASE.unpack_from(buf)[1]
+    return partition
 
 
 def encode_ack(topic_index: int, partition: int, first: int, last: int) -> bytes:

@@ -1,0 +1,65 @@
+"""An instance's tables: the agentd table runtime installed, shards opened per partition.
+
+The worker asks this module three things: open the shards of a partition before the
+agent sees a record of it (a shard catches up with its changelog on opening), close
+them when the partition leaves (a ``RELEASE`` from the daemon: the next owner is
+waiting for RocksDB's lock), and close everything at exit. Tables live in agentlib
+(:mod:`agentlib.tables`); this is only the instance's side of owning them.
+
+Opening runs on the worker's loop, so a partition's first record waits for its catch-up
+(and for a previous owner's lock), and so do the other partitions of this instance.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Any
+
+__all__ = ["InstanceTables"]
+
+log = logging.getLogger("agentd.worker")
+
+
+class InstanceTables:
+    """The table runtime of one instance process, and which tables its agent uses."""
+
+    def __init__(self, runtime: Any, used: list[Any]) -> None:
+        self.runtime = runtime
+        self.used = [table for table in used if not table.is_global]
+
+    @classmethod
+    def install(cls, agent: Any, table_dir: str) -> InstanceTables | None:
+        """Install the changelog runtime if the agent's app has tables (else None)."""
+        app = getattr(agent, "app", None)
+        if not getattr(app, "tables", None):
+            return None
+        changelog = importlib.import_module("agentlib.tables.changelog")
+        runtimes = importlib.import_module("agentlib.tables.runtime")
+        usage = importlib.import_module("agentlib.tables.usage")
+        kafka = importlib.import_module("agentlib.kafka")
+        assert app is not None
+        settings = {"bootstrap.servers": kafka.bootstrap_servers(app.conf.broker),
+                    **kafka.client_settings()}
+        runtime = changelog.ChangelogRuntime(Path(table_dir) / app.id,
+                                             producer=lambda: app.producer,
+                                             consumer_settings=settings)
+        runtimes.install(runtime)
+        return cls(runtime, usage.tables_used_by(getattr(agent, "fun", None)))
+
+    def open_partition(self, partition: int) -> None:
+        """Open (and catch up) the shards of ``partition`` for the agent's tables."""
+        for table in self.used:
+            self.runtime.shard(table, partition)
+
+    def release(self, partition: int) -> None:
+        """Close the shards of ``partition``: it moved to another instance."""
+        self.runtime.release(partition)
+
+    def close(self) -> None:
+        """Close every shard (the process is exiting)."""
+        try:
+            self.runtime.close()
+        except Exception as exc:  # exiting anyway; RocksDB's WAL keeps what was written
+            log.warning("closing table shards failed: %s", exc)
