@@ -196,14 +196,14 @@ def validate_agent_names(config: Config, known_names: Iterable[str]) -> Config:
 def default_table_dir(stem: str = "agentd") -> Path:
     """Where table shards live when ``table_dir`` is not set.
 
-    ``$STATE_DIRECTORY/<stem>/tables`` under a unit with ``StateDirectory=`` (the
+    ``$STATE_DIRECTORY/tables`` under a unit with ``StateDirectory=`` (the
     shipped units set ``StateDirectory=agentd``: ``/var/lib/agentd``), else
     ``$XDG_STATE_HOME/agentd/<stem>/tables``, else ``~/.local/state/agentd/<stem>/
     tables``. Unlike the control socket, this must survive a reboot.
     """
     systemd = (os.environ.get("STATE_DIRECTORY") or "").split(":")[0]
     if systemd and os.path.isabs(systemd):
-        return Path(systemd) / stem / "tables"
+        return Path(systemd) / "tables"
     xdg = os.environ.get("XDG_STATE_HOME")
     if xdg and os.path.isabs(xdg):
         return Path(xdg) / "agentd" / stem / "tables"
