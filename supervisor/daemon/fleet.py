@@ -182,7 +182,11 @@ def changelogs_of(spec: AgentSpec, ordering: str, declared: Mapping[str, int]
     source = spec.topics[0] if spec.topics else ""
     for table in spec.tables:
         name = str(table["name"])
-        if ordering != "partition" and not table.get("global"):
+        if table.get("global"):
+            raise ConfigError("app", f"agent {spec.name} uses GlobalTable {name!r}: agentd "
+                              f"does not run GlobalTables yet (each instance would see "
+                              f"only its own partitions); use a Table")
+        if ordering != "partition":
             raise ConfigError(f'agents."{spec.name}".ordering',
                               f'agent {spec.name} uses table {name!r}, which needs '
                               f'ordering = "partition" (one writer per partition), not '
