@@ -59,6 +59,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import (
+    OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
@@ -214,11 +215,9 @@ class ReplyConsumer:
             })
             try:
                 if created:
-                    # Offset 0, not OFFSET_BEGINNING: a new topic starts there, and
-                    # the ListOffsets that OFFSET_BEGINNING costs waited 0.5 s for a
-                    # leader connection librdkafka had just replaced (the bootstrap
-                    # one); out of range anyway, auto.offset.reset says "earliest".
-                    starts = dict.fromkeys(partitions, 0)
+                    # From the beginning: a reply written before the first fetch of a
+                    # topic made just now must be found.
+                    starts = dict.fromkeys(partitions, OFFSET_BEGINNING)
                 else:
                     starts = {p: consumer.get_watermark_offsets(
                         TopicPartition(self._topic, p), self._create_timeout)[1]

@@ -88,7 +88,8 @@ def _hashable(key: Any) -> Hashable:
         hash(key)
     except TypeError:
         return (_hashable, repr(key))
-    return key
+    hashable: Hashable = key
+    return hashable
 
 
 @dataclass
