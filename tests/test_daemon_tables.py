@@ -130,16 +130,3 @@ def test_a_table_under_key_ordering_is_refused_at_start(tmp_path):
     assert code == 2
     assert "count" in log and "word_counts" in log and 'ordering = "partition"' in log
     assert "Traceback" not in log
-
-
-def test_a_global_table_is_refused_at_start_not_run_partially(tmp_path):
-    """Each instance would see only its own partitions: refused in one line, exit 2."""
-    app = COUNTING_APP.replace('app.Table("word_counts"', 'app.GlobalTable("word_counts"')
-    settings = {"app": "counting:app", "table_dir": str(tmp_path / "tables")}
-    with Agentd(tmp_path, settings, modules={"counting": app},
-                env={"IN_TOPIC": "words"}) as daemon:
-        assert daemon.proc is not None
-        code = daemon.proc.wait(60)
-        log = daemon.log()
-    assert code == 2
-    assert "GlobalTable 'word_counts'" in log and "Traceback" not in log

@@ -23,6 +23,8 @@ newer than the shard's own mark) are not replayed over newer values.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,10 +32,12 @@ from typing import Any
 
 from agentlib.events import Event
 from agentlib.sinks import produce_soon
+from agentlib.tables.hostcopy import HostCopyReader, host_copy_path
 from agentlib.tables.runtime import Table
 from agentlib.tables.shards import Mark, MemoryShard, RocksShard, Shard
 
-__all__ = ["MARK_HEADER", "ChangelogRuntime", "Recovery", "decode_mark", "encode_mark"]
+__all__ = ["MARK_HEADER", "ChangelogRuntime", "Recovery", "apply_messages", "decode_mark",
+           "encode_mark"]
 
 log = logging.getLogger("agentd.tables")
 
@@ -85,6 +89,7 @@ class ChangelogRuntime:
         self._consumer_factory = consumer_factory
         self._default_store = default_store
         self._shards: dict[tuple[str, int], Shard] = {}
+        self._host_copies: dict[str, HostCopyReader] = {}
         self._writing: dict[int, tuple[Event[Any], int]] = {}  # id(shard) → (event, n)
         self.recoveries: dict[tuple[str, int], Recovery] = {}
         self.redelivered_writes = 0
@@ -92,16 +97,23 @@ class ChangelogRuntime:
     # -- TableRuntime -----------------------------------------------------------
 
     def shard(self, table: Table, partition: int) -> Shard:
+        if table.is_global:
+            return self.host_copy(table)  # type: ignore[return-value]
         shard = self._shards.get((table.name, partition))
         if shard is None:
             shard = self.open(table, partition)
         return shard
 
     def local_shards(self, table: Table) -> list[Shard]:
+        if table.is_global:
+            return [self.host_copy(table)]  # type: ignore[list-item]
         return [shard for (name, _), shard in self._shards.items() if name == table.name]
 
     def write(self, table: Table, shard: Shard, event: Event[Any], key: bytes,
               value: bytes | None) -> None:
+        if isinstance(shard, HostCopyReader):
+            self._write_global(table, shard, event, key, value)
+            return
         record = event.message
         mark = (record.offset, self._index_of(shard, event))
         applied = shard.mark(record.topic)
@@ -139,6 +151,35 @@ class ChangelogRuntime:
         """Close every shard (the instance is stopping)."""
         for partition in {p for _, p in self._shards}:
             self.release(partition)
+        for name, copy in self._host_copies.items():
+            copy.close()
+            shutil.rmtree(self._reader_dir(name), ignore_errors=True)
+        self._host_copies.clear()
+
+    # -- GlobalTables ---------------------------------------------------------------
+
+    def host_copy(self, table: Table) -> HostCopyReader:
+        """This process's read-only view of the host's copy of a GlobalTable."""
+        copy = self._host_copies.get(table.name)
+        if copy is None:
+            copy = self._host_copies[table.name] = HostCopyReader(
+                host_copy_path(self.table_dir / table.name), self._reader_dir(table.name))
+        return copy
+
+    def _reader_dir(self, table: str) -> Path:
+        """RocksDB secondaries keep their own info logs: one directory per process."""
+        return self.table_dir / table / "readers" / str(os.getpid())
+
+    def _write_global(self, table: Table, copy: HostCopyReader, event: Event[Any],
+                      key: bytes, value: bytes | None) -> None:
+        """Produce to the changelog (the keeper applies it to the host copy); read from
+        the overlay meanwhile. Partitioned by key: every host reads every partition."""
+        entry = copy.wrote(key, value)
+        delivery = produce_soon(self._producer(), table.changelog_topic_name, key, value, None)
+        delivery.add_done_callback(lambda done: _note_global(entry, done))
+        ticket: Any = event._ticket
+        if ticket is not None:
+            ticket.ledger.hold([ticket], delivery)
 
     # -- recovery ----------------------------------------------------------------
 
@@ -168,29 +209,11 @@ class ChangelogRuntime:
         return stats
 
     def _replay(self, consumer: Any, shard: Shard, high: int, stats: Recovery) -> None:
-        own: dict[str, Mark | None] = {}
+        held: dict[str, Mark | None] = {}
         position = shard.changelog_offset
         while position < high - 1:
             messages = consumer.consume(RECOVERY_BATCH, 1.0)
-            rows: list[tuple[bytes, bytes | None]] = []
-            marks: dict[str, Mark] = {}
-            for message in messages:
-                if message.error() is not None:
-                    continue
-                position = message.offset()
-                source = _mark_of(message.headers())
-                if source is not None:
-                    topic, mark = source
-                    if topic not in own:
-                        own[topic] = shard.mark(topic)
-                    held = own[topic]
-                    if held is not None and mark <= held:
-                        stats.skipped += 1  # the shard has this write (and maybe newer)
-                        continue
-                    marks[topic] = mark
-                rows.append((message.key(), message.value()))
-            stats.rows += len(rows)
-            shard.apply_changelog(rows, marks, position)
+            position = apply_messages(shard, messages, held, stats)
 
     def _new_consumer(self) -> Any:
         settings = {"group.id": "agentd-table-recovery", "enable.auto.commit": False,
@@ -219,6 +242,47 @@ class ChangelogRuntime:
         ticket: Any = event._ticket
         if ticket is not None:
             ticket.ledger.hold([ticket], delivery)
+
+
+def apply_messages(shard: Shard, messages: list[Any], held: dict[str, Mark | None],
+                   stats: Recovery) -> int:
+    """Apply changelog ``messages`` (of ``shard``'s partition, in order) to ``shard``,
+    skipping rows the shard wrote itself (their mark is not newer than the shard's;
+    ``held`` caches the shard's marks by source topic). Returns the shard's changelog
+    offset after them. Recovery and standby copies both apply the changelog this way.
+    """
+    rows: list[tuple[bytes, bytes | None]] = []
+    marks: dict[str, Mark] = {}
+    position = shard.changelog_offset
+    for message in messages:
+        if message.error() is not None:
+            continue
+        position = message.offset()
+        source = _mark_of(message.headers())
+        if source is not None:
+            topic, mark = source
+            if topic not in held:
+                held[topic] = shard.mark(topic)
+            applied = held[topic]
+            if applied is not None and mark <= applied:
+                stats.skipped += 1  # the shard has this write (and maybe newer)
+                continue
+            marks[topic] = mark
+        rows.append((message.key(), message.value()))
+    stats.rows += len(rows)
+    if position > shard.changelog_offset:
+        shard.apply_changelog(rows, marks, position)
+    return position
+
+
+def _note_global(entry: list[Any], delivery: Any) -> None:
+    """The overlay entry of a GlobalTable write learns where its row landed."""
+    if delivery.cancelled() or delivery.exception() is not None:
+        return
+    result = delivery.result()
+    partition, offset = getattr(result, "partition", None), getattr(result, "offset", None)
+    if isinstance(partition, int) and isinstance(offset, int):
+        entry[1], entry[2] = partition, offset
 
 
 def _mark_of(headers: list[tuple[str, bytes]] | None) -> tuple[str, Mark] | None:

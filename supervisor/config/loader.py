@@ -96,6 +96,8 @@ class Config:
     state_dir: Path
     #: Where table shards live (RocksDB, one database per table partition).
     table_dir: Path = Path("tables")
+    #: Standby copies of table partitions other daemons own (Faust's setting, default 1).
+    table_standby_replicas: int = 1
     broker: str = EMBEDDED
     group_id: str | None = None
     commit_interval: float = 1.0
@@ -154,6 +156,8 @@ def from_mapping(data: Mapping[str, Any], source: str = "<string>") -> Config:
         shutdown_timeout=table.take("shutdown_timeout", v.positive_duration, 30.0),
         state_dir=table.take("state_dir", v.absolute_path, None) or default_state_dir(stem),
         table_dir=table.take("table_dir", v.absolute_path, None) or default_table_dir(stem),
+        table_standby_replicas=table.take("table_standby_replicas",
+                                          lambda x: v.integer(x, 0, 16), 1),
         log_level=table.take("log_level", v.log_level, "INFO"),
         kafka=MappingProxyType(table.take_table("kafka", _kafka_table, {})),
         metrics=table.take_table("metrics", _metrics_table, MetricsConfig()),

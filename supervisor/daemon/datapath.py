@@ -290,6 +290,15 @@ class DataPath:
 
     # ------------------------------------------------------------------ revocation
 
+    def release(self, agent: AgentRuntime, revoked: list[tuple[str, int]],
+                before: dict[tuple[str, int], int]) -> None:
+        """Partitions that left this daemon: their owners close the partitions' table
+        shards (another daemon's instance, or this daemon's standby copy, opens them)."""
+        for tp in revoked:
+            index = before.get(tp)
+            if index is not None:
+                agent.instances[index].queue_control(wire.encode_release(tp[1]))
+
     def stop_feeding(self, revoked: set[tuple[str, int]]) -> set[tuple[int, int]]:
         """Revoked partitions get nothing more: moves of them end, and records of them
         not yet in a ring go back to the broker. Their (topic index, partition) keys."""

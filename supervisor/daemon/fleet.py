@@ -50,6 +50,11 @@ class Fleet:
         self.declared_partitions: dict[str, int] = {}
         #: changelog topic → partitions (its source topic's), for the agents' tables
         self.changelogs: dict[str, int] = {}
+        #: changelog → its source topic, where nothing declares the count (it follows
+        #: the source topic's count in Kafka: :meth:`follow_sources`)
+        self.changelog_sources: dict[str, str] = {}
+        #: what the table keeper copies: one entry per table (supervisor/keeper)
+        self.table_copies: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ start
 
@@ -60,8 +65,10 @@ class Fleet:
         self.declared_partitions = declared_partitions(self.zygote.agents)
         for lane, spec in enumerate(self.zygote.agents):
             agent_config = self.config.agent(spec.name)
-            self.changelogs.update(changelogs_of(spec, agent_config.ordering,
-                                                 self.declared_partitions))
+            changelogs = changelogs_of(spec, agent_config.ordering, self.declared_partitions)
+            self.changelogs.update(changelogs)
+            self.note_undeclared(spec, changelogs)
+            self.note_table_copies(spec, changelogs)
             count = agent_config.instances or spec.concurrency
             agent = AgentRuntime(spec.name, lane, spec.topics, agent_config, spec.app)
             agent.router = Router(agent_config.ordering, count)
@@ -72,6 +79,33 @@ class Fleet:
                      ", ".join(spec.topics))
         if not self.topics:
             raise ConfigError("app", f"{' '.join(self.config.app)} defines no agents")
+
+    def note_undeclared(self, spec: AgentSpec, changelogs: Mapping[str, int]) -> None:
+        source = spec.topics[0] if spec.topics else ""
+        for table in spec.tables:
+            if not table.get("partitions") and source not in self.declared_partitions:
+                self.changelog_sources[str(table["changelog"])] = source
+
+    def follow_sources(self, existing: Mapping[str, int]) -> None:
+        """Undeclared changelog counts become their source topics' counts in Kafka."""
+        for changelog, source in self.changelog_sources.items():
+            if source in existing:
+                self.changelogs[changelog] = existing[source]
+                if changelog in self.table_copies:
+                    self.table_copies[changelog]["partitions"] = existing[source]
+
+    def note_table_copies(self, spec: AgentSpec, changelogs: Mapping[str, int]) -> None:
+        """What the keeper needs of ``spec``'s tables: where their shards live, their
+        changelogs, and which source topics' partitions decide who owns a shard."""
+        for table in spec.tables:
+            changelog = str(table["changelog"])
+            copy = self.table_copies.setdefault(changelog, {
+                "name": str(table["name"]), "changelog": changelog,
+                "partitions": changelogs[changelog], "global": bool(table.get("global")),
+                "memory": str(table.get("store") or "").startswith("memory"),
+                "dir": str(self.config.table_dir / spec.app / str(table["name"])),
+                "topics": []})
+            copy["topics"] = sorted({*copy["topics"], *spec.topics})
 
     def add(self, agent: AgentRuntime) -> None:
         """One agent with its instances: its topics join the subscription."""
@@ -182,17 +216,16 @@ def changelogs_of(spec: AgentSpec, ordering: str, declared: Mapping[str, int]
     source = spec.topics[0] if spec.topics else ""
     for table in spec.tables:
         name = str(table["name"])
-        if table.get("global"):
-            raise ConfigError("app", f"agent {spec.name} uses GlobalTable {name!r}: agentd "
-                              f"does not run GlobalTables yet (each instance would see "
-                              f"only its own partitions); use a Table")
+        wanted = table.get("partitions")
+        source_count = declared.get(source)
+        if table.get("global"):  # every host reads all of it: no owner, any ordering
+            counts[str(table["changelog"])] = int(wanted or source_count or DEFAULT_PARTITIONS)
+            continue
         if ordering != "partition":
             raise ConfigError(f'agents."{spec.name}".ordering',
                               f'agent {spec.name} uses table {name!r}, which needs '
                               f'ordering = "partition" (one writer per partition), not '
                               f'{ordering!r}')
-        wanted = table.get("partitions")
-        source_count = declared.get(source)
         if wanted and source_count and int(wanted) != source_count:
             raise ConfigError("app", f"table {name!r} has {wanted} partitions but its "
                               f"source topic {source!r} has {source_count}: they must be "

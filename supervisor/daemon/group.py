@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, TopicPartition
 from supervisor.daemon.commit import Committer
 from supervisor.daemon.datapath import DataPath
 from supervisor.daemon.fleet import Fleet
+from supervisor.daemon.keeper import TableKeeper
 from supervisor.daemon.moves import owners
 
 __all__ = ["GroupMember"]
@@ -42,6 +43,8 @@ class GroupMember:
         self.datapath = datapath
         self.committer = committer
         self.await_acks = await_acks
+        #: told what this daemon owns, to keep standby copies of the rest
+        self.keeper: TableKeeper | None = None
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for topic in {tp.topic for tp in partitions}:
@@ -49,6 +52,8 @@ class GroupMember:
             for agent in self.fleet.subscriptions.get(topic, []):
                 before = owners(agent)
                 self.datapath.begin_moves(agent, agent.router.assign(tps), before)
+        if self.keeper is not None:
+            self.keeper.assigned((tp.topic, tp.partition) for tp in partitions)
         log.info("assigned %d partitions", len(partitions))
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -62,5 +67,8 @@ class GroupMember:
             for agent in self.fleet.subscriptions.get(topic, []):
                 before = owners(agent)
                 moved = agent.router.revoke([tp for tp in revoked if tp[0] == topic])
+                self.datapath.release(agent, [tp for tp in revoked if tp[0] == topic], before)
                 self.datapath.begin_moves(agent, moved, before)
+        if self.keeper is not None:
+            self.keeper.revoked(revoked)
         log.info("revoked %d partitions", len(partitions))

@@ -49,6 +49,7 @@ from supervisor.daemon.failures import RecordFailures
 from supervisor.daemon.fleet import Fleet
 from supervisor.daemon.group import GroupMember
 from supervisor.daemon.instances import Instance
+from supervisor.daemon.keeper import KeeperError, TableKeeper
 from supervisor.daemon.lifecycle import Lifecycle, StartupError
 from supervisor.daemon.monitor import Monitor
 from supervisor.daemon.ops.operations import Operations
@@ -59,6 +60,7 @@ from supervisor.daemon.topics import (
     TopicMismatch,
     connection_settings,
     ensure_topics,
+    partition_counts,
 )
 from supervisor.daemon.zygote import ZygoteError
 from supervisor.devbrokers.embedded import MOCK_CONSUMER_TUNING, mock_cluster_at
@@ -93,6 +95,7 @@ class Supervisor:
         self.reloader = Reloader(self.fleet, self.datapath, self.committer, self.life)
         self.monitor = Monitor(self.fleet, self.life, self.reloader.recycle)
         self.ops: Operations | None = None  # control socket, sd_notify, metrics (at run)
+        self.keeper: TableKeeper | None = None  # standby and GlobalTable copies (at start)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     @property
@@ -166,13 +169,14 @@ class Supervisor:
         self.reloader.observer = self.ops
 
     #: start-up failures that already say what went wrong in one line
-    EXPLAINED = (ConfigError, TopicMismatch, ZygoteError, BrokerUnreachable)
+    EXPLAINED = (ConfigError, TopicMismatch, ZygoteError, BrokerUnreachable, KeeperError)
 
     def start(self) -> None:
         """Broker, app (zygote), topics, consumer; anything unforeseen that fails here is
         a :class:`StartupError` naming the step (its traceback logged at DEBUG)."""
         steps = (("embedded broker", self.start_broker), ("app", self.fleet.start),
-                 ("topics", self.create_topics), ("consumer", self.start_consumer))
+                 ("topics", self.create_topics), ("table keeper", self.start_keeper),
+                 ("consumer", self.start_consumer))
         for step, run in steps:
             try:
                 run()
@@ -200,10 +204,27 @@ class Supervisor:
                                                  and cfg.dead_letter_topic):
                 names.extend(cfg.dead_letter_topic_for(t) for t in agent.topics)
         bootstrap = self.fleet.bootstrap
+        if self.embedded is None and self.fleet.changelog_sources:
+            self.fleet.follow_sources(partition_counts(
+                bootstrap, connection_settings(bootstrap, self.config.kafka)))
         ensure_topics(names, bootstrap=bootstrap, embedded=self.embedded,
                       counts={**self.fleet.declared_partitions, **self.fleet.changelogs},
                       compacted=set(self.fleet.changelogs),
                       settings=connection_settings(bootstrap, self.config.kafka))
+
+    def start_keeper(self) -> None:
+        """The table keeper, if the app has something for it to copy; it catches the
+        GlobalTables up before this returns, so no record is processed before them."""
+        bootstrap, config = self.fleet.bootstrap, self.config
+        client = connection_settings(bootstrap, config.kafka)
+        del client["bootstrap.servers"]
+        keeper = TableKeeper(self.fleet.table_copies, bootstrap=bootstrap, client=client,
+                             status_file=config.state_dir / "keeper-status.json",
+                             env=self.fleet.env_for(config),
+                             standby_replicas=config.table_standby_replicas)
+        if keeper.needed:
+            keeper.start()
+            self.keeper = self.group.keeper = keeper
 
     def mock_cluster_tuning(self) -> dict[str, Any]:
         """:data:`MOCK_CONSUMER_TUNING` when Kafka is librdkafka's mock cluster (ours, or
@@ -376,6 +397,8 @@ class Supervisor:
         if consumer is not None:
             self.committer.commit(asynchronous=False)
         self.stop_instances()
+        if self.keeper is not None:
+            self.keeper.stop()
         if consumer is not None:
             self.life.running = False
             consumer.close()

@@ -76,6 +76,18 @@ class _LibrdkafkaAtDebug:
         log.debug(fmt, *args)
 
 
+def partition_counts(bootstrap: str, settings: Mapping[str, Any] | None = None,
+                     timeout: float = 30.0) -> dict[str, int]:
+    """Every existing topic's partition count (a changelog follows its source's)."""
+    conf: dict[str, Any] = {**(settings or {}), "bootstrap.servers": bootstrap,
+                            "logger": _LibrdkafkaAtDebug()}
+    try:
+        metadata = AdminClient(conf).list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise BrokerUnreachable(f"cannot reach Kafka at {bootstrap}: {_reason(exc)}") from None
+    return {name: len(topic.partitions) for name, topic in metadata.topics.items()}
+
+
 def ensure_topics(names: Iterable[str], *, bootstrap: str, embedded: Any = None,
                   partitions: int = DEFAULT_PARTITIONS, counts: Mapping[str, int] | None = None,
                   timeout: float = 30.0, settings: Mapping[str, Any] | None = None,

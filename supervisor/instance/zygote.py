@@ -96,7 +96,8 @@ def _tables_of(agent: Any) -> list[dict[str, Any]]:
     except ImportError:  # not an agentlib agent
         return []
     return [{"name": table.name, "changelog": table.changelog_topic_name,
-             "partitions": table.partitions, "global": table.is_global}
+             "partitions": table.partitions, "global": table.is_global,
+             "store": table.store}
             for table in tables_used_by(getattr(agent, "fun", None))]
 
 
