@@ -1,6 +1,7 @@
 """Tables under agentd on real Kafka: counts exact with two instances writing their own
 partitions, through instance kills (the shard's marks skip redelivered records), and
-after a restart that rebuilds the shards from the changelog."""
+after a restart that rebuilds the shards from the changelog; status and metrics show
+each table partition's copy."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import os
 import random
 import shutil
 import signal
+import subprocess
 import time
 from collections import Counter
 
 import kafkatools
 import pytest
-from agentdproc import Agentd
+from agentdproc import AGENTD, Agentd, wait_until
+from test_metrics import free_port, scrape
 
 COUNTING_APP = '''
 import os
@@ -130,3 +133,75 @@ def test_a_table_under_key_ordering_is_refused_at_start(tmp_path):
     assert code == 2
     assert "count" in log and "word_counts" in log and 'ordering = "partition"' in log
     assert "Traceback" not in log
+
+
+def status(daemon: Agentd, *args: str) -> str:
+    done = subprocess.run([*AGENTD, "-c", str(daemon.config), "status", *args],
+                          cwd=daemon.workdir, env=daemon.env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.kafka
+def test_status_and_metrics_show_each_table_partition_active_and_caught_up(
+        kafka_bootstrap, new_topic, tmp_path):
+    source = new_topic(4)
+    words = [f"w{i % 40}" for i in range(400)]
+    kafkatools.produce(kafka_bootstrap, source, [(w.encode(), b"x") for w in words])
+    group = app_id = kafkatools.unique_name("tables-status")
+    table_dir = tmp_path / "tables"
+    port = free_port()
+    settings = {"app": "counting:app", "broker": f"kafka://{kafka_bootstrap}",
+                "group_id": group, "commit_interval": 0.2, "table_dir": str(table_dir)}
+    daemon = Agentd(tmp_path, settings, agents={"count": {"instances": 2}},
+                    modules={"counting": COUNTING_APP},
+                    env={"IN_TOPIC": source, "APP_ID": app_id})
+    daemon.config.write_text(daemon.config.read_text() + f"[metrics]\nport = {port}\n")
+
+    def caught_up():
+        """Every partition's shard reported with its writes' changelog offsets (a
+        report may be up to a second older than the commit)."""
+        rows = json.loads(status(daemon, "--json"))["tables"]
+        done = len(rows) == 4 and all(r["state"] == "active" and r["changelog_lag"] == 0
+                                      and r["keys"] > 0 and r["changelog_offset"] >= 0
+                                      for r in rows)
+        return rows if done else None
+
+    with daemon:
+        run_until_committed(daemon, kafka_bootstrap, group, source)
+        rows = wait_until(caught_up, 30, "status to show 4 active table partitions")
+        assert sorted((r["table"], r["partition"]) for r in rows) == \
+            [("word_counts", p) for p in range(4)]
+        assert sorted(r["instance"] for r in rows) == [0, 0, 1, 1]
+        assert all(r["bytes"] > 0 for r in rows), rows
+        assert sum(r["changelog_offset"] + 1 for r in rows) == len(words)  # a row per write
+        text = status(daemon)
+        assert "TABLE" in text and "CHANGELOG OFFSET" in text
+        assert all(f"word_counts[{p}]" in text for p in range(4))
+        assert daemon.stop() == 0
+
+    # An empty table_dir: the shards are rebuilt from the changelog, and counted.
+    shutil.rmtree(table_dir)
+    changelog_rows = sum(kafkatools.end_offsets(
+        kafka_bootstrap, f"{app_id}-word_counts-changelog").values())
+    with daemon:
+        kafkatools.produce(kafka_bootstrap, source, [(f"w{p}".encode(), b"x")
+                                                     for p in range(40)])
+
+        def recovered():
+            daemon.assert_running()
+            try:
+                samples = scrape(port)
+            except OSError:  # the second daemon is not serving metrics yet
+                return None
+            got = sum(v for _, v in samples.get("agentd_table_recovered_rows_total", []))
+            return samples if got == changelog_rows else None
+
+        samples = wait_until(recovered, 30, "metrics to count the replayed changelog rows")
+        keys = samples["agentd_table_keys"]
+        assert len(keys) == 4 and all(labels["state"] == "active" and labels["table"] ==
+                                      "word_counts" and value > 0 for labels, value in keys)
+        assert len(samples["agentd_table_bytes"]) == 4
+        assert [value for _, value in samples["agentd_table_changelog_lag"]] == [0] * 4
+        assert daemon.stop() == 0

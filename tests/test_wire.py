@@ -51,3 +51,19 @@ def test_topic_table_ack_error_and_pong_round_trip():
     err = wire.decode_error(wire.encode_error(1, 2, 3, wire.OUTCOME_CRASH, "boom é"))
     assert err == wire.ErrorReport(1, 2, 3, wire.OUTCOME_CRASH, "boom é")
     assert wire.decode_pong(wire.encode_pong(5, 6)) == wire.Pong(5, 6)
+
+
+def test_tables_report_round_trips_every_row_and_refuses_a_damaged_one():
+    rows = [wire.TableRow("word_counts", 3, "active", 1234, True, 56789, 999, 0, 1000),
+            wire.TableRow("t\u00e9", 0, "recovering", 0, False, 0, -1, 50_000, 7)]
+    buf = wire.encode_tables(rows)
+    assert buf[0] == wire.TABLES
+    assert wire.decode_tables(memoryview(buf)) == rows
+    assert wire.decode_tables(wire.encode_tables([])) == []
+    for damaged in (buf[:-1], buf + b"x", buf[:-len("t\u00e9".encode()) - 3]):
+        with pytest.raises((struct.error, ValueError)):
+            wire.decode_tables(damaged)
+    bad_state = bytearray(buf)
+    bad_state[3 + 4] = len(wire.TABLE_STATES)  # the first row's state byte
+    with pytest.raises(ValueError):
+        wire.decode_tables(bytes(bad_state))

@@ -17,7 +17,11 @@ record of source partition *p*:
 Opening a shard (:meth:`ChangelogRuntime.shard`) replays the changelog from the
 offset the shard last recorded, so a restart reads only the tail and an empty
 ``table_dir`` rebuilds everything. Rows this shard wrote itself (their mark is not
-newer than the shard's own mark) are not replayed over newer values.
+newer than the shard's own mark) are not replayed over newer values. A replay logs
+its progress (percent of the offsets to replay, rows/s) every
+``progress_log_every`` seconds and calls ``on_progress`` about once a second: the
+instance's loop is busy replaying, so its periodic status report cannot run meanwhile.
+:meth:`ChangelogRuntime.status` is what that report says of each shard.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from agentlib.events import Event
 from agentlib.sinks import produce_soon
@@ -36,7 +40,8 @@ from agentlib.tables.hostcopy import HostCopyReader, host_copy_path
 from agentlib.tables.runtime import Table
 from agentlib.tables.shards import Mark, MemoryShard, RocksShard, Shard
 
-__all__ = ["MARK_HEADER", "ChangelogRuntime", "Recovery", "apply_messages", "decode_mark",
+__all__ = ["MARK_HEADER", "ChangelogRuntime", "Recovery", "ShardStatus", "apply_messages",
+           "decode_mark",
            "encode_mark"]
 
 log = logging.getLogger("agentd.tables")
@@ -45,6 +50,10 @@ log = logging.getLogger("agentd.tables")
 MARK_HEADER = "agentd-mark"
 _SEP = "\x1f"
 RECOVERY_BATCH = 2000
+#: Seconds between two progress lines of one replay in the log.
+PROGRESS_LOG_EVERY = 2.0
+#: Seconds between two ``on_progress`` calls during a replay.
+PROGRESS_REPORT_EVERY = 1.0
 
 
 def encode_mark(topic: str, mark: Mark) -> bytes:
@@ -62,14 +71,41 @@ def decode_mark(data: bytes) -> tuple[str, Mark] | None:
 
 
 class Recovery:
-    """Counts of one shard's catch-up from its changelog (for logs and status)."""
+    """Counts of one shard's catch-up from its changelog (for logs and status).
 
-    __slots__ = ("rows", "seconds", "skipped")
+    It replays changelog offsets ``start`` up to ``high`` - 1 (the high watermark when
+    it began); ``position`` is the last offset read so far.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("high", "position", "rows", "seconds", "skipped", "start")
+
+    def __init__(self, start: int = 0, high: int = 0) -> None:
         self.rows = 0
         self.skipped = 0
         self.seconds = 0.0
+        self.start = start
+        self.high = high
+        self.position = start - 1
+
+    @property
+    def percent(self) -> float:
+        """How much of the offsets to replay is read (100 when there were none)."""
+        total = self.high - self.start
+        return 100.0 if total <= 0 else 100.0 * (self.position + 1 - self.start) / total
+
+
+class ShardStatus(NamedTuple):
+    """One open shard as status shows it (``agentd status``'s tables rows)."""
+
+    table: str
+    partition: int
+    state: str            # "active" | "recovering"
+    keys: int
+    keys_estimated: bool  # RocksDB's estimate (see RocksShard), else exact
+    disk_bytes: int
+    changelog_offset: int  # the highest changelog offset the shard holds (-1: none)
+    changelog_lag: int     # changelog offsets known to exist that it does not hold yet
+    recovered_rows: int    # changelog rows this process replayed into it
 
 
 class ChangelogRuntime:
@@ -82,7 +118,8 @@ class ChangelogRuntime:
     def __init__(self, table_dir: Path, *, producer: Callable[[], Any],
                  consumer_settings: dict[str, Any],
                  consumer_factory: Callable[[dict[str, Any]], Any] | None = None,
-                 default_store: str = "rocksdb://") -> None:
+                 default_store: str = "rocksdb://",
+                 progress_log_every: float = PROGRESS_LOG_EVERY) -> None:
         self.table_dir = table_dir
         self._producer = producer
         self._consumer_settings = consumer_settings
@@ -93,6 +130,14 @@ class ChangelogRuntime:
         self._writing: dict[int, tuple[Event[Any], int]] = {}  # id(shard) → (event, n)
         self.recoveries: dict[tuple[str, int], Recovery] = {}
         self.redelivered_writes = 0
+        self.progress_log_every = progress_log_every
+        #: Called when a replay starts, about once a second while it runs, and when the
+        #: shard is open and caught up (the instance sends its status report).
+        self.on_progress: Callable[[], None] | None = None
+        #: The replay under way: (table name, shard, its counts).
+        self._recovering: tuple[str, Shard, Recovery] | None = None
+        #: Changelog rows replayed per (table, partition) in this process, all openings.
+        self.recovered_rows: dict[tuple[str, int], int] = {}
 
     # -- TableRuntime -----------------------------------------------------------
 
@@ -138,6 +183,7 @@ class ChangelogRuntime:
             shard = RocksShard(self.table_dir / table.name / str(partition), partition)
         self.recoveries[(table.name, partition)] = self.recover(table, shard)
         self._shards[(table.name, partition)] = shard
+        self._report()  # recovering → active
         return shard
 
     def release(self, partition: int) -> None:
@@ -181,26 +227,55 @@ class ChangelogRuntime:
         if ticket is not None:
             ticket.ledger.hold([ticket], delivery)
 
+    # -- status ------------------------------------------------------------------
+
+    def status(self) -> list[ShardStatus]:
+        """Every open shard, and the one being replayed (cheap: no scan of any shard)."""
+        rows = [self._status(name, shard, "active", self.recoveries.get((name, partition)))
+                for (name, partition), shard in sorted(self._shards.items())]
+        if self._recovering is not None:
+            name, shard, stats = self._recovering
+            rows.append(self._status(name, shard, "recovering", stats))
+        return rows
+
+    def _status(self, name: str, shard: Shard, state: str,
+                stats: Recovery | None) -> ShardStatus:
+        # The shard holds every offset below max(its own offset + 1, the replay's start):
+        # what precedes the start is compacted away or already applied.
+        held = shard.changelog_offset + 1
+        if stats is not None:
+            held = max(held, stats.position + 1, stats.start)
+        lag = max(0, stats.high - held) if stats is not None else 0
+        return ShardStatus(name, shard.partition, state, shard.key_count(),
+                           shard.keys_estimated, shard.disk_bytes(), shard.changelog_offset,
+                           lag, self.recovered_rows.get((name, shard.partition), 0))
+
+    def _report(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress()
+
     # -- recovery ----------------------------------------------------------------
 
     def recover(self, table: Table, shard: Shard) -> Recovery:
         """Apply the changelog of ``shard``'s partition from its recorded offset on."""
         from confluent_kafka import TopicPartition
 
-        stats = Recovery()
         started = time.monotonic()
         topic = table.changelog_topic_name
         consumer = self._new_consumer()
         try:
             low, high = consumer.get_watermark_offsets(
                 TopicPartition(topic, shard.partition), timeout=30.0)
-            start = max(shard.changelog_offset + 1, low)
-            if start < high:
+            stats = Recovery(max(shard.changelog_offset + 1, low), high)
+            if stats.start < high:
                 log.info("table %s[%d]: replaying changelog offsets %d..%d", table.name,
-                         shard.partition, start, high - 1)
-                consumer.assign([TopicPartition(topic, shard.partition, start)])
-                self._replay(consumer, shard, high, stats)
+                         shard.partition, stats.start, high - 1)
+                consumer.assign([TopicPartition(topic, shard.partition, stats.start)])
+                self._recovering = (table.name, shard, stats)
+                self._report()
+                self._replay(consumer, table.name, shard, stats)
         finally:
+            self._recovering = None
             consumer.close()
         stats.seconds = time.monotonic() - started
         if stats.rows:
@@ -208,12 +283,36 @@ class ChangelogRuntime:
                      table.name, shard.partition, stats.rows, stats.seconds, stats.skipped)
         return stats
 
-    def _replay(self, consumer: Any, shard: Shard, high: int, stats: Recovery) -> None:
+    def _progress(self, name: str, shard: Shard, stats: Recovery, started: float,
+                  due: list[float]) -> None:
+        """After a replayed batch: a log line and an ``on_progress`` call when due
+        (``due``: the monotonic times the next of each is due, updated here)."""
+        now = time.monotonic()
+        if now >= due[0]:
+            due[0] = now + self.progress_log_every
+            rate = (stats.rows + stats.skipped) / max(now - started, 1e-6)
+            log.info("table %s[%d]: recovering, %.0f%% of offsets %d..%d, %.0f rows/s",
+                     name, shard.partition, stats.percent, stats.start, stats.high - 1, rate)
+        if now >= due[1]:
+            due[1] = now + PROGRESS_REPORT_EVERY
+            self._report()
+
+    def _replay(self, consumer: Any, name: str, shard: Shard, stats: Recovery) -> None:
         held: dict[str, Mark | None] = {}
+        high = stats.high
         position = shard.changelog_offset
+        started = time.monotonic()
+        due = [started + self.progress_log_every, started + PROGRESS_REPORT_EVERY]
         while position < high - 1:
-            messages = consumer.consume(RECOVERY_BATCH, 1.0)
+            # No more than the offsets left: consume() returns as soon as it has them,
+            # where a full batch waited out its timeout at the end of every replay.
+            messages = consumer.consume(min(RECOVERY_BATCH, high - 1 - position), 1.0)
+            before = stats.rows
             position = apply_messages(shard, messages, held, stats)
+            stats.position = position
+            key = (name, shard.partition)
+            self.recovered_rows[key] = self.recovered_rows.get(key, 0) + stats.rows - before
+            self._progress(name, shard, stats, started, due)
 
     def _new_consumer(self) -> Any:
         settings = {"group.id": "agentd-table-recovery", "enable.auto.commit": False,

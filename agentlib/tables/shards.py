@@ -11,6 +11,7 @@ already counted.
 
 from __future__ import annotations
 
+import os
 import struct
 import time
 from collections.abc import Iterator
@@ -36,6 +37,16 @@ class Shard(Protocol):
     partition: int
     #: The highest changelog offset whose row this shard holds (-1: none).
     changelog_offset: int
+    #: Whether :meth:`key_count` is an estimate (RocksDB's) rather than exact.
+    keys_estimated: bool
+
+    def key_count(self) -> int:
+        """The number of rows, cheaply (for status, once a second: never a full scan)."""
+        ...
+
+    def disk_bytes(self) -> int:
+        """Bytes the shard takes on disk (0 in memory)."""
+        ...
 
     def get(self, key: bytes) -> bytes | None: ...
 
@@ -61,6 +72,8 @@ class Shard(Protocol):
 
 class MemoryShard:
     """A shard in a dict: ``store="memory://"``, ``test_context()``, client scripts."""
+
+    keys_estimated = False
 
     def __init__(self, partition: int) -> None:
         self.partition = partition
@@ -96,6 +109,12 @@ class MemoryShard:
         self._marks.update(marks)
         self.changelog_offset = max(self.changelog_offset, changelog_offset)
 
+    def key_count(self) -> int:
+        return len(self._rows)
+
+    def disk_bytes(self) -> int:
+        return 0
+
     def close(self) -> None:
         """Nothing to release: the rows go with the process."""
 
@@ -106,7 +125,14 @@ class RocksShard:
     RocksDB lets one process open a database at a time; the previous owner of the
     partition may still hold it for a moment after the partition moved, so opening
     waits up to ``lock_wait`` seconds for it (:class:`ShardLocked` after that).
+
+    Its key count is RocksDB's ``estimate-num-keys``: counting exactly would cost a
+    scan (status asks every second) or a read before every write (the hot path). The
+    estimate is close once RocksDB has flushed; rows overwritten since the last flush
+    (a counter's increments) are counted once per write until then.
     """
+
+    keys_estimated = True
 
     def __init__(self, path: Path, partition: int, *, lock_wait: float = 60.0) -> None:
         from rocksdict import Options, Rdict
@@ -172,9 +198,26 @@ class RocksShard:
     def __len__(self) -> int:
         return sum(1 for _ in self._db.keys())  # noqa: SIM118 (an Rdict iterates items)
 
-    def keys_estimate(self) -> int:
-        """RocksDB's estimate of the rows (cheap, unlike counting them: for status)."""
-        return int(self._db.property_int_value("rocksdb.estimate-num-keys") or 0)
+    def key_count(self) -> int:
+        if self._db is None:
+            return 0
+        estimate = self._db.property_int_value("rocksdb.estimate-num-keys")
+        return int(estimate or 0)
+
+    def disk_bytes(self) -> int:
+        """The sizes of the files in the shard's directory (SST files, WAL, manifest)."""
+        total = 0
+        try:
+            with os.scandir(self.path) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_file(follow_symlinks=False):
+                            total += entry.stat(follow_symlinks=False).st_size
+                    except FileNotFoundError:  # a WAL or SST RocksDB just deleted
+                        continue
+        except FileNotFoundError:
+            return 0
+        return total
 
     def apply_changelog(self, rows: list[tuple[bytes, bytes | None]],
                         marks: dict[str, Mark], changelog_offset: int) -> None:

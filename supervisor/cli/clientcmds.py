@@ -136,7 +136,19 @@ def format_status(doc: dict[str, Any]) -> str:
                       "-" if i["cpu_percent"] is None else f"{i['cpu_percent']:.0f}",
                       _partition_list(i["partitions"])]
                      for i in doc.get("instances", [])])
+    if doc.get("tables"):
+        lines.append("")
+        lines += _table(["TABLE", "KEYS", "DISK", "CHANGELOG OFFSET", "LAG", "INSTANCE",
+                         "STATE"], [_table_row(row) for row in doc["tables"]])
     return "\n".join(lines)
+
+
+def _table_row(row: dict[str, Any]) -> list[Any]:
+    """One table partition's copy; ``~`` marks RocksDB's estimated key count."""
+    owner = "-" if row.get("instance") is None else f"{row.get('agent')}[{row['instance']}]"
+    keys = f"~{row['keys']}" if row.get("keys_estimated") else row.get("keys")
+    return [f"{row['table']}[{row['partition']}]", keys, _size(row.get("bytes")),
+            row.get("changelog_offset"), row.get("changelog_lag"), owner, row["state"]]
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:

@@ -219,7 +219,7 @@ def check(ctx: click.Context, config_path: str | None) -> None:
               help="The stable JSON document (schema in docs/operations.md).")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """Show the running daemon: agents, instances, partitions, lag, reload state.
+    """Show the running daemon: agents, instances, partitions, lag, tables, reload state.
 
     Exit 0 when it answers, 3 when it is not running.
     """

@@ -114,6 +114,10 @@ class Instance:
         self.stopping = False
         self.retired = False
         self.processed = 0
+        #: Its table shards as its process last reported them (``wire.TableRow``s).
+        self.table_rows: list[Any] = []
+        #: Moves while it replays a changelog (the monitor counts that as progress).
+        self.table_progress = 0
 
     # ------------------------------------------------------------------ process
 
@@ -181,6 +185,7 @@ class Instance:
         self.inbound = self.outbound = None
         self.pid = self.pidfd = None
         self.controls.clear()  # its exit released what they would have released
+        self.table_rows = []   # its shards closed with it
         self.agent_stopped = False
         self.crashes_in_row += 1
         self.restarts += 1

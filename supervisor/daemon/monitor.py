@@ -8,7 +8,9 @@ Two different remedies, because the two situations differ:
   ``heartbeat_timeout``: a stuck agent, a deadlock, a ``SIGSTOP``ped process. Waiting
   cannot help and a graceful drain would wait forever, so it gets ``SIGKILL``; the
   loop's crash path restarts it and re-dispatches what it held (the poison rule
-  applies if one record keeps doing this).
+  applies if one record keeps doing this). A worker replaying a table's changelog
+  before its first record processes nothing for as long as that takes; its
+  ``TABLES`` reports moving through the changelog count as progress.
 - **Too big or too old** (``max_rss``, ``max_age``): the worker is healthy, just due
   for replacement (a slow leak, fragmentation). It is recycled like a reload rolls an
   instance (:class:`~supervisor.daemon.handover.Handover`: stop feeding, drain, ack, start a
@@ -47,6 +49,7 @@ class _Watch:
     processed: int          # the count at the last sign of progress
     oldest: object          # the oldest unacked record then (an ack moves it)
     progress_at: float      # monotonic, the last sign of progress (or of having no work)
+    table_progress: int = 0  # its changelog replay's position then
     proc: psutil.Process | None = None
     recycle_asked: bool = False
 
@@ -91,12 +94,15 @@ class Monitor:
     def check_progress(self, inst: Instance, watch: _Watch, now: float) -> None:
         """Kill a worker that holds records and has processed none for too long.
 
-        Progress is a higher processed count (PONG) or an ack of its oldest record
-        (acks flow even when a full ring delays the PING)."""
+        Progress is a higher processed count (PONG), an ack of its oldest record
+        (acks flow even when a full ring delays the PING), or a changelog replay that
+        moved on (TABLES)."""
         in_ring = len(inst.unacked) - len(inst.pending)
         oldest = next(iter(inst.unacked), None)
-        if in_ring <= 0 or inst.processed != watch.processed or oldest != watch.oldest:
+        if in_ring <= 0 or inst.processed != watch.processed or oldest != watch.oldest \
+                or inst.table_progress != watch.table_progress:
             watch.processed, watch.oldest, watch.progress_at = inst.processed, oldest, now
+            watch.table_progress = inst.table_progress
             return
         timeout = inst.agent.config.heartbeat_timeout
         if now - watch.progress_at < timeout:

@@ -55,6 +55,7 @@ from supervisor.daemon.monitor import Monitor
 from supervisor.daemon.ops.operations import Operations
 from supervisor.daemon.ops.snapshot import Sources
 from supervisor.daemon.reload import Reloader
+from supervisor.daemon.tablestatus import RowSource, TableStatus
 from supervisor.daemon.topics import (
     BrokerUnreachable,
     TopicMismatch,
@@ -94,6 +95,7 @@ class Supervisor:
         self.group = GroupMember(self.fleet, self.datapath, self.committer, self.await_acks)
         self.reloader = Reloader(self.fleet, self.datapath, self.committer, self.life)
         self.monitor = Monitor(self.fleet, self.life, self.reloader.recycle)
+        self.tables = TableStatus(self.fleet)  # what instances report of their shards
         self.ops: Operations | None = None  # control socket, sd_notify, metrics (at run)
         self.keeper: TableKeeper | None = None  # standby and GlobalTable copies (at start)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -102,6 +104,16 @@ class Supervisor:
     def config(self) -> Config:
         """The config now in force (a reload replaces it in the fleet)."""
         return self.fleet.config
+
+    @property
+    def table_keepers(self) -> list[RowSource]:
+        """Daemon-side table holders (standby replicas, global tables): append one and
+        status and the metrics show its ``status_rows()`` beside the instances' shards."""
+        return self.tables.keepers
+
+    def table_rows(self) -> list[dict[str, Any]]:
+        """Status's ``tables`` rows: the instances' reports, then the keepers' rows."""
+        return self.tables.rows()
 
     # ================================================================= run
 
@@ -163,8 +175,8 @@ class Supervisor:
 
     def start_ops(self) -> None:
         """The control socket first: a second daemon on the same state_dir stops here."""
-        self.ops = Operations(Sources(self.fleet, self.datapath, self.life, self.reloader),
-                              self.queue_signal)
+        self.ops = Operations(Sources(self.fleet, self.datapath, self.life, self.reloader,
+                                      self.tables), self.queue_signal)
         self.committer.observer = self.ops
         self.reloader.observer = self.ops
 
@@ -225,6 +237,7 @@ class Supervisor:
         if keeper.needed:
             keeper.start()
             self.keeper = self.group.keeper = keeper
+            self.table_keepers.append(keeper)
 
     def mock_cluster_tuning(self) -> dict[str, Any]:
         """:data:`MOCK_CONSUMER_TUNING` when Kafka is librdkafka's mock cluster (ours, or
@@ -331,6 +344,8 @@ class Supervisor:
                 inst.agent_stopped = True
         elif kind == wire.PONG:
             inst.processed = wire.decode_pong(record).processed
+        elif kind == wire.TABLES:
+            self.tables.on_report(inst, record)
         elif kind == wire.RETIRED:
             inst.retired = True
 

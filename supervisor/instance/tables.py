@@ -1,9 +1,11 @@
 """An instance's tables: the agentd table runtime installed, shards opened per partition.
 
-The worker asks this module three things: open the shards of a partition before the
+The worker asks this module four things: open the shards of a partition before the
 agent sees a record of it (a shard catches up with its changelog on opening), close
 them when the partition leaves (a ``RELEASE`` from the daemon: the next owner is
-waiting for RocksDB's lock), and close everything at exit. Tables live in agentlib
+waiting for RocksDB's lock), report its shards to the daemon (a ``TABLES`` record with
+each ``PONG``, and from inside a changelog replay, which keeps the loop from answering
+``PING``), and close everything at exit. Tables live in agentlib
 (:mod:`agentlib.tables`); this is only the instance's side of owning them.
 
 Opening runs on the worker's loop, so a partition's first record waits for its catch-up
@@ -14,8 +16,11 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from supervisor.transport import wire
 
 __all__ = ["InstanceTables"]
 
@@ -25,13 +30,18 @@ log = logging.getLogger("agentd.worker")
 class InstanceTables:
     """The table runtime of one instance process, and which tables its agent uses."""
 
-    def __init__(self, runtime: Any, used: list[Any]) -> None:
+    def __init__(self, runtime: Any, used: list[Any],
+                 send: Callable[[bytes], None] | None = None) -> None:
         self.runtime = runtime
         self.used = [table for table in used if not table.is_global]
+        self._send = send
+        runtime.on_progress = self.report
 
     @classmethod
-    def install(cls, agent: Any, table_dir: str) -> InstanceTables | None:
-        """Install the changelog runtime if the agent's app has tables (else None)."""
+    def install(cls, agent: Any, table_dir: str,
+                send: Callable[[bytes], None] | None = None) -> InstanceTables | None:
+        """Install the changelog runtime if the agent's app has tables (else None);
+        ``send`` writes a record to the daemon (status reports)."""
         app = getattr(agent, "app", None)
         if not getattr(app, "tables", None):
             return None
@@ -46,7 +56,13 @@ class InstanceTables:
                                              producer=lambda: app.producer,
                                              consumer_settings=settings)
         runtimes.install(runtime)
-        return cls(runtime, usage.tables_used_by(getattr(agent, "fun", None)))
+        return cls(runtime, usage.tables_used_by(getattr(agent, "fun", None)), send)
+
+    def report(self) -> None:
+        """Send the daemon a ``TABLES`` record: every shard this instance holds."""
+        if self._send is not None:
+            self._send(wire.encode_tables([wire.TableRow._make(row)
+                                           for row in self.runtime.status()]))
 
     def open_partition(self, partition: int) -> None:
         """Open (and catch up) the shards of ``partition`` for the agent's tables."""

@@ -98,7 +98,8 @@ class Worker:
         self._raw_record = seam.new_raw_record
         self._verdict = seam.ErrorVerdict
         self.host = seam.AgentHost(agent, on_done=self.on_done, on_error=self.on_error)
-        self.tables = InstanceTables.install(agent, str(settings.get("table_dir", "tables")))
+        self.tables = InstanceTables.install(agent, str(settings.get("table_dir", "tables")),
+                                             self._send)
         # Per (topic index, partition): offsets fed, in order, and those done.
         self._fed: dict[tuple[int, int], collections.deque[int]] = {}
         self._done: dict[tuple[int, int], set[int]] = {}
@@ -254,6 +255,8 @@ class Worker:
             self._finish(0)
         elif kind == wire.PING:
             self._send(wire.encode_pong(self.processed, self.host.in_flight))
+            if self.tables is not None:
+                self.tables.report()
         elif kind == wire.RELEASE:
             if self.tables is not None:
                 self.tables.release(wire.decode_release(view))

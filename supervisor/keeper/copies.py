@@ -225,22 +225,24 @@ class Keeper:
         rows = []
         for (changelog, partition), standby in sorted(self.standby.items()):
             rows.append(self._row(standby.table, partition, "standby", standby.shard.path,
-                                  standby.shard.keys_estimate(), changelog,
-                                  standby.shard.changelog_offset))
+                                  standby.shard.key_count(), changelog,
+                                  standby.shard.changelog_offset, standby.stats.rows))
         for changelog, writer in sorted(self.globals.items()):
             for partition in range(int(self.tables[changelog]["partitions"])):
                 rows.append(self._row(str(self.tables[changelog]["name"]), partition,
                                       "global", writer.path, writer.keys_estimate(),
-                                      changelog, writer.applied(partition)))
+                                      changelog, writer.applied(partition), 0))
         return rows
 
     def _row(self, table: str, partition: int, state: str, path: Path, keys: int,
-             changelog: str, offset: int) -> dict[str, Any]:
+             changelog: str, offset: int, applied_rows: int) -> dict[str, Any]:
         _, high = self.consumer.get_watermark_offsets(TopicPartition(changelog, partition),
                                                       cached=True) or (0, 0)
-        return {"table": table, "partition": partition, "state": state, "instance": None,
-                "keys": keys, "bytes": _disk_bytes(path), "changelog_offset": offset,
-                "changelog_lag": max(0, high - 1 - offset) if high >= 0 else None}
+        return {"table": table, "partition": partition, "state": state, "agent": None,
+                "instance": None, "keys": keys, "keys_estimated": True,
+                "bytes": _disk_bytes(path), "changelog_offset": offset,
+                "changelog_lag": max(0, high - 1 - offset) if high >= 0 else None,
+                "recovered_rows": applied_rows}
 
     def close(self) -> None:
         for key in list(self.standby):

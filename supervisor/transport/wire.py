@@ -25,6 +25,11 @@ Outbound (worker → supervisor):
   ``crash`` policy fired; the daemon stops non-zero) with a one-line message.
 - ``PONG``: processed and in-flight counts (heartbeat/statistics).
 - ``RETIRED``: the worker drained after ``STOP`` and is exiting.
+- ``TABLES``: the instance's table shards (:class:`TableRow` each: state, keys,
+  bytes on disk, changelog offset and lag, rows recovered). Sent with each ``PONG``
+  by an instance whose agent uses tables, and about once a second while it replays a
+  changelog (its loop cannot answer ``PING`` then): never per message. A u16 row
+  count, then per row :data:`_TABLE_ROW` and the table's name in UTF-8.
 """
 
 from __future__ import annotations
@@ -50,22 +55,27 @@ __all__ = [
     "RETIRED_RECORD",
     "STOP",
     "STOP_RECORD",
+    "TABLES",
+    "TABLE_STATES",
     "TOPICS",
     "Ack",
     "DecodedRecord",
     "ErrorReport",
     "Pong",
+    "TableRow",
     "decode_ack",
     "decode_error",
     "decode_pong",
     "decode_record",
     "decode_release",
+    "decode_tables",
     "decode_topics",
     "encode_ack",
     "encode_error",
     "encode_pong",
     "encode_record",
     "encode_release",
+    "encode_tables",
     "encode_topics",
     "error_headers",
     "record_fields",
@@ -83,6 +93,10 @@ ACK = 16
 ERROR = 17
 PONG = 18
 RETIRED = 19
+TABLES = 20
+
+#: A table shard's state in a ``TABLES`` row, by its code (the index).
+TABLE_STATES = ("active", "recovering")
 
 OUTCOME_CRASH = 1
 OUTCOME_HANDLED = 2  # logged or dead-lettered, then acked: counted for status/metrics
@@ -98,6 +112,10 @@ ACK_RECORD = struct.Struct("<BHiqq")
 _ERROR_HEAD = struct.Struct("<BHiqB")
 _PONG = struct.Struct("<Bqq")
 _RELEASE = struct.Struct("<Bi")
+_TABLES_HEAD = struct.Struct("<BH")
+#: partition i32, state u8, keys estimated u8, keys i64, disk bytes i64, changelog
+#: offset i64, changelog lag i64, recovered rows i64, table name length u16.
+_TABLE_ROW = struct.Struct("<iBBqqqqqH")
 _HEADER_NAME = struct.Struct("<H")
 _HEADER_VALUE = struct.Struct("<i")
 
@@ -143,6 +161,20 @@ class ErrorReport(NamedTuple):
 class Pong(NamedTuple):
     processed: int
     in_flight: int
+
+
+class TableRow(NamedTuple):
+    """One table shard an instance holds (see ``TABLES``)."""
+
+    table: str
+    partition: int
+    state: str            # one of TABLE_STATES
+    keys: int
+    keys_estimated: bool
+    disk_bytes: int
+    changelog_offset: int
+    changelog_lag: int
+    recovered_rows: int
 
 
 def encode_record(topic_index: int, partition: int, offset: int, timestamp_ms: int,
@@ -286,6 +318,39 @@ def encode_pong(processed: int, in_flight: int) -> bytes:
 def decode_pong(buf: bytes | memoryview) -> Pong:
     _, processed, in_flight = _PONG.unpack_from(buf)
     return Pong(processed, in_flight)
+
+
+def encode_tables(rows: Sequence[TableRow]) -> bytes:
+    parts = [_TABLES_HEAD.pack(TABLES, len(rows))]
+    for row in rows:
+        name = row.table.encode()
+        parts.append(_TABLE_ROW.pack(row.partition, TABLE_STATES.index(row.state),
+                                     row.keys_estimated, row.keys, row.disk_bytes,
+                                     row.changelog_offset, row.changelog_lag,
+                                     row.recovered_rows, len(name)))
+        parts.append(name)
+    return b"".join(parts)
+
+
+def decode_tables(buf: bytes | memoryview) -> list[TableRow]:
+    """The rows of a ``TABLES`` record; a damaged one raises ``struct.error`` or
+    ``ValueError`` (an unknown state, a name that is not UTF-8)."""
+    _, count = _TABLES_HEAD.unpack_from(buf)
+    pos = _TABLES_HEAD.size
+    rows = []
+    for _ in range(count):
+        (partition, state, estimated, keys, disk_bytes, offset, lag, recovered,
+         name_len) = _TABLE_ROW.unpack_from(buf, pos)
+        pos += _TABLE_ROW.size
+        name = bytes(buf[pos:pos + name_len]).decode()
+        pos += name_len
+        if state >= len(TABLE_STATES):
+            raise ValueError(f"damaged TABLES record: state {state}")
+        rows.append(TableRow(name, partition, TABLE_STATES[state], keys, bool(estimated),
+                             disk_bytes, offset, lag, recovered))
+    if pos != len(buf):
+        raise ValueError(f"damaged TABLES record: {len(buf)} bytes, its lengths say {pos}")
+    return rows
 
 
 def error_headers(agent: str, record: Any, exc: BaseException | str) -> list[tuple[str, bytes]]:

@@ -50,6 +50,15 @@ AGENT_METRICS = (
      "gauge", "lag"),
 )
 
+# (name, help, status key): per table shard, labelled table, partition, state, instance.
+TABLE_METRICS = (
+    ("agentd_table_keys", "Rows in this table partition's copy (RocksDB: its estimate).",
+     "keys"),
+    ("agentd_table_bytes", "Bytes this table partition's copy takes on disk.", "bytes"),
+    ("agentd_table_changelog_lag", "Changelog offsets this copy has not applied yet.",
+     "changelog_lag"),
+)
+
 
 class _SnapshotCollector:
     """Turns the latest status document into metric families at scrape time."""
@@ -82,8 +91,32 @@ class _SnapshotCollector:
             if part["lag"] is not None:
                 lag.add_metric([part["topic"], str(part["partition"])], part["lag"])
         yield lag
+        yield from _table_families(doc)
         yield GaugeMetricFamily("agentd_up", "1 while the supervisor is consuming.",
                                 value=1 if doc["state"] in ("running", "reloading") else 0)
+
+
+def _table_families(doc: dict[str, Any]) -> Iterator[Any]:
+    """The table gauges (one sample per copy of a partition: its owner, a standby) and
+    the rows recovered from changelogs since the daemon started."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    rows = doc.get("tables", [])
+    for name, text, key in TABLE_METRICS:
+        family = GaugeMetricFamily(name, text,
+                                   labels=["table", "partition", "state", "instance"])
+        for row in rows:
+            if row.get(key) is not None:
+                instance = "" if row.get("instance") is None else str(row["instance"])
+                family.add_metric([row["table"], str(row["partition"]), row["state"],
+                                   instance], row[key])
+        yield family
+    recovered = CounterMetricFamily("agentd_table_recovered_rows", "Changelog rows "
+                                    "replayed into this table partition's copies.",
+                                    labels=["table", "partition"])
+    for row in doc.get("table_recovery", []):
+        recovered.add_metric([row["table"], str(row["partition"])], row["recovered_rows"])
+    yield recovered
 
 
 class MetricsServer:

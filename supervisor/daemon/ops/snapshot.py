@@ -25,6 +25,7 @@ from supervisor.daemon.fleet import Fleet
 from supervisor.daemon.instances import Instance
 from supervisor.daemon.lifecycle import Lifecycle
 from supervisor.daemon.reload import Reloader
+from supervisor.daemon.tablestatus import TableStatus
 
 SCHEMA = 1
 
@@ -37,6 +38,7 @@ class Sources:
     datapath: DataPath
     life: Lifecycle
     reloader: Reloader   # a reload's or recycle's handover shows the draining process
+    tables: TableStatus  # the instances' table shards and the daemon's keepers
 
 
 @dataclass
@@ -154,6 +156,7 @@ def build(parts: Sources, seen: Observations, probe: ProcessProbe) -> dict[str, 
         "group_id": config.group_id or fleet.app_id(),
         "agents": agents, "instances": instances, "partitions": partitions,
         "lag": sum(known_lags),
+        "tables": parts.tables.rows(), "table_recovery": parts.tables.recovery_rows(),
         "commit": {"commits": seen.commits, "failures": seen.commit_failures,
                    "last_latency_s": seen.last_commit_latency},
         "reload": {"state": seen.reload_state, "reloads": seen.reloads,
