@@ -15,6 +15,7 @@ from pathlib import Path
 import kafkatools
 import pytest
 from agentdproc import Agentd, drain_and_stop, wait_until
+from test_daemon_tables import status
 
 from agentlib.tables.hostcopy import HostCopyReader, HostCopyWriter
 
@@ -91,12 +92,12 @@ def test_every_instance_reads_the_whole_global_table_from_one_host_copy(
         daemon.wait_consuming()
         wait_until(lambda: daemon.assert_running() or kafkatools.committed_equals_end(
             kafka_bootstrap, app_id, prices_topic), 60, "the prices to be learned")
-        status = tmp_path / "state" / "keeper-status.json"
 
         def copy_current() -> bool:
-            rows = json.loads(status.read_text())["rows"] if status.exists() else []
-            return bool(rows) and all(r["state"] == "global" and r["changelog_lag"] == 0
-                                      for r in rows)
+            rows = [r for r in json.loads(status(daemon, "--json"))["tables"]
+                    if r["table"] == "prices"]
+            return len(rows) == 4 and all(r["state"] == "global" and r["instance"] is None
+                                          and r["changelog_lag"] == 0 for r in rows)
         wait_until(copy_current, 30, "the host copy to hold the whole changelog")
 
         orders = [(f"o{i}".encode(), json.dumps(f"item{i % 200}").encode())

@@ -13,7 +13,7 @@ from pathlib import Path
 import kafkatools
 import pytest
 from agentdproc import Agentd, drain_and_stop, wait_until
-from test_daemon_tables import COUNTING_APP, changelog_counts
+from test_daemon_tables import COUNTING_APP, changelog_counts, status
 
 PARTITIONS = 4
 
@@ -37,11 +37,9 @@ def owned(daemon: Agentd) -> int:
 
 
 def standby_rows(daemon: Agentd) -> list[dict]:
-    path = daemon.workdir / "state" / "keeper-status.json"
-    try:
-        return [r for r in json.loads(path.read_text())["rows"] if r["state"] == "standby"]
-    except (OSError, ValueError):
-        return []
+    """The standby rows of ``agentd status --json`` (the keeper's copies)."""
+    rows = json.loads(status(daemon, "--json"))["tables"]
+    return [r for r in rows if r["state"] == "standby"]
 
 
 def replayed_rows(log: str) -> int:
