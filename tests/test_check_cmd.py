@@ -147,3 +147,33 @@ def test_known_kafka_properties_pass_check(tmp_path):
     done = run_check(tmp_path, 'app = "examples.agent"\nbroker = "kafka://127.0.0.1:9"\n'
                                '[kafka]\nsession.timeout.ms = 10000\n"linger.ms" = 5\n')
     assert done.returncode == 0, done.stderr
+
+
+TABLE_APP = '''
+import agentlib as faust
+
+app = faust.App("check-tables")
+words = app.topic("words", key_type=str, value_type=str)
+counts = app.Table("word_counts", default=int)
+
+
+@app.agent(words)
+async def count(stream):
+    async for event in stream.events():
+        counts[event.key] += 1
+'''
+
+
+def test_check_refuses_a_table_written_under_key_ordering_as_start_does(tmp_path):
+    done = run_check(tmp_path, 'app = "tableapp:app"\nbroker = "kafka://127.0.0.1:9"\n'
+                     '[agents.count]\nordering = "key"\n', {"tableapp": TABLE_APP})
+    assert_one_line_error(done, 'agents."tableapp.count".ordering')
+    assert "word_counts" in done.stderr and 'ordering = "partition"' in done.stderr
+
+
+def test_check_lists_the_tables_an_agent_uses(tmp_path):
+    done = run_check(tmp_path, 'app = "tableapp:app"\nbroker = "kafka://127.0.0.1:9"\n',
+                     {"tableapp": TABLE_APP})
+    assert done.returncode == 0, done.stderr
+    assert ("table word_counts: used by tableapp.count, changelog "
+            "check-tables-word_counts-changelog") in done.stdout

@@ -210,7 +210,7 @@ def check(config_path: str) -> list[str]:
     Raises ``ClientError`` (exit 2) naming the key, as ``agentd start`` would fail.
     """
     from supervisor.config.kafkaprops import validate_kafka
-    from supervisor.daemon.fleet import declared_partitions
+    from supervisor.daemon.fleet import changelogs_of, declared_partitions
     from supervisor.daemon.zygote import Zygote, ZygoteError
 
     try:
@@ -247,6 +247,11 @@ def check(config_path: str) -> list[str]:
                          f"topics {', '.join(spec.topics)}")
         try:
             declared = declared_partitions(zygote.agents)
+            for spec in zygote.agents:  # a table needs ordering = "partition", as at start
+                changelogs_of(spec, config.agent(spec.name).ordering, declared)
+                lines += [f"  table {t['name']}{' (global)' if t.get('global') else ''}: "
+                          f"used by {spec.name}, changelog {t['changelog']}"
+                          for t in spec.tables]
         except ConfigError as exc:
             raise ClientError(f"config error: {exc}", 2) from None
         if declared:
