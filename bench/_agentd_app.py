@@ -20,12 +20,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from _common import burn
+from _common import burn, mark_first
 
 import agentlib as faust
 
@@ -56,14 +55,6 @@ class Tagged(faust.Record, serializer="json"):
     pid: int
 
 
-def _mark_first() -> None:
-    if MARK_DIR:
-        path = os.path.join(MARK_DIR, f"first-{os.getpid()}")
-        with open(path + ".tmp", "w") as out:
-            out.write(repr(time.time()))
-        os.replace(path + ".tmp", path)
-
-
 def _mark_modules() -> None:
     if MARK_DIR:
         found = {}
@@ -87,7 +78,7 @@ async def process(stream: Any) -> AsyncIterator[Tagged]:
     pid = os.getpid()
     async for event in stream:
         if first:
-            _mark_first()
+            mark_first(MARK_DIR)
             first = False
         if WORK:
             burn(WORK)

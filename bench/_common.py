@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,11 +127,14 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def create_topic(bootstrap: str, name: str, partitions: int = 8) -> str:
+def create_topic(bootstrap: str, name: str, partitions: int = 8,
+                 config: dict[str, str] | None = None) -> str:
+    """Create ``name`` (``config``: topic settings, e.g. ``cleanup.policy``)."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(name, partitions, 1)], operation_timeout=30)[name].result(30)
+    topic = NewTopic(name, partitions, 1, config=config or {})
+    admin.create_topics([topic], operation_timeout=30)[name].result(30)
     return name
 
 
@@ -146,9 +149,24 @@ def json_value(i: int, rng: random.Random) -> bytes:
 def produce(bootstrap: str, topic: str, count: int,
             value: Any = json_value, keys: int = KEY_SPACE) -> float:
     """Produce ``count`` messages keyed over ``keys`` values; wait for all; return seconds."""
+    rng = random.Random(12)
+    return produce_rows(bootstrap, topic, ((key_of(i, keys), value(i, rng), None, None)
+                                           for i in range(count)))
+
+
+def key_of(i: int, keys: int = KEY_SPACE) -> bytes:
+    """The key of the ``i``-th message :func:`produce` writes (``keys`` values in turn)."""
+    return b"k%d" % (i % keys)
+
+
+#: One record for :func:`produce_rows`: key, value, partition (None: by key), headers.
+Row = tuple[bytes | None, bytes | None, int | None, list[tuple[str, bytes]] | None]
+
+
+def produce_rows(bootstrap: str, topic: str, rows: Iterable[Row]) -> float:
+    """Produce ``rows``; wait until all are delivered; return seconds."""
     from confluent_kafka import KafkaException, Producer
 
-    rng = random.Random(12)
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": 1,
                          "compression.type": "none", "batch.size": 1_000_000,
                          "queue.buffering.max.messages": 1_000_000,
@@ -160,12 +178,13 @@ def produce(bootstrap: str, topic: str, count: int,
             errors.append(str(err))
 
     started = time.monotonic()
-    for i in range(count):
-        key = b"k%d" % (i % keys)
-        payload = value(i, rng)
+    for i, (key, payload, partition, headers) in enumerate(rows):
+        extra: dict[str, Any] = {} if partition is None else {"partition": partition}
+        if headers:
+            extra["headers"] = headers
         while True:
             try:
-                producer.produce(topic, payload, key, on_delivery=on_delivery)
+                producer.produce(topic, payload, key, on_delivery=on_delivery, **extra)
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -347,17 +366,18 @@ def kill_group(proc: subprocess.Popen[Any], grace: float = 3.0, *,
         proc.wait(5)
 
 
-PEER_OF = {"quix": "quix", "arroyo_mp": "arroyo", "arroyo_single": "arroyo"}
+PEER_OF = {"quix": "quix", "quix_state": "quix", "arroyo_mp": "arroyo", "arroyo_single": "arroyo"}
 
 
 def run_contestant(name: str, bootstrap: str, topic: str, count: int, timeout: float, *,
                    kind: str | None = None, work: int = 0, instances: int = 1,
-                   concurrency: int = 1) -> Outcome:
+                   concurrency: int = 1, options: Sequence[str] = ()) -> Outcome:
     """Contestant ``name`` reads all of ``topic`` in a fresh consumer group.
 
     ``kind`` (default: ``name``) is ``agentd`` (run with ``instances``) or a
     ``_contestants.py`` kind (``bare``, ``faust``, ``quix``, ``arroyo_mp``,
-    ``arroyo_single``); ``work`` is ``burn`` iterations per message, the same for all.
+    ``arroyo_single``, ``faust_table``, ``quix_state``); ``work`` is ``burn`` iterations
+    per message, the same for all; ``options``: more arguments for ``_contestants.py``.
     """
     kind = kind or name
     if kind == "agentd":
@@ -371,7 +391,7 @@ def run_contestant(name: str, bootstrap: str, topic: str, count: int, timeout: f
         python = sys.executable
     argv = [python, str(BENCH_DIR / "_contestants.py"), kind, "--bootstrap", bootstrap,
             "--topic", topic, "--group", unique(f"bench-{kind}"), "--count", str(count),
-            "--concurrency", str(concurrency)]
+            "--concurrency", str(concurrency), *options]
     return run_child(name, argv, timeout, env={"BENCH_WORK": str(work)}, expect=count)
 
 
@@ -569,6 +589,16 @@ class Agentd:
         return [p.pid for p in grandchildren] or [c.pid for c in children]
 
 
+def mark_first(mark_dir: str) -> None:
+    """Agent side: write ``first-<pid>`` (this instance's first processed message's
+    wall-clock time) into ``mark_dir`` ("" : nowhere), for :func:`first_mark`."""
+    if mark_dir:
+        path = os.path.join(mark_dir, f"first-{os.getpid()}")
+        with open(path + ".tmp", "w") as out:
+            out.write(repr(time.time()))
+        os.replace(path + ".tmp", path)
+
+
 def first_mark(mark_dir: Path) -> float:
     """The earliest ``first-<pid>`` time the agent instances wrote (0 if none)."""
     times = []
@@ -594,26 +624,29 @@ def module_marks(mark_dir: Path) -> dict[str, str]:
 
 def run_agentd(name: str, bootstrap: str, topic: str, count: int, instances: int,
                timeout: float, work: int = 0, partitions: int = 8,
-               tree: Path = REPO) -> Outcome:
+               tree: Path = REPO, *, group: str | None = None,
+               settings: dict[str, Any] | None = None) -> Outcome:
     """Time agentd from the first processed message until the group's committed offsets
     reach the end of ``topic`` (``count`` messages). The first message's time is what
     the agent writes on it; the end is when a 20 ms poll of the committed offsets sees
     the end, with ``commit_interval`` at 0.1 s, so the clock stops at most ~0.12 s late
     (rates are from the commit, the only proof that the work is done).
 
-    ``tree``: whose agentd runs (see :class:`Agentd`). The outcome's ``extra`` carries
+    ``tree``: whose agentd runs (see :class:`Agentd`); ``group`` (also the app id) and
+    ``settings`` (config keys, e.g. another ``app`` and its ``table_dir``) for a bench
+    that looks at what the run left behind. The outcome's ``extra`` carries
     ``modules``: where the agent's process found ``supervisor`` and ``agentlib``
     (``_agentd_app`` writes it into the mark dir), so a caller can check the tree."""
     missing = agentd_missing(tree)
     if missing:
         return Outcome(name, reason=missing)
-    group = unique(f"bench-agentd{instances}")
+    group = group or unique(f"bench-agentd{instances}")
     mark_dir = Path(tempfile.mkdtemp(prefix="bench-marks-"))
     env = {"BENCH_TOPIC": topic, "BENCH_INSTANCES": str(instances), "BENCH_WORK": str(work),
            "BENCH_MARK_DIR": str(mark_dir)}
     watch = OffsetWatch(bootstrap, group, topic, partitions)
     try:
-        with Agentd(bootstrap, group, env, tree=tree) as daemon:
+        with Agentd(bootstrap, group, env, settings, tree=tree) as daemon:
             deadline = time.monotonic() + timeout
             while True:
                 done = watch.committed_total()

@@ -1,15 +1,17 @@
 """Child side of the benches: one contestant reads the topic and reports its timestamps.
 
 ``python bench/_contestants.py KIND --bootstrap B --topic T --group G --count N``
-runs in agentd's venv (``bare``, ``faust``) or in a peer's venv (``quix``,
-``arroyo_mp``, ``arroyo_single``): only the standard library and ``_common`` (stdlib at
-import time) are imported at the top, each library only inside its own contestant.
+runs in agentd's venv (``bare``, ``faust``, ``faust_table``) or in a peer's venv
+(``quix``, ``quix_state``, ``arroyo_mp``, ``arroyo_single``): only the standard library
+and ``_common`` (stdlib at import time) are imported at the top, each library only
+inside its own contestant.
 
 Every contestant does the same step per message: decode the JSON value, then ``burn``
-``--work`` iterations (0 for the throughput bench). It notes the wall-clock time of its
-first processed message and of its N-th, prints them with ``_common.report`` and leaves
-with ``os._exit`` (Faust's and Quix's shutdowns can hang; the parent's timeout is the
-last resort). The parent computes the rate.
+``--work`` iterations (0 for the throughput bench); ``faust_table`` and ``quix_state``
+(``bench/tables.py``) add one to the record key's count in their table instead. It
+notes the wall-clock time of its first processed message and of its N-th, prints them
+with ``_common.report`` and leaves with ``os._exit`` (Faust's and Quix's shutdowns can
+hang; the parent's timeout is the last resort). The parent computes the rate.
 """
 
 from __future__ import annotations
@@ -122,6 +124,48 @@ def run_quix(args: argparse.Namespace) -> None:
     app.run()
 
 
+def run_faust_table(args: argparse.Namespace) -> None:
+    """``bench/tables.py``: a Faust agent counting per record key in a ``Table`` whose
+    store is ``--store`` (Faust's ``rocksdb://`` runs on rocksdict when python-rocksdb
+    is absent; ``memory://`` is Faust's default)."""
+    import faust
+
+    app = faust.App(args.group, broker=f"kafka://{args.bootstrap}", value_serializer="json",
+                    consumer_auto_offset_reset="earliest", web_enabled=False,
+                    datadir=tempfile.mkdtemp(prefix="bench-faust-"), topic_partitions=8,
+                    store=args.store)
+    topic = app.topic(args.topic, partitions=8)  # raw keys (the app's default), JSON values
+    counts = app.Table("counts", default=int, partitions=8)
+    tally = Tally(args.count, store=args.store)
+
+    @app.agent(topic)
+    async def process(stream: Any) -> None:
+        async for event in stream.events():
+            counts[event.key] += 1
+            tally.done()
+
+    faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+
+
+def run_quix_state(args: argparse.Namespace) -> None:
+    """``bench/tables.py``: Quix Streams counting per message key in its ``State``
+    (RocksDB with a changelog topic: the library's defaults)."""
+    from quixstreams import Application
+
+    app = Application(broker_address=args.bootstrap, consumer_group=args.group,
+                      auto_offset_reset="earliest", state_dir=tempfile.mkdtemp(prefix="bench-qx-"),
+                      loglevel="WARNING")
+    topic = app.topic(args.topic, value_deserializer="json")
+    tally = Tally(args.count)
+
+    def step(value: Any, state: Any) -> None:
+        state.set("count", state.get("count", 0) + 1)  # Quix scopes state to the key
+        tally.done()
+
+    app.dataframe(topic).update(step, stateful=True)
+    app.run()
+
+
 def _decode(message: Any) -> Any:
     """arroyo's task: json.loads of the payload (module level, so the pool can pickle it)."""
     value = json.loads(message.payload.value)
@@ -193,13 +237,14 @@ def run_arroyo(args: argparse.Namespace, processes: int) -> None:
 def main() -> None:
     cli = argparse.ArgumentParser()
     cli.add_argument("kind", choices=("bare", "bare_tuned", "faust", "quix", "arroyo_mp",
-                                      "arroyo_single"))
+                                      "arroyo_single", "faust_table", "quix_state"))
     cli.add_argument("--bootstrap", required=True)
     cli.add_argument("--topic", required=True)
     cli.add_argument("--group", required=True)
     cli.add_argument("--count", type=int, required=True)
     cli.add_argument("--work", type=int, default=_WORK, help="burn iterations per message")
     cli.add_argument("--concurrency", type=int, default=1, help="Faust agent concurrency")
+    cli.add_argument("--store", default="memory://", help="faust_table: the Table's store")
     args = cli.parse_args()
     if args.kind in ("bare", "bare_tuned"):
         run_bare(args, tuned=args.kind == "bare_tuned")
@@ -207,6 +252,10 @@ def main() -> None:
         run_faust(args)
     elif args.kind == "quix":
         run_quix(args)
+    elif args.kind == "faust_table":
+        run_faust_table(args)
+    elif args.kind == "quix_state":
+        run_quix_state(args)
     else:
         run_arroyo(args, 2 if args.kind == "arroyo_mp" else 1)
     raise SystemExit(f"{args.kind} returned before processing {args.count} messages")

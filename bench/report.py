@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Report: run the quick set of benches on one broker, write a dated markdown page + plots.
 
-Runs ``throughput``, ``scaling``, ``ask``, ``memory``, ``reload`` and ``ceiling`` with
+Runs ``throughput``, ``scaling``, ``ask``, ``memory``, ``reload``, ``ceiling`` and ``tables`` with
 ``--quick`` (or in full with ``--full``), each as its own process against one
 ``DevBroker`` started here, and writes ``bench/results/<YYYY-MM-DD>.md``: machine facts (cores, CPU
 model, versions), each script's table and final JSON line, and PNG plots (matplotlib)
@@ -25,7 +25,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 import _common as c
 
-SCRIPTS = ("throughput", "scaling", "ask", "memory", "reload", "ceiling")
+SCRIPTS = ("throughput", "scaling", "ask", "memory", "reload", "ceiling", "tables")
 RESULTS = c.BENCH_DIR / "results"
 README_MARK = re.compile(r"(<!-- bench-latest -->).*?(<!-- /bench-latest -->)", re.S)
 

@@ -54,7 +54,7 @@ class Standby:
     def __init__(self, table: str, shard: RocksShard) -> None:
         self.table = table
         self.shard = shard
-        self.held: dict[str, Mark | None] = {}
+        self.held: dict[bytes, Mark | None] = {}
         self.stats = Recovery()
 
 
