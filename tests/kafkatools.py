@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self, cast
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
 from supervisor.devbrokers.devbroker import create_topics
 
@@ -240,3 +247,33 @@ def spawn_dev_broker(*args: str, env: dict[str, str] | None = None,
         _, err = proc.communicate()
         raise RuntimeError(f"{' '.join(cmd[1:])} printed {line!r}, stderr: {err.strip()!r}")
     return proc, line.strip().removeprefix("bootstrap=")
+
+
+def read_committed_values(bootstrap: str, topic: str, timeout: float = 60.0) -> list[bytes | None]:
+    """The values a ``read_committed`` reader sees in ``topic`` now (aborted
+    transactions' records left out), to the end of every partition.
+
+    Transaction markers take offsets that no reader is given, so "the end" is the
+    partition's end-of-file event, not the high watermark."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique_name("reader"),
+                         "enable.auto.commit": False, "enable.partition.eof": True,
+                         "isolation.level": "read_committed"})
+    try:
+        parts = _partitions(consumer, topic, timeout)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        left, values = set(parts), []
+        deadline = time.monotonic() + timeout
+        while left:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"read_committed_values({topic!r}): {sorted(left)} left")
+            for msg in consumer.consume(10_000, 0.1):
+                error = msg.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        left.discard(msg.partition())
+                        continue
+                    raise KafkaException(error)
+                values.append(msg.value())
+        return values
+    finally:
+        consumer.close()

@@ -88,6 +88,10 @@ class MetricsConfig:
     host: str = "127.0.0.1"
 
 
+#: ``processing_guarantee`` values (Faust's spelling).
+GUARANTEES = ("at_least_once", "exactly_once")
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """A whole validated config file. ``group_id=None`` means "the app's id"."""
@@ -98,6 +102,9 @@ class Config:
     table_dir: Path = Path("tables")
     #: Standby copies of table partitions other daemons own (Faust's setting, default 1).
     table_standby_replicas: int = 1
+    #: ``at_least_once`` or ``exactly_once``; None: the app's ``processing_guarantee``
+    #: (Faust's setting), else at least once.
+    processing_guarantee: str | None = None
     broker: str = EMBEDDED
     group_id: str | None = None
     commit_interval: float = 1.0
@@ -158,6 +165,7 @@ def from_mapping(data: Mapping[str, Any], source: str = "<string>") -> Config:
         table_dir=table.take("table_dir", v.absolute_path, None) or default_table_dir(stem),
         table_standby_replicas=table.take("table_standby_replicas",
                                           lambda x: v.integer(x, 0, 16), 1),
+        processing_guarantee=table.take("processing_guarantee", v.choice(GUARANTEES), None),
         log_level=table.take("log_level", v.log_level, "INFO"),
         kafka=MappingProxyType(table.take_table("kafka", _kafka_table, {})),
         metrics=table.take_table("metrics", _metrics_table, MetricsConfig()),

@@ -310,6 +310,8 @@ class Committer:
         self.observer: CommitObserver | None = None
         self.next_commit = 0.0
         self.last_check = 0.0   # the last commit, or look for caught-up partitions
+        #: exactly once: the instances commit offsets in their transactions, not this
+        self.transactional = False
 
     # ------------------------------------------------------------------ acks
 
@@ -364,7 +366,10 @@ class Committer:
                 self.commit(asynchronous=True, only=set(done))
 
     def commit(self, asynchronous: bool, only: set[tuple[str, int]] | None = None) -> None:
-        """Commit the lowest unacked offset of every partition that moved."""
+        """Commit the lowest unacked offset of every partition that moved (under exactly
+        once the instances' transactions commit offsets, and this does nothing)."""
+        if self.transactional:
+            return
         consumer = self.consumer
         assert consumer is not None
         offsets = self.tracker.committable()

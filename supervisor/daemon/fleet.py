@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import select
+import socket
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -50,6 +51,8 @@ class Fleet:
         self.declared_partitions: dict[str, int] = {}
         #: changelog topic → partitions (its source topic's), for the agents' tables
         self.changelogs: dict[str, int] = {}
+        #: ``at_least_once`` or ``exactly_once`` (config, else the app's, else ALO)
+        self.guarantee = "at_least_once"
         #: changelog → its source topic, where nothing declares the count (it follows
         #: the source topic's count in Kafka: :meth:`follow_sources`)
         self.changelog_sources: dict[str, str] = {}
@@ -79,6 +82,14 @@ class Fleet:
                      ", ".join(spec.topics))
         if not self.topics:
             raise ConfigError("app", f"{' '.join(self.config.app)} defines no agents")
+        self.guarantee = processing_guarantee(self.config, self.zygote.agents)
+        if self.exactly_once:
+            log.info("processing_guarantee = exactly_once: outputs, changelogs and offsets "
+                     "commit in one Kafka transaction per instance")
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.guarantee == "exactly_once"
 
     def note_undeclared(self, spec: AgentSpec, changelogs: Mapping[str, int]) -> None:
         source = spec.topics[0] if spec.topics else ""
@@ -151,7 +162,19 @@ class Fleet:
                 "table_dir": str(self.config.table_dir),
                 "max_retries": cfg.max_retries, "retry_backoff": cfg.retry_backoff,
                 "max_in_flight": cfg.max_in_flight,
-                "shutdown_timeout": self.config.shutdown_timeout}
+                "shutdown_timeout": self.config.shutdown_timeout,
+                **self.transaction_settings(inst)}
+
+    def transaction_settings(self, inst: Instance) -> dict[str, Any]:
+        """Under exactly once: the instance's transactional id (stable across its
+        restarts on this host, so a successor fences its predecessor and aborts what it
+        left open) and how often it commits."""
+        if not self.exactly_once:
+            return {}
+        group = self.config.group_id or self.app_id() or "agentd"
+        return {"exactly_once": True, "commit_interval": self.config.commit_interval,
+                "transactional_id": f"agentd-{group}-{socket.gethostname()}-"
+                                    f"{inst.agent.name}-{inst.index}"}
 
     # ------------------------------------------------------------------ processes
 
@@ -189,6 +212,35 @@ class Fleet:
 
     def unacked_total(self) -> int:
         return sum(len(inst.unacked) for inst in self.instances)
+
+
+def processing_guarantee(config: Config, specs: Iterable[AgentSpec]) -> str:
+    """The guarantee in force: the config's, else the apps' (Faust's setting), else at
+    least once. Exactly once needs each topic read by one agent, with one instance per
+    partition (``ordering = "partition"``): the instance commits its partitions' offsets
+    in its own transactions. Anything else is a ``ConfigError`` naming the agent."""
+    specs = list(specs)
+    chosen = config.processing_guarantee or next(
+        (s.guarantee for s in specs if s.guarantee in ("at_least_once", "exactly_once")),
+        "at_least_once")
+    if chosen != "exactly_once":
+        return chosen
+    readers: dict[str, str] = {}
+    for spec in specs:
+        ordering = config.agent(spec.name).ordering
+        if ordering != "partition":
+            raise ConfigError(f'agents."{spec.name}".ordering',
+                              f'agent {spec.name}: processing_guarantee = "exactly_once" '
+                              f'needs ordering = "partition" (one instance commits each '
+                              f'partition), not {ordering!r}')
+        for topic in spec.topics:
+            if topic in readers:
+                raise ConfigError("processing_guarantee",
+                                  f"exactly_once: topic {topic!r} is read by agents "
+                                  f"{readers[topic]} and {spec.name}; each topic may have "
+                                  f"one reading agent (one committed offset per partition)")
+            readers[topic] = spec.name
+    return chosen
 
 
 def declared_partitions(specs: Iterable[AgentSpec]) -> dict[str, int]:

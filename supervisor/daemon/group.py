@@ -25,6 +25,7 @@ from supervisor.daemon.datapath import DataPath
 from supervisor.daemon.fleet import Fleet
 from supervisor.daemon.keeper import TableKeeper
 from supervisor.daemon.moves import owners
+from supervisor.daemon.transactions import GroupFeed
 
 __all__ = ["GroupMember"]
 
@@ -45,6 +46,8 @@ class GroupMember:
         self.await_acks = await_acks
         #: told what this daemon owns, to keep standby copies of the rest
         self.keeper: TableKeeper | None = None
+        #: exactly once: instances get the new generation's group metadata at once
+        self.txfeed: GroupFeed | None = None
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for topic in {tp.topic for tp in partitions}:
@@ -54,6 +57,8 @@ class GroupMember:
                 self.datapath.begin_moves(agent, agent.router.assign(tps), before)
         if self.keeper is not None:
             self.keeper.assigned((tp.topic, tp.partition) for tp in partitions)
+        if self.txfeed is not None:
+            self.txfeed.rebalanced(consumer)
         log.info("assigned %d partitions", len(partitions))
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

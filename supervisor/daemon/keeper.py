@@ -24,6 +24,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from supervisor.daemon.fleet import Fleet
+from supervisor.daemon.topics import connection_settings
+
 __all__ = ["KEEPER_MODULE", "KeeperError", "TableKeeper"]
 
 log = logging.getLogger("agentd")
@@ -53,6 +56,16 @@ class TableKeeper:
         self.env = dict(env)
         self.owned: set[tuple[str, int]] = set()
         self.proc: subprocess.Popen[str] | None = None
+
+    @classmethod
+    def of(cls, fleet: Fleet) -> TableKeeper:
+        """The keeper of ``fleet``'s tables (started only if :attr:`needed`)."""
+        bootstrap, config = fleet.bootstrap, fleet.config
+        client = connection_settings(bootstrap, config.kafka)
+        del client["bootstrap.servers"]
+        return cls(fleet.table_copies, bootstrap=bootstrap, client=client,
+                   status_file=config.state_dir / "keeper-status.json",
+                   env=fleet.env_for(config), standby_replicas=config.table_standby_replicas)
 
     @property
     def needed(self) -> bool:

@@ -55,7 +55,7 @@ from supervisor.daemon.monitor import Monitor
 from supervisor.daemon.ops.operations import Operations
 from supervisor.daemon.ops.snapshot import Sources
 from supervisor.daemon.reload import Reloader
-from supervisor.daemon.tablestatus import RowSource, TableStatus
+from supervisor.daemon.tablestatus import TableStatus
 from supervisor.daemon.topics import (
     BrokerUnreachable,
     TopicMismatch,
@@ -63,6 +63,8 @@ from supervisor.daemon.topics import (
     ensure_topics,
     partition_counts,
 )
+from supervisor.daemon.transactions import CONSUMER_SETTINGS as TXN_CONSUMER_SETTINGS
+from supervisor.daemon.transactions import GroupFeed
 from supervisor.daemon.zygote import ZygoteError
 from supervisor.devbrokers.embedded import MOCK_CONSUMER_TUNING, mock_cluster_at
 from supervisor.transport import wire
@@ -98,22 +100,13 @@ class Supervisor:
         self.tables = TableStatus(self.fleet)  # what instances report of their shards
         self.ops: Operations | None = None  # control socket, sd_notify, metrics (at run)
         self.keeper: TableKeeper | None = None  # standby and GlobalTable copies (at start)
+        self.txfeed: GroupFeed | None = None  # exactly once: group metadata to instances
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     @property
     def config(self) -> Config:
         """The config now in force (a reload replaces it in the fleet)."""
         return self.fleet.config
-
-    @property
-    def table_keepers(self) -> list[RowSource]:
-        """Daemon-side table holders (standby replicas, global tables): append one and
-        status and the metrics show its ``status_rows()`` beside the instances' shards."""
-        return self.tables.keepers
-
-    def table_rows(self) -> list[dict[str, Any]]:
-        """Status's ``tables`` rows: the instances' reports, then the keepers' rows."""
-        return self.tables.rows()
 
     # ================================================================= run
 
@@ -155,6 +148,8 @@ class Supervisor:
             self.reloader.poll()
             self.monitor.tick()
             committer.commit_if_due(fetched_nothing=not fetched)
+            if self.txfeed is not None:
+                self.txfeed.tick(datapath.consumer)
             if self.ops is not None:
                 self.ops.tick()
             if datapath.failures is not None:
@@ -227,17 +222,11 @@ class Supervisor:
     def start_keeper(self) -> None:
         """The table keeper, if the app has something for it to copy; it catches the
         GlobalTables up before this returns, so no record is processed before them."""
-        bootstrap, config = self.fleet.bootstrap, self.config
-        client = connection_settings(bootstrap, config.kafka)
-        del client["bootstrap.servers"]
-        keeper = TableKeeper(self.fleet.table_copies, bootstrap=bootstrap, client=client,
-                             status_file=config.state_dir / "keeper-status.json",
-                             env=self.fleet.env_for(config),
-                             standby_replicas=config.table_standby_replicas)
+        keeper = TableKeeper.of(self.fleet)
         if keeper.needed:
             keeper.start()
             self.keeper = self.group.keeper = keeper
-            self.table_keepers.append(keeper)
+            self.tables.keepers.append(keeper)
 
     def mock_cluster_tuning(self) -> dict[str, Any]:
         """:data:`MOCK_CONSUMER_TUNING` when Kafka is librdkafka's mock cluster (ours, or
@@ -257,6 +246,10 @@ class Supervisor:
             "partition.assignment.strategy": "cooperative-sticky",
             **CONSUMER_TUNING, **self.mock_cluster_tuning(),
             "on_commit": self.committer.on_commit, **dict(self.config.kafka)}
+        if fleet.exactly_once:  # the instances commit offsets in their transactions
+            settings.update(TXN_CONSUMER_SETTINGS)
+            self.committer.transactional = True
+            self.txfeed = self.group.txfeed = GroupFeed(fleet)
         consumer = Consumer(settings)
         self.datapath.consumer = self.committer.consumer = consumer
         consumer.subscribe(fleet.topics, on_assign=self.group.on_assign,

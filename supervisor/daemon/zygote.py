@@ -50,6 +50,8 @@ class AgentSpec:
     partitions: Mapping[str, int] = field(default_factory=dict)
     #: the tables its code uses: ``{"name", "changelog", "partitions", "global"}``
     tables: tuple[Mapping[str, Any], ...] = ()
+    #: its app's ``processing_guarantee`` (Faust's setting), None if not set
+    guarantee: str | None = None
 
 
 class Zygote:
@@ -105,7 +107,7 @@ class Zygote:
                               message.get("traceback"))
         agents = [AgentSpec(a["name"], tuple(a["topics"]), int(a["concurrency"]), a["app"],
                             {str(t): int(n) for t, n in (a.get("partitions") or {}).items()},
-                            tuple(a.get("tables") or ()))
+                            tuple(a.get("tables") or ()), a.get("guarantee"))
                   for a in message["agents"]]
         return cls(proc, sock, agents, list(message.get("app_ids") or ["agentd"]))
 

@@ -22,7 +22,6 @@ import asyncio
 import collections
 import gc
 import importlib
-import inspect
 import logging
 import signal
 import sys
@@ -30,7 +29,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from supervisor.config.loader import DEFAULT_MAX_IN_FLIGHT
+from supervisor.instance.apptasks import Background
 from supervisor.instance.tables import InstanceTables
+from supervisor.instance.transactions import Transactions
 from supervisor.transport import wire
 from supervisor.transport.ring import Ring
 from supervisor.transport.wire import error_headers
@@ -112,7 +113,8 @@ class Worker:
         self._stopping = False
         self.processed = 0
         self._producer: Any = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = Background()
+        self.txn = Transactions.install(agent, settings)
         self._exit: asyncio.Future[int] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -129,22 +131,29 @@ class Worker:
         if self.settings.get("warm_first"):  # a handover's successor: see handover.py
             await self.warm_producer()
         else:
-            self._background(self.warm_producer(), "warm-producer")
+            self._background.spawn(self.warm_producer(), "warm-producer")
+        if self.txn is not None:
+            self.txn.start()
+            self._loop.call_later(self.txn.interval, self._transaction_due)
         if self.settings.get("run_app_tasks"):
-            self._start_app_tasks()
+            self._background.start_app_tasks(self.agent.app)
         self._loop.add_reader(self.inbound.reader_fd, self._on_doorbell)
         self.pump()
         code = await self._exit
         self._loop.remove_reader(self.inbound.reader_fd)
-        for task in list(self._tasks):
-            task.cancel()
+        self._background.cancel_all()
         if code == 0:
             await self.host.stop(float(self.settings.get("shutdown_timeout", 30.0)))
             self.flush_acks()
+            if self.txn is not None and not self.txn.commit(self._outbox):
+                log.warning("exiting with records whose offsets could not be committed "
+                            "(no group metadata yet): they go to the successor")
             self._outbox.append(wire.RETIRED_RECORD)
         await self._drain_outbox()  # acks and reports written before we go
         if self.tables is not None:
             self.tables.close()
+        if self.txn is not None:
+            self.txn.close()
         if self._producer is not None:
             self._producer.close(5.0)
         return code
@@ -165,31 +174,6 @@ class Worker:
         except Exception as exc:  # the first send connects (and reports) anyway
             log.debug("agent %s: producer warm-up failed: %s", self.name, exc)
 
-    def _start_app_tasks(self) -> None:
-        """Run the app's ``@app.task``s once and its ``@app.timer``s on their interval.
-
-        The supervisor asks exactly one instance to do this, so a timer fires once per
-        interval per supervisor (Faust runs them in every worker, too).
-        """
-        assert self._loop is not None
-        app = self.agent.app
-        for task in getattr(app, "tasks", []):
-            self._background(_call_app_function(task, app), getattr(task, "__name__", "task"))
-        for timer in getattr(app, "timers", []):
-            self._background(_run_timer(timer.seconds, timer.fun, app),
-                             getattr(timer.fun, "__name__", "timer"))
-
-    def _background(self, coro: Any, name: str) -> None:
-        assert self._loop is not None
-        task = self._loop.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("app task %s failed", task.get_name(), exc_info=task.exception())
-
     # ------------------------------------------------------------------ inbound
 
     def _on_doorbell(self) -> None:
@@ -200,6 +184,8 @@ class Worker:
         """Read and feed until the ring is empty or the in-flight bound is reached."""
         ring, host = self.inbound, self.host
         while not self._stopping:
+            if self.txn is not None and self.txn.quiescing:
+                return  # committing: the agent finishes what it holds first
             room = self.max_in_flight - host.in_flight
             if room <= 0:
                 self._throttled = True     # on_done resumes us
@@ -257,6 +243,8 @@ class Worker:
             self._send(wire.encode_pong(self.processed, self.host.in_flight))
             if self.tables is not None:
                 self.tables.report()
+        elif kind == wire.GROUP and self.txn is not None:
+            self.txn.on_group(view)
         elif kind == wire.RELEASE:
             if self.tables is not None:
                 self.tables.release(wire.decode_release(view))
@@ -308,10 +296,29 @@ class Worker:
                 last = offset
             if first >= 0:
                 self._outbox.append(wire.encode_ack(tp[0], tp[1], first, last))
+        if self.txn is not None:
+            self._transaction_step()
         self._write_outbox()
         if self._throttled and self.host.in_flight < self.max_in_flight:
             self._throttled = False
             self.pump()
+
+    def _transaction_due(self) -> None:
+        """Every commit interval: quiesce, and commit once the agent holds nothing."""
+        assert self._loop is not None and self.txn is not None
+        self.txn.due()
+        self._transaction_step()
+        self._loop.call_later(self.txn.interval, self._transaction_due)
+
+    def _transaction_step(self) -> None:
+        """Under exactly once: ACKs wait for their transaction; it commits when due and
+        the agent is done with everything it was fed (then feeding resumes)."""
+        assert self.txn is not None
+        self.txn.hold_acks(self._outbox, self.topics)
+        if self.txn.quiescing and self.host.in_flight == 0 and self.txn.commit(self._outbox):
+            self._write_outbox()
+            assert self._loop is not None
+            self._loop.call_soon(self.pump)
 
     def _send(self, record: bytes) -> None:
         self._outbox.append(record)
@@ -418,24 +425,6 @@ class Worker:
                 log.error("agent %s: dead-letter to %s failed (%s); retrying", self.name,
                           topic, send_exc)
                 await asyncio.sleep(1.0)
-
-
-async def _call_app_function(fun: Any, app: Any) -> Any:
-    """Faust passes the app to a task or timer that takes an argument."""
-    try:
-        takes_app = bool(inspect.signature(fun).parameters)
-    except (TypeError, ValueError):
-        takes_app = False
-    return await (fun(app) if takes_app else fun())
-
-
-async def _run_timer(seconds: float, fun: Any, app: Any) -> None:
-    while True:
-        await asyncio.sleep(seconds)
-        try:
-            await _call_app_function(fun, app)
-        except Exception:
-            log.exception("timer %s failed", getattr(fun, "__name__", fun))
 
 
 def _one_line(exc: BaseException) -> str:

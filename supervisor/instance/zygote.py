@@ -85,7 +85,8 @@ def _describe(agents: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"name": name, "topics": list(agent.topic_names()),
              "partitions": dict(getattr(agent, "topic_partitions", dict)()),
              "concurrency": int(getattr(agent, "concurrency", 1) or 1),
-             "app": _app_id(agent.app), "tables": _tables_of(agent)}
+             "app": _app_id(agent.app), "tables": _tables_of(agent),
+             "guarantee": _guarantee_of(agent.app)}
             for name, agent in agents.items()]
 
 
@@ -99,6 +100,13 @@ def _tables_of(agent: Any) -> list[dict[str, Any]]:
              "partitions": table.partitions, "global": table.is_global,
              "store": table.store}
             for table in tables_used_by(getattr(agent, "fun", None))]
+
+
+def _guarantee_of(app: Any) -> str | None:
+    """The app's ``processing_guarantee`` (``App(processing_guarantee=...)``), if set."""
+    conf = getattr(app, "conf", None)
+    value = conf.get("processing_guarantee") if isinstance(conf, dict) else None
+    return str(getattr(value, "value", value)) if value is not None else None
 
 
 def _app_id(app: Any) -> str:

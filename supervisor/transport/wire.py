@@ -43,6 +43,7 @@ __all__ = [
     "ACK",
     "ACK_RECORD",
     "ERROR",
+    "GROUP",
     "OUTCOME_AGENT_STOPPED",
     "OUTCOME_CRASH",
     "OUTCOME_HANDLED",
@@ -65,6 +66,7 @@ __all__ = [
     "TableRow",
     "decode_ack",
     "decode_error",
+    "decode_group",
     "decode_pong",
     "decode_record",
     "decode_release",
@@ -72,6 +74,7 @@ __all__ = [
     "decode_topics",
     "encode_ack",
     "encode_error",
+    "encode_group",
     "encode_pong",
     "encode_record",
     "encode_release",
@@ -89,6 +92,10 @@ PING = 4
 #: A partition left this instance (moved to another): close what it keeps of it (its
 #: table shards), which the new owner is waiting to open.
 RELEASE = 5
+#: Under exactly once: the supervisor's consumer group metadata (member, generation),
+#: which the instance's transactions commit offsets with (KIP-447 fencing); sent again
+#: after every rebalance.
+GROUP = 6
 ACK = 16
 ERROR = 17
 PONG = 18
@@ -288,6 +295,15 @@ def decode_release(buf: bytes | memoryview) -> int:
     """The partition a ``RELEASE`` names."""
     partition: int = _RELEASE.unpack_from(buf)[1]
     return partition
+
+
+def encode_group(metadata: bytes) -> bytes:
+    return bytes((GROUP,)) + metadata
+
+
+def decode_group(buf: bytes | memoryview) -> bytes:
+    """The group metadata a ``GROUP`` carries (``consumer_group_metadata()``'s bytes)."""
+    return bytes(buf[1:])
 
 
 def encode_ack(topic_index: int, partition: int, first: int, last: int) -> bytes:

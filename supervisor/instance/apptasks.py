@@ -1,0 +1,66 @@
+"""An instance's background tasks: the app's ``@app.task``s and ``@app.timer``s, and the
+worker's own (the producer warm-up), kept so they can be cancelled at exit and their
+failures logged rather than lost."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+__all__ = ["Background"]
+
+log = logging.getLogger("agentd.worker")
+
+
+class Background:
+    """Tasks running beside the agent in one instance."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def start_app_tasks(self, app: Any) -> None:
+        """Run the app's ``@app.task``s once and its ``@app.timer``s on their interval.
+
+        The supervisor asks exactly one instance to do this, so a timer fires once per
+        interval per supervisor (Faust runs them in every worker, too).
+        """
+        for task in getattr(app, "tasks", []):
+            self.spawn(_call_app_function(task, app), getattr(task, "__name__", "task"))
+        for timer in getattr(app, "timers", []):
+            self.spawn(_run_timer(timer.seconds, timer.fun, app),
+                       getattr(timer.fun, "__name__", "timer"))
+
+    def cancel_all(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("app task %s failed", task.get_name(), exc_info=task.exception())
+
+
+async def _call_app_function(fun: Any, app: Any) -> Any:
+    """Faust passes the app to a task or timer that takes an argument."""
+    try:
+        takes_app = bool(inspect.signature(fun).parameters)
+    except (TypeError, ValueError):
+        takes_app = False
+    return await (fun(app) if takes_app else fun())
+
+
+async def _run_timer(seconds: float, fun: Any, app: Any) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await _call_app_function(fun, app)
+        except Exception:
+            log.exception("timer %s failed", getattr(fun, "__name__", fun))

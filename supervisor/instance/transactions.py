@@ -1,0 +1,137 @@
+"""Exactly once, the instance's side: its outputs and its partitions' offsets in one
+Kafka transaction per commit interval.
+
+Under ``processing_guarantee = "exactly_once"`` each instance's producer (the app's,
+which every sink, ``send``/``cast``, ``ask`` reply, dead letter and table changelog
+write goes through) is transactional. Every ``commit_interval`` the instance:
+
+1. *quiesces*: feeds the agent nothing new until every record it was fed is done, so
+   the transaction holds the outputs of exactly the records whose offsets it commits
+   (an output of a half-processed record would otherwise commit with no offset, and be
+   produced again after a crash);
+2. sends its partitions' next offsets with the supervisor's consumer group metadata
+   (``GROUP`` records: member id and generation, so a zombie of an old generation is
+   fenced, KIP-447) and commits the transaction;
+3. only then ACKs those records to the supervisor, which under exactly once never
+   commits offsets itself.
+
+Any transaction error aborts and ends the instance (exit 3): the supervisor restarts it
+and re-dispatches every record it had not ACKed, and the successor's producer (same
+``transactional.id``) fences the old one and aborts whatever it left open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from supervisor.transport import wire
+
+__all__ = ["EXIT_TRANSACTION_FAILED", "Transactions"]
+
+log = logging.getLogger("agentd.worker")
+
+EXIT_TRANSACTION_FAILED = 3
+TRANSACTION_TIMEOUT_S = 10.0  # for one librdkafka transactional call
+
+
+class Transactions:
+    """One instance's transaction: what it holds back, and the commit cycle."""
+
+    def __init__(self, producer: Any, interval: float) -> None:
+        self.producer = producer
+        self.interval = interval
+        self.group_metadata: bytes | None = None
+        self.quiescing = False
+        self.acks: list[bytes] = []
+        #: (topic name, partition) → the next offset to commit (last ACKed + 1)
+        self.next_offsets: dict[tuple[str, int], int] = {}
+        self.commits = 0
+        self._handle: Any = None
+
+    @classmethod
+    def install(cls, agent: Any, settings: dict[str, Any]) -> Transactions | None:
+        """Give the app a transactional producer (None: not under exactly once)."""
+        if not settings.get("exactly_once"):
+            return None
+        kafka = importlib.import_module("agentlib.kafka")
+        app = agent.app
+        app._producer = kafka.KafkaProducer(app.conf.broker, config={
+            "transactional.id": settings["transactional_id"],
+            "transaction.timeout.ms": 60_000})
+        return cls(app._producer, float(settings.get("commit_interval", 1.0)))
+
+    def start(self) -> None:
+        """Fence any predecessor (aborting its open transaction), open the first one."""
+        self._handle = self.producer._ensure()
+        self._call(self._handle.init_transactions, TRANSACTION_TIMEOUT_S * 3)
+        self._call(self._handle.begin_transaction)
+
+    # ------------------------------------------------------------------ what is held
+
+    def on_group(self, record: memoryview) -> None:
+        self.group_metadata = wire.decode_group(record)
+
+    def hold_acks(self, outbox: list[bytes], topics: list[str]) -> None:
+        """Move the ACKs out of ``outbox``: they go out once their offsets committed."""
+        kept = []
+        for record in outbox:
+            if record[0] != wire.ACK:
+                kept.append(record)
+                continue
+            ack = wire.decode_ack(record)
+            tp = (topics[ack.topic_index], ack.partition)
+            self.next_offsets[tp] = max(self.next_offsets.get(tp, 0), ack.last + 1)
+            self.acks.append(record)
+        outbox[:] = kept
+
+    # ------------------------------------------------------------------ the cycle
+
+    def due(self) -> None:
+        """The interval passed: stop feeding until the agent is done with its records."""
+        self.quiescing = True
+
+    def commit(self, outbox: list[bytes]) -> bool:
+        """Commit outputs and offsets; the held ACKs join ``outbox``. False: nothing
+        to commit yet (offsets held but no group metadata received)."""
+        if self.next_offsets and self.group_metadata is None:
+            return False
+        from confluent_kafka import TopicPartition
+
+        handle = self._handle
+        if self.next_offsets:
+            offsets = [TopicPartition(t, p, o) for (t, p), o in self.next_offsets.items()]
+            self._call(handle.send_offsets_to_transaction, offsets, self.group_metadata,
+                       TRANSACTION_TIMEOUT_S)
+        self._call(handle.commit_transaction, TRANSACTION_TIMEOUT_S)
+        self._call(handle.begin_transaction)
+        self.commits += 1
+        outbox.extend(self.acks)
+        self.acks.clear()
+        self.next_offsets.clear()
+        self.quiescing = False
+        return True
+
+    def close(self) -> None:
+        """At exit: whatever was not committed is aborted (its records were not ACKed)."""
+        if self._handle is None:
+            return
+        try:
+            self._handle.abort_transaction(TRANSACTION_TIMEOUT_S)
+        except Exception as exc:  # exiting anyway: the successor's init aborts it too
+            log.debug("abort at exit: %s", exc)
+
+    def _call(self, fun: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fun(*args)
+        except Exception as exc:
+            log.error("transaction failed (%s): this instance stops; its records not yet "
+                      "committed go to its successor", exc)
+            with contextlib.suppress(Exception):  # fenced or fatal: nothing to undo
+                self._handle.abort_transaction(TRANSACTION_TIMEOUT_S)
+            logging.shutdown()
+            os._exit(EXIT_TRANSACTION_FAILED)
