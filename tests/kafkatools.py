@@ -250,7 +250,13 @@ def spawn_dev_broker(*args: str, env: dict[str, str] | None = None,
 
 
 def read_committed_values(bootstrap: str, topic: str, timeout: float = 60.0) -> list[bytes | None]:
-    """The values a ``read_committed`` reader sees in ``topic`` now (aborted
+    """The values of :func:`read_committed_records`."""
+    return [value for _, value in read_committed_records(bootstrap, topic, timeout)]
+
+
+def read_committed_records(bootstrap: str, topic: str, timeout: float = 60.0
+                           ) -> list[tuple[bytes | None, bytes | None]]:
+    """The (key, value) pairs a ``read_committed`` reader sees in ``topic`` now (aborted
     transactions' records left out), to the end of every partition.
 
     Transaction markers take offsets that no reader is given, so "the end" is the
@@ -273,7 +279,7 @@ def read_committed_values(bootstrap: str, topic: str, timeout: float = 60.0) -> 
                         left.discard(msg.partition())
                         continue
                     raise KafkaException(error)
-                values.append(msg.value())
+                values.append((msg.key(), msg.value()))
         return values
     finally:
         consumer.close()

@@ -4,6 +4,7 @@ often instances are killed; and the configurations it cannot serve are refused."
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -15,6 +16,7 @@ import pytest
 from agentdproc import Agentd
 from agentsrc import agent_module
 from test_daemon_pipeline import keyed_items
+from test_daemon_tables import status
 
 N = 30_000
 
@@ -42,9 +44,51 @@ def run_with_kills(bootstrap: str, tmp_path, source: str, sink: str, group: str,
                 os.kill(random.choice(pids), signal.SIGKILL)
                 kills += 1
             time.sleep(0.7)
+        if guarantee == "exactly_once":
+            check_status(daemon, kills)
         assert daemon.stop() == 0
         assert "re-dispatching" in daemon.log()
     return kills
+
+
+MIXED_APP = """
+import os
+import time
+import agentlib as faust
+
+app = faust.App(os.environ["APP_ID"])
+source = app.topic(os.environ["IN_TOPIC"], key_type=bytes, value_type=bytes,
+                   value_serializer="raw")
+sink = app.topic(os.environ["SINK_TOPIC"], key_type=bytes, value_type=bytes,
+                 value_serializer="raw")
+words = app.topic(os.environ["WORDS"], key_type=str, value_type=bytes, value_serializer="raw")
+counts = app.Table("word_counts", default=int)
+
+
+@app.agent(source, sink=[sink])
+async def relay(stream):
+    async for value in stream:
+        time.sleep(0.0002)
+        yield value
+
+
+@app.agent(words)
+async def count(stream):
+    async for event in stream.events():
+        counts[event.key] += 1
+        time.sleep(0.0005)
+"""
+
+
+def check_status(daemon: Agentd, kills: int) -> None:
+    """``agentd status`` shows the guarantee and each instance's transactions."""
+    doc = json.loads(status(daemon, "--json"))
+    assert doc["processing_guarantee"] == "exactly_once"
+    transactions = [inst["transaction"] for inst in doc["instances"]]
+    assert sum(t["commits"] for t in transactions) > 0
+    assert sum(t["aborted"] for t in transactions) >= kills
+    text = status(daemon)
+    assert "exactly_once" in text and "TRANSACTIONS" in text
 
 
 @pytest.mark.kafka
@@ -84,3 +128,49 @@ def test_the_apps_processing_guarantee_is_honoured_when_the_config_is_silent(tmp
         assert daemon.proc is not None
         code = daemon.proc.wait(60)
     assert code == 2 and 'needs ordering = "partition"' in daemon.log()
+
+
+@pytest.mark.kafka
+def test_outputs_and_a_counting_table_are_exact_through_a_supervisor_kill(
+        kafka_bootstrap, new_topic, tmp_path):
+    """kill -9 of the whole daemon mid-stream, then a restart: the relay's outputs
+    (read_committed) and the table's counts (its changelog, read_committed) are each
+    exact. The table's instances are killed as well on the way."""
+    source, sink = new_topic(4), new_topic(2)
+    items = keyed_items(N, 500)
+    words = [f"w{i % 30}" for i in range(6000)]
+    words_topic = new_topic(4)
+    kafkatools.produce(kafka_bootstrap, source, items)
+    kafkatools.produce(kafka_bootstrap, words_topic, [(w.encode(), b"x") for w in words])
+    group = app_id = kafkatools.unique_name("eos-kill")
+    settings = {"app": "mixed:app", "broker": f"kafka://{kafka_bootstrap}", "group_id": group,
+                "commit_interval": 0.2, "processing_guarantee": "exactly_once",
+                "table_dir": str(tmp_path / "tables")}
+    env = {"IN_TOPIC": source, "SINK_TOPIC": sink, "WORDS": words_topic, "APP_ID": app_id}
+    agents = {"relay": {"instances": 2}, "count": {"instances": 2}}
+    with Agentd(tmp_path, settings, agents=agents, modules={"mixed": MIXED_APP},
+                env=env) as daemon:
+        daemon.wait_consuming()
+        time.sleep(1.5)
+        pids = daemon.instance_pids()
+        os.kill(pids[-1], signal.SIGKILL)
+        time.sleep(1.0)
+        daemon.kill()  # SIGKILL to the supervisor and everything it started
+    with Agentd(tmp_path, settings, agents=agents, modules={"mixed": MIXED_APP},
+                env=env) as daemon:
+        deadline = time.monotonic() + 180
+        while not (kafkatools.committed_equals_end(kafka_bootstrap, group, source)
+                   and kafkatools.committed_equals_end(kafka_bootstrap, group, words_topic)):
+            assert time.monotonic() < deadline, "the run did not finish"
+            daemon.assert_running()
+            time.sleep(0.3)
+        assert daemon.stop() == 0
+    counts = Counter(kafkatools.read_committed_values(kafka_bootstrap, sink))
+    assert set(counts) == {value for _, value in items}
+    assert sum(n - 1 for n in counts.values()) == 0, "duplicates for a read_committed reader"
+    rows: dict[str, int] = {}
+    # the changelog as a read_committed reader (a rebuild) sees it
+    for record in kafkatools.read_committed_records(kafka_bootstrap,
+                                                    f"{app_id}-word_counts-changelog"):
+        rows[json.loads(record[0])] = json.loads(record[1])
+    assert rows == Counter(words)

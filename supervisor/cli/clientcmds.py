@@ -118,7 +118,8 @@ def format_status(doc: dict[str, Any]) -> str:
         f"agentd {doc.get('version', '?')} (pid {doc.get('pid')}) {doc.get('state')}, "
         f"up {_duration(doc.get('uptime_s') or 0)}, config {doc.get('config')}",
         f"broker {doc.get('broker')}{' (embedded)' if doc.get('embedded') else ''}, "
-        f"group {doc.get('group_id')}, lag {doc.get('lag')}",
+        f"group {doc.get('group_id')}, lag {doc.get('lag')}, "
+        f"{doc.get('processing_guarantee', 'at_least_once')}",
         f"reload: {reload.get('state')} ({reload.get('reloads', 0)} done)"
         + (f", last error: {reload['last_error']}" if reload.get("last_error") else ""),
         "last error: " + (f"{_clock(last['at'])} {last['message']}" if last else "none"),
@@ -136,11 +137,22 @@ def format_status(doc: dict[str, Any]) -> str:
                       "-" if i["cpu_percent"] is None else f"{i['cpu_percent']:.0f}",
                       _partition_list(i["partitions"])]
                      for i in doc.get("instances", [])])
+    transactions = [i for i in doc.get("instances", []) if "transaction" in i]
+    if transactions:
+        lines.append("")
+        lines += _table(["TRANSACTIONS", "COMMITTED", "ABORTED", "HELD RECORDS", "OPEN FOR"],
+                        [[f"{i['agent']}[{i['index']}]", i["transaction"]["commits"],
+                          i["transaction"]["aborted"], i["transaction"]["held_records"],
+                          _age(i["transaction"]["open_age_s"])] for i in transactions])
     if doc.get("tables"):
         lines.append("")
         lines += _table(["TABLE", "KEYS", "DISK", "CHANGELOG OFFSET", "LAG", "INSTANCE",
                          "STATE"], [_table_row(row) for row in doc["tables"]])
     return "\n".join(lines)
+
+
+def _age(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.1f}s"
 
 
 def _table_row(row: dict[str, Any]) -> list[Any]:

@@ -118,6 +118,10 @@ class Instance:
         self.table_rows: list[Any] = []
         #: Moves while it replays a changelog (the monitor counts that as progress).
         self.table_progress = 0
+        #: Exactly once: its process's last ``wire.TxnReport``, and the transactions
+        #: its processes committed in all (a restart's count starts again at 0).
+        self.txn: Any = None
+        self.txn_commits = 0
 
     # ------------------------------------------------------------------ process
 
@@ -171,6 +175,11 @@ class Instance:
                 return key
         return None
 
+    def on_txn(self, report: Any) -> None:
+        """A ``TXN`` report: keep it, and count the commits since the last one."""
+        self.txn_commits += max(0, report.commits - (self.txn.commits if self.txn else 0))
+        self.txn = report
+
     def died(self) -> None:
         """The process is gone: drop rings and pidfd, arm the restart with backoff.
 
@@ -186,6 +195,7 @@ class Instance:
         self.pid = self.pidfd = None
         self.controls.clear()  # its exit released what they would have released
         self.table_rows = []   # its shards closed with it
+        self.txn = None        # its open transaction is aborted by its successor
         self.agent_stopped = False
         self.crashes_in_row += 1
         self.restarts += 1

@@ -220,8 +220,7 @@ class Supervisor:
                       settings=connection_settings(bootstrap, self.config.kafka))
 
     def start_keeper(self) -> None:
-        """The table keeper, if the app has something for it to copy; it catches the
-        GlobalTables up before this returns, so no record is processed before them."""
+        """The table keeper, if needed: GlobalTables are caught up before consuming."""
         keeper = TableKeeper.of(self.fleet)
         if keeper.needed:
             keeper.start()
@@ -339,6 +338,8 @@ class Supervisor:
             inst.processed = wire.decode_pong(record).processed
         elif kind == wire.TABLES:
             self.tables.on_report(inst, record)
+        elif kind == wire.TXN:
+            inst.on_txn(wire.decode_txn(record))
         elif kind == wire.RETIRED:
             inst.retired = True
 

@@ -26,6 +26,7 @@ import contextlib
 import importlib
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +52,8 @@ class Transactions:
         #: (topic name, partition) → the next offset to commit (last ACKed + 1)
         self.next_offsets: dict[tuple[str, int], int] = {}
         self.commits = 0
+        self.held_records = 0
+        self.opened_at = time.monotonic()
         self._handle: Any = None
 
     @classmethod
@@ -86,6 +89,7 @@ class Transactions:
             ack = wire.decode_ack(record)
             tp = (topics[ack.topic_index], ack.partition)
             self.next_offsets[tp] = max(self.next_offsets.get(tp, 0), ack.last + 1)
+            self.held_records += ack.last - ack.first + 1
             self.acks.append(record)
         outbox[:] = kept
 
@@ -110,11 +114,18 @@ class Transactions:
         self._call(handle.commit_transaction, TRANSACTION_TIMEOUT_S)
         self._call(handle.begin_transaction)
         self.commits += 1
+        self.held_records = 0
+        self.opened_at = time.monotonic()
         outbox.extend(self.acks)
         self.acks.clear()
         self.next_offsets.clear()
         self.quiescing = False
         return True
+
+    def report(self) -> bytes:
+        """The ``TXN`` record for ``agentd status`` (sent with each PONG)."""
+        return wire.encode_txn(wire.TxnReport(self.commits, self.held_records,
+                                              time.monotonic() - self.opened_at))
 
     def close(self) -> None:
         """At exit: whatever was not committed is aborted (its records were not ACKed)."""

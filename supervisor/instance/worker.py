@@ -243,6 +243,8 @@ class Worker:
             self._send(wire.encode_pong(self.processed, self.host.in_flight))
             if self.tables is not None:
                 self.tables.report()
+            if self.txn is not None:
+                self._send(self.txn.report())
         elif kind == wire.GROUP and self.txn is not None:
             self.txn.on_group(view)
         elif kind == wire.RELEASE:

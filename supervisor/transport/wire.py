@@ -59,11 +59,13 @@ __all__ = [
     "TABLES",
     "TABLE_STATES",
     "TOPICS",
+    "TXN",
     "Ack",
     "DecodedRecord",
     "ErrorReport",
     "Pong",
     "TableRow",
+    "TxnReport",
     "decode_ack",
     "decode_error",
     "decode_group",
@@ -72,6 +74,7 @@ __all__ = [
     "decode_release",
     "decode_tables",
     "decode_topics",
+    "decode_txn",
     "encode_ack",
     "encode_error",
     "encode_group",
@@ -80,6 +83,7 @@ __all__ = [
     "encode_release",
     "encode_tables",
     "encode_topics",
+    "encode_txn",
     "error_headers",
     "record_fields",
 ]
@@ -101,6 +105,8 @@ ERROR = 17
 PONG = 18
 RETIRED = 19
 TABLES = 20
+#: Under exactly once, with each PONG: the instance's transactions (``TxnReport``).
+TXN = 21
 
 #: A table shard's state in a ``TABLES`` row, by its code (the index).
 TABLE_STATES = ("active", "recovering")
@@ -168,6 +174,15 @@ class ErrorReport(NamedTuple):
 class Pong(NamedTuple):
     processed: int
     in_flight: int
+
+
+class TxnReport(NamedTuple):
+    """An instance's transactions: commits so far, and the open one's held records
+    and age in seconds."""
+
+    commits: int
+    held_records: int
+    open_age_s: float
 
 
 class TableRow(NamedTuple):
@@ -325,6 +340,18 @@ def decode_error(buf: bytes | memoryview) -> ErrorReport:
     _, topic_index, partition, offset, outcome = _ERROR_HEAD.unpack_from(buf)
     message = bytes(buf[_ERROR_HEAD.size:]).decode(errors="replace")
     return ErrorReport(topic_index, partition, offset, outcome, message)
+
+
+_TXN = struct.Struct("<Bqqd")
+
+
+def encode_txn(report: TxnReport) -> bytes:
+    return _TXN.pack(TXN, *report)
+
+
+def decode_txn(buf: bytes | memoryview) -> TxnReport:
+    _, commits, held, age = _TXN.unpack_from(buf)
+    return TxnReport(commits, held, age)
 
 
 def encode_pong(processed: int, in_flight: int) -> bytes:

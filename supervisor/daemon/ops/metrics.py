@@ -50,6 +50,18 @@ AGENT_METRICS = (
      "gauge", "lag"),
 )
 
+# (name, help, kind, key of an instance's "transaction"): exactly once only.
+TRANSACTION_METRICS = (
+    ("agentd_transactions_committed", "Transactions this instance committed.", "counter",
+     "commits"),
+    ("agentd_transactions_aborted", "Transactions of this instance aborted (one per "
+     "process death: its successor aborts what it left open).", "counter", "aborted"),
+    ("agentd_transaction_held_records", "Records in this instance's open transaction.",
+     "gauge", "held_records"),
+    ("agentd_transaction_age_seconds", "Age of this instance's open transaction.",
+     "gauge", "open_age_s"),
+)
+
 # (name, help, status key): per table shard, labelled table, partition, state, instance.
 TABLE_METRICS = (
     ("agentd_table_keys", "Rows in this table partition's copy (RocksDB: its estimate).",
@@ -92,6 +104,7 @@ class _SnapshotCollector:
                 lag.add_metric([part["topic"], str(part["partition"])], part["lag"])
         yield lag
         yield from _table_families(doc)
+        yield from _transaction_families(doc)
         yield GaugeMetricFamily("agentd_up", "1 while the supervisor is consuming.",
                                 value=1 if doc["state"] in ("running", "reloading") else 0)
 
@@ -117,6 +130,24 @@ def _table_families(doc: dict[str, Any]) -> Iterator[Any]:
     for row in doc.get("table_recovery", []):
         recovered.add_metric([row["table"], str(row["partition"])], row["recovered_rows"])
     yield recovered
+
+
+def _transaction_families(doc: dict[str, Any]) -> Iterator[Any]:
+    """Under exactly once: each instance's transactions committed and aborted, and the
+    open one's held records and age (nothing under at least once)."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    mine = [inst for inst in doc["instances"] if "transaction" in inst]
+    if not mine:
+        return
+    families = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily}
+    for name, text, kind, key in TRANSACTION_METRICS:
+        family = families[kind](name, text, labels=["agent", "instance"])
+        for inst in mine:
+            value = inst["transaction"][key]
+            if value is not None:
+                family.add_metric([inst["agent"], str(inst["index"])], value)
+        yield family
 
 
 class MetricsServer:

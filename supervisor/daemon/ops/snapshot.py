@@ -132,6 +132,7 @@ def build(parts: Sources, seen: Observations, probe: ProcessProbe) -> dict[str, 
             "in_flight": len(inst.unacked), "pending": len(inst.pending),
             "rss_bytes": rss, "cpu_percent": cpu,
             "partitions": _instance_partitions(inst, partition_by_key),
+            **_transaction(inst, fleet.exactly_once),
         })
     probe.forget_others(live)
     agents = []
@@ -154,6 +155,7 @@ def build(parts: Sources, seen: Observations, probe: ProcessProbe) -> dict[str, 
         "started_at": seen.started_at, "uptime_s": round(time.time() - seen.started_at, 3),
         "broker": fleet.bootstrap, "embedded": config.embedded,
         "group_id": config.group_id or fleet.app_id(),
+        "processing_guarantee": fleet.guarantee,
         "agents": agents, "instances": instances, "partitions": partitions,
         "lag": sum(known_lags),
         "tables": parts.tables.rows(), "table_recovery": parts.tables.recovery_rows(),
@@ -163,6 +165,19 @@ def build(parts: Sources, seen: Observations, probe: ProcessProbe) -> dict[str, 
                    "last_at": seen.reload_at, "last_error": seen.reload_error},
         "last_error": seen.last_error,
     }
+
+
+def _transaction(inst: Instance, exactly_once: bool) -> dict[str, Any]:
+    """Under exactly once, an instance's transactions: commits (all its processes),
+    aborted (one per death: its successor aborts what it left open), and the open
+    one's held records and age."""
+    if not exactly_once:
+        return {}
+    report = inst.txn
+    return {"transaction": {
+        "commits": inst.txn_commits, "aborted": inst.restarts,
+        "held_records": report.held_records if report is not None else 0,
+        "open_age_s": round(report.open_age_s, 3) if report is not None else None}}
 
 
 def _partitions(datapath: DataPath, topics: list[str],
