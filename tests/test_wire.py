@@ -67,3 +67,12 @@ def test_tables_report_round_trips_every_row_and_refuses_a_damaged_one():
     bad_state[3 + 4] = len(wire.TABLE_STATES)  # the first row's state byte
     with pytest.raises(ValueError):
         wire.decode_tables(bytes(bad_state))
+
+
+def test_group_and_txn_records_round_trip():
+    metadata = b"CGMDv2:\x00\x00\x00\x07member-1\x00\x00\x00\x03"
+    record = wire.encode_group(metadata)
+    assert record[0] == wire.GROUP and wire.decode_group(memoryview(record)) == metadata
+    report = wire.TxnReport(commits=12, held_records=345, open_age_s=0.25)
+    encoded = wire.encode_txn(report)
+    assert encoded[0] == wire.TXN and wire.decode_txn(encoded) == report
