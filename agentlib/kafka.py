@@ -315,8 +315,16 @@ class KafkaProducer:
             self._reports.append((future, error, message))
 
     def _poll_until_stopped(self, handle: Producer, stop: threading.Event) -> None:
+        """Serve delivery reports until stopped. A fatal error (a transactional producer
+        fenced by its successor) is raised by ``poll`` once: it is logged and polling
+        goes on, so the failed deliveries still reach their futures; a dead poll thread
+        would leave every later send waiting forever."""
         while not stop.is_set():
-            handle.poll(0.2)
+            try:
+                handle.poll(0.2)
+            except KafkaException as exc:
+                log.error("producer: %s", exc)
+                stop.wait(0.1)
             if self._reports:
                 self._dispatch_reports()
 

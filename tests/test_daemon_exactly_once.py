@@ -174,3 +174,40 @@ def test_outputs_and_a_counting_table_are_exact_through_a_supervisor_kill(
                                                     f"{app_id}-word_counts-changelog"):
         rows[json.loads(record[0])] = json.loads(record[1])
     assert rows == Counter(words)
+
+
+@pytest.mark.kafka
+def test_reloads_under_load_keep_outputs_exact(kafka_bootstrap, new_topic, tmp_path):
+    """SIGHUP reloads roll every instance over to a new process while records flow:
+    the successor, with the same transactional id, must not cost a record or repeat
+    one for a read_committed reader."""
+    source, sink = new_topic(4), new_topic(2)
+    items = keyed_items(N, 500)
+    kafkatools.produce(kafka_bootstrap, source, items)
+    group = kafkatools.unique_name("eos-reload")
+    settings = {"app": "relay:app", "broker": f"kafka://{kafka_bootstrap}", "group_id": group,
+                "commit_interval": 0.2, "processing_guarantee": "exactly_once"}
+    reloads = 0
+    with Agentd(tmp_path, settings, agents={"relay": {"instances": 2}},
+                modules={"relay": SLOW_RELAY},
+                env={"IN_TOPIC": source, "SINK_TOPIC": sink}) as daemon:
+        daemon.wait_consuming()
+        deadline = time.monotonic() + 240
+        while not kafkatools.committed_equals_end(kafka_bootstrap, group, source):
+            assert time.monotonic() < deadline, "the run did not finish"
+            daemon.assert_running()
+            if reloads < 5:
+                assert daemon.proc is not None
+                daemon.proc.send_signal(signal.SIGHUP)
+                reloads += 1
+            time.sleep(1.0)
+        assert daemon.stop() == 0
+        log = daemon.log()
+    counts = Counter(kafkatools.read_committed_values(kafka_bootstrap, sink))
+    lost = {value for _, value in items} - set(counts)
+    duplicates = sum(n - 1 for n in counts.values())
+    print(f"\nexactly_once, {reloads} reloads under load: lost {len(lost)}, "
+          f"duplicates {duplicates}; {log.count('transaction failed')} instance(s) stopped "
+          f"by a failed transaction")
+    assert reloads >= 3 and "reload" in log
+    assert not lost and duplicates == 0

@@ -54,6 +54,7 @@ class Transactions:
         self.commits = 0
         self.held_records = 0
         self.opened_at = time.monotonic()
+        self.started = False
         self._handle: Any = None
 
     @classmethod
@@ -69,7 +70,13 @@ class Transactions:
         return cls(app._producer, float(settings.get("commit_interval", 1.0)))
 
     def start(self) -> None:
-        """Fence any predecessor (aborting its open transaction), open the first one."""
+        """Fence any predecessor (aborting its open transaction), open the first one.
+
+        A reload's or recycle's successor calls this only once it reads its first
+        records, when its predecessor has committed its last transaction and retired:
+        started while warming up beside it, it would fence the predecessor mid-drain.
+        """
+        self.started = True
         self._handle = self.producer._ensure()
         self._call(self._handle.init_transactions, TRANSACTION_TIMEOUT_S * 3)
         self._call(self._handle.begin_transaction)
@@ -102,7 +109,7 @@ class Transactions:
     def commit(self, outbox: list[bytes]) -> bool:
         """Commit outputs and offsets; the held ACKs join ``outbox``. False: nothing
         to commit yet (offsets held but no group metadata received)."""
-        if self.next_offsets and self.group_metadata is None:
+        if not self.started or (self.next_offsets and self.group_metadata is None):
             return False
         from confluent_kafka import TopicPartition
 

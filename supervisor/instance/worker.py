@@ -133,7 +133,8 @@ class Worker:
         else:
             self._background.spawn(self.warm_producer(), "warm-producer")
         if self.txn is not None:
-            self.txn.start()
+            if not self.settings.get("warm_first"):  # a successor starts on its records
+                self.txn.start()
             self._loop.call_later(self.txn.interval, self._transaction_due)
         if self.settings.get("run_app_tasks"):
             self._background.start_app_tasks(self.agent.app)
@@ -191,6 +192,9 @@ class Worker:
                 self._throttled = True     # on_done resumes us
                 return
             views = ring.read_many(min(READ_BATCH, room))
+            if self.txn is not None and not self.txn.started \
+                    and any(view[0] == _RECORD for view in views):
+                self.txn.start()  # a successor's first records: its predecessor is gone
             if not views:
                 if ring.prepare_read_sleep():
                     return                 # the doorbell will call us
