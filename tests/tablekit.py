@@ -127,10 +127,18 @@ _RECOVERED = re.compile(r"table (\S+)\[(\d+)\]: recovered (\d+) rows in [\d.]+s 
                         r"\((\d+) already held\)")
 
 
-def replayed_rows(log: str) -> int:
+def replayed_rows(log: str, first_only: bool = False) -> int:
     """Changelog rows the shards read while opening, per the instances' log lines
-    (``replaying changelog offsets A..B``: B - A + 1 rows each)."""
-    return sum(int(b) - int(a) + 1 for *_, a, b in _REPLAYING.findall(log))
+    (``replaying changelog offsets A..B``: B - A + 1 rows each). ``first_only``: only
+    each shard's first opening in ``log`` (a rebuild, not a later move's tail)."""
+    seen: set[tuple[str, str]] = set()
+    rows = 0
+    for table, partition, a, b in _REPLAYING.findall(log):
+        if first_only and (table, partition) in seen:
+            continue
+        seen.add((table, partition))
+        rows += int(b) - int(a) + 1
+    return rows
 
 
 def recovered_rows(log: str) -> tuple[int, int]:

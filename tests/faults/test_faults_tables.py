@@ -156,12 +156,14 @@ def test_tables_kill_9_the_supervisor_and_restart_counts_exactly(
             time.sleep(4.0)
             stream.stop()
             run.settle(daemon)
-            replayed = replayed_rows(daemon.log()[restarted_at:])
+            # Wiped: what each shard's first opening rebuilt (a partition that moves
+            # later replays its own tail again); kept: every replay after the restart.
+            replayed = replayed_rows(daemon.log()[restarted_at:], first_only=wiped)
             sent = finish_counts(run, daemon, stream, watcher,
                                  f"{replayed} of {rows_at_kill} changelog rows replayed")
     print(f"\n{run.name}: {sent} inputs; {rows_at_kill} changelog rows at the kill, "
           f"{replayed} replayed at the restart")
-    assert rows_at_kill > 1000, "too little counted before the kill to tell a tail"
+    assert rows_at_kill > 500, "too little counted before the kill to tell a tail"
     if wiped:
         assert replayed == rows_at_kill, "a wiped table_dir must be rebuilt from all of it"
     else:
