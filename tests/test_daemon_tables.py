@@ -20,6 +20,7 @@ from agentdproc import AGENTD, Agentd, wait_until
 from tablekit import COUNTING_APP, changelog_counts
 from test_metrics import free_port, scrape
 
+
 def run_until_committed(daemon: Agentd, bootstrap: str, group: str, topic: str,
                         kill_every: float | None = None) -> int:
     daemon.wait_consuming()
