@@ -17,38 +17,8 @@ from collections import Counter
 import kafkatools
 import pytest
 from agentdproc import AGENTD, Agentd, wait_until
+from tablekit import COUNTING_APP, changelog_counts
 from test_metrics import free_port, scrape
-
-COUNTING_APP = '''
-import os
-import time
-import agentlib as faust
-
-app = faust.App(os.environ.get("APP_ID", "tables-count"))
-source = app.topic(os.environ["IN_TOPIC"], key_type=str, value_type=bytes,
-                   value_serializer="raw")
-counts = app.Table("word_counts", default=int)
-DELAY = float(os.environ.get("DELAY", "0"))
-
-
-@app.agent(source)
-async def count(stream):
-    async for event in stream.events():
-        counts[event.key] += 1
-        if DELAY:
-            time.sleep(DELAY)
-'''
-
-def changelog_counts(bootstrap: str, app_id: str) -> dict[str, int]:
-    """The latest row per key in the table's changelog (what a rebuild would hold)."""
-    rows: dict[str, int] = {}
-    for record in kafkatools.read_to_end(bootstrap, f"{app_id}-word_counts-changelog"):
-        key = json.loads(record.key)
-        if record.value is None:
-            rows.pop(key, None)
-        else:
-            rows[key] = json.loads(record.value)
-    return rows
 
 
 def run_until_committed(daemon: Agentd, bootstrap: str, group: str, topic: str,

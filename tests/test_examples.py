@@ -13,6 +13,7 @@ import importlib.machinery
 import subprocess
 import sys
 import types
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +23,7 @@ import pytest
 import agentlib
 from agentlib import naming
 from examples import agent as agent_example
-from examples import concurrency, groupby, pow2, quickstart, sinks
+from examples import concurrency, groupby, page_views, pow2, quickstart, sinks, word_count
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,6 +76,27 @@ def test_group_by_repartitions_through_the_named_topic():
             return agent.results
 
     assert asyncio.run(run()) == dict(enumerate(transfers))  # keyed by put order
+
+
+def test_word_count_and_page_views_count_in_memory_tables():
+    """The table examples in ``test_context``: tables in memory, no broker (their run
+    under agentd on Kafka is in ``test_examples_tables_kafka.py``)."""
+    words = ["the", "fox", "the", "dog", "the"]
+    pages = ["home", "about", "home"]
+
+    async def run() -> tuple[dict[str, int], dict[str, int]]:
+        async with word_count.count_words.test_context() as agent:
+            for word in words:
+                await agent.put(word, key=word)
+        async with page_views.count_page_views.test_context() as agent:
+            for page in pages:
+                await agent.put(page_views.PageView(id=page, user="u"), key=page)
+        views: Counter[str] = Counter()
+        for (page, _window), count in page_views.page_views.table.items():
+            views[page] += count  # summed over windows: a minute may turn meanwhile
+        return dict(word_count.word_counts.items()), dict(views)
+
+    assert asyncio.run(run()) == ({"the": 3, "fox": 1, "dog": 1}, {"home": 2, "about": 1})
 
 
 def test_concurrent_news_importer_stores_articles_with_parsed_dates():

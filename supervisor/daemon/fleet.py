@@ -92,7 +92,7 @@ class Fleet:
         return self.guarantee == "exactly_once"
 
     def note_undeclared(self, spec: AgentSpec, changelogs: Mapping[str, int]) -> None:
-        source = spec.topics[0] if spec.topics else ""
+        source = table_source(spec)
         for table in spec.tables:
             if not table.get("partitions") and source not in self.declared_partitions:
                 self.changelog_sources[str(table["changelog"])] = source
@@ -257,15 +257,25 @@ def declared_partitions(specs: Iterable[AgentSpec]) -> dict[str, int]:
     return counts
 
 
+def table_source(spec: AgentSpec) -> str:
+    """The topic whose records write ``spec``'s tables: the last of its topics. An
+    agent's topics are its own, then its ``group_by``/``through`` topics in order, and
+    after a ``group_by`` the agent's body (where the table is written, in the record's
+    partition) sees only the repartition topic's records: the changelog must have
+    *its* partitions, not the original source's. (Own topics read together must be
+    co-partitioned anyway, so the last of them is as good as the first.)"""
+    return spec.topics[-1] if spec.topics else ""
+
+
 def changelogs_of(spec: AgentSpec, ordering: str, declared: Mapping[str, int]
                   ) -> dict[str, int]:
     """The changelog topics of the tables ``spec``'s agent uses, with their partition
-    counts: the table's ``partitions=``, else its source topic's declared count, else
-    the default. A table needs each of its partitions written by one instance
-    (``ordering = "partition"``), and its partitions must be its source topic's
-    (Faust's co-partitioning rule): anything else is a ``ConfigError``."""
+    counts: the table's ``partitions=``, else its source topic's (:func:`table_source`)
+    declared count, else the default. A table needs each of its partitions written by
+    one instance (``ordering = "partition"``), and its partitions must be its source
+    topic's (Faust's co-partitioning rule): anything else is a ``ConfigError``."""
     counts: dict[str, int] = {}
-    source = spec.topics[0] if spec.topics else ""
+    source = table_source(spec)
     for table in spec.tables:
         name = str(table["name"])
         wanted = table.get("partitions")
