@@ -175,3 +175,29 @@ def test_status_and_metrics_show_each_table_partition_active_and_caught_up(
         assert len(samples["agentd_table_bytes"]) == 4
         assert [value for _, value in samples["agentd_table_changelog_lag"]] == [0] * 4
         assert daemon.stop() == 0
+
+
+@pytest.mark.kafka
+def test_an_instance_whose_shard_cannot_open_stops_and_is_restarted(
+        kafka_bootstrap, new_topic, tmp_path):
+    """Not stalled with records it cannot count: it exits (status 4), naming the table,
+    and the daemon restarts it with backoff; nothing is committed past the records."""
+    source = new_topic(2)
+    kafkatools.produce(kafka_bootstrap, source, [(b"w1", b"x"), (b"w2", b"x")])
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    group = app_id = kafkatools.unique_name("tables-broken-dir")
+    settings = {"app": "counting:app", "broker": f"kafka://{kafka_bootstrap}",
+                "group_id": group, "commit_interval": 0.2,
+                "table_dir": str(blocker / "tables")}
+    with Agentd(tmp_path, settings, modules={"counting": COUNTING_APP},
+                env={"IN_TOPIC": source, "APP_ID": app_id}) as daemon:
+        wait_until(lambda: daemon.assert_running() or "exit status 4" in daemon.log(), 60,
+                   "the instance to stop on its table")
+        wait_until(lambda: daemon.log().count("started, pid") >= 2, 30, "a restart")
+        daemon.assert_running()
+        log = daemon.log()
+        committed = kafkatools.committed_offsets(kafka_bootstrap, group, source)
+        assert all(offset == 0 for offset in committed.values()), committed
+        assert daemon.stop() == 0
+    assert "word_counts[" in log and "cannot open" in log

@@ -116,7 +116,7 @@ class Fleet:
                 "memory": str(table.get("store") or "").startswith("memory"),
                 "dir": str(self.config.table_dir / spec.app / str(table["name"])),
                 "topics": []})
-            copy["topics"] = sorted({*copy["topics"], *spec.topics})
+            copy["topics"] = sorted({*copy["topics"], table_source(spec)})
 
     def add(self, agent: AgentRuntime) -> None:
         """One agent with its instances: its topics join the subscription."""

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from supervisor.transport import wire
 
-__all__ = ["InstanceTables"]
+__all__ = ["EXIT_TABLE_FAILED", "InstanceTables"]
+
+EXIT_TABLE_FAILED = 4
 
 log = logging.getLogger("agentd.worker")
 
@@ -65,9 +68,21 @@ class InstanceTables:
                                            for row in self.runtime.status()]))
 
     def open_partition(self, partition: int) -> None:
-        """Open (and catch up) the shards of ``partition`` for the agent's tables."""
+        """Open (and catch up) the shards of ``partition`` for the agent's tables.
+
+        A shard that cannot open (its changelog unreachable, its lock never released)
+        ends the instance: its records must not be processed without their rows, and
+        an exception here, raised in the loop's reader callback, would only be logged
+        while the instance sat stalled. The daemon restarts it (with backoff) and
+        re-dispatches what it held."""
         for table in self.used:
-            self.runtime.shard(table, partition)
+            try:
+                self.runtime.shard(table, partition)
+            except Exception as exc:
+                log.critical("table %s[%d] cannot open: %s: %s; this instance stops",
+                             table.name, partition, type(exc).__name__, exc)
+                logging.shutdown()
+                os._exit(EXIT_TABLE_FAILED)
 
     def release(self, partition: int) -> None:
         """Close the shards of ``partition``: it moved to another instance."""
