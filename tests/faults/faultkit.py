@@ -198,11 +198,14 @@ class Tally:
 
 
 def tally(bootstrap: str, sink: str, stream: NumberedStream,
-          watcher: SinkWatcher | None) -> Tally:
-    """Read the whole sink once the daemon has committed everything and count."""
+          watcher: SinkWatcher | None, committed: bool = False) -> Tally:
+    """Read the whole sink once the daemon has committed everything and count;
+    ``committed``: as a ``read_committed`` reader sees it (exactly once)."""
     counts: Counter[int] = Counter()
-    for record in kafkatools.read_to_end(bootstrap, sink):
-        seq = seq_of(record.value)
+    values = (kafkatools.read_committed_values(bootstrap, sink) if committed else
+              [record.value for record in kafkatools.read_to_end(bootstrap, sink)])
+    for value in values:
+        seq = seq_of(value)
         if seq is not None:
             counts[seq] += 1
     lost = sorted(set(range(stream.sent)) - set(counts))
@@ -249,9 +252,10 @@ class FaultRun:
                            "PYTHONDONTWRITEBYTECODE": "1", **(env or {})})
 
     def forwarder(self, agent: dict[str, Any], *, version: str = "v1",
-                  env: dict[str, str] | None = None) -> Agentd:
+                  env: dict[str, str] | None = None,
+                  settings: dict[str, Any] | None = None) -> Agentd:
         return self.daemon({"forward": agent}, {"fault_forward": forward_agent(version)},
-                           app="fault_forward:app", env=env)
+                           app="fault_forward:app", env=env, settings=settings)
 
     def settle(self, daemon: Agentd, timeout: float = 180.0,
                topic: str | None = None) -> None:
@@ -261,11 +265,11 @@ class FaultRun:
               timeout, f"{self.name}: commits to reach the end of {topic}", interval=0.5)
 
     def finish(self, daemon: Agentd, stream: NumberedStream, watcher: SinkWatcher | None,
-               note: str = "", max_dup: int | None = None) -> Tally:
+               note: str = "", max_dup: int | None = None, committed: bool = False) -> Tally:
         self.settle(daemon)
         code = daemon.stop()
         assert code == 0, f"agentd exited {code}:\n{daemon.log()[-3000:]}"
-        result = tally(self.bootstrap, self.sink, stream, watcher)
+        result = tally(self.bootstrap, self.sink, stream, watcher, committed)
         RESULTS.append(Outcome(self.name, result.sent, result.out, len(result.lost),
                                result.dup, result.recovery_s, note))
         assert not result.lost, (f"{self.name}: {len(result.lost)} of {result.sent} inputs "
