@@ -266,6 +266,8 @@ def read_committed_records(bootstrap: str, topic: str, timeout: float = 60.0
                          "isolation.level": "read_committed"})
     try:
         parts = _partitions(consumer, topic, timeout)
+        plain = Consumer({"bootstrap.servers": bootstrap, "group.id": unique_name("reader"),
+                          "isolation.level": "read_uncommitted"})  # its end: the HW
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
         left, values = set(parts), []
         deadline = time.monotonic() + timeout
@@ -276,10 +278,17 @@ def read_committed_records(bootstrap: str, topic: str, timeout: float = 60.0
                 error = msg.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
-                        left.discard(msg.partition())
+                        # The end a read_committed reader sees is the last stable
+                        # offset: below the high watermark, a transaction is still
+                        # open (a writer that died holds it until it times out).
+                        _, high = plain.get_watermark_offsets(
+                            TopicPartition(topic, msg.partition()), 10)
+                        if msg.offset() >= high:
+                            left.discard(msg.partition())
                         continue
                     raise KafkaException(error)
                 values.append((msg.key(), msg.value()))
+        plain.close()
         return values
     finally:
         consumer.close()

@@ -17,6 +17,7 @@ import os
 import select
 import socket
 import time
+import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -167,13 +168,16 @@ class Fleet:
 
     def transaction_settings(self, inst: Instance) -> dict[str, Any]:
         """Under exactly once: the instance's transactional id (stable across its
-        restarts on this host, so a successor fences its predecessor and aborts what it
-        left open) and how often it commits."""
+        restarts by this daemon on this host, so a successor fences its predecessor
+        and aborts what it left open) and how often it commits."""
         if not self.exactly_once:
             return {}
         group = self.config.group_id or self.app_id() or "agentd"
+        # Two daemons of one group on one host differ by their state_dir (each has its
+        # own control socket there); with the same ids they would fence each other.
+        daemon = zlib.crc32(str(self.config.state_dir).encode())
         return {"exactly_once": True, "commit_interval": self.config.commit_interval,
-                "transactional_id": f"agentd-{group}-{socket.gethostname()}-"
+                "transactional_id": f"agentd-{group}-{socket.gethostname()}-{daemon:08x}-"
                                     f"{inst.agent.name}-{inst.index}"}
 
     # ------------------------------------------------------------------ processes

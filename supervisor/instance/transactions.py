@@ -38,6 +38,7 @@ log = logging.getLogger("agentd.worker")
 
 EXIT_TRANSACTION_FAILED = 3
 TRANSACTION_TIMEOUT_S = 10.0  # for one librdkafka transactional call
+TRANSACTION_TIMEOUT_MIN_S = 15.0  # the broker aborts an open transaction after this
 
 
 class Transactions:
@@ -64,10 +65,15 @@ class Transactions:
             return None
         kafka = importlib.import_module("agentlib.kafka")
         app = agent.app
+        interval = float(settings.get("commit_interval", 1.0))
+        # A host that dies and does not come back holds its partitions' last stable
+        # offset (read_committed readers wait) until its open transactions time out:
+        # short, but well above a commit interval.
+        timeout_ms = int(max(TRANSACTION_TIMEOUT_MIN_S, 10 * interval) * 1000)
         app._producer = kafka.KafkaProducer(app.conf.broker, config={
             "transactional.id": settings["transactional_id"],
-            "transaction.timeout.ms": 60_000})
-        return cls(app._producer, float(settings.get("commit_interval", 1.0)))
+            "transaction.timeout.ms": timeout_ms})
+        return cls(app._producer, interval)
 
     def start(self) -> None:
         """Fence any predecessor (aborting its open transaction), open the first one.
