@@ -26,6 +26,7 @@ import contextlib
 import importlib
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +52,12 @@ class Transactions:
         #: (topic name, partition) → the next offset to commit (last ACKed + 1)
         self.next_offsets: dict[tuple[str, int], int] = {}
         self.commits = 0
+        #: Seconds spent, over the instance's life, waiting for the agent to finish what
+        #: it held (due to commit) and in the blocking commit calls: what exactly once
+        #: costs the instance's loop (logged at exit, and what ``bench/eos.py`` explains).
+        self.quiesce_s = 0.0
+        self.commit_s = 0.0
+        self._due_at = 0.0
         self._handle: Any = None
 
     @classmethod
@@ -93,7 +100,9 @@ class Transactions:
 
     def due(self) -> None:
         """The interval passed: stop feeding until the agent is done with its records."""
-        self.quiescing = True
+        if not self.quiescing:
+            self.quiescing = True
+            self._due_at = time.monotonic()
 
     def commit(self, outbox: list[bytes]) -> bool:
         """Commit outputs and offsets; the held ACKs join ``outbox``. False: nothing
@@ -102,6 +111,9 @@ class Transactions:
             return False
         from confluent_kafka import TopicPartition
 
+        started = time.monotonic()
+        if self.quiescing:
+            self.quiesce_s += started - self._due_at
         handle = self._handle
         if self.next_offsets:
             offsets = [TopicPartition(t, p, o) for (t, p), o in self.next_offsets.items()]
@@ -109,6 +121,7 @@ class Transactions:
                        TRANSACTION_TIMEOUT_S)
         self._call(handle.commit_transaction, TRANSACTION_TIMEOUT_S)
         self._call(handle.begin_transaction)
+        self.commit_s += time.monotonic() - started
         self.commits += 1
         outbox.extend(self.acks)
         self.acks.clear()
@@ -120,6 +133,8 @@ class Transactions:
         """At exit: whatever was not committed is aborted (its records were not ACKed)."""
         if self._handle is None:
             return
+        log.info("exactly once: %d transactions committed, %.3f s quiescing, %.3f s in the "
+                 "commit calls", self.commits, self.quiesce_s, self.commit_s)
         try:
             self._handle.abort_transaction(TRANSACTION_TIMEOUT_S)
         except Exception as exc:  # exiting anyway: the successor's init aborts it too
