@@ -366,7 +366,8 @@ def kill_group(proc: subprocess.Popen[Any], grace: float = 3.0, *,
         proc.wait(5)
 
 
-PEER_OF = {"quix": "quix", "quix_state": "quix", "arroyo_mp": "arroyo", "arroyo_single": "arroyo"}
+PEER_OF = {"quix": "quix", "quix_state": "quix", "quix_eos": "quix", "arroyo_mp": "arroyo",
+           "arroyo_single": "arroyo"}
 
 
 def run_contestant(name: str, bootstrap: str, topic: str, count: int, timeout: float, *,
@@ -376,8 +377,9 @@ def run_contestant(name: str, bootstrap: str, topic: str, count: int, timeout: f
 
     ``kind`` (default: ``name``) is ``agentd`` (run with ``instances``) or a
     ``_contestants.py`` kind (``bare``, ``faust``, ``quix``, ``arroyo_mp``,
-    ``arroyo_single``, ``faust_table``, ``quix_state``); ``work`` is ``burn`` iterations
-    per message, the same for all; ``options``: more arguments for ``_contestants.py``.
+    ``arroyo_single``, ``faust_table``, ``quix_state``, ``quix_eos``); ``work`` is
+    ``burn`` iterations per message, the same for all; ``options``: more arguments for
+    ``_contestants.py``.
     """
     kind = kind or name
     if kind == "agentd":
@@ -625,7 +627,8 @@ def module_marks(mark_dir: Path) -> dict[str, str]:
 def run_agentd(name: str, bootstrap: str, topic: str, count: int, instances: int,
                timeout: float, work: int = 0, partitions: int = 8,
                tree: Path = REPO, *, group: str | None = None,
-               settings: dict[str, Any] | None = None) -> Outcome:
+               settings: dict[str, Any] | None = None,
+               env: dict[str, str] | None = None) -> Outcome:
     """Time agentd from the first processed message until the group's committed offsets
     reach the end of ``topic`` (``count`` messages). The first message's time is what
     the agent writes on it; the end is when a 20 ms poll of the committed offsets sees
@@ -634,7 +637,8 @@ def run_agentd(name: str, bootstrap: str, topic: str, count: int, instances: int
 
     ``tree``: whose agentd runs (see :class:`Agentd`); ``group`` (also the app id) and
     ``settings`` (config keys, e.g. another ``app`` and its ``table_dir``) for a bench
-    that looks at what the run left behind. The outcome's ``extra`` carries
+    that looks at what the run left behind; ``env``: more for the app (e.g. its sink
+    topic). The outcome's ``extra`` carries
     ``modules``: where the agent's process found ``supervisor`` and ``agentlib``
     (``_agentd_app`` writes it into the mark dir), so a caller can check the tree."""
     missing = agentd_missing(tree)
@@ -642,11 +646,11 @@ def run_agentd(name: str, bootstrap: str, topic: str, count: int, instances: int
         return Outcome(name, reason=missing)
     group = group or unique(f"bench-agentd{instances}")
     mark_dir = Path(tempfile.mkdtemp(prefix="bench-marks-"))
-    env = {"BENCH_TOPIC": topic, "BENCH_INSTANCES": str(instances), "BENCH_WORK": str(work),
-           "BENCH_MARK_DIR": str(mark_dir)}
+    app_env = {"BENCH_TOPIC": topic, "BENCH_INSTANCES": str(instances),
+               "BENCH_WORK": str(work), "BENCH_MARK_DIR": str(mark_dir), **(env or {})}
     watch = OffsetWatch(bootstrap, group, topic, partitions)
     try:
-        with Agentd(bootstrap, group, env, settings, tree=tree) as daemon:
+        with Agentd(bootstrap, group, app_env, settings, tree=tree) as daemon:
             deadline = time.monotonic() + timeout
             while True:
                 done = watch.committed_total()

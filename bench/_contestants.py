@@ -2,13 +2,14 @@
 
 ``python bench/_contestants.py KIND --bootstrap B --topic T --group G --count N``
 runs in agentd's venv (``bare``, ``faust``, ``faust_table``) or in a peer's venv
-(``quix``, ``quix_state``, ``arroyo_mp``, ``arroyo_single``): only the standard library
-and ``_common`` (stdlib at import time) are imported at the top, each library only
-inside its own contestant.
+(``quix``, ``quix_state``, ``quix_eos``, ``arroyo_mp``, ``arroyo_single``): only the
+standard library and ``_common`` (stdlib at import time) are imported at the top, each
+library only inside its own contestant.
 
 Every contestant does the same step per message: decode the JSON value, then ``burn``
 ``--work`` iterations (0 for the throughput bench); ``faust_table`` and ``quix_state``
-(``bench/tables.py``) add one to the record key's count in their table instead. It
+(``bench/tables.py``) add one to the record key's count in their table instead;
+``quix_eos`` (``bench/eos.py``) forwards the value to a sink topic, exactly once. It
 notes the wall-clock time of its first processed message and of its N-th, prints them
 with ``_common.report`` and leaves with ``os._exit`` (Faust's and Quix's shutdowns can
 hang; the parent's timeout is the last resort). The parent computes the rate.
@@ -166,6 +167,30 @@ def run_quix_state(args: argparse.Namespace) -> None:
     app.run()
 
 
+def run_quix_eos(args: argparse.Namespace) -> None:
+    """``bench/eos.py``: Quix Streams under ``processing_guarantee="exactly-once"``
+    (a transactional producer, offsets committed in the checkpoint's transaction every
+    ``commit_interval``, the library's default 5 s) forwarding each value to
+    ``--sink`` with ``StreamingDataFrame.to_topic``. Counted when the step sees the
+    message, before its produce: the clock stops ahead of the output's commit."""
+    from quixstreams import Application
+
+    app = Application(broker_address=args.bootstrap, consumer_group=args.group,
+                      auto_offset_reset="earliest", state_dir=tempfile.mkdtemp(prefix="bench-qx-"),
+                      loglevel="WARNING", processing_guarantee="exactly-once")
+    topic = app.topic(args.topic, value_deserializer="json")
+    sink = app.topic(args.sink, value_serializer="json")
+    tally = Tally(args.count, guarantee="exactly-once")
+
+    def step(value: Any) -> None:
+        tally.done()
+
+    sdf = app.dataframe(topic)
+    sdf.update(step)
+    sdf.to_topic(sink)
+    app.run()
+
+
 def _decode(message: Any) -> Any:
     """arroyo's task: json.loads of the payload (module level, so the pool can pickle it)."""
     value = json.loads(message.payload.value)
@@ -237,7 +262,7 @@ def run_arroyo(args: argparse.Namespace, processes: int) -> None:
 def main() -> None:
     cli = argparse.ArgumentParser()
     cli.add_argument("kind", choices=("bare", "bare_tuned", "faust", "quix", "arroyo_mp",
-                                      "arroyo_single", "faust_table", "quix_state"))
+                                      "arroyo_single", "faust_table", "quix_state", "quix_eos"))
     cli.add_argument("--bootstrap", required=True)
     cli.add_argument("--topic", required=True)
     cli.add_argument("--group", required=True)
@@ -245,6 +270,7 @@ def main() -> None:
     cli.add_argument("--work", type=int, default=_WORK, help="burn iterations per message")
     cli.add_argument("--concurrency", type=int, default=1, help="Faust agent concurrency")
     cli.add_argument("--store", default="memory://", help="faust_table: the Table's store")
+    cli.add_argument("--sink", default="", help="quix_eos: the output topic")
     args = cli.parse_args()
     if args.kind in ("bare", "bare_tuned"):
         run_bare(args, tuned=args.kind == "bare_tuned")
@@ -256,6 +282,8 @@ def main() -> None:
         run_faust_table(args)
     elif args.kind == "quix_state":
         run_quix_state(args)
+    elif args.kind == "quix_eos":
+        run_quix_eos(args)
     else:
         run_arroyo(args, 2 if args.kind == "arroyo_mp" else 1)
     raise SystemExit(f"{args.kind} returned before processing {args.count} messages")

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Report: run the quick set of benches on one broker, write a dated markdown page + plots.
 
-Runs ``throughput``, ``scaling``, ``ask``, ``memory``, ``reload``, ``ceiling`` and ``tables`` with
-``--quick`` (or in full with ``--full``), each as its own process against one
+Runs ``throughput``, ``scaling``, ``ask``, ``memory``, ``reload``, ``ceiling``, ``tables`` and
+``eos`` with ``--quick`` (or in full with ``--full``), each as its own process against one
 ``DevBroker`` started here, and writes ``bench/results/<YYYY-MM-DD>.md``: machine facts (cores, CPU
 model, versions), each script's table and final JSON line, and PNG plots (matplotlib)
 of throughput per contestant and of scaling. The README's benchmark link is pointed at
@@ -25,7 +25,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 import _common as c
 
-SCRIPTS = ("throughput", "scaling", "ask", "memory", "reload", "ceiling", "tables")
+SCRIPTS = ("throughput", "scaling", "ask", "memory", "reload", "ceiling", "tables", "eos")
 RESULTS = c.BENCH_DIR / "results"
 README_MARK = re.compile(r"(<!-- bench-latest -->).*?(<!-- /bench-latest -->)", re.S)
 
