@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 __all__ = [
+    "CHANGELOG_LINGER_MS",
     "DEFAULT_BROKER",
     "LINGER_MS",
     "MOCK_CONSUMER_TUNING",
@@ -60,6 +61,12 @@ DEFAULT_BROKER = "kafka://localhost:9092"
 #: Batching delay of every agentlib producer, in milliseconds: none, so that request and
 #: reply of an ``ask`` are not held back (see the module docstring).
 LINGER_MS = 0
+
+#: Batching delay of an agentd instance's changelog producer (table writes), in
+#: milliseconds. A table write holds only its record's commit, never a reply, so it can
+#: wait for a batch: with 0 every write was its own produce request and the broker
+#: spent most of a core on them (bench/tables.py; docs/decisions.md).
+CHANGELOG_LINGER_MS = 5
 
 #: librdkafka settings of every agentlib producer; ``KafkaProducer(config=...)`` adds to them.
 PRODUCER_CONFIG: Mapping[str, Any] = {

@@ -155,15 +155,20 @@ class Worker:
         Connecting and fetching metadata takes ~60-100 ms; lazily, that lands on the
         first output. After a reload or recycle that is the processing gap: the
         supervisor forks the successor while its predecessor drains, so warming now
-        overlaps the drain. Agents without sinks never make a producer here.
+        overlaps the drain. Agents without sinks or tables never make a producer here
+        (tables have their own changelog producer: supervisor/instance/tables.py).
         """
-        if not getattr(self.agent, "sinks", None):
-            return
-        try:
-            handle = self.agent.app.producer._ensure()
-            await asyncio.to_thread(handle.list_topics, None, 5.0)
-        except Exception as exc:  # the first send connects (and reports) anyway
-            log.debug("agent %s: producer warm-up failed: %s", self.name, exc)
+        producers = []
+        if getattr(self.agent, "sinks", None):
+            producers.append(self.agent.app.producer)
+        if self.tables is not None and self.tables.producer is not None:
+            producers.append(self.tables.producer)
+        for producer in producers:
+            try:
+                handle = producer._ensure()
+                await asyncio.to_thread(handle.list_topics, None, 5.0)
+            except Exception as exc:  # the first send connects (and reports) anyway
+                log.debug("agent %s: producer warm-up failed: %s", self.name, exc)
 
     def _start_app_tasks(self) -> None:
         """Run the app's ``@app.task``s once and its ``@app.timer``s on their interval.
