@@ -1,11 +1,12 @@
 """An instance's tables: the agentd table runtime installed, shards opened per partition.
 
-The worker asks this module four things: open the shards of a partition before the
+The worker asks this module five things: open the shards of a partition before the
 agent sees a record of it (a shard catches up with its changelog on opening), close
 them when the partition leaves (a ``RELEASE`` from the daemon: the next owner is
 waiting for RocksDB's lock), report its shards to the daemon (a ``TABLES`` record with
 each ``PONG``, and from inside a changelog replay, which keeps the loop from answering
-``PING``), and close everything at exit. Tables live in agentlib
+``PING``), store the shards' pending writes before the worker acks records, and close
+everything at exit. Tables live in agentlib
 (:mod:`agentlib.tables`); this is only the instance's side of owning them.
 
 Opening runs on the worker's loop, so a partition's first record waits for its catch-up
@@ -77,6 +78,10 @@ class InstanceTables:
         """Open (and catch up) the shards of ``partition`` for the agent's tables."""
         for table in self.used:
             self.runtime.shard(table, partition)
+
+    def flush(self) -> None:
+        """Store the shards' pending writes: the worker calls it before it acks."""
+        self.runtime.flush()
 
     def release(self, partition: int) -> None:
         """Close the shards of ``partition``: it moved to another instance."""

@@ -295,6 +295,8 @@ class Worker:
     def flush_acks(self) -> None:
         """Turn each partition's done prefix into one ACK range and write them out."""
         self._flush_scheduled = False
+        if self.tables is not None:  # an acked record's table writes are in RocksDB
+            self.tables.flush()
         for tp, done in self._done.items():
             if not done:
                 continue
