@@ -172,6 +172,10 @@ class RecordMetadata:
 # (future, error, message) triples handed from whichever thread ran the delivery
 # callback to the event loop that owns the future.
 _Report = tuple["asyncio.Future[Any]", Any, Any]
+#: ``report(error, offset)``: a delivery reported to a plain callback (``send_reported``).
+Report = Callable[[BaseException | None, int | None], None]
+# (loop, report, error, message), as _Report for send_reported.
+_Plain = tuple[asyncio.AbstractEventLoop, Report, Any, Any]
 
 
 class KafkaProducer:
@@ -198,6 +202,7 @@ class KafkaProducer:
         self._poller: threading.Thread | None = None
         self._stop_polling = threading.Event()
         self._reports: collections.deque[_Report] = collections.deque()
+        self._plain: collections.deque[_Plain] = collections.deque()
         self._exit_hook = False
 
     @property
@@ -219,6 +224,7 @@ class KafkaProducer:
                 # Forked: the parent's handle and poll thread are not ours to touch.
                 self._handle = None
                 self._reports = collections.deque()
+                self._plain = collections.deque()
             self._pid = _pid
             self._handle = Producer(self.config())
             self._stop_polling = threading.Event()
@@ -264,6 +270,24 @@ class KafkaProducer:
                                partition=-1 if partition is None else partition,
                                headers=_plain_headers(headers),
                                on_delivery=partial(self._on_failed_delivery, failure))
+
+    def send_reported(self, topic: str, key: bytes | None, value: bytes | None,
+                      partition: int | None, headers: Headers | None,
+                      report: Report) -> None:
+        """Queue one message; ``report(error, offset)`` runs on the calling loop when its
+        delivery is reported (error None: delivered at ``offset``; else a
+        ``KafkaException``). Raises ``BufferError`` as :meth:`send_soon` does.
+
+        :meth:`send_soon` without the asyncio future, for a stream of messages whose
+        reports are only counted (table changelog writes): the future, its two done
+        callbacks and the ``RecordMetadata`` were a third of a table write's cost.
+        Reports are handed to the loop in batches, as futures are.
+        """
+        self._ensure().produce(topic, value, key,
+                               partition=-1 if partition is None else partition,
+                               headers=_plain_headers(headers),
+                               on_delivery=partial(self._on_report,
+                                                   asyncio.get_running_loop(), report))
 
     async def send(self, topic: str, key: bytes | None, value: bytes | None,
                    partition: int | None = None,
@@ -321,10 +345,15 @@ class KafkaProducer:
         if error is not None:
             self._reports.append((future, error, message))
 
+    def _on_report(self, loop: asyncio.AbstractEventLoop, report: Report, error: Any,
+                   message: Any) -> None:
+        # As _on_delivery, for send_reported.
+        self._plain.append((loop, report, error, message))
+
     def _poll_until_stopped(self, handle: Producer, stop: threading.Event) -> None:
         while not stop.is_set():
             handle.poll(0.2)
-            if self._reports:
+            if self._reports or self._plain:
                 self._dispatch_reports()
 
     def _dispatch_reports(self) -> None:
@@ -337,6 +366,19 @@ class KafkaProducer:
             except IndexError:  # another thread emptied it meanwhile
                 break
         settle_on_owning_loops(batch, _resolve)
+        plain: list[_Plain] = []
+        reports_plain = self._plain
+        while reports_plain:
+            try:
+                plain.append(reports_plain.popleft())
+            except IndexError:
+                break
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Plain]] = {}
+        for item in plain:
+            by_loop.setdefault(item[0], []).append(item)
+        for loop, group in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits
+                loop.call_soon_threadsafe(_call_reports, group)
 
 
 _Item = TypeVar("_Item", bound=tuple[Any, ...])
@@ -369,6 +411,18 @@ def _resolve(batch: list[_Report]) -> None:
             _, timestamp = message.timestamp()
             future.set_result(RecordMetadata(message.topic(), message.partition(),
                                              message.offset(), timestamp or None))
+
+
+def _call_reports(batch: list[_Plain]) -> None:
+    """On the owning loop: call each ``send_reported`` callback with its outcome."""
+    for _, report, error, message in batch:
+        try:
+            if error is not None:
+                report(KafkaException(error), None)
+            else:
+                report(None, message.offset())
+        except Exception:  # one callback's bug must not lose the others' reports
+            log.exception("a delivery report callback failed")
 
 
 def _plain_headers(headers: Headers | None) -> list[tuple[str, bytes | str | None]] | None:

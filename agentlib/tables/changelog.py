@@ -37,6 +37,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -348,10 +349,26 @@ class ChangelogRuntime:
 
     def _produce(self, table: Table, shard: Shard, key: bytes, value: bytes | None,
                  event: Event[Any], mark: bytes) -> None:
-        delivery = produce_soon(self._producer(), table.changelog_topic_name, key, value,
+        """Produce a write to the changelog; its record's ticket waits for the delivery.
+
+        Through ``send_reported`` (a plain callback, no asyncio future per write) where
+        the producer has it and its queue has room; else a delivery future."""
+        producer = self._producer()
+        ticket: Any = event._ticket
+        send = getattr(producer, "send_reported", None)
+        if send is not None:
+            try:
+                send(table.changelog_topic_name, key, value, shard.partition,
+                     [(MARK_HEADER, mark)], partial(_reported, shard, ticket))
+            except BufferError:  # the local queue is full: the future path waits
+                pass
+            else:
+                if ticket is not None:  # (the report runs on this loop, later)
+                    ticket.ledger.hold_reported(ticket)
+                return
+        delivery = produce_soon(producer, table.changelog_topic_name, key, value,
                                 [(MARK_HEADER, mark)], partition=shard.partition)
         delivery.add_done_callback(lambda done: _note_offset(shard, done))
-        ticket: Any = event._ticket
         if ticket is not None:
             ticket.ledger.hold([ticket], delivery)
 
@@ -364,6 +381,16 @@ def _note_global(entry: list[Any], delivery: Any) -> None:
     partition, offset = getattr(result, "partition", None), getattr(result, "offset", None)
     if isinstance(partition, int) and isinstance(offset, int):
         entry[1], entry[2] = partition, offset
+
+
+def _reported(shard: Shard, ticket: Any, error: BaseException | None,
+              offset: int | None) -> None:
+    """A changelog write's delivery report (``send_reported``): the shard notes the
+    offset, the record's ticket stops waiting for it."""
+    if error is None and offset is not None and offset > shard.changelog_offset:
+        shard.changelog_offset = offset
+    if ticket is not None:
+        ticket.ledger.reported(ticket, error)
 
 
 def _note_offset(shard: Shard, delivery: Any) -> None:
