@@ -19,7 +19,9 @@ report* of every message an agent produces, and client scripts need the same for
   is lost by it: while earlier produce requests are in flight (idempotence allows 5
   per connection) the next messages queue up and leave as one batch; measured with
   200k ``send_soon`` of 120 B on 8 partitions, 0 ms was as fast as 5 ms (~120k msg/s,
-  bounded by Python). The ask benchmark states this value.
+  bounded by Python). The ask benchmark states this value. The exception is an agentd
+  instance's changelog producer (:data:`CHANGELOG_LINGER_MS`): table writes hold only
+  their record's commit, and one request per write kept the broker busy.
 """
 
 from __future__ import annotations
