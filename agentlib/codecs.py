@@ -95,6 +95,12 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot encode {type(obj).__name__} as JSON: {obj!r}")
 
 
+#: ``json.dumps(obj, separators=(",", ":"), default=_json_default)`` without building a
+#: JSONEncoder per call (json.dumps does for any non-default argument): one encoder,
+#: stateless between calls. A table write encodes its key and value with it.
+_json_encode = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
+
+
 def json_dumps(obj: Any) -> bytes:
     """Compact ASCII JSON, the bytes faust-streaming writes for the same object.
 
@@ -102,7 +108,7 @@ def json_dumps(obj: Any) -> bytes:
     encoder (its default install; with the optional orjson it writes raw UTF-8,
     which decodes to the same values).
     """
-    return json.dumps(obj, separators=(",", ":"), default=_json_default).encode()
+    return _json_encode(obj).encode()
 
 
 #: json.loads' own decoder (default settings), called directly on the hot path.

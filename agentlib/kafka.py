@@ -19,7 +19,9 @@ report* of every message an agent produces, and client scripts need the same for
   is lost by it: while earlier produce requests are in flight (idempotence allows 5
   per connection) the next messages queue up and leave as one batch; measured with
   200k ``send_soon`` of 120 B on 8 partitions, 0 ms was as fast as 5 ms (~120k msg/s,
-  bounded by Python). The ask benchmark states this value.
+  bounded by Python). The ask benchmark states this value. The exception is an agentd
+  instance's changelog producer (:data:`CHANGELOG_LINGER_MS`): table writes hold only
+  their record's commit, and one request per write kept the broker busy.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import Any, TypeVar
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 __all__ = [
+    "CHANGELOG_LINGER_MS",
     "DEFAULT_BROKER",
     "LINGER_MS",
     "MOCK_CONSUMER_TUNING",
@@ -60,6 +63,12 @@ DEFAULT_BROKER = "kafka://localhost:9092"
 #: Batching delay of every agentlib producer, in milliseconds: none, so that request and
 #: reply of an ``ask`` are not held back (see the module docstring).
 LINGER_MS = 0
+
+#: Batching delay of an agentd instance's changelog producer (table writes), in
+#: milliseconds. A table write holds only its record's commit, never a reply, so it can
+#: wait for a batch: with 0 every write was its own produce request and the broker
+#: spent most of a core on them (bench/tables.py; docs/decisions.md).
+CHANGELOG_LINGER_MS = 5
 
 #: librdkafka settings of every agentlib producer; ``KafkaProducer(config=...)`` adds to them.
 PRODUCER_CONFIG: Mapping[str, Any] = {
@@ -165,6 +174,10 @@ class RecordMetadata:
 # (future, error, message) triples handed from whichever thread ran the delivery
 # callback to the event loop that owns the future.
 _Report = tuple["asyncio.Future[Any]", Any, Any]
+#: ``report(error, offset)``: a delivery reported to a plain callback (``send_reported``).
+Report = Callable[[BaseException | None, int | None], None]
+# (loop, report, error, message), as _Report for send_reported.
+_Plain = tuple[asyncio.AbstractEventLoop, Report, Any, Any]
 
 
 class KafkaProducer:
@@ -191,6 +204,7 @@ class KafkaProducer:
         self._poller: threading.Thread | None = None
         self._stop_polling = threading.Event()
         self._reports: collections.deque[_Report] = collections.deque()
+        self._plain: collections.deque[_Plain] = collections.deque()
         self._exit_hook = False
 
     @property
@@ -212,6 +226,7 @@ class KafkaProducer:
                 # Forked: the parent's handle and poll thread are not ours to touch.
                 self._handle = None
                 self._reports = collections.deque()
+                self._plain = collections.deque()
             self._pid = _pid
             self._handle = Producer(self.config())
             self._stop_polling = threading.Event()
@@ -257,6 +272,24 @@ class KafkaProducer:
                                partition=-1 if partition is None else partition,
                                headers=_plain_headers(headers),
                                on_delivery=partial(self._on_failed_delivery, failure))
+
+    def send_reported(self, topic: str, key: bytes | None, value: bytes | None,
+                      partition: int | None, headers: Headers | None,
+                      report: Report) -> None:
+        """Queue one message; ``report(error, offset)`` runs on the calling loop when its
+        delivery is reported (error None: delivered at ``offset``; else a
+        ``KafkaException``). Raises ``BufferError`` as :meth:`send_soon` does.
+
+        :meth:`send_soon` without the asyncio future, for a stream of messages whose
+        reports are only counted (table changelog writes): the future, its two done
+        callbacks and the ``RecordMetadata`` were a third of a table write's cost.
+        Reports are handed to the loop in batches, as futures are.
+        """
+        self._ensure().produce(topic, value, key,
+                               partition=-1 if partition is None else partition,
+                               headers=_plain_headers(headers),
+                               on_delivery=partial(self._on_report,
+                                                   asyncio.get_running_loop(), report))
 
     async def send(self, topic: str, key: bytes | None, value: bytes | None,
                    partition: int | None = None,
@@ -314,6 +347,11 @@ class KafkaProducer:
         if error is not None:
             self._reports.append((future, error, message))
 
+    def _on_report(self, loop: asyncio.AbstractEventLoop, report: Report, error: Any,
+                   message: Any) -> None:
+        # As _on_delivery, for send_reported.
+        self._plain.append((loop, report, error, message))
+
     def _poll_until_stopped(self, handle: Producer, stop: threading.Event) -> None:
         """Serve delivery reports until stopped. A fatal error (a transactional producer
         fenced by its successor) is raised by ``poll`` once: it is logged and polling
@@ -325,7 +363,7 @@ class KafkaProducer:
             except KafkaException as exc:
                 log.error("producer: %s", exc)
                 stop.wait(0.1)
-            if self._reports:
+            if self._reports or self._plain:
                 self._dispatch_reports()
 
     def _dispatch_reports(self) -> None:
@@ -338,6 +376,19 @@ class KafkaProducer:
             except IndexError:  # another thread emptied it meanwhile
                 break
         settle_on_owning_loops(batch, _resolve)
+        plain: list[_Plain] = []
+        reports_plain = self._plain
+        while reports_plain:
+            try:
+                plain.append(reports_plain.popleft())
+            except IndexError:
+                break
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Plain]] = {}
+        for item in plain:
+            by_loop.setdefault(item[0], []).append(item)
+        for loop, group in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits
+                loop.call_soon_threadsafe(_call_reports, group)
 
 
 _Item = TypeVar("_Item", bound=tuple[Any, ...])
@@ -370,6 +421,18 @@ def _resolve(batch: list[_Report]) -> None:
             _, timestamp = message.timestamp()
             future.set_result(RecordMetadata(message.topic(), message.partition(),
                                              message.offset(), timestamp or None))
+
+
+def _call_reports(batch: list[_Plain]) -> None:
+    """On the owning loop: call each ``send_reported`` callback with its outcome."""
+    for _, report, error, message in batch:
+        try:
+            if error is not None:
+                report(KafkaException(error), None)
+            else:
+                report(None, message.offset())
+        except Exception:  # one callback's bug must not lose the others' reports
+            log.exception("a delivery report callback failed")
 
 
 def _plain_headers(headers: Headers | None) -> list[tuple[str, bytes | str | None]] | None:

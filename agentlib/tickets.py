@@ -117,6 +117,17 @@ class Ledger:
         self._background.add(delivery)
         delivery.add_done_callback(lambda future: self._delivered(tickets, future))
 
+    def hold_reported(self, ticket: Ticket) -> None:
+        """Keep ``ticket`` from finishing until :meth:`reported` is called for it: a
+        delivery reported to a plain callback (``KafkaProducer.send_reported``, table
+        changelog writes), not a future. Not cancelled by :meth:`cancel_pending`: a
+        host stopped by timeout never reports such a ticket done."""
+        ticket.pending += 1
+
+    def reported(self, ticket: Ticket, error: BaseException | None) -> None:
+        """The delivery :meth:`hold_reported` waits for is reported (None: delivered)."""
+        self._settle([ticket], error)
+
     def cancel_pending(self) -> None:
         """Give up on every delivery still awaited (the host was stopped by timeout)."""
         for future in list(self._background):
@@ -124,7 +135,10 @@ class Ledger:
 
     def _delivered(self, tickets: list[Ticket], delivery: asyncio.Future[Any]) -> None:
         self._background.discard(delivery)
-        error = None if delivery.cancelled() else delivery.exception()
+        self._settle(tickets, None if delivery.cancelled() else delivery.exception())
+
+    def _settle(self, tickets: list[Ticket], error: BaseException | None) -> None:
+        """A delivery held by ``tickets`` completed: finish them, or ask about the error."""
         for ticket in tickets:
             ticket.pending -= 1
         if error is None:

@@ -4,6 +4,9 @@
 ``app = "_ask_app:app"``, and agentd's client) or ``faust`` (faust-streaming worker and
 client). ``BENCH_TOPIC`` is the request topic, ``BENCH_APP_ID`` the app id; the broker
 comes from ``AGENTD_BROKER`` for agentlib and from ``BENCH_BROKER`` for Faust.
+``BENCH_ASK_TABLE=1`` (agentlib): the agent also counts each request in a table, for the
+ask latency of a table-writing agent (its changelog write holds the record's commit,
+not the answer).
 """
 
 from __future__ import annotations
@@ -32,9 +35,14 @@ class Add(faust.Record, serializer="json"):  # type: ignore[misc]
 
 
 topic = app.topic(os.environ.get("BENCH_TOPIC", "bench-ask"), value_type=Add)
+asked: Any = None
+if LIB == "agentlib" and os.environ.get("BENCH_ASK_TABLE"):
+    asked = app.Table("asked", default=int)
 
 
 @app.agent(topic)
 async def adding(stream: Any) -> AsyncIterator[int]:
     async for value in stream:
+        if asked is not None:
+            asked[stream.current_event.key] += 1
         yield value.a + value.b

@@ -93,6 +93,7 @@ async def one_pass(records: list[bytes]) -> tuple[float, float]:
     worker.processed = 0
     worker._producer = None
     worker._tasks = set()
+    worker.tables = None
     worker._loop = asyncio.get_running_loop()
     worker._exit = worker._loop.create_future()
     await worker.host.start()

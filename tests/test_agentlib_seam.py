@@ -548,3 +548,32 @@ def test_json_codec_decodes_as_json_loads(data: bytes):
     except codecs.CodecError as exc:
         got = str(exc)
     assert got == expected
+
+
+def test_a_ticket_held_for_a_reported_delivery_is_done_only_when_it_is_reported():
+    from agentlib.tickets import Ledger, Ticket
+
+    async def scenario() -> None:
+        done: list[int] = []
+        asked: list[tuple[int, str]] = []
+
+        async def retry_wanted(record, error, attempt):
+            asked.append((record.offset, str(error)))
+            return False
+
+        ledger = Ledger("a", on_done=lambda record: done.append(record.offset),
+                        retry_wanted=retry_wanted, wake=lambda: None, requeue=lambda t: None)
+        ledger.fed(2)
+        first, second = (Ticket(ledger, raw(b"1", offset=n), 1) for n in (0, 1))
+        for ticket in (first, second):
+            ledger.hold_reported(ticket)
+            ticket.ack()
+        ledger.cancel_pending()  # reported holds have no future to cancel
+        assert done == []
+        ledger.reported(first, None)
+        assert done == [0]
+        ledger.reported(second, RuntimeError("delivery failed"))
+        await asyncio.sleep(0.01)  # the verdict runs in a task, as for a failed future
+        assert asked == [(1, "delivery failed")] and done == [0, 1]
+        assert ledger.in_flight == 0
+    asyncio.run(scenario())

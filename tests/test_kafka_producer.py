@@ -112,6 +112,39 @@ def test_send_unconfirmed_reports_a_failed_delivery_and_nothing_else(new_topic, 
     assert [r.value for r in kafkatools.read_to_end(kafka_bootstrap, topic)] == [b"kept"]
 
 
+def test_send_reported_calls_back_on_the_loop_with_each_offset_or_the_error(
+        new_topic, kafka_bootstrap):
+    topic = new_topic(partitions=1)
+    producer = KafkaProducer(kafka_bootstrap, config={"message.timeout.ms": 3000})
+    reports: list[tuple[object, object, bool]] = []
+
+    async def send_three() -> None:
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+
+        def report(error: BaseException | None, offset: int | None) -> None:
+            # on the loop's own thread: the report may touch the loop's objects
+            reports.append((error, offset, asyncio.get_running_loop() is loop))
+            if len(reports) == 3:
+                done.set()
+
+        producer.send_reported(topic, b"k", b"0", 0, [("h", b"1")], report)
+        producer.send_reported(topic, b"k", b"lost", 7, None, report)
+        producer.send_reported(topic, b"k", b"1", 0, None, report)
+        await asyncio.wait_for(done.wait(), 15)
+
+    try:
+        asyncio.run(send_three())
+    finally:
+        producer.close(10)
+    delivered = sorted((offset, on_loop) for error, offset, on_loop in reports if error is None)
+    assert delivered == [(0, True), (1, True)]
+    [(error, offset, on_loop)] = [r for r in reports if r[0] is not None]
+    assert isinstance(error, KafkaException) and "partition" in str(error).lower()
+    assert offset is None and on_loop
+    assert [r.value for r in kafkatools.read_to_end(kafka_bootstrap, topic)] == [b"0", b"1"]
+
+
 def test_forked_child_makes_its_own_producer(new_topic, kafka_bootstrap):
     topic = new_topic(partitions=1)
     producer = KafkaProducer(kafka_bootstrap)

@@ -14,6 +14,11 @@ record of source partition *p*:
    newer than the shard's) changes nothing; the row's current value is produced again
    instead, so a changelog that missed the first write catches up with the shard.
 
+A RocksDB shard keeps step 1's writes pending in memory and stores them as one write
+batch per loop turn (:meth:`ChangelogRuntime.flush`, which the instance also calls
+before it acks records): see :class:`~agentlib.tables.shards.RocksShard` for why a
+crash that loses them loses nothing acked.
+
 Opening a shard (:meth:`ChangelogRuntime.shard`) replays the changelog from the
 offset the shard last recorded, so a restart reads only the tail and an empty
 ``table_dir`` rebuilds everything. Rows this shard wrote itself (their mark is not
@@ -26,17 +31,20 @@ instance's loop is busy replaying, so its periodic status report cannot run mean
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from agentlib.events import Event
 from agentlib.sinks import produce_soon
 from agentlib.tables.hostcopy import HostCopyReader, host_copy_path
+from agentlib.tables.replay import MARK_HEADER, Recovery, apply_messages, decode_mark, encode_mark
 from agentlib.tables.runtime import Table
 from agentlib.tables.shards import Mark, MemoryShard, RocksShard, Shard
 
@@ -46,60 +54,16 @@ __all__ = ["MARK_HEADER", "ChangelogRuntime", "Recovery", "ShardStatus", "apply_
 
 log = logging.getLogger("agentd.tables")
 
-#: The changelog header carrying the mark of the write: ``topic \x1f offset \x1f index``.
-MARK_HEADER = "agentd-mark"
-_SEP = "\x1f"
 #: Changelog rows one ``consume`` of the replay asks for, applied as one RocksDB write
 #: batch. bench/tables.py rebuilding 1M rows: 2,000 ~325k rows/s, 10,000 ~550k,
 #: 50,000 ~400k.
 RECOVERY_BATCH = 10_000
 #: Seconds one ``consume`` of the replay waits for a batch (see ``_replay``).
 RECOVERY_WAIT = 0.2
-#: librdkafka's "reached the end of the partition" event (``KafkaError._PARTITION_EOF``).
-_PARTITION_EOF = -191
-_SEP_BYTES = _SEP.encode()
 #: Seconds between two progress lines of one replay in the log.
 PROGRESS_LOG_EVERY = 2.0
 #: Seconds between two ``on_progress`` calls during a replay.
 PROGRESS_REPORT_EVERY = 1.0
-
-
-def encode_mark(topic: str, mark: Mark) -> bytes:
-    """The header value for a write made by ``topic``'s record at ``mark``."""
-    return f"{topic}{_SEP}{mark[0]}{_SEP}{mark[1]}".encode()
-
-
-def decode_mark(data: bytes) -> tuple[str, Mark] | None:
-    """``(topic, mark)`` from a header value; None if it is not one."""
-    try:
-        topic, offset, index = data.decode().split(_SEP)
-        return topic, (int(offset), int(index))
-    except ValueError:
-        return None
-
-
-class Recovery:
-    """Counts of one shard's catch-up from its changelog (for logs and status).
-
-    It replays changelog offsets ``start`` up to ``high`` - 1 (the high watermark when
-    it began); ``position`` is the last offset read so far.
-    """
-
-    __slots__ = ("high", "position", "rows", "seconds", "skipped", "start")
-
-    def __init__(self, start: int = 0, high: int = 0) -> None:
-        self.rows = 0
-        self.skipped = 0
-        self.seconds = 0.0
-        self.start = start
-        self.high = high
-        self.position = start - 1
-
-    @property
-    def percent(self) -> float:
-        """How much of the offsets to replay is read (100 when there were none)."""
-        total = self.high - self.start
-        return 100.0 if total <= 0 else 100.0 * (self.position + 1 - self.start) / total
 
 
 class ShardStatus(NamedTuple):
@@ -136,6 +100,9 @@ class ChangelogRuntime:
         self._shards: dict[tuple[str, int], Shard] = {}
         self._host_copies: dict[str, HostCopyReader] = {}
         self._writing: dict[int, tuple[Event[Any], int]] = {}  # id(shard) → (event, n)
+        #: Shards with pending writes, and whether a flush is scheduled on the loop.
+        self._unflushed: set[Shard] = set()
+        self._flush_scheduled = False
         self.recoveries: dict[tuple[str, int], Recovery] = {}
         self.redelivered_writes = 0
         self.progress_log_every = progress_log_every
@@ -177,7 +144,30 @@ class ChangelogRuntime:
             value = shard.get(key)
         else:
             shard.write(key, value, record.topic, mark)
+            if shard.pending:
+                self._unflushed.add(shard)
+                if not self._flush_scheduled:
+                    self._schedule_flush()
         self._produce(table, shard, key, value, event, encode_mark(record.topic, mark))
+
+    def flush(self) -> None:
+        """Store every shard's pending writes (one RocksDB write batch per shard).
+
+        Runs once per loop turn after writes, and the instance calls it before it acks
+        records: an acked record's rows and marks are in RocksDB."""
+        self._flush_scheduled = False
+        unflushed, self._unflushed = self._unflushed, set()
+        for shard in unflushed:
+            shard.flush()
+
+    def _schedule_flush(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a synchronous caller): store at once
+            self.flush()
+            return
+        self._flush_scheduled = True
+        loop.call_soon(self.flush)
 
     # -- ownership -------------------------------------------------------------
 
@@ -199,7 +189,8 @@ class ChangelogRuntime:
         for key in [k for k in self._shards if k[1] == partition]:
             shard = self._shards.pop(key)
             self._writing.pop(id(shard), None)
-            shard.close()
+            self._unflushed.discard(shard)
+            shard.close()  # stores its pending writes
 
     def close(self) -> None:
         """Close every shard (the instance is stopping)."""
@@ -358,57 +349,28 @@ class ChangelogRuntime:
 
     def _produce(self, table: Table, shard: Shard, key: bytes, value: bytes | None,
                  event: Event[Any], mark: bytes) -> None:
-        delivery = produce_soon(self._producer(), table.changelog_topic_name, key, value,
+        """Produce a write to the changelog; its record's ticket waits for the delivery.
+
+        Through ``send_reported`` (a plain callback, no asyncio future per write) where
+        the producer has it and its queue has room; else a delivery future."""
+        producer = self._producer()
+        ticket: Any = event._ticket
+        send = getattr(producer, "send_reported", None)
+        if send is not None:
+            try:
+                send(table.changelog_topic_name, key, value, shard.partition,
+                     [(MARK_HEADER, mark)], partial(_reported, shard, ticket))
+            except BufferError:  # the local queue is full: the future path waits
+                pass
+            else:
+                if ticket is not None:  # (the report runs on this loop, later)
+                    ticket.ledger.hold_reported(ticket)
+                return
+        delivery = produce_soon(producer, table.changelog_topic_name, key, value,
                                 [(MARK_HEADER, mark)], partition=shard.partition)
         delivery.add_done_callback(lambda done: _note_offset(shard, done))
-        ticket: Any = event._ticket
         if ticket is not None:
             ticket.ledger.hold([ticket], delivery)
-
-
-def apply_messages(shard: Shard, messages: list[Any], held: dict[bytes, Mark | None],
-                   stats: Recovery) -> tuple[int, bool]:
-    """Apply changelog ``messages`` (of ``shard``'s partition, in order) to ``shard`` in
-    one write batch, skipping rows the shard wrote itself (their mark is not newer than
-    the shard's; ``held`` caches the shard's marks by raw source topic). Returns the
-    shard's changelog offset after them, and whether the partition's end was reached.
-    Recovery and standby copies both apply the changelog this way.
-
-    A mark header is only parsed where the shard holds a mark of its source topic (a
-    row may be skipped); otherwise only the last one per topic in the batch is, for the
-    marks stored with the batch: in a rebuild of an empty shard that is one parse per
-    batch instead of one per row.
-    """
-    rows: list[tuple[bytes, bytes | None]] = []
-    latest: dict[bytes, bytes] = {}  # source topic → its last mark applied, raw
-    at_end = False
-    position = shard.changelog_offset
-    for message in messages:
-        error = message.error()
-        if error is not None:
-            at_end = at_end or error.code() == _PARTITION_EOF
-            continue
-        position = message.offset()
-        raw = _mark_header(message.headers())
-        if raw is not None:
-            topic, _, rest = raw.partition(_SEP_BYTES)
-            if topic in held:
-                applied = held[topic]
-            else:
-                applied = held[topic] = shard.mark(topic.decode(errors="replace"))
-            if applied is not None:
-                mark = _parse_mark(rest)
-                if mark is not None and mark <= applied:
-                    stats.skipped += 1  # the shard has this write (and maybe newer)
-                    continue
-            latest[topic] = rest
-        rows.append((message.key(), message.value()))
-    stats.rows += len(rows)
-    marks = {topic.decode(errors="replace"): mark for topic, rest in latest.items()
-             if (mark := _parse_mark(rest)) is not None}
-    if rows or marks or position > shard.changelog_offset:
-        shard.apply_changelog(rows, marks, position)
-    return position, at_end
 
 
 def _note_global(entry: list[Any], delivery: Any) -> None:
@@ -421,21 +383,14 @@ def _note_global(entry: list[Any], delivery: Any) -> None:
         entry[1], entry[2] = partition, offset
 
 
-def _mark_header(headers: list[tuple[str, bytes]] | None) -> bytes | None:
-    """The raw ``agentd-mark`` header value among ``headers`` (None if absent)."""
-    for name, value in headers or ():
-        if name == MARK_HEADER and value is not None:
-            return value
-    return None
-
-
-def _parse_mark(rest: bytes) -> Mark | None:
-    """The mark of a header value's ``offset \x1f index`` part; None if it is not one."""
-    offset, _, index = rest.partition(_SEP_BYTES)
-    try:
-        return int(offset), int(index)
-    except ValueError:
-        return None
+def _reported(shard: Shard, ticket: Any, error: BaseException | None,
+              offset: int | None) -> None:
+    """A changelog write's delivery report (``send_reported``): the shard notes the
+    offset, the record's ticket stops waiting for it."""
+    if error is None and offset is not None and offset > shard.changelog_offset:
+        shard.changelog_offset = offset
+    if ticket is not None:
+        ticket.ledger.reported(ticket, error)
 
 
 def _note_offset(shard: Shard, delivery: Any) -> None:

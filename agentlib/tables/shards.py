@@ -7,6 +7,11 @@ changelog offset it has applied and, per source topic, the last source record wh
 writes it holds. A row and the mark that made it are written together (one RocksDB
 write batch), so after any crash the shard knows exactly which source records it has
 already counted.
+
+A RocksDB shard buffers its writes (:class:`RocksShard`): rows and marks wait in
+memory, are read from there, and reach RocksDB as one write batch at :meth:`flush`,
+which the instance calls before it acks any record (and the runtime once per loop
+turn). What a crash loses of the buffer belongs to records not yet acked.
 """
 
 from __future__ import annotations
@@ -18,13 +23,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["Mark", "MemoryShard", "RocksShard", "Shard", "ShardLocked"]
+__all__ = ["PENDING_MAX", "Mark", "MemoryShard", "RocksShard", "Shard", "ShardLocked"]
 
 #: (source offset, index of the write within that record's processing)
 Mark = tuple[int, int]
 _MARK = struct.Struct(">qq")
 _OFFSET = struct.Struct(">q")
 _CHANGELOG_KEY = b"changelog-offset"
+#: Rows a RocksDB shard keeps pending before it writes them without waiting for a flush
+#: (bounds the buffer of an agent that writes a lot without yielding to its loop).
+PENDING_MAX = 10_000
 
 
 class ShardLocked(Exception):
@@ -57,6 +65,15 @@ class Shard(Protocol):
         ...
 
     def mark(self, source: str) -> Mark | None: ...
+
+    @property
+    def pending(self) -> int:
+        """Writes made and not yet stored (0 where writes are stored at once)."""
+        ...
+
+    def flush(self) -> None:
+        """Store the pending writes with their marks, atomically."""
+        ...
 
     def items(self) -> Iterator[tuple[bytes, bytes]]: ...
 
@@ -96,6 +113,11 @@ class MemoryShard:
     def mark(self, source: str) -> Mark | None:
         return self._marks.get(source)
 
+    pending = 0  # writes are applied at once
+
+    def flush(self) -> None:
+        """Nothing is pending in memory."""
+
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         return iter(list(self._rows.items()))
 
@@ -130,6 +152,26 @@ class RocksShard:
     scan (status asks every second) or a read before every write (the hot path). The
     estimate is close once RocksDB has flushed; rows overwritten since the last flush
     (a counter's increments) are counted once per write until then.
+
+    **Writes are buffered.** :meth:`write` puts the row in ``_pending`` (reads look there
+    first) and the mark in ``_marks``; :meth:`flush` writes every pending row, the marks
+    changed since the last flush and the changelog offset as one RocksDB write batch:
+    one batch per loop turn instead of one per write. Rows and marks still change
+    together: the batch holds the last value of each pending row and the last mark of
+    each source, which is what writing them one by one would have left.
+
+    Crash safety, with the instance flushing before it acks (``Worker.flush_acks``): a
+    buffer lost in a crash holds writes of records not yet acked, so not committed;
+    they are redelivered, and since their marks were lost with their rows the shard
+    does not take them for redeliveries: it applies them again. Where some of those
+    writes did reach the changelog, opening the shard replays the changelog from the
+    offset stored with the last batch, rows *and* marks, so the shard holds them with
+    their marks and the redelivered record's writes are skipped as already applied
+    (their rows produced again), as after a crash between a write and its delivery.
+    The stored changelog offset never passes a lost write: an offset is noted on a
+    delivery, and the write delivered was pending before it, so it is in the batch that
+    stores the offset or in an earlier one. ``close`` flushes; ``items`` and ``len``
+    flush first.
     """
 
     keys_estimated = True
@@ -161,27 +203,57 @@ class RocksShard:
         self.changelog_offset = _OFFSET.unpack(stored)[0] if stored else -1
         self._persisted_changelog = self.changelog_offset
         self._marks: dict[str, Mark] = {}
+        #: Rows written and not yet stored, by key (None: deleted).
+        self._pending: dict[bytes, bytes | None] = {}
+        #: Sources whose mark changed since the last flush.
+        self._marks_pending: set[str] = set()
 
     def get(self, key: bytes) -> bytes | None:
+        pending = self._pending
+        if key in pending:
+            return pending[key]
         value: bytes | None = self._db.get(key)
         return value
 
     def write(self, key: bytes, value: bytes | None, source: str | None,
               mark: Mark | None) -> None:
+        pending = self._pending
+        pending[key] = value
+        if source is not None and mark is not None:
+            self._marks[source] = mark
+            self._marks_pending.add(source)
+        if len(pending) >= PENDING_MAX:
+            self.flush()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending) + len(self._marks_pending)
+
+    def flush(self) -> None:
+        if not self._pending and not self._marks_pending:
+            return
         from rocksdict import WriteBatch
 
         batch = WriteBatch(raw_mode=True)
-        if value is None:
-            batch.delete(key)
-        else:
-            batch.put(key, value)
-        if source is not None and mark is not None:
-            batch.put(b"mark:" + source.encode(), _MARK.pack(*mark), self._marks_handle)
-            self._marks[source] = mark
+        self._stage(batch)
         if self.changelog_offset != self._persisted_changelog:
             batch.put(_CHANGELOG_KEY, _OFFSET.pack(self.changelog_offset), self._marks_handle)
-            self._persisted_changelog = self.changelog_offset
         self._db.write(batch)
+        self._persisted_changelog = self.changelog_offset
+        self._pending = {}
+        self._marks_pending = set()
+
+    def _stage(self, batch: Any) -> None:
+        """Put the pending rows and changed marks into ``batch``."""
+        for key, value in self._pending.items():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        marks = self._marks
+        for source in self._marks_pending:
+            batch.put(b"mark:" + source.encode(), _MARK.pack(*marks[source]),
+                      self._marks_handle)
 
     def mark(self, source: str) -> Mark | None:
         mark = self._marks.get(source)
@@ -193,9 +265,11 @@ class RocksShard:
         return mark
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
+        self.flush()
         return iter(self._db.items())
 
     def __len__(self) -> int:
+        self.flush()
         return sum(1 for _ in self._db.keys())  # noqa: SIM118 (an Rdict iterates items)
 
     def key_count(self) -> int:
@@ -224,6 +298,7 @@ class RocksShard:
         from rocksdict import WriteBatch
 
         batch = WriteBatch(raw_mode=True)
+        self._stage(batch)  # (nothing is pending while a shard catches up)
         for key, value in rows:
             if value is None:
                 batch.delete(key)
@@ -236,11 +311,14 @@ class RocksShard:
         batch.put(_CHANGELOG_KEY, _OFFSET.pack(self.changelog_offset), self._marks_handle)
         self._persisted_changelog = self.changelog_offset
         self._db.write(batch)
+        self._pending = {}
+        self._marks_pending = set()
 
     def close(self) -> None:
         """Persist the changelog offset and release the database (and its LOCK)."""
         if self._db is None:
             return
+        self.flush()
         if self.changelog_offset != self._persisted_changelog:
             self._marks_cf.put(_CHANGELOG_KEY, _OFFSET.pack(self.changelog_offset))
         del self._marks_handle

@@ -78,6 +78,10 @@ class Table(MutableMapping[Any, Any]):
         self.store = store
         self.options = dict(kwargs)
         self._key_serializer = key_serializer
+        #: The last str/bytes key encoded and its encoding: ``t[k] += 1`` encodes ``k``
+        #: for the read and again for the write.
+        self._last_key: Any = _MISSING
+        self._last_encoded = b""
         self.changelog_topic = Topic(
             app, changelog_name(app.id, name), key_type=key_type, value_type=value_type,
             key_serializer=key_serializer or "json", value_serializer=value_serializer,
@@ -241,10 +245,16 @@ class Table(MutableMapping[Any, Any]):
         JSON of the key with bytes read as UTF-8 text: ``t[event.key]`` (bytes from a
         raw-keyed topic) and ``t["word"]`` are one row, and keys come back as the str,
         int or list they were written as."""
+        if key is self._last_key:
+            return self._last_encoded
         if self._key_serializer is None:
-            return codecs.json_dumps(_text(key))
-        encoded = self.changelog_topic.encode_key(key)
-        assert encoded is not None
+            encoded = codecs.json_dumps(_text(key))
+        else:
+            raw = self.changelog_topic.encode_key(key)
+            assert raw is not None
+            encoded = raw
+        if type(key) is str or type(key) is bytes:  # immutable: the encoding stays right
+            self._last_key, self._last_encoded = key, encoded
         return encoded
 
     def _decode_key(self, data: bytes) -> Any:

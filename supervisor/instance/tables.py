@@ -1,11 +1,12 @@
 """An instance's tables: the agentd table runtime installed, shards opened per partition.
 
-The worker asks this module four things: open the shards of a partition before the
+The worker asks this module five things: open the shards of a partition before the
 agent sees a record of it (a shard catches up with its changelog on opening), close
 them when the partition leaves (a ``RELEASE`` from the daemon: the next owner is
 waiting for RocksDB's lock), report its shards to the daemon (a ``TABLES`` record with
 each ``PONG``, and from inside a changelog replay, which keeps the loop from answering
-``PING``), and close everything at exit. Tables live in agentlib
+``PING``), store the shards' pending writes before the worker acks records, and close
+everything at exit. Tables live in agentlib
 (:mod:`agentlib.tables`); this is only the instance's side of owning them.
 
 Opening runs on the worker's loop, so a partition's first record waits for its catch-up
@@ -34,8 +35,11 @@ class InstanceTables:
     """The table runtime of one instance process, and which tables its agent uses."""
 
     def __init__(self, runtime: Any, used: list[Any],
-                 send: Callable[[bytes], None] | None = None) -> None:
+                 send: Callable[[bytes], None] | None = None,
+                 producer: Any = None) -> None:
         self.runtime = runtime
+        #: The changelog producer (its own, with ``CHANGELOG_LINGER_MS``), closed here.
+        self.producer = producer
         self.used = [table for table in used if not table.is_global]
         self._send = send
         runtime.on_progress = self.report
@@ -55,11 +59,17 @@ class InstanceTables:
         assert app is not None
         settings = {"bootstrap.servers": kafka.bootstrap_servers(app.conf.broker),
                     **kafka.client_settings()}
+        # Changelog writes get a producer of their own that lingers a few ms: batches
+        # instead of one produce request per write. The app's producer (replies, sinks)
+        # keeps linger.ms 0, so an ask's answer is not held back for a batch.
+        producer = kafka.KafkaProducer(app.conf.broker,
+                                       config={"linger.ms": kafka.CHANGELOG_LINGER_MS})
         runtime = changelog.ChangelogRuntime(Path(table_dir) / app.id,
-                                             producer=lambda: app.producer,
+                                             producer=lambda: producer,
                                              consumer_settings=settings)
         runtimes.install(runtime)
-        return cls(runtime, usage.tables_used_by(getattr(agent, "fun", None)), send)
+        return cls(runtime, usage.tables_used_by(getattr(agent, "fun", None)), send,
+                   producer)
 
     def report(self) -> None:
         """Send the daemon a ``TABLES`` record: every shard this instance holds."""
@@ -84,13 +94,22 @@ class InstanceTables:
                 logging.shutdown()
                 os._exit(EXIT_TABLE_FAILED)
 
+    def flush(self) -> None:
+        """Store the shards' pending writes: the worker calls it before it acks."""
+        self.runtime.flush()
+
     def release(self, partition: int) -> None:
         """Close the shards of ``partition``: it moved to another instance."""
         self.runtime.release(partition)
 
     def close(self) -> None:
-        """Close every shard (the process is exiting)."""
+        """Close every shard and the changelog producer (the process is exiting).
+
+        The agent's records are done by now, so their changelog writes are delivered;
+        the producer's flush only waits for writes of records that were not."""
         try:
             self.runtime.close()
         except Exception as exc:  # exiting anyway; RocksDB's WAL keeps what was written
             log.warning("closing table shards failed: %s", exc)
+        if self.producer is not None:
+            self.producer.close(5.0)

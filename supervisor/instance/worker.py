@@ -165,15 +165,20 @@ class Worker:
         Connecting and fetching metadata takes ~60-100 ms; lazily, that lands on the
         first output. After a reload or recycle that is the processing gap: the
         supervisor forks the successor while its predecessor drains, so warming now
-        overlaps the drain. Agents without sinks never make a producer here.
+        overlaps the drain. Agents without sinks or tables never make a producer here
+        (tables have their own changelog producer: supervisor/instance/tables.py).
         """
-        if not getattr(self.agent, "sinks", None):
-            return
-        try:
-            handle = self.agent.app.producer._ensure()
-            await asyncio.to_thread(handle.list_topics, None, 5.0)
-        except Exception as exc:  # the first send connects (and reports) anyway
-            log.debug("agent %s: producer warm-up failed: %s", self.name, exc)
+        producers = []
+        if getattr(self.agent, "sinks", None):
+            producers.append(self.agent.app.producer)
+        if self.tables is not None and self.tables.producer is not None:
+            producers.append(self.tables.producer)
+        for producer in producers:
+            try:
+                handle = producer._ensure()
+                await asyncio.to_thread(handle.list_topics, None, 5.0)
+            except Exception as exc:  # the first send connects (and reports) anyway
+                log.debug("agent %s: producer warm-up failed: %s", self.name, exc)
 
     # ------------------------------------------------------------------ inbound
 
@@ -284,6 +289,8 @@ class Worker:
     def flush_acks(self) -> None:
         """Turn each partition's done prefix into one ACK range and write them out."""
         self._flush_scheduled = False
+        if self.tables is not None:  # an acked record's table writes are in RocksDB
+            self.tables.flush()
         for tp, done in self._done.items():
             if not done:
                 continue

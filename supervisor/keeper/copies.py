@@ -34,8 +34,8 @@ from typing import IO, Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from agentlib.tables.changelog import Recovery, apply_messages
 from agentlib.tables.hostcopy import HostCopyWriter, host_copy_path
+from agentlib.tables.replay import Recovery, apply_messages
 from agentlib.tables.shards import Mark, RocksShard, ShardLocked
 
 __all__ = ["STANDBY_SETTLE", "Keeper"]
