@@ -62,6 +62,7 @@ async def one_pass(records: list[bytes], table_dir: str) -> tuple[float, float, 
     worker._raw_record, worker._verdict = seam.new_raw_record, seam.ErrorVerdict
     worker.host = seam.AgentHost(agent, on_done=worker.on_done, on_error=worker.on_error)
     worker.tables = InstanceTables.install(agent, table_dir, None)
+    worker.txn = None  # at-least-once: no transactions in this bench
     worker._fed, worker._done, worker._done_by_name, worker._outbox = {}, {}, {}, []
     worker._flush_scheduled = worker._throttled = worker._stopping = False
     worker.processed, worker._producer, worker._tasks = 0, None, set()

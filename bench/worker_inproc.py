@@ -88,6 +88,7 @@ async def one_pass(records: list[bytes]) -> tuple[float, float]:
     worker._done_by_name = {}
     worker._outbox = []
     worker._flush_scheduled = False
+    worker.txn = None  # no transactions in this bench
     worker._throttled = False
     worker._stopping = False
     worker.processed = 0

@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""CPU per message of one worker forwarding each value to a topic sink, in-process.
+
+``bench/worker_inproc.py`` for ``_eos_app`` (decode the JSON value, yield it to the
+agent's topic sink): a real :class:`supervisor.instance.worker.Worker` with stand-in
+rings and the app's real producer to a real broker (at-least-once: no transaction). A
+pass ends when every record is done, i.e. its output was delivered. Prints wall,
+process CPU (all threads: the producer's poll thread and librdkafka's) and the loop
+thread's CPU per message, best of ``--repeat``; ``--profile`` prints a pyinstrument
+profile of one pass. This is the worker's share of ``bench/eos.py``'s at-least-once
+contestant, without the supervisor and the rings.
+
+    .venv/bin/python bench/sink_inproc.py [-n 100000] [--repeat 3] [--quick]
+        [--profile] [--bootstrap H:P]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("BENCH_TOPIC", "bench-input")
+
+import _common as c
+from worker_inproc import _Inbound, _Outbound
+
+PARTITIONS = 8
+
+
+async def one_pass(records: list[bytes]) -> tuple[float, float, float]:
+    """(wall, process CPU, loop-thread CPU) seconds for ``records`` through a worker."""
+    import _eos_app
+
+    import agentlib.seam as seam
+    from supervisor.instance.worker import READ_BATCH, Worker, tune_gc
+
+    tune_gc()
+    agent = _eos_app.forward
+    worker = Worker.__new__(Worker)
+    # What Worker.__init__ does, minus attaching rings (as worker_inproc.py).
+    worker.inbound = _Inbound(records, READ_BATCH)  # type: ignore[assignment]
+    worker.outbound = _Outbound()  # type: ignore[assignment]
+    worker.agent, worker.name = agent, agent.name
+    worker.settings = {"agent": agent.name, "topics": [_eos_app.TOPIC]}
+    worker.topics = [_eos_app.TOPIC]
+    worker.topic_index = {_eos_app.TOPIC: 0}
+    worker.max_in_flight = 4096
+    worker._raw_record, worker._verdict = seam.new_raw_record, seam.ErrorVerdict
+    worker.host = seam.AgentHost(agent, on_done=worker.on_done, on_error=worker.on_error)
+    worker.tables = None
+    worker.txn = None
+    worker._fed, worker._done, worker._done_by_name, worker._outbox = {}, {}, {}, []
+    worker._flush_scheduled = worker._throttled = worker._stopping = False
+    worker.processed, worker._producer, worker._tasks = 0, None, set()
+    worker._loop = asyncio.get_running_loop()
+    worker._exit = worker._loop.create_future()
+    await worker.host.start()
+    await worker.warm_producer()
+    total = len(records)
+    start, cpu, thread = time.perf_counter(), time.process_time(), time.thread_time()
+    while worker.processed < total:
+        if worker.inbound.pos < total and not worker._throttled:
+            worker.pump()
+        await asyncio.sleep(0)
+    result = (time.perf_counter() - start, time.process_time() - cpu,
+              time.thread_time() - thread)
+    await worker.host.stop(5.0)
+    worker.flush_acks()
+    return result
+
+
+def main() -> None:
+    cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cli.add_argument("-n", type=int, default=100_000)
+    cli.add_argument("--repeat", type=int, default=3)
+    cli.add_argument("--bootstrap", default=os.environ.get("BENCH_BOOTSTRAP"))
+    cli.add_argument("--profile", action="store_true")
+    cli.add_argument("--quick", action="store_true", help="20k records, 2 passes")
+    args = cli.parse_args()
+    if args.profile:
+        try:
+            import pyinstrument  # noqa: F401
+        except ImportError:
+            sys.exit("sink_inproc: --profile needs pyinstrument (pip install pyinstrument)")
+    if args.quick:
+        args.n, args.repeat = min(args.n, 20_000), min(args.repeat, 2)
+    from supervisor.transport import wire
+
+    rng = random.Random(1)
+    records = [wire.encode_record(0, i % PARTITIONS, i // PARTITIONS, 1_764_000_000_000 + i,
+                                  f"key-{i % 1000}".encode(), c.json_value(i, rng), None)
+               for i in range(args.n)]
+    import uvloop
+
+    passes: list[tuple[float, float, float]] = []
+    with c.broker(args.bootstrap) as bootstrap:
+        os.environ["AGENTD_BROKER"] = bootstrap
+        for _ in range(1 if args.profile else args.repeat):
+            app_id = c.unique("bench-sink-inproc")
+            os.environ["BENCH_APP_ID"] = app_id
+            os.environ["BENCH_SINK"] = f"{app_id}-out"
+            sys.modules.pop("_eos_app", None)
+            c.create_topic(bootstrap, f"{app_id}-out", PARTITIONS)
+            if args.profile:
+                from pyinstrument import Profiler
+
+                profiler = Profiler(interval=0.0005)
+                profiler.start()
+                uvloop.run(one_pass(records))
+                profiler.stop()
+                print(profiler.output_text(unicode=False, color=False, show_all=False))
+                return
+            passes.append(uvloop.run(one_pass(records)))
+    per: dict[str, Any] = {name: round(min(p[i] for p in passes) / args.n * 1e6, 2)
+                           for i, name in enumerate(("wall", "cpu", "loop_cpu"))}
+    print(f"sink in-process: {per['wall']} us/message wall, {per['cpu']} us CPU "
+          f"(all threads), {per['loop_cpu']} us CPU on the loop thread (n={args.n})")
+    print(json.dumps({"bench": "sink_inproc", "messages": args.n,
+                      "us_per_msg": per["wall"], "cpu_us_per_msg": per["cpu"],
+                      "loop_cpu_us_per_msg": per["loop_cpu"]}))
+
+
+if __name__ == "__main__":
+    main()
