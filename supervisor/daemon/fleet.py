@@ -26,6 +26,7 @@ from supervisor.daemon.instances import AgentRuntime, Instance
 from supervisor.daemon.router import Router
 from supervisor.daemon.topics import DEFAULT_PARTITIONS, connection_settings
 from supervisor.daemon.zygote import AgentSpec, Zygote, ZygoteError
+from supervisor.transport import wire
 
 __all__ = ["Fleet"]
 
@@ -40,6 +41,7 @@ class Fleet:
         self.bootstrap = bootstrap
         self.zygote: Zygote | None = None
         self.agents: list[AgentRuntime] = []
+        self._unread_channels: set[str] = set()
         self.instances: list[Instance] = []
         #: every subscribed topic, in subscription order; a record names its topic by
         #: its index here (the wire format carries the index, not the name)
@@ -74,7 +76,8 @@ class Fleet:
             self.note_undeclared(spec, changelogs)
             self.note_table_copies(spec, changelogs)
             count = agent_config.instances or spec.concurrency
-            agent = AgentRuntime(spec.name, lane, spec.topics, agent_config, spec.app)
+            agent = AgentRuntime(spec.name, lane, spec.topics, agent_config, spec.app,
+                                 channels=spec.channels)
             agent.router = Router(agent_config.ordering, count)
             agent.instances = [Instance(agent, i) for i in range(count)]
             self.add(agent)
@@ -118,6 +121,32 @@ class Fleet:
                 "dir": str(self.config.table_dir / spec.app / str(table["name"])),
                 "topics": []})
             copy["topics"] = sorted({*copy["topics"], table_source(spec)})
+
+    def route_channel(self, record: bytes) -> int:
+        """Hand a ``CHANNEL`` record to one instance of each agent reading its channel.
+
+        By key (the same key, the same instance) when it has one, else round robin.
+        Returns how many agents got it: 0 means nothing here reads the channel and the
+        message is dropped (a channel is memory, as in Faust).
+        """
+        name = wire.channel_name(record)
+        readers = 0
+        for agent in self.agents:
+            if name not in agent.channels or not agent.instances:
+                continue
+            key = wire.decode_channel(record)[1].key
+            if key is not None:
+                index = zlib.crc32(key) % len(agent.instances)
+            else:
+                index = agent.channel_turn % len(agent.instances)
+                agent.channel_turn += 1
+            agent.instances[index].queue_control(record)
+            readers += 1
+        if not readers and name not in self._unread_channels:
+            self._unread_channels.add(name)  # once per channel, not per message
+            log.warning("channel %s: no agent of this daemon reads it; its messages "
+                        "are dropped", name)
+        return readers
 
     def add(self, agent: AgentRuntime) -> None:
         """One agent with its instances: its topics join the subscription."""
@@ -287,6 +316,11 @@ def changelogs_of(spec: AgentSpec, ordering: str, declared: Mapping[str, int]
         if table.get("global"):  # every host reads all of it: no owner, any ordering
             counts[str(table["changelog"])] = int(wanted or source_count or DEFAULT_PARTITIONS)
             continue
+        if spec.channels:  # its events have no partition to shard the table by
+            raise ConfigError("app", f"agent {spec.name} reads channel {spec.channels[0]} "
+                              f"and uses table {name!r}: a table is sharded by the "
+                              f"partitions of a Kafka topic and a channel has none (read "
+                              f"a topic, or make the table global)")
         if ordering != "partition":
             raise ConfigError(f'agents."{spec.name}".ordering',
                               f'agent {spec.name} uses table {name!r}, which needs '

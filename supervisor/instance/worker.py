@@ -30,6 +30,7 @@ from typing import Any
 
 from supervisor.config.loader import DEFAULT_MAX_IN_FLIGHT
 from supervisor.instance.apptasks import Background
+from supervisor.instance.channels import ChannelPort
 from supervisor.instance.tables import InstanceTables
 from supervisor.instance.transactions import Transactions
 from supervisor.transport import wire
@@ -117,6 +118,7 @@ class Worker:
         self.txn = Transactions.install(agent, settings)
         self._exit: asyncio.Future[int] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.channels = ChannelPort(agent.app, self.host, self._send)
 
     async def main(self) -> int:
         self._loop = asyncio.get_running_loop()
@@ -259,6 +261,8 @@ class Worker:
         elif kind == wire.RELEASE:
             if self.tables is not None:
                 self.tables.release(wire.decode_release(view))
+        elif kind == wire.CHANNEL:
+            self.channels.feed(view, self._stopping)
         elif kind == wire.TOPICS:
             self.topics = wire.decode_topics(view)
             self.topic_index = {name: i for i, name in enumerate(self.topics)}
