@@ -75,6 +75,8 @@ class App:
         self.agents: dict[str, Agent[Any]] = {}
         self.tasks: list[Callable[..., Awaitable[Any]]] = []
         self.timers: list[Timer] = []
+        #: ``@app.task(on_leader=True)``s: run by the group's leader daemon only
+        self.leader_tasks: list[Callable[..., Awaitable[Any]]] = []
         self.commands: dict[str, click.Command] = {}
         self.tables: dict[str, tables.Table] = {}
         self._producer: KafkaProducer | None = None
@@ -166,10 +168,12 @@ class App:
 
         The function may take one argument, the app. Tasks and timers run only under
         agentd, in one instance per app: as in Faust, ``@app.command``s, client
-        scripts and ``test_context`` never start them.
+        scripts and ``test_context`` never start them. ``on_leader=True``: only on the
+        daemon that leads the group, started when it becomes leader, cancelled when
+        it stops being leader.
         """
         def register(task: F) -> F:
-            self.tasks.append(task)
+            (self.leader_tasks if on_leader else self.tasks).append(task)
             return task
         return register if fun is None else register(fun)
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from supervisor.config.loader import Config, ConfigError, validate_agent_names
 from supervisor.daemon.instances import AgentRuntime, Instance
+from supervisor.daemon.leader import Leadership, leader_topic
 from supervisor.daemon.router import Router
 from supervisor.daemon.topics import DEFAULT_PARTITIONS, connection_settings
 from supervisor.daemon.zygote import AgentSpec, Zygote, ZygoteError
@@ -42,6 +43,8 @@ class Fleet:
         self.zygote: Zygote | None = None
         self.agents: list[AgentRuntime] = []
         self._unread_channels: set[str] = set()
+        #: the leader election, when the app has on_leader tasks or timers
+        self.leadership: Leadership | None = None
         self.instances: list[Instance] = []
         #: every subscribed topic, in subscription order; a record names its topic by
         #: its index here (the wire format carries the index, not the name)
@@ -87,9 +90,42 @@ class Fleet:
         if not self.topics:
             raise ConfigError("app", f"{' '.join(self.config.app)} defines no agents")
         self.guarantee = processing_guarantee(self.config, self.zygote.agents)
+        if any(spec.leader_work for spec in self.zygote.agents):
+            self.start_leadership()
         if self.exactly_once:
             log.info("processing_guarantee = exactly_once: outputs, changelogs and offsets "
                      "commit in one Kafka transaction per instance")
+
+    def start_leadership(self) -> None:
+        """Join the leader election (supervisor/daemon/leader.py) with the data
+        consumer's ``[kafka]`` settings, so its session timeout is the same."""
+        app_id = self.app_id() or "agentd"
+        group = self.config.group_id or app_id
+        settings = {**dict(self.config.kafka),
+                    **connection_settings(self.bootstrap, self.config.kafka)}
+        self.leadership = Leadership(leader_topic(app_id), f"{group}-__leader", settings)
+        self.leadership.start()
+
+    def tell_leadership(self) -> None:
+        """Once per loop turn: a leadership change goes to the app-task instances."""
+        leading = self.leadership.changed() if self.leadership is not None else None
+        if leading is not None:
+            for inst in self.instances:
+                if self.runs_app_tasks(inst):
+                    inst.queue_control(wire.encode_leader(leading))
+
+    def runs_app_tasks(self, inst: Instance) -> bool:
+        """An app's @app.task/@app.timer functions run once per supervisor: in instance
+        0 of the app's first agent."""
+        first_of_app = next(a for a in self.agents if a.app == inst.agent.app)
+        return first_of_app is inst.agent and inst.index == 0
+
+    def close(self) -> None:
+        """Leave the leader election (another daemon leads at once), stop the zygote."""
+        if self.leadership is not None:
+            self.leadership.stop()
+        if self.zygote is not None:
+            self.zygote.stop()
 
     @property
     def exactly_once(self) -> bool:
@@ -182,11 +218,9 @@ class Fleet:
 
     def worker_settings(self, inst: Instance) -> dict[str, Any]:
         agent, cfg = inst.agent, inst.agent.config
-        # An app's @app.task/@app.timer functions run once per supervisor: in instance
-        # 0 of the app's first agent.
-        first_of_app = next(a for a in self.agents if a.app == agent.app)
         return {"agent": agent.name, "topics": self.topics, "on_error": cfg.on_error,
-                "run_app_tasks": first_of_app is agent and inst.index == 0,
+                "run_app_tasks": self.runs_app_tasks(inst),
+                "leader": self.leadership is not None and bool(self.leadership.told),
                 "dead_letter_topic": cfg.dead_letter_topic,
                 "dead_letter_explicit": bool(cfg.dead_letter_topic),
                 "table_dir": str(self.config.table_dir),
@@ -213,6 +247,7 @@ class Fleet:
 
     def spawn_due(self) -> None:
         """Start instances whose (re)start time has come; a failed fork backs off."""
+        self.tell_leadership()
         now = time.monotonic()
         for inst in self.instances:
             if inst.restart_at is not None and inst.restart_at <= now:

@@ -55,6 +55,8 @@ class AgentSpec:
     #: the in-process channels it reads (``app.channel()``): their messages come
     #: from other instances through the supervisor, not from Kafka
     channels: tuple[str, ...] = ()
+    #: its app has ``on_leader=True`` tasks or timers (the daemon joins the election)
+    leader_work: bool = False
 
 
 class Zygote:
@@ -111,7 +113,7 @@ class Zygote:
         agents = [AgentSpec(a["name"], tuple(a["topics"]), int(a["concurrency"]), a["app"],
                             {str(t): int(n) for t, n in (a.get("partitions") or {}).items()},
                             tuple(a.get("tables") or ()), a.get("guarantee"),
-                            tuple(a.get("channels") or ()))
+                            tuple(a.get("channels") or ()), bool(a.get("leader_work")))
                   for a in message["agents"]]
         return cls(proc, sock, agents, list(message.get("app_ids") or ["agentd"]))
 

@@ -139,7 +139,7 @@ class Worker:
                 self.txn.start()
             self._loop.call_later(self.txn.interval, self._transaction_due)
         if self.settings.get("run_app_tasks"):
-            self._background.start_app_tasks(self.agent.app)
+            self._background.start_app_tasks(self.agent.app, bool(self.settings.get("leader")))
         self._loop.add_reader(self.inbound.reader_fd, self._on_doorbell)
         self.pump()
         code = await self._exit
@@ -261,6 +261,8 @@ class Worker:
         elif kind == wire.RELEASE:
             if self.tables is not None:
                 self.tables.release(wire.decode_release(view))
+        elif kind == wire.LEADER and self.settings.get("run_app_tasks"):
+            self._background.lead(self.agent.app, bool(view[1]))
         elif kind == wire.CHANNEL:
             self.channels.feed(view, self._stopping)
         elif kind == wire.TOPICS:

@@ -18,6 +18,9 @@ Inbound (supervisor → worker):
   name length, the name, then the message in ``RECORD`` form (key, value, headers;
   topic index, partition and offset 0). The same bytes travel worker → supervisor and
   supervisor → worker: the supervisor only reads the name.
+- ``LEADER``: one byte, 1 or 0: this daemon became (stopped being) the group's
+  leader; sent to the instance that runs the app's tasks, which starts (cancels) its
+  ``on_leader`` tasks and timers.
 - ``STOP`` (finish what was fed, ack it, send ``RETIRED``, exit) and ``PING``.
 
 Outbound (worker → supervisor):
@@ -50,6 +53,7 @@ __all__ = [
     "CHANNEL",
     "ERROR",
     "GROUP",
+    "LEADER",
     "OUTCOME_AGENT_STOPPED",
     "OUTCOME_CRASH",
     "OUTCOME_HANDLED",
@@ -87,6 +91,7 @@ __all__ = [
     "encode_channel",
     "encode_error",
     "encode_group",
+    "encode_leader",
     "encode_pong",
     "encode_record",
     "encode_release",
@@ -109,6 +114,9 @@ RELEASE = 5
 #: which the instance's transactions commit offsets with (KIP-447 fencing); sent again
 #: after every rebalance.
 GROUP = 6
+#: inbound: u8 1/0, this daemon is (no longer) the group's leader: start (cancel) the
+#: app's on_leader tasks and timers
+LEADER = 7
 ACK = 16
 ERROR = 17
 PONG = 18
@@ -440,3 +448,8 @@ def decode_channel(buf: bytes | memoryview) -> tuple[str, DecodedRecord]:
     """A ``CHANNEL`` record's channel name and message."""
     start = _CHANNEL_HEAD.size + _CHANNEL_HEAD.unpack_from(buf)[1]
     return channel_name(buf), decode_record(memoryview(buf)[start:])
+
+
+def encode_leader(leading: bool) -> bytes:
+    """A ``LEADER`` record."""
+    return bytes([LEADER, 1 if leading else 0])
