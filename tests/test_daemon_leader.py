@@ -4,12 +4,14 @@ survivor when the leader dies (issue 20, item 4). Two daemons on one real Kafka.
 from __future__ import annotations
 
 import collections
+import json
 import time
 from pathlib import Path
 
 import kafkatools
 import pytest
 from agentdproc import Agentd, wait_until
+from test_daemon_tables import status
 
 LEADER_APP = """
 import os
@@ -72,6 +74,9 @@ def test_on_leader_timer_fires_on_one_daemon_and_moves_when_it_dies(
         survivor = "b" if leader == "a" else "a"
         assert f"leader of group {app_id}-__leader" in daemons[leader].log()
         assert f"leader of group {app_id}-__leader" not in daemons[survivor].log()
+        assert json.loads(status(daemons[leader], "--json"))["leader"] is True
+        assert json.loads(status(daemons[survivor], "--json"))["leader"] is False
+        assert f"group {app_id} (leader)," in status(daemons[leader])
         daemons[leader].kill()
         killed = time.monotonic()
         at_kill = tick_counts(kafka_bootstrap, ticks)[survivor]
