@@ -73,10 +73,15 @@ class Leadership:
     def _run(self) -> None:
         from confluent_kafka import Consumer
         from confluent_kafka.admin import AdminClient, NewTopic
+
+        from supervisor.devbrokers.embedded import is_mock_cluster
         connection = {k: v for k, v in self._settings.items() if k != "group.id"}
         try:
             admin = AdminClient({k: v for k, v in connection.items()
                                  if not k.startswith(("session.", "heartbeat."))})
+            if is_mock_cluster(admin.list_topics(timeout=10).cluster_id):
+                self._lead_alone()
+                return
             for future in admin.create_topics([NewTopic(self.topic, 1)]).values():
                 try:
                     future.result(10)
@@ -88,6 +93,8 @@ class Leadership:
             log.error("leader election cannot start (%s): on_leader tasks and timers "
                       "do not run on this daemon", exc)
             return
+        log.info("on_leader tasks/timers: electing a leader in group %s (topic %s)",
+                 self.group, self.topic)
         consumer.subscribe([self.topic], on_assign=self._on_assign,
                            on_revoke=self._on_revoke, on_lost=self._on_revoke)
         try:
@@ -96,6 +103,15 @@ class Leadership:
         finally:
             self._leader = False
             consumer.close()
+
+    def _lead_alone(self) -> None:
+        """librdkafka's mock cluster (the embedded broker, a development setup) cannot
+        create the leader topic (no CreateTopics): this daemon leads until it stops."""
+        log.info("leader of group %s: the mock cluster cannot elect, so this daemon "
+                 "runs the on_leader tasks and timers", self.group)
+        self._leader = True
+        self._stop.wait()
+        self._leader = False
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         if any(tp.topic == self.topic and tp.partition == 0 for tp in partitions):
