@@ -13,14 +13,10 @@ Inbound (supervisor → worker):
   length or -1, value``.
 - ``TOPICS``: the topic table (index → name) as UTF-8 names joined by ``\\n``; sent
   once before the first record that uses a new index, so records carry a u16.
-- ``CHANNEL``: a message sent to an in-process channel (``app.channel()``) in some
-  instance, on its way to an instance of an agent reading that channel: u16 channel
-  name length, the name, then the message in ``RECORD`` form (key, value, headers;
-  topic index, partition and offset 0). The same bytes travel worker → supervisor and
-  supervisor → worker: the supervisor only reads the name.
-- ``LEADER``: one byte, 1 or 0: this daemon became (stopped being) the group's
-  leader; sent to the instance that runs the app's tasks, which starts (cancels) its
-  ``on_leader`` tasks and timers.
+- ``CHANNEL`` (both ways, the same bytes; the supervisor reads only the name): a
+  ``channel.send()``: u16 name length, the channel's name, the message as a ``RECORD``.
+- ``LEADER`` (u8 1/0): this daemon leads its group (no longer): the instance running
+  the app's tasks starts (cancels) the ``on_leader`` ones.
 - ``STOP`` (finish what was fed, ack it, send ``RETIRED``, exit) and ``PING``.
 
 Outbound (worker → supervisor):
@@ -114,9 +110,7 @@ RELEASE = 5
 #: which the instance's transactions commit offsets with (KIP-447 fencing); sent again
 #: after every rebalance.
 GROUP = 6
-#: inbound: u8 1/0, this daemon is (no longer) the group's leader: start (cancel) the
-#: app's on_leader tasks and timers
-LEADER = 7
+LEADER = 7  # inbound: this daemon leads its group (or no longer), see above
 ACK = 16
 ERROR = 17
 PONG = 18
