@@ -38,6 +38,9 @@ __all__ = ["App", "Timer"]
 
 DEFAULT_BROKER = "kafka://localhost:9092"
 F = TypeVar("F", bound=Callable[..., Any])
+#: ``(channel name, key bytes, value bytes, headers)``: hands a channel message on
+ChannelOutlet = Callable[[str, "bytes | None", "bytes | None",
+                          "list[tuple[str, bytes]] | None"], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +75,17 @@ class App:
         self.agents: dict[str, Agent[Any]] = {}
         self.tasks: list[Callable[..., Awaitable[Any]]] = []
         self.timers: list[Timer] = []
+        #: ``@app.task(on_leader=True)``s: run by the group's leader daemon only
+        self.leader_tasks: list[Callable[..., Awaitable[Any]]] = []
         self.commands: dict[str, click.Command] = {}
         self.tables: dict[str, tables.Table] = {}
         self._producer: KafkaProducer | None = None
         self._replies: ReplyConsumer | None = None
         self._local_hosts: dict[str, list[Any]] = {}
         self._channel_offsets = itertools.count()
+        #: under agentd, how a channel message leaves this instance for the supervisor
+        #: (it delivers it to the channel's readers, whichever instances they run in)
+        self.channel_outlet: ChannelOutlet | None = None
 
     def __repr__(self) -> str:
         return f"<App: {self.id}>"
@@ -160,10 +168,12 @@ class App:
 
         The function may take one argument, the app. Tasks and timers run only under
         agentd, in one instance per app: as in Faust, ``@app.command``s, client
-        scripts and ``test_context`` never start them.
+        scripts and ``test_context`` never start them. ``on_leader=True``: only on the
+        daemon that leads the group, started when it becomes leader, cancelled when
+        it stops being leader.
         """
         def register(task: F) -> F:
-            self.tasks.append(task)
+            (self.leader_tasks if on_leader else self.tasks).append(task)
             return task
         return register if fun is None else register(fun)
 
@@ -247,6 +257,13 @@ class App:
                          headers: list[tuple[str, bytes]] | None
                          ) -> asyncio.Future[RecordMetadata]:
         from agentlib.kafka import RecordMetadata
+        if self.channel_outlet is not None:
+            # Sent, not delivered: the future completes once the message is handed to
+            # the supervisor (in memory, like Faust's queue; see docs/decisions.md).
+            self.channel_outlet(channel.get_topic_name(), key, value, headers)
+            sent = asyncio.get_running_loop().create_future()
+            sent.set_result(RecordMetadata(channel.get_topic_name(), 0, -1, None))
+            return sent
         hosts = self._local_hosts.get(channel.get_topic_name())
         if not hosts:
             raise RuntimeError(f"nothing in this process reads {channel!r}")

@@ -9,8 +9,9 @@ Decoding a value: the codec turns bytes into a payload; if the topic has a Recor
 ``value_type`` the payload becomes that Record (``__faust`` or not); without one, a
 payload carrying a registered ``__faust.ns`` becomes its Record.
 
-A :class:`Channel` is an in-process, unnamed topic (``app.channel()``); agentd never
-subscribes to it, so an agent reading one only receives what this process sends.
+A :class:`Channel` is an unnamed, in-memory topic (``app.channel()``), never in Kafka:
+in a plain process it feeds the agents of that process; under agentd the supervisor
+carries its messages to the instances of the agents reading it (docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -162,6 +163,9 @@ class Channel(Topic):
 
     def __init__(self, app: AppT, *, key_type: Any = None, value_type: Any = None,
                  maxsize: int | None = None, **kwargs: Any) -> None:
+        # Faust's channels carry objects, not bytes: cloudpickle unless told otherwise.
+        kwargs.setdefault("key_serializer", "cloudpickle")
+        kwargs.setdefault("value_serializer", "cloudpickle")
         super().__init__(app, f"channel-{next(_channel_numbers)}", key_type=key_type,
                          value_type=value_type, **kwargs)
         self.maxsize = maxsize
@@ -171,7 +175,7 @@ class Channel(Topic):
 
     def send_soon(self, *, key: Any = None, value: Any = None, partition: int | None = None,
                   headers: HeadersArg = None) -> asyncio.Future[RecordMetadata]:
-        """Feed the agents of this process that read this channel."""
+        """Feed the agents reading this channel (here, or through agentd's supervisor)."""
         return self.app._deliver_locally(self, self.encode_key(key), self.encode_value(value),
                                          headers_list(headers))
 

@@ -110,6 +110,11 @@ def reload_daemon(config: Config, wait: bool, timeout: float) -> str:
 # ---------------------------------------------------------------- status table
 
 
+def _leader_note(leader: bool | None) -> str:
+    """Whether this daemon runs the group's on_leader tasks (nothing if the app has none)."""
+    return "" if leader is None else " (leader)" if leader else " (not leader)"
+
+
 def format_status(doc: dict[str, Any]) -> str:
     """The human view of a status document (the JSON one is ``--json``)."""
     reload = doc.get("reload") or {}
@@ -118,7 +123,8 @@ def format_status(doc: dict[str, Any]) -> str:
         f"agentd {doc.get('version', '?')} (pid {doc.get('pid')}) {doc.get('state')}, "
         f"up {_duration(doc.get('uptime_s') or 0)}, config {doc.get('config')}",
         f"broker {doc.get('broker')}{' (embedded)' if doc.get('embedded') else ''}, "
-        f"group {doc.get('group_id')}, lag {doc.get('lag')}, "
+        f"group {doc.get('group_id')}{_leader_note(doc.get('leader'))}, "
+        f"lag {doc.get('lag')}, "
         f"{doc.get('processing_guarantee', 'at_least_once')}",
         f"reload: {reload.get('state')} ({reload.get('reloads', 0)} done)"
         + (f", last error: {reload['last_error']}" if reload.get("last_error") else ""),

@@ -337,6 +337,8 @@ class Committer:
                 _, tidx, partition, first, last = unpack(record)
                 inst.acked(tidx, partition, first, last)
                 tracker.acked((topics[tidx], partition), first, last, lane)
+            elif record[0] == wire.CHANNEL:  # a channel message: on to its readers
+                self.fleet.route_channel(record)
             else:
                 on_report(inst, record)
 

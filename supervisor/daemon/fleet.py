@@ -23,9 +23,11 @@ from typing import Any
 
 from supervisor.config.loader import Config, ConfigError, validate_agent_names
 from supervisor.daemon.instances import AgentRuntime, Instance
+from supervisor.daemon.leader import Leadership, leader_topic
 from supervisor.daemon.router import Router
 from supervisor.daemon.topics import DEFAULT_PARTITIONS, connection_settings
 from supervisor.daemon.zygote import AgentSpec, Zygote, ZygoteError
+from supervisor.transport import wire
 
 __all__ = ["Fleet"]
 
@@ -40,6 +42,9 @@ class Fleet:
         self.bootstrap = bootstrap
         self.zygote: Zygote | None = None
         self.agents: list[AgentRuntime] = []
+        self._unread_channels: set[str] = set()
+        #: the leader election, when the app has on_leader tasks or timers
+        self.leadership: Leadership | None = None
         self.instances: list[Instance] = []
         #: every subscribed topic, in subscription order; a record names its topic by
         #: its index here (the wire format carries the index, not the name)
@@ -74,7 +79,8 @@ class Fleet:
             self.note_undeclared(spec, changelogs)
             self.note_table_copies(spec, changelogs)
             count = agent_config.instances or spec.concurrency
-            agent = AgentRuntime(spec.name, lane, spec.topics, agent_config, spec.app)
+            agent = AgentRuntime(spec.name, lane, spec.topics, agent_config, spec.app,
+                                 channels=spec.channels)
             agent.router = Router(agent_config.ordering, count)
             agent.instances = [Instance(agent, i) for i in range(count)]
             self.add(agent)
@@ -84,9 +90,42 @@ class Fleet:
         if not self.topics:
             raise ConfigError("app", f"{' '.join(self.config.app)} defines no agents")
         self.guarantee = processing_guarantee(self.config, self.zygote.agents)
+        if any(spec.leader_work for spec in self.zygote.agents):
+            self.start_leadership()
         if self.exactly_once:
             log.info("processing_guarantee = exactly_once: outputs, changelogs and offsets "
                      "commit in one Kafka transaction per instance")
+
+    def start_leadership(self) -> None:
+        """Join the leader election (supervisor/daemon/leader.py) with the data
+        consumer's ``[kafka]`` settings, so its session timeout is the same."""
+        app_id = self.app_id() or "agentd"
+        group = self.config.group_id or app_id
+        settings = {**dict(self.config.kafka),
+                    **connection_settings(self.bootstrap, self.config.kafka)}
+        self.leadership = Leadership(leader_topic(app_id), f"{group}-__leader", settings)
+        self.leadership.start()
+
+    def tell_leadership(self) -> None:
+        """Once per loop turn: a leadership change goes to the app-task instances."""
+        leading = self.leadership.changed() if self.leadership is not None else None
+        if leading is not None:
+            for inst in self.instances:
+                if self.runs_app_tasks(inst):
+                    inst.queue_control(wire.encode_leader(leading))
+
+    def runs_app_tasks(self, inst: Instance) -> bool:
+        """An app's @app.task/@app.timer functions run once per supervisor: in instance
+        0 of the app's first agent."""
+        first_of_app = next(a for a in self.agents if a.app == inst.agent.app)
+        return first_of_app is inst.agent and inst.index == 0
+
+    def close(self) -> None:
+        """Leave the leader election (another daemon leads at once), stop the zygote."""
+        if self.leadership is not None:
+            self.leadership.stop()
+        if self.zygote is not None:
+            self.zygote.stop()
 
     @property
     def exactly_once(self) -> bool:
@@ -118,6 +157,32 @@ class Fleet:
                 "dir": str(self.config.table_dir / spec.app / str(table["name"])),
                 "topics": []})
             copy["topics"] = sorted({*copy["topics"], table_source(spec)})
+
+    def route_channel(self, record: bytes) -> int:
+        """Hand a ``CHANNEL`` record to one instance of each agent reading its channel.
+
+        By key (the same key, the same instance) when it has one, else round robin.
+        Returns how many agents got it: 0 means nothing here reads the channel and the
+        message is dropped (a channel is memory, as in Faust).
+        """
+        name = wire.channel_name(record)
+        readers = 0
+        for agent in self.agents:
+            if name not in agent.channels or not agent.instances:
+                continue
+            key = wire.decode_channel(record)[1].key
+            if key is not None:
+                index = zlib.crc32(key) % len(agent.instances)
+            else:
+                index = agent.channel_turn % len(agent.instances)
+                agent.channel_turn += 1
+            agent.instances[index].queue_control(record)
+            readers += 1
+        if not readers and name not in self._unread_channels:
+            self._unread_channels.add(name)  # once per channel, not per message
+            log.warning("channel %s: no agent of this daemon reads it; its messages "
+                        "are dropped", name)
+        return readers
 
     def add(self, agent: AgentRuntime) -> None:
         """One agent with its instances: its topics join the subscription."""
@@ -153,11 +218,9 @@ class Fleet:
 
     def worker_settings(self, inst: Instance) -> dict[str, Any]:
         agent, cfg = inst.agent, inst.agent.config
-        # An app's @app.task/@app.timer functions run once per supervisor: in instance
-        # 0 of the app's first agent.
-        first_of_app = next(a for a in self.agents if a.app == agent.app)
         return {"agent": agent.name, "topics": self.topics, "on_error": cfg.on_error,
-                "run_app_tasks": first_of_app is agent and inst.index == 0,
+                "run_app_tasks": self.runs_app_tasks(inst),
+                "leader": self.leadership is not None and bool(self.leadership.told),
                 "dead_letter_topic": cfg.dead_letter_topic,
                 "dead_letter_explicit": bool(cfg.dead_letter_topic),
                 "table_dir": str(self.config.table_dir),
@@ -184,6 +247,7 @@ class Fleet:
 
     def spawn_due(self) -> None:
         """Start instances whose (re)start time has come; a failed fork backs off."""
+        self.tell_leadership()
         now = time.monotonic()
         for inst in self.instances:
             if inst.restart_at is not None and inst.restart_at <= now:
@@ -287,6 +351,11 @@ def changelogs_of(spec: AgentSpec, ordering: str, declared: Mapping[str, int]
         if table.get("global"):  # every host reads all of it: no owner, any ordering
             counts[str(table["changelog"])] = int(wanted or source_count or DEFAULT_PARTITIONS)
             continue
+        if spec.channels:  # its events have no partition to shard the table by
+            raise ConfigError("app", f"agent {spec.name} reads channel {spec.channels[0]} "
+                              f"and uses table {name!r}: a table is sharded by the "
+                              f"partitions of a Kafka topic and a channel has none (read "
+                              f"a topic, or make the table global)")
         if ordering != "partition":
             raise ConfigError(f'agents."{spec.name}".ordering',
                               f'agent {spec.name} uses table {name!r}, which needs '

@@ -77,6 +77,10 @@ class AgentRuntime:
     app: str     # the id of the App that defines it
     instances: list[Instance] = field(default_factory=list)
     router: Any = None  # supervisor.daemon.router.Router
+    #: the in-process channels it reads (their messages come through the supervisor)
+    channels: tuple[str, ...] = ()
+    #: the next instance a keyless channel message goes to (round robin)
+    channel_turn: int = 0
 
 
 class Instance:

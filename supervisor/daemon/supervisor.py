@@ -414,8 +414,7 @@ class Supervisor:
             self.datapath.consumer = self.committer.consumer = None
         if self.datapath.failures is not None:
             self.datapath.failures.close()
-        if self.fleet.zygote is not None:
-            self.fleet.zygote.stop()
+        self.fleet.close()
         self.reloader.stop_old_zygote()
         if self.embedded is not None:
             self.embedded.close()

@@ -52,6 +52,11 @@ class AgentSpec:
     tables: tuple[Mapping[str, Any], ...] = ()
     #: its app's ``processing_guarantee`` (Faust's setting), None if not set
     guarantee: str | None = None
+    #: the in-process channels it reads (``app.channel()``): their messages come
+    #: from other instances through the supervisor, not from Kafka
+    channels: tuple[str, ...] = ()
+    #: its app has ``on_leader=True`` tasks or timers (the daemon joins the election)
+    leader_work: bool = False
 
 
 class Zygote:
@@ -107,7 +112,8 @@ class Zygote:
                               message.get("traceback"))
         agents = [AgentSpec(a["name"], tuple(a["topics"]), int(a["concurrency"]), a["app"],
                             {str(t): int(n) for t, n in (a.get("partitions") or {}).items()},
-                            tuple(a.get("tables") or ()), a.get("guarantee"))
+                            tuple(a.get("tables") or ()), a.get("guarantee"),
+                            tuple(a.get("channels") or ()), bool(a.get("leader_work")))
                   for a in message["agents"]]
         return cls(proc, sock, agents, list(message.get("app_ids") or ["agentd"]))
 

@@ -20,23 +20,50 @@ class Background:
 
     def __init__(self) -> None:
         self.tasks: set[asyncio.Task[Any]] = set()
+        #: the on_leader tasks and timers running now (while this daemon leads)
+        self.leading: set[asyncio.Task[Any]] = set()
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self.tasks.add(task)
         task.add_done_callback(self._done)
+        return task
 
-    def start_app_tasks(self, app: Any) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        self._spawn(coro, name)
+
+    def start_app_tasks(self, app: Any, leading: bool = False) -> None:
         """Run the app's ``@app.task``s once and its ``@app.timer``s on their interval.
 
         The supervisor asks exactly one instance to do this, so a timer fires once per
-        interval per supervisor (Faust runs them in every worker, too).
+        interval per supervisor (Faust runs them in every worker, too). ``on_leader``
+        ones wait for :meth:`lead`: one daemon of the group runs them.
         """
         for task in getattr(app, "tasks", []):
             self.spawn(_call_app_function(task, app), getattr(task, "__name__", "task"))
         for timer in getattr(app, "timers", []):
-            self.spawn(_run_timer(timer.seconds, timer.fun, app),
-                       getattr(timer.fun, "__name__", "timer"))
+            if not timer.on_leader:
+                self.spawn(_run_timer(timer.seconds, timer.fun, app),
+                           getattr(timer.fun, "__name__", "timer"))
+        self.lead(app, leading)
+
+    def lead(self, app: Any, leading: bool) -> None:
+        """Start the app's ``on_leader`` tasks and timers (this daemon leads the group
+        now), or cancel them (it no longer does). Telling it twice changes nothing."""
+        if not leading:
+            for task in list(self.leading):
+                task.cancel()
+            self.leading.clear()
+            return
+        if self.leading:
+            return
+        for fun in getattr(app, "leader_tasks", []):
+            self.leading.add(self._spawn(_call_app_function(fun, app),
+                                         getattr(fun, "__name__", "task")))
+        for timer in getattr(app, "timers", []):
+            if timer.on_leader:
+                self.leading.add(self._spawn(_run_timer(timer.seconds, timer.fun, app),
+                                             getattr(timer.fun, "__name__", "timer")))
 
     def cancel_all(self) -> None:
         for task in list(self.tasks):
@@ -44,6 +71,7 @@ class Background:
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self.tasks.discard(task)
+        self.leading.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("app task %s failed", task.get_name(), exc_info=task.exception())
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from supervisor.config.loader import DEFAULT_MAX_IN_FLIGHT
 from supervisor.instance.apptasks import Background
+from supervisor.instance.channels import ChannelPort
 from supervisor.instance.tables import InstanceTables
 from supervisor.instance.transactions import Transactions
 from supervisor.transport import wire
@@ -117,6 +118,7 @@ class Worker:
         self.txn = Transactions.install(agent, settings)
         self._exit: asyncio.Future[int] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.channels = ChannelPort(agent.app, self.host, self._send)
 
     async def main(self) -> int:
         self._loop = asyncio.get_running_loop()
@@ -137,7 +139,7 @@ class Worker:
                 self.txn.start()
             self._loop.call_later(self.txn.interval, self._transaction_due)
         if self.settings.get("run_app_tasks"):
-            self._background.start_app_tasks(self.agent.app)
+            self._background.start_app_tasks(self.agent.app, bool(self.settings.get("leader")))
         self._loop.add_reader(self.inbound.reader_fd, self._on_doorbell)
         self.pump()
         code = await self._exit
@@ -259,6 +261,10 @@ class Worker:
         elif kind == wire.RELEASE:
             if self.tables is not None:
                 self.tables.release(wire.decode_release(view))
+        elif kind == wire.LEADER and self.settings.get("run_app_tasks"):
+            self._background.lead(self.agent.app, bool(view[1]))
+        elif kind == wire.CHANNEL:
+            self.channels.feed(view, self._stopping)
         elif kind == wire.TOPICS:
             self.topics = wire.decode_topics(view)
             self.topic_index = {name: i for i, name in enumerate(self.topics)}

@@ -86,7 +86,8 @@ def _describe(agents: dict[str, Any]) -> list[dict[str, Any]]:
              "partitions": dict(getattr(agent, "topic_partitions", dict)()),
              "concurrency": int(getattr(agent, "concurrency", 1) or 1),
              "app": _app_id(agent.app), "tables": _tables_of(agent),
-             "guarantee": _guarantee_of(agent.app)}
+             "guarantee": _guarantee_of(agent.app), "channels": _channels_of(agent),
+             "leader_work": _has_leader_work(agent.app)}
             for name, agent in agents.items()]
 
 
@@ -100,6 +101,19 @@ def _tables_of(agent: Any) -> list[dict[str, Any]]:
              "partitions": table.partitions, "global": table.is_global,
              "store": table.store}
             for table in tables_used_by(getattr(agent, "fun", None))]
+
+
+def _has_leader_work(app: Any) -> bool:
+    """Whether the app has ``on_leader=True`` tasks or timers (then agentd elects)."""
+    return bool(getattr(app, "leader_tasks", None)) or any(
+        getattr(timer, "on_leader", False) for timer in getattr(app, "timers", ()))
+
+
+def _channels_of(agent: Any) -> list[str]:
+    """The in-process channel the agent reads (``app.channel()``), if it reads one."""
+    from agentlib.topics import Channel
+    channel = getattr(agent, "channel", None)
+    return [channel.get_topic_name()] if isinstance(channel, Channel) else []
 
 
 def _guarantee_of(app: Any) -> str | None:

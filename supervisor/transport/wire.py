@@ -13,6 +13,10 @@ Inbound (supervisor → worker):
   length or -1, value``.
 - ``TOPICS``: the topic table (index → name) as UTF-8 names joined by ``\\n``; sent
   once before the first record that uses a new index, so records carry a u16.
+- ``CHANNEL`` (both ways, the same bytes; the supervisor reads only the name): a
+  ``channel.send()``: u16 name length, the channel's name, the message as a ``RECORD``.
+- ``LEADER`` (u8 1/0): this daemon leads its group (no longer): the instance running
+  the app's tasks starts (cancels) the ``on_leader`` ones.
 - ``STOP`` (finish what was fed, ack it, send ``RETIRED``, exit) and ``PING``.
 
 Outbound (worker → supervisor):
@@ -42,8 +46,10 @@ from typing import Any, NamedTuple
 __all__ = [
     "ACK",
     "ACK_RECORD",
+    "CHANNEL",
     "ERROR",
     "GROUP",
+    "LEADER",
     "OUTCOME_AGENT_STOPPED",
     "OUTCOME_CRASH",
     "OUTCOME_HANDLED",
@@ -66,7 +72,9 @@ __all__ = [
     "Pong",
     "TableRow",
     "TxnReport",
+    "channel_name",
     "decode_ack",
+    "decode_channel",
     "decode_error",
     "decode_group",
     "decode_pong",
@@ -76,8 +84,10 @@ __all__ = [
     "decode_topics",
     "decode_txn",
     "encode_ack",
+    "encode_channel",
     "encode_error",
     "encode_group",
+    "encode_leader",
     "encode_pong",
     "encode_record",
     "encode_release",
@@ -100,6 +110,7 @@ RELEASE = 5
 #: which the instance's transactions commit offsets with (KIP-447 fencing); sent again
 #: after every rebalance.
 GROUP = 6
+LEADER = 7  # inbound: this daemon leads its group (or no longer), see above
 ACK = 16
 ERROR = 17
 PONG = 18
@@ -107,6 +118,8 @@ RETIRED = 19
 TABLES = 20
 #: Under exactly once, with each PONG: the instance's transactions (``TxnReport``).
 TXN = 21
+#: a channel message, both ways (see the module docstring)
+CHANNEL = 22
 
 #: A table shard's state in a ``TABLES`` row, by its code (the index).
 TABLE_STATES = ("active", "recovering")
@@ -406,3 +419,31 @@ def error_headers(agent: str, record: Any, exc: BaseException | str) -> list[tup
             ("agentd-original-topic", record.topic.encode()),
             ("agentd-original-partition", str(record.partition).encode()),
             ("agentd-original-offset", str(record.offset).encode())]
+
+
+_CHANNEL_HEAD = struct.Struct("<BH")
+
+
+def encode_channel(name: str, key: bytes | None, value: bytes | None,
+                   headers: Sequence[tuple[str, bytes | None]] | None) -> bytes:
+    """A ``CHANNEL`` record: the channel's name, then the message as a ``RECORD``."""
+    raw_name = name.encode()
+    return (_CHANNEL_HEAD.pack(CHANNEL, len(raw_name)) + raw_name
+            + encode_record(0, 0, 0, -1, key, value, headers))
+
+
+def channel_name(buf: bytes | memoryview) -> str:
+    """The channel a ``CHANNEL`` record is for (all the supervisor reads of it)."""
+    size = _CHANNEL_HEAD.unpack_from(buf)[1]
+    return bytes(buf[_CHANNEL_HEAD.size:_CHANNEL_HEAD.size + size]).decode()
+
+
+def decode_channel(buf: bytes | memoryview) -> tuple[str, DecodedRecord]:
+    """A ``CHANNEL`` record's channel name and message."""
+    start = _CHANNEL_HEAD.size + _CHANNEL_HEAD.unpack_from(buf)[1]
+    return channel_name(buf), decode_record(memoryview(buf)[start:])
+
+
+def encode_leader(leading: bool) -> bytes:
+    """A ``LEADER`` record."""
+    return bytes([LEADER, 1 if leading else 0])

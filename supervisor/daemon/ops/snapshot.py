@@ -155,6 +155,8 @@ def build(parts: Sources, seen: Observations, probe: ProcessProbe) -> dict[str, 
         "started_at": seen.started_at, "uptime_s": round(time.time() - seen.started_at, 3),
         "broker": fleet.bootstrap, "embedded": config.embedded,
         "group_id": config.group_id or fleet.app_id(),
+        # whether this daemon runs the on_leader tasks/timers; null: the app has none
+        "leader": None if fleet.leadership is None else fleet.leadership.is_leader,
         "processing_guarantee": fleet.guarantee,
         "agents": agents, "instances": instances, "partitions": partitions,
         "lag": sum(known_lags),
