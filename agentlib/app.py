@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from agentlib import cli
 from agentlib.agents import Agent, AgentFun
+from agentlib.cron import Crontab, validate
 from agentlib.naming import module_name
 from agentlib.rawrecord import new_raw_record
 from agentlib.records import decode_known
@@ -72,6 +73,7 @@ class App:
         self.agents: dict[str, Agent[Any]] = {}
         self.tasks: list[Callable[..., Awaitable[Any]]] = []
         self.timers: list[Timer] = []
+        self.crontabs: list[Crontab] = []
         self.commands: dict[str, click.Command] = {}
         self.tables: dict[str, tables.Table] = {}
         self._producer: KafkaProducer | None = None
@@ -184,6 +186,29 @@ class App:
             self.timers.append(Timer(seconds, fun, on_leader))
             return fun
         return register
+
+    def crontab(self, cron_format: str, *, timezone: datetime.tzinfo | None = None,
+                on_leader: bool = False, traced: bool = True) -> Callable[[F], F]:
+        """Register an ``async def`` to run on a cron schedule (Faust's ``app.crontab``).
+
+        It runs where timers run (the one instance that runs the app's tasks) and
+        ``on_leader`` takes the same gate as ``timer(on_leader=True)``. ``timezone``
+        reads the expression in that zone (UTC when omitted); a sixth field is seconds.
+        """
+        validate(cron_format)
+
+        def register(fun: F) -> F:
+            self.crontabs.append(Crontab(cron_format, fun, timezone, on_leader))
+            return fun
+        return register
+
+    async def send(self, channel: Channel | str, key: Any = None, value: Any = None,
+                   partition: int | None = None, headers: Any = None,
+                   **kwargs: Any) -> Any:
+        """Send one message to a topic or channel (named or made), as ``faust.App.send``."""
+        target = self.topic(channel) if isinstance(channel, str) else channel
+        return await target.send(key=key, value=value, partition=partition,
+                                 headers=headers)
 
     def command(self, *options: Callable[[Any], Any], name: str | None = None
                 ) -> Callable[[F], F]:

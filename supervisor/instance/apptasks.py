@@ -27,7 +27,8 @@ class Background:
         task.add_done_callback(self._done)
 
     def start_app_tasks(self, app: Any) -> None:
-        """Run the app's ``@app.task``s once and its ``@app.timer``s on their interval.
+        """Run the app's ``@app.task``s once, its ``@app.timer``s on their interval and its
+        ``@app.crontab``s on their schedule.
 
         The supervisor asks exactly one instance to do this, so a timer fires once per
         interval per supervisor (Faust runs them in every worker, too).
@@ -37,6 +38,8 @@ class Background:
         for timer in getattr(app, "timers", []):
             self.spawn(_run_timer(timer.seconds, timer.fun, app),
                        getattr(timer.fun, "__name__", "timer"))
+        for cron in getattr(app, "crontabs", []):
+            self.spawn(_run_crontab(cron, app), getattr(cron.fun, "__name__", "crontab"))
 
     def cancel_all(self) -> None:
         for task in list(self.tasks):
@@ -64,3 +67,14 @@ async def _run_timer(seconds: float, fun: Any, app: Any) -> None:
             await _call_app_function(fun, app)
         except Exception:
             log.exception("timer %s failed", getattr(fun, "__name__", fun))
+
+
+async def _run_crontab(cron: Any, app: Any) -> None:
+    """Sleep until the schedule's next time, run, repeat (Faust's crontab loop)."""
+    from agentlib.cron import secs_for_next
+    while True:
+        await asyncio.sleep(secs_for_next(cron.cron_format, cron.timezone))
+        try:
+            await _call_app_function(cron.fun, app)
+        except Exception:
+            log.exception("crontab %s failed", getattr(cron.fun, "__name__", cron.fun))
