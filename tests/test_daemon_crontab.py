@@ -4,12 +4,10 @@ that runs the app's timers, and ``app.send`` (topic named by a string) reaches K
 from __future__ import annotations
 
 import json
-import time
-
-from agentdproc import Agentd, wait_until
-from agentsrc import agent_module
 
 import kafkatools
+from agentdproc import Agentd, wait_until
+from agentsrc import agent_module
 
 CRON_AGENT = agent_module("cron-app", "relay", module='''
 @app.crontab("* * * * * *")

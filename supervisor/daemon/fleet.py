@@ -158,6 +158,7 @@ class Fleet:
         first_of_app = next(a for a in self.agents if a.app == agent.app)
         return {"agent": agent.name, "topics": self.topics, "on_error": cfg.on_error,
                 "run_app_tasks": first_of_app is agent and inst.index == 0,
+                "concurrency_index": inst.index,
                 "dead_letter_topic": cfg.dead_letter_topic,
                 "dead_letter_explicit": bool(cfg.dead_letter_topic),
                 "table_dir": str(self.config.table_dir),
