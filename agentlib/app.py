@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from agentlib import cli
-from agentlib.agents import Agent, AgentFun
+from agentlib.agents import Agent, AgentDecorator, AgentFun
 from agentlib.cron import Crontab, validate
 from agentlib.naming import module_name
 from agentlib.rawrecord import new_raw_record
@@ -104,12 +104,12 @@ class App:
 
     def agent(self, channel: Topic | str | None = None, *, name: str | None = None,
               concurrency: int = 1, sink: Iterable[Any] | None = None,
-              use_reply_headers: bool = True, **kwargs: Any
-              ) -> Callable[[AgentFun], Agent[Any]]:
+              use_reply_headers: bool = True, **kwargs: Any) -> AgentDecorator:
         """Decorate an ``async def f(stream)`` into an :class:`Agent`.
 
         ``name`` defaults to ``module.function``; with no channel the agent reads
-        the topic ``f"{app id}-{name}"``.
+        the topic ``f"{app id}-{name}"``. An agent whose function is typed
+        ``-> AsyncIterable[R]`` is an ``Agent[R]``: ``await agent.ask(...)`` is an ``R``.
         """
         def create(fun: AgentFun) -> Agent[Any]:
             if not (inspect.iscoroutinefunction(fun) or inspect.isasyncgenfunction(fun)):
@@ -127,7 +127,7 @@ class App:
                                       use_reply_headers=use_reply_headers, **kwargs)
             self.agents[agent_name] = agent
             return agent
-        return create
+        return AgentDecorator(create)
 
     actor = agent  # Faust's alias
 
