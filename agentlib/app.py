@@ -26,6 +26,7 @@ from agentlib.cron import Crontab, validate
 from agentlib.naming import module_name
 from agentlib.rawrecord import new_raw_record
 from agentlib.records import decode_known
+from agentlib.services import Service
 from agentlib.tables import table as tables
 from agentlib.topics import Channel, Topic
 
@@ -39,6 +40,7 @@ __all__ = ["App", "Timer"]
 
 DEFAULT_BROKER = "kafka://localhost:9092"
 F = TypeVar("F", bound=Callable[..., Any])
+S = TypeVar("S", bound=Service)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,7 @@ class App:
         self.tasks: list[Callable[..., Awaitable[Any]]] = []
         self.timers: list[Timer] = []
         self.crontabs: list[Crontab] = []
+        self.services: list[type[Service]] = []
         self.commands: dict[str, click.Command] = {}
         self.tables: dict[str, tables.Table] = {}
         self._producer: KafkaProducer | None = None
@@ -201,6 +204,12 @@ class App:
             self.crontabs.append(Crontab(cron_format, fun, timezone, on_leader))
             return fun
         return register
+
+    def service(self, cls: type[S]) -> type[S]:
+        """Register a :class:`Service` subclass to run with the app (Faust's
+        ``app.service``): made, started and stopped where ``@app.task``s run."""
+        self.services.append(cls)
+        return cls
 
     async def send(self, channel: Channel | str, key: Any = None, value: Any = None,
                    partition: int | None = None, headers: Any = None,

@@ -48,3 +48,23 @@ def test_invalid_expression_fails_at_declaration() -> None:
     app = faust.App("cron-bad")
     with pytest.raises(ValueError, match="invalid cron expression"):
         app.crontab("61 * * * *")
+
+
+def test_service_registers_and_marks_its_task_and_timer_methods() -> None:
+    from agentlib.services import service_tasks, service_timers
+    app = faust.App("svc-unit")
+
+    @app.service
+    class Worker(faust.Service):
+        @faust.Service.task
+        async def background(self) -> None:
+            return None
+
+        @faust.Service.timer(datetime.timedelta(seconds=2))
+        async def tick(self) -> None:
+            return None
+
+    assert app.services == [Worker]
+    worker = Worker()
+    assert service_tasks(worker) == [worker.background]
+    assert service_timers(worker) == [(2.0, worker.tick)]

@@ -20,6 +20,7 @@ class Background:
 
     def __init__(self) -> None:
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.services: list[Any] = []
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -38,8 +39,31 @@ class Background:
         for timer in getattr(app, "timers", []):
             self.spawn(_run_timer(timer.seconds, timer.fun, app),
                        getattr(timer.fun, "__name__", "timer"))
+        for cls in getattr(app, "services", []):
+            self.spawn(self._start_service(cls), getattr(cls, "__name__", "service"))
         for cron in getattr(app, "crontabs", []):
             self.spawn(_run_crontab(cron, app), getattr(cron.fun, "__name__", "crontab"))
+
+    async def _start_service(self, cls: Any) -> None:
+        """Make the service, await ``on_start``, then run its tasks and timers."""
+        from agentlib.services import service_tasks, service_timers
+        service = cls()
+        await service.on_start()
+        self.services.append(service)
+        for method in service_tasks(service):
+            self.spawn(method(), getattr(method, "__qualname__", "service-task"))
+        for seconds, method in service_timers(service):
+            self.spawn(_run_timer(seconds, method, None),
+                       getattr(method, "__qualname__", "service-timer"))
+
+    async def stop_services(self) -> None:
+        """Await each started service's ``on_stop`` (after the tasks were cancelled)."""
+        for service in reversed(self.services):
+            try:
+                await service.on_stop()
+            except Exception:
+                log.exception("service %s on_stop failed", type(service).__name__)
+        self.services.clear()
 
     def cancel_all(self) -> None:
         for task in list(self.tasks):

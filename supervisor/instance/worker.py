@@ -145,6 +145,7 @@ class Worker:
         code = await self._exit
         self._loop.remove_reader(self.inbound.reader_fd)
         self._background.cancel_all()
+        await self._background.stop_services()
         if code == 0:
             await self.host.stop(float(self.settings.get("shutdown_timeout", 30.0)))
             self.flush_acks()
