@@ -115,3 +115,28 @@ def test_concurrency_index_is_zero_in_test_context():
             await agent.put(1)
     run(scenario())
     assert seen == [0]
+
+
+def test_schema_gives_a_topic_its_types_and_serializers():
+    class Order(faust.Record):
+        id: int
+
+    app = faust.App("schema")
+    schema = faust.Schema(key_type=str, value_type=Order, key_serializer="raw",
+                          value_serializer="json")
+    topic = app.topic("orders", schema=schema)
+    assert (topic.key_type, topic.value_type, topic.value_serializer) == (
+        str, Order, "json")
+    assert app.topic("orders", schema=schema, value_serializer="raw").value_serializer == "raw"
+    seen: list[Any] = []
+
+    @app.agent(topic)
+    async def orders(stream):
+        async for event in stream.events():
+            seen.append((event.key, event.value))
+
+    async def scenario() -> None:
+        async with orders.test_context() as agent:
+            await agent.put(Order(id=7), key="k")
+    run(scenario())
+    assert seen == [("k", Order(id=7))]
