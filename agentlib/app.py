@@ -27,6 +27,7 @@ from agentlib.naming import module_name
 from agentlib.rawrecord import new_raw_record
 from agentlib.records import decode_known
 from agentlib.services import Service
+from agentlib.streams import Stream
 from agentlib.tables import table as tables
 from agentlib.topics import Channel, Topic
 
@@ -210,6 +211,13 @@ class App:
         ``app.service``): made, started and stopped where ``@app.task``s run."""
         self.services.append(cls)
         return cls
+
+    def stream(self, channel: Any, **kwargs: Any) -> Stream[Any]:
+        """Faust's ``app.stream`` over an iterable or async iterable of values (stream
+        operators such as ``take`` in a task); a topic or channel raises ``TypeError``:
+        under agentd only agents read those."""
+        from agentlib.iterstream import iterable_stream
+        return iterable_stream(self, channel, Topic(self, f"{self.id}-stream"))
 
     async def send(self, channel: Channel | str, key: Any = None, value: Any = None,
                    partition: int | None = None, headers: Any = None,

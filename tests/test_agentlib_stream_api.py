@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 import agentlib as faust
 from agentlib.testing import AgentTestContext
 
@@ -140,3 +142,38 @@ def test_schema_gives_a_topic_its_types_and_serializers():
             await agent.put(Order(id=7), key="k")
     run(scenario())
     assert seen == [("k", Order(id=7))]
+
+
+def test_app_stream_over_an_iterable_takes_batches_and_refuses_topics():
+    app = faust.App("app-stream")
+
+    async def numbers():
+        for n in range(5):
+            yield n
+
+    async def scenario() -> list[list[int]]:
+        return [batch async for batch in app.stream(numbers()).take(2, within=5)]
+    assert run(scenario()) == [[0, 1], [2, 3], [4]]
+
+    async def mapped() -> list[int]:
+        stream = app.stream([1, 2, 3])
+        stream.add_processor(lambda value: value * 10)
+        return [value async for value in stream]
+    assert run(mapped()) == [10, 20, 30]
+
+    async def partial() -> list[list[int]]:
+        gate = asyncio.Event()  # 2 comes only after the first batch was yielded
+
+        async def gated():
+            yield 1
+            await gate.wait()
+            yield 2
+        batches = []
+        async for batch in app.stream(gated()).take(5, within=0.05):
+            batches.append(batch)
+            gate.set()
+        return batches
+    # a deadline ends a batch without cancelling the iterable: 2 still arrives
+    assert run(partial()) == [[1], [2]]
+    with pytest.raises(TypeError, match=r"declare an @app\.agent"):
+        app.stream(app.topic("t"))
