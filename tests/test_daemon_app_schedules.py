@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import kafkatools
-from agentdproc import Agentd, wait_until
+from agentdproc import Agentd, wait_committed, wait_until
 from agentsrc import agent_module
 
 CRON_AGENT = agent_module("cron-app", "relay", module='''
@@ -87,3 +87,27 @@ def test_service_starts_runs_its_task_and_timer_and_stops(kafka_bootstrap, new_t
         assert daemon.stop() == 0
     assert (marks / "stopped").exists()
     assert values.count("task") == 1  # one instance runs the service, once
+
+
+INDEX_AGENT = agent_module("index-app", "indexed",
+                           body="yield str(stream.concurrency_index).encode()")
+
+
+def test_each_instance_sees_its_own_concurrency_index(kafka_bootstrap, new_topic,
+                                                      tmp_path):
+    source, sink = new_topic(8), new_topic(1)
+    kafkatools.produce(kafka_bootstrap, source,
+                       [(f"k{i}".encode(), b"x") for i in range(64)])
+    group = kafkatools.unique_name("index")
+    settings = {"app": "index_agent:app", "broker": f"kafka://{kafka_bootstrap}",
+                "group_id": group, "commit_interval": 0.5}
+    with Agentd(tmp_path, settings, agents={"indexed": {"instances": 2}},
+                modules={"index_agent": INDEX_AGENT},
+                env={"IN_TOPIC": source, "SINK_TOPIC": sink}) as daemon:
+        daemon.wait_consuming()
+        wait_committed(daemon, kafka_bootstrap, group, source, 60,
+                       "the source to be committed")
+        assert daemon.stop() == 0
+    values = [r.value for r in kafkatools.read_to_end(kafka_bootstrap, sink)]
+    assert len(values) == 64
+    assert set(values) == {b"0", b"1"}
