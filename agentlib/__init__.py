@@ -16,9 +16,10 @@ from agentlib.app import App, Timer
 from agentlib.codecs import Codec
 from agentlib.events import Event, current_event
 from agentlib.records import FieldDescriptor, Record, ValidationError
+from agentlib.services import Service
 from agentlib.streams import JoinNotSupported, Stream, StreamT
 from agentlib.tables import GlobalTable, HoppingWindow, Table, TumblingWindow
-from agentlib.topics import Channel, Topic
+from agentlib.topics import Channel, Schema, Topic
 
 # Faust's names for the same things, so type annotations from Faust code resolve.
 Model = Record
@@ -46,6 +47,6 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Agent", "AgentT", "App", "Channel", "ChannelT", "Codec", "Event", "EventT",
     "FieldDescriptor", "GlobalTable", "HoppingWindow", "JoinNotSupported", "Model",
-    "Record", "Stream", "StreamT", "Table", "Timer", "Topic", "TopicT",
+    "Record", "Schema", "Service", "Stream", "StreamT", "Table", "Timer", "Topic", "TopicT",
     "TumblingWindow", "ValidationError", "cli", "codecs", "current_event", "uuid",
 ]

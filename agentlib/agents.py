@@ -20,7 +20,7 @@ import asyncio
 import inspect
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from agentlib import reqrep
 from agentlib.apptype import AppT
@@ -32,9 +32,10 @@ if TYPE_CHECKING:
     from agentlib.kafka import RecordMetadata
     from agentlib.testing import AgentTestContext
 
-__all__ = ["Agent", "reply_topic_name"]
+__all__ = ["Agent", "AgentDecorator", "reply_topic_name"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 AgentFun = Callable[[Stream[Any]], Any]
 #: How many requests ``map``/``kvmap`` keep outstanding at once.
 MAP_WINDOW = 1000
@@ -149,7 +150,7 @@ class Agent(Generic[T]):
 
     async def ask(self, value: Any = None, *, key: Any = None, partition: int | None = None,
                   reply_to: Any = None, correlation_id: str | None = None,
-                  headers: HeadersArg = None) -> Any:
+                  headers: HeadersArg = None) -> T:
         """Send and wait for the first value the agent yields for it."""
         replies = self.app.replies
         await replies.start()
@@ -176,17 +177,18 @@ class Agent(Generic[T]):
                 await self.send(key=key, value=value, partition=partition,
                                 reply_to=reply_to or replies.topic,
                                 correlation_id=correlation_id, headers=headers)
-            return await answer
+            reply: T = await answer  # the reply's type is what the agent yields
+            return reply
         finally:
             answer.cancel()
 
-    async def map(self, values: AsyncIterable[Any] | Iterable[Any]) -> AsyncIterator[Any]:
+    async def map(self, values: AsyncIterable[Any] | Iterable[Any]) -> AsyncIterator[T]:
         """Ask for each value; yield replies as they arrive (any order)."""
         async for reply in self.kvmap(_with_keys(values)):
             yield reply
 
     async def kvmap(self, items: AsyncIterable[tuple[Any, Any]] | Iterable[tuple[Any, Any]]
-                    ) -> AsyncIterator[Any]:
+                    ) -> AsyncIterator[T]:
         """Like ``map`` for ``(key, value)`` pairs; the key becomes the message key.
 
         Sending runs in a task beside the caller's loop, so replies are yielded while
@@ -238,12 +240,12 @@ class Agent(Generic[T]):
             for answer in list(waiting):
                 answer.cancel()
 
-    async def join(self, values: AsyncIterable[Any] | Iterable[Any]) -> list[Any]:
+    async def join(self, values: AsyncIterable[Any] | Iterable[Any]) -> list[T]:
         """Ask for every value; return the replies as a list in input order."""
         return await self.kvjoin(_with_keys(values))
 
     async def kvjoin(self, items: AsyncIterable[tuple[Any, Any]] | Iterable[tuple[Any, Any]]
-                     ) -> list[Any]:
+                     ) -> list[T]:
         """Like ``join`` for ``(key, value)`` pairs."""
         replies = self.app.replies
         await replies.start()
@@ -277,6 +279,26 @@ class Agent(Generic[T]):
         """An async context manager running this agent in memory (no broker)."""
         from agentlib.testing import AgentTestContext
         return AgentTestContext(self)
+
+
+class AgentDecorator:
+    """What ``@app.agent(...)`` returns: typed so that an agent function yielding
+    ``R`` (``-> AsyncIterable[R]``) becomes an ``Agent[R]``, whose ``ask`` returns
+    ``R`` under ``mypy --strict``; any other ``async def`` is an ``Agent[Any]``."""
+
+    __slots__ = ("_create",)
+
+    def __init__(self, create: Callable[[AgentFun], Agent[Any]]) -> None:
+        self._create = create
+
+    @overload
+    def __call__(self, fun: Callable[..., AsyncIterable[R]]) -> Agent[R]: ...
+
+    @overload
+    def __call__(self, fun: Callable[..., Any]) -> Agent[Any]: ...
+
+    def __call__(self, fun: Callable[..., Any]) -> Agent[Any]:
+        return self._create(fun)
 
 
 def reply_topic_name(reply_to: Any) -> str | None:

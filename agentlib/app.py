@@ -21,10 +21,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from agentlib import cli
-from agentlib.agents import Agent, AgentFun
+from agentlib.agents import Agent, AgentDecorator, AgentFun
+from agentlib.cron import Crontab, validate
 from agentlib.naming import module_name
 from agentlib.rawrecord import new_raw_record
 from agentlib.records import decode_known
+from agentlib.services import Service
+from agentlib.streams import Stream
 from agentlib.tables import table as tables
 from agentlib.topics import Channel, Topic
 
@@ -41,6 +44,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: ``(channel name, key bytes, value bytes, headers)``: hands a channel message on
 ChannelOutlet = Callable[[str, "bytes | None", "bytes | None",
                           "list[tuple[str, bytes]] | None"], None]
+S = TypeVar("S", bound=Service)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,8 @@ class App:
         self.timers: list[Timer] = []
         #: ``@app.task(on_leader=True)``s: run by the group's leader daemon only
         self.leader_tasks: list[Callable[..., Awaitable[Any]]] = []
+        self.crontabs: list[Crontab] = []
+        self.services: list[type[Service]] = []
         self.commands: dict[str, click.Command] = {}
         self.tables: dict[str, tables.Table] = {}
         self._producer: KafkaProducer | None = None
@@ -110,12 +116,12 @@ class App:
 
     def agent(self, channel: Topic | str | None = None, *, name: str | None = None,
               concurrency: int = 1, sink: Iterable[Any] | None = None,
-              use_reply_headers: bool = True, **kwargs: Any
-              ) -> Callable[[AgentFun], Agent[Any]]:
+              use_reply_headers: bool = True, **kwargs: Any) -> AgentDecorator:
         """Decorate an ``async def f(stream)`` into an :class:`Agent`.
 
         ``name`` defaults to ``module.function``; with no channel the agent reads
-        the topic ``f"{app id}-{name}"``.
+        the topic ``f"{app id}-{name}"``. An agent whose function is typed
+        ``-> AsyncIterable[R]`` is an ``Agent[R]``: ``await agent.ask(...)`` is an ``R``.
         """
         def create(fun: AgentFun) -> Agent[Any]:
             if not (inspect.iscoroutinefunction(fun) or inspect.isasyncgenfunction(fun)):
@@ -133,7 +139,7 @@ class App:
                                       use_reply_headers=use_reply_headers, **kwargs)
             self.agents[agent_name] = agent
             return agent
-        return create
+        return AgentDecorator(create)
 
     actor = agent  # Faust's alias
 
@@ -194,6 +200,42 @@ class App:
             self.timers.append(Timer(seconds, fun, on_leader))
             return fun
         return register
+
+    def crontab(self, cron_format: str, *, timezone: datetime.tzinfo | None = None,
+                on_leader: bool = False, traced: bool = True) -> Callable[[F], F]:
+        """Register an ``async def`` to run on a cron schedule (Faust's ``app.crontab``).
+
+        It runs where timers run (the one instance that runs the app's tasks) and
+        ``on_leader`` takes the same gate as ``timer(on_leader=True)``. ``timezone``
+        reads the expression in that zone (UTC when omitted); a sixth field is seconds.
+        """
+        validate(cron_format)
+
+        def register(fun: F) -> F:
+            self.crontabs.append(Crontab(cron_format, fun, timezone, on_leader))
+            return fun
+        return register
+
+    def service(self, cls: type[S]) -> type[S]:
+        """Register a :class:`Service` subclass to run with the app (Faust's
+        ``app.service``): made, started and stopped where ``@app.task``s run."""
+        self.services.append(cls)
+        return cls
+
+    def stream(self, channel: Any, **kwargs: Any) -> Stream[Any]:
+        """Faust's ``app.stream`` over an iterable or async iterable of values (stream
+        operators such as ``take`` in a task); a topic or channel raises ``TypeError``:
+        under agentd only agents read those."""
+        from agentlib.iterstream import iterable_stream
+        return iterable_stream(self, channel, Topic(self, f"{self.id}-stream"))
+
+    async def send(self, channel: Channel | str, key: Any = None, value: Any = None,
+                   partition: int | None = None, headers: Any = None,
+                   **kwargs: Any) -> Any:
+        """Send one message to a topic or channel (named or made), as ``faust.App.send``."""
+        target = self.topic(channel) if isinstance(channel, str) else channel
+        return await target.send(key=key, value=value, partition=partition,
+                                 headers=headers)
 
     def command(self, *options: Callable[[Any], Any], name: str | None = None
                 ) -> Callable[[F], F]:

@@ -102,8 +102,11 @@ class AgentHost:
     def __init__(self, agent: HostedAgent, *, on_done: OnDone, on_error: OnError,
                  producer: Any = None, forwarder: Forwarder | None = None,
                  on_yield: OnYield | None = None,
-                 on_event: Callable[[Event[Any]], None] | None = None) -> None:
+                 on_event: Callable[[Event[Any]], None] | None = None,
+                 concurrency_index: int = 0) -> None:
         self.agent = agent
+        #: which of the agent's ``concurrency`` instances this is (``Stream.concurrency_index``)
+        self.concurrency_index = concurrency_index
         self.app = agent.app
         self._on_error = on_error
         self._producer = producer

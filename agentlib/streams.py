@@ -172,6 +172,12 @@ class Stream(Generic[T]):
         The values of one list are acked together when the agent asks for the next
         list.
         """
+        async for events in self.take_events(max_, within):
+            yield [event.value for event in events]
+
+    async def take_events(self, max_: int, within: float | None = None
+                          ) -> AsyncIterator[list[Event[T]]]:
+        """As :meth:`take`, but whole events (key, headers, message), as Faust's."""
         if max_ < 1:
             raise ValueError("take() needs max_ >= 1")
         loop = asyncio.get_running_loop()
@@ -181,7 +187,7 @@ class Stream(Generic[T]):
             except StopAsyncIteration:
                 return
             assert first is not None
-            batch = [first.value]
+            batch = [first]
             deadline = None if within is None else loop.time() + within
             while len(batch) < max_:
                 try:
@@ -190,8 +196,46 @@ class Stream(Generic[T]):
                     break
                 if event is None:
                     break
-                batch.append(event.value)
+                batch.append(event)
             yield batch
+
+    async def take_with_timestamp(self, max_: int, within: float | None,
+                                  timestamp_field_name: str) -> AsyncIterator[list[T]]:
+        """As :meth:`take`; a dict value also gets its record's Kafka timestamp (in
+        seconds, as Faust's ``message.timestamp``) under ``timestamp_field_name``."""
+        async for events in self.take_events(max_, within):
+            values = []
+            for event in events:
+                value = event.value
+                stamp = event.message.timestamp_ms
+                if isinstance(value, dict) and timestamp_field_name and stamp is not None:
+                    value[timestamp_field_name] = stamp / 1000.0
+                values.append(value)
+            yield values
+
+    def noack_take(self, max_: int, within: float | None = None) -> AsyncIterator[list[T]]:
+        """As :meth:`take` on a :meth:`noack` stream: nothing is acked for the agent,
+        which acks each event itself (``stream.ack(event)``), as Faust's."""
+        return self.noack().take(max_, within)
+
+    def add_processor(self, processor: Callable[[T], Any]) -> None:
+        """Pass every value through ``processor`` (sync or async) before the agent sees
+        it; processors run in the order added, each on the previous one's result."""
+        parent = self._pull
+
+        async def pull(release: bool, deadline: float | None) -> Event[Any] | None:
+            event = await parent(release, deadline)
+            if event is not None:
+                result = processor(event.value)
+                event.value = await result if inspect.isawaitable(result) else result
+            return event
+        self._pull = pull
+
+    @property
+    def concurrency_index(self) -> int:
+        """Which of the agent's ``concurrency`` instances reads this stream (0 based);
+        under agentd an instance is one of the agent's ``instances`` on this daemon."""
+        return int(getattr(self.source, "concurrency_index", 0))
 
     # -- operators ------------------------------------------------------------------
 

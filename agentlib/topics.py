@@ -28,9 +28,29 @@ from agentlib.records import Record, decode_known
 if TYPE_CHECKING:
     from agentlib.kafka import RecordMetadata
 
-__all__ = ["Channel", "HeadersArg", "Topic", "headers_list"]
+__all__ = ["Channel", "HeadersArg", "Schema", "Topic", "headers_list"]
 
 HeadersArg = Mapping[str, bytes | str] | Sequence[tuple[str, bytes | str]] | None
+
+
+class Schema:
+    """A topic's key and value types and serializers in one object (``faust.Schema``):
+    ``app.topic("t", schema=faust.Schema(key_type=str, value_type=Order))``. Arguments
+    given to ``app.topic`` itself win over the schema's."""
+
+    def __init__(self, *, key_type: Any = None, value_type: Any = None,
+                 key_serializer: str | codecs.CodecLike | None = None,
+                 value_serializer: str | codecs.CodecLike | None = None,
+                 allow_empty: bool | None = None) -> None:
+        self.key_type = key_type
+        self.value_type = value_type
+        self.key_serializer = key_serializer
+        self.value_serializer = value_serializer
+        self.allow_empty = allow_empty
+
+    def __repr__(self) -> str:
+        return (f"<Schema: key={self.key_type!r}/{self.key_serializer!r} "
+                f"value={self.value_type!r}/{self.value_serializer!r}>")
 
 
 class Topic:
@@ -42,9 +62,16 @@ class Topic:
                  partitions: int | None = None, replicas: int | None = None,
                  retention: float | None = None, compacting: bool | None = None,
                  internal: bool = False, config: Mapping[str, Any] | None = None,
-                 has_prefix: bool = False, **kwargs: Any) -> None:
+                 has_prefix: bool = False, schema: Schema | None = None,
+                 **kwargs: Any) -> None:
         if not topics:
             raise TypeError("app.topic() needs at least one topic name")
+        if schema is not None:
+            key_type = schema.key_type if key_type is None else key_type
+            value_type = schema.value_type if value_type is None else value_type
+            key_serializer = key_serializer or schema.key_serializer
+            value_serializer = value_serializer or schema.value_serializer
+        self.schema = schema
         self.app = app
         self.topics: tuple[str, ...] = tuple(topics)
         self.key_type = key_type

@@ -55,3 +55,15 @@ def test_typed_example_command_parses_arguments_and_options():
     assert example.by_account.topic_names() == [
         "typed-transfers",
         "typed_agent_example.by_account-typed-transfers-BankTransfer.account_id-repartition"]
+
+
+def test_mypy_strict_types_ask_by_what_the_agent_yields(tmp_path: Path):
+    result = _mypy_strict(HERE / "typed_generic_agent_example.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'Revealed type is "int"' in result.stdout, result.stdout
+    wrong = tmp_path / "wrong_reply.py"
+    wrong.write_text((HERE / "typed_generic_agent_example.py").read_text()
+                     .replace("    reveal_type(answer)\n", "    text: str = answer\n"))
+    result = _mypy_strict(wrong)
+    assert result.returncode == 1
+    assert 'Incompatible types in assignment (expression has type "int"' in result.stdout

@@ -90,3 +90,38 @@ def test_on_leader_timers_start_when_leading_and_stop_when_not():
         return seen
 
     assert asyncio.run(scenario()) == [{"plain"}, {"leader"}, {"plain"}]
+
+
+def test_on_leader_crontabs_wait_for_the_lead_and_elect():
+    """A crontab with on_leader=True runs only while this daemon leads, and makes the
+    daemon join the election (as an on_leader timer does)."""
+    from agentlib.cron import Crontab
+    from supervisor.instance.zygote import _has_leader_work
+
+    async def everywhere() -> None:
+        pass
+
+    async def leader_only() -> None:
+        pass
+
+    crontabs = [Crontab("0 * * * *", everywhere, None, False),
+                Crontab("0 * * * *", leader_only, None, True)]
+    app = SimpleNamespace(tasks=[], leader_tasks=[], timers=[], services=[],
+                          crontabs=crontabs)
+
+    async def scenario() -> list[set[str]]:
+        background = Background()
+        background.start_app_tasks(app, leading=False)
+        seen = [{t.get_name() for t in background.tasks}]
+        background.lead(app, True)
+        seen.append({t.get_name() for t in background.leading})
+        background.lead(app, False)
+        await asyncio.sleep(0)
+        seen.append({t.get_name() for t in background.tasks if not t.cancelled()})
+        background.cancel_all()
+        return seen
+
+    assert asyncio.run(scenario()) == [{"everywhere"}, {"leader_only"}, {"everywhere"}]
+    assert _has_leader_work(app)
+    assert not _has_leader_work(SimpleNamespace(leader_tasks=[], timers=[],
+                                                crontabs=crontabs[:1]))

@@ -221,6 +221,7 @@ class Fleet:
         return {"agent": agent.name, "topics": self.topics, "on_error": cfg.on_error,
                 "run_app_tasks": self.runs_app_tasks(inst),
                 "leader": self.leadership is not None and bool(self.leadership.told),
+                "concurrency_index": inst.index,
                 "dead_letter_topic": cfg.dead_letter_topic,
                 "dead_letter_explicit": bool(cfg.dead_letter_topic),
                 "table_dir": str(self.config.table_dir),

@@ -22,6 +22,7 @@ class Background:
         self.tasks: set[asyncio.Task[Any]] = set()
         #: the on_leader tasks and timers running now (while this daemon leads)
         self.leading: set[asyncio.Task[Any]] = set()
+        self.services: list[Any] = []
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -33,7 +34,8 @@ class Background:
         self._spawn(coro, name)
 
     def start_app_tasks(self, app: Any, leading: bool = False) -> None:
-        """Run the app's ``@app.task``s once and its ``@app.timer``s on their interval.
+        """Run the app's ``@app.task``s once, its ``@app.timer``s on their interval, its
+        ``@app.crontab``s on their schedule and its ``@app.service``s.
 
         The supervisor asks exactly one instance to do this, so a timer fires once per
         interval per supervisor (Faust runs them in every worker, too). ``on_leader``
@@ -45,11 +47,17 @@ class Background:
             if not timer.on_leader:
                 self.spawn(_run_timer(timer.seconds, timer.fun, app),
                            getattr(timer.fun, "__name__", "timer"))
+        for cron in getattr(app, "crontabs", []):
+            if not cron.on_leader:
+                self.spawn(_run_crontab(cron, app), getattr(cron.fun, "__name__", "crontab"))
+        for cls in getattr(app, "services", []):
+            self.spawn(self._start_service(cls), getattr(cls, "__name__", "service"))
         self.lead(app, leading)
 
     def lead(self, app: Any, leading: bool) -> None:
-        """Start the app's ``on_leader`` tasks and timers (this daemon leads the group
-        now), or cancel them (it no longer does). Telling it twice changes nothing."""
+        """Start the app's ``on_leader`` tasks, timers and crontabs (this daemon leads
+        the group now), or cancel them (it no longer does). Telling it twice changes
+        nothing."""
         if not leading:
             for task in list(self.leading):
                 task.cancel()
@@ -64,6 +72,31 @@ class Background:
             if timer.on_leader:
                 self.leading.add(self._spawn(_run_timer(timer.seconds, timer.fun, app),
                                              getattr(timer.fun, "__name__", "timer")))
+        for cron in getattr(app, "crontabs", []):
+            if cron.on_leader:
+                self.leading.add(self._spawn(_run_crontab(cron, app),
+                                             getattr(cron.fun, "__name__", "crontab")))
+
+    async def _start_service(self, cls: Any) -> None:
+        """Make the service, await ``on_start``, then run its tasks and timers."""
+        from agentlib.services import service_tasks, service_timers
+        service = cls()
+        await service.on_start()
+        self.services.append(service)
+        for method in service_tasks(service):
+            self.spawn(method(), getattr(method, "__qualname__", "service-task"))
+        for seconds, method in service_timers(service):
+            self.spawn(_run_timer(seconds, method, None),
+                       getattr(method, "__qualname__", "service-timer"))
+
+    async def stop_services(self) -> None:
+        """Await each started service's ``on_stop`` (after the tasks were cancelled)."""
+        for service in reversed(self.services):
+            try:
+                await service.on_stop()
+            except Exception:
+                log.exception("service %s on_stop failed", type(service).__name__)
+        self.services.clear()
 
     def cancel_all(self) -> None:
         for task in list(self.tasks):
@@ -92,3 +125,14 @@ async def _run_timer(seconds: float, fun: Any, app: Any) -> None:
             await _call_app_function(fun, app)
         except Exception:
             log.exception("timer %s failed", getattr(fun, "__name__", fun))
+
+
+async def _run_crontab(cron: Any, app: Any) -> None:
+    """Sleep until the schedule's next time, run, repeat (Faust's crontab loop)."""
+    from agentlib.cron import secs_for_next
+    while True:
+        await asyncio.sleep(secs_for_next(cron.cron_format, cron.timezone))
+        try:
+            await _call_app_function(cron.fun, app)
+        except Exception:
+            log.exception("crontab %s failed", getattr(cron.fun, "__name__", cron.fun))

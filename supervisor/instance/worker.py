@@ -99,7 +99,9 @@ class Worker:
         seam = importlib.import_module("agentlib.seam")
         self._raw_record = seam.new_raw_record
         self._verdict = seam.ErrorVerdict
-        self.host = seam.AgentHost(agent, on_done=self.on_done, on_error=self.on_error)
+        self.host = seam.AgentHost(
+            agent, on_done=self.on_done, on_error=self.on_error,
+            concurrency_index=int(settings.get("concurrency_index", 0)))
         self.tables = InstanceTables.install(agent, str(settings.get("table_dir", "tables")),
                                              self._send)
         # Per (topic index, partition): offsets fed, in order, and those done.
@@ -145,6 +147,7 @@ class Worker:
         code = await self._exit
         self._loop.remove_reader(self.inbound.reader_fd)
         self._background.cancel_all()
+        await self._background.stop_services()
         if code == 0:
             await self.host.stop(float(self.settings.get("shutdown_timeout", 30.0)))
             self.flush_acks()

@@ -104,9 +104,11 @@ def _tables_of(agent: Any) -> list[dict[str, Any]]:
 
 
 def _has_leader_work(app: Any) -> bool:
-    """Whether the app has ``on_leader=True`` tasks or timers (then agentd elects)."""
+    """Whether the app has ``on_leader=True`` tasks, timers or crontabs (then agentd
+    elects)."""
+    scheduled = [*getattr(app, "timers", ()), *getattr(app, "crontabs", ())]
     return bool(getattr(app, "leader_tasks", None)) or any(
-        getattr(timer, "on_leader", False) for timer in getattr(app, "timers", ()))
+        getattr(each, "on_leader", False) for each in scheduled)
 
 
 def _channels_of(agent: Any) -> list[str]:
