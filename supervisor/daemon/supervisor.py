@@ -76,12 +76,12 @@ log = logging.getLogger("agentd")
 STOP_GRACE = 5.0       # after STOP, before SIGKILL
 REVOKE_WAIT_MAX = 30.0  # a revoke waits at most this long for acks (or shutdown_timeout)
 
-#: librdkafka defaults agentd changes for its consumer (``[kafka]`` overrides them).
-#: librdkafka stops fetching while its queue holds ``queued.min.messages`` and looks
-#: again only after ``fetch.queue.backoff.ms`` (default 1000 ms): the supervisor drains
-#: a full queue in a fraction of that and then sat idle for the rest (2 instances: 150k
-#: -> 300k msg/s). Memory stays bounded by the same queue limits and agentd's backlog.
-CONSUMER_TUNING: dict[str, Any] = {"fetch.queue.backoff.ms": 50}
+#: librdkafka defaults agentd changes (``[kafka]`` overrides them). It looks for records
+#: again only ``fetch.queue.backoff.ms`` (1000 ms) after its queue filled: the supervisor
+#: drained it in a fraction of that, then sat idle (150k -> 300k msg/s). Session timeout
+#: 6 s, heartbeat 1 s: a kill -9'd daemon's partitions move in ~6 s (docs/decisions.md).
+CONSUMER_TUNING: dict[str, Any] = {
+    "fetch.queue.backoff.ms": 50, "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
 
 
 class Supervisor:
