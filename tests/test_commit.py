@@ -81,7 +81,7 @@ def test_commits_refused_for_an_old_generation_are_logged_once_per_rebalance(cap
     committer, _ = make_committer(OffsetTracker())
     with caplog.at_level("WARNING", logger="agentd"):
         for code in (KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS,
-                     KafkaError.UNKNOWN_MEMBER_ID) * 10:
+                     KafkaError.UNKNOWN_MEMBER_ID, KafkaError._WAIT_COORD) * 10:
             committer.on_commit(KafkaError(code), [])
         assert len(caplog.records) == 1
         committer.on_commit(None, [])                 # the rebalance is over

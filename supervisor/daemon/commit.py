@@ -301,10 +301,12 @@ def prompt_commit_due(now: float, last_check: float, interval: float,
 def _stale_codes() -> frozenset[int]:
     from confluent_kafka import KafkaError
     return frozenset({KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS,
-                      KafkaError.UNKNOWN_MEMBER_ID})
+                      KafkaError.UNKNOWN_MEMBER_ID, KafkaError._WAIT_COORD,
+                      KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS})
 
 
-#: commit errors that mean "this member's generation is no longer the group's"
+#: commit errors that mean "this member's generation is no longer the group's" (or the
+#: group has no coordinator yet: a broker came back and the member is rejoining)
 STALE_GENERATION = _stale_codes()
 
 
@@ -424,7 +426,7 @@ class Committer:
             if self.stale_logged:
                 return
             self.stale_logged = True
-            log.warning("commit refused for an old generation (%s): the group is "
-                        "rebalancing; the offsets are kept and committed after it", error)
+            log.warning("commit refused while the group rebalances (%s): the offsets are "
+                        "kept and committed after it", error)
             return
         log.warning("commit failed: %s", error)
