@@ -70,3 +70,24 @@ def test_a_look_that_found_nothing_caught_up_waits_a_tenth_before_the_next():
     committer.last_check -= 100.0                   # a tenth of the interval later
     committer.commit_if_due(fetched_nothing=True)
     assert consumer.commits == [{("t", 0): 1}]
+
+
+def test_commits_refused_for_an_old_generation_are_logged_once_per_rebalance(caplog):
+    """A rebalance refuses every commit the same way (ILLEGAL_GENERATION,
+    REBALANCE_IN_PROGRESS, UNKNOWN_MEMBER_ID): one warning until a commit succeeds,
+    then a new rebalance warns again; other failures are always logged."""
+    from confluent_kafka import KafkaError
+
+    committer, _ = make_committer(OffsetTracker())
+    with caplog.at_level("WARNING", logger="agentd"):
+        for code in (KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS,
+                     KafkaError.UNKNOWN_MEMBER_ID, KafkaError._WAIT_COORD) * 10:
+            committer.on_commit(KafkaError(code), [])
+        assert len(caplog.records) == 1
+        committer.on_commit(None, [])                 # the rebalance is over
+        for _ in range(5):
+            committer.on_commit(KafkaError(KafkaError.ILLEGAL_GENERATION), [])
+        assert len(caplog.records) == 2
+        committer.on_commit(KafkaError(KafkaError._TRANSPORT), [])
+        committer.on_commit(KafkaError(KafkaError._TRANSPORT), [])
+        assert len(caplog.records) == 4

@@ -40,9 +40,9 @@ def member(workdir: Path, bootstrap: str, who: str, app_id: str, source: str,
            ticks: str) -> Agentd:
     workdir.mkdir()
     settings = {"app": "leading:app", "broker": f"kafka://{bootstrap}", "group_id": app_id}
+    # No [kafka]: the election's session timeout is agentd's default (SESSION_S), not
+    # librdkafka's 45 s.
     return Agentd(workdir, settings, modules={"leading": LEADER_APP},
-                  kafka={"session.timeout.ms": SESSION_S * 1000,
-                         "heartbeat.interval.ms": 500},
                   env={"IN_TOPIC": source, "TICKS": ticks, "APP_ID": app_id, "WHO": who})
 
 

@@ -298,6 +298,18 @@ def prompt_commit_due(now: float, last_check: float, interval: float,
     return fetched_nothing and now - last_check >= gap
 
 
+def _stale_codes() -> frozenset[int]:
+    from confluent_kafka import KafkaError
+    return frozenset({KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS,
+                      KafkaError.UNKNOWN_MEMBER_ID, KafkaError._WAIT_COORD,
+                      KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS})
+
+
+#: commit errors that mean "this member's generation is no longer the group's" (or the
+#: group has no coordinator yet: a broker came back and the member is rejoining)
+STALE_GENERATION = _stale_codes()
+
+
 class Committer:
     """Reads acks into the offset tracker and commits its low-water marks."""
 
@@ -312,6 +324,8 @@ class Committer:
         self.last_check = 0.0   # the last commit, or look for caught-up partitions
         #: exactly once: the instances commit offsets in their transactions, not this
         self.transactional = False
+        #: a commit refused for an old generation was logged; until one succeeds again
+        self.stale_logged = False
 
     # ------------------------------------------------------------------ acks
 
@@ -389,7 +403,7 @@ class Committer:
             else:
                 self.on_commit(None, consumer.commit(offsets=tps, asynchronous=False))
         except Exception as exc:
-            log.warning("commit failed: %s", exc)
+            self.log_failure(exc.args[0] if exc.args else exc)
             if self.observer is not None:
                 self.observer.on_commit_done(exc, [])
 
@@ -398,7 +412,23 @@ class Committer:
         if self.observer is not None:
             self.observer.on_commit_done(error, partitions)
         if error is not None:
-            log.warning("commit failed: %s", error)
+            self.log_failure(error)
             return
+        self.stale_logged = False
         self.tracker.mark_committed({(tp.topic, tp.partition): tp.offset
                                      for tp in partitions if tp.error is None})
+
+    def log_failure(self, error: Any) -> None:
+        """Log a failed commit; one refused for an old generation (the group is
+        rebalancing, or this member was evicted) once until a commit succeeds again.
+        Why: every commit in a rebalance is refused the same way (the offsets are kept
+        and retried), so a warning per attempt would flood the log with one event."""
+        code = error.code() if hasattr(error, "code") else None
+        if code in STALE_GENERATION:
+            if self.stale_logged:
+                return
+            self.stale_logged = True
+            log.warning("commit refused while the group rebalances (%s): the offsets are "
+                        "kept and committed after it", error)
+            return
+        log.warning("commit failed: %s", error)

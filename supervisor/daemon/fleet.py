@@ -25,7 +25,7 @@ from supervisor.config.loader import Config, ConfigError, validate_agent_names
 from supervisor.daemon.instances import AgentRuntime, Instance
 from supervisor.daemon.leader import Leadership, leader_topic
 from supervisor.daemon.router import Router
-from supervisor.daemon.topics import DEFAULT_PARTITIONS, connection_settings
+from supervisor.daemon.topics import DEFAULT_PARTITIONS, SESSION_TUNING, connection_settings
 from supervisor.daemon.zygote import AgentSpec, Zygote, ZygoteError
 from supervisor.transport import wire
 
@@ -101,7 +101,7 @@ class Fleet:
         consumer's ``[kafka]`` settings, so its session timeout is the same."""
         app_id = self.app_id() or "agentd"
         group = self.config.group_id or app_id
-        settings = {**dict(self.config.kafka),
+        settings = {**SESSION_TUNING, **dict(self.config.kafka),
                     **connection_settings(self.bootstrap, self.config.kafka)}
         self.leadership = Leadership(leader_topic(app_id), f"{group}-__leader", settings)
         self.leadership.start()

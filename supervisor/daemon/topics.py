@@ -44,6 +44,12 @@ def connection_settings(bootstrap: str, kafka: Mapping[str, Any]) -> dict[str, A
             **{k: v for k, v in kafka.items() if k.startswith(_CONNECTION_PREFIXES)}}
 
 
+#: Group session defaults (librdkafka: 45 s / 3 s) for every group agentd joins, the data
+#: consumer's and the leader election's: a kill -9'd daemon's partitions, and its
+#: leadership, move in ~6 s (docs/decisions.md). ``[kafka]`` overrides them.
+SESSION_TUNING: dict[str, Any] = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
+
+
 class BrokerUnreachable(RuntimeError):
     """Kafka did not answer at start-up (the first thing agentd asks it)."""
 
