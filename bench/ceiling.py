@@ -34,9 +34,10 @@ timestamp, headers), ``routing``, ``encode``, ``ring_write``, ``unacked_bookkeep
 (the records an instance holds for crash re-dispatch: insert at dispatch, pop at
 ack), ``ack_reading``, ``offset_tracking``, ``commits``, ``dispatch_loop`` (the loop's
 own bytecode), ``read_encode`` (the compiled per-message loop, ``_runscan.pyx``: the
-accessors and the encode together, which py-spy cannot tell apart), ``loop_other``. ``breakdown_us`` spreads the main thread's µs per
-message over those shares, and adds ``librdkafka_threads`` (the other threads' µs per
-message, which py-spy cannot see: fetching, decompression, the broker protocol).
+accessors and the encode together, which py-spy cannot tell apart), ``loop_other``.
+``breakdown_us`` spreads the main thread's µs per message over those shares, and adds
+``librdkafka_threads`` (the other threads' µs per message, which py-spy cannot see:
+fetching, decompression, the broker protocol).
 
 **Projection**: for agent costs of 5, 20 and 100 µs per message and 2, 8, 16, 32
 cores, the host's rate is min(instances / cost, ceiling) with instances = cores - 1
