@@ -33,9 +33,11 @@ ran), to a part of the path: ``consume`` (librdkafka's consume/poll calls),
 timestamp, headers), ``routing``, ``encode``, ``ring_write``, ``unacked_bookkeeping``
 (the records an instance holds for crash re-dispatch: insert at dispatch, pop at
 ack), ``ack_reading``, ``offset_tracking``, ``commits``, ``dispatch_loop`` (the loop's
-own bytecode), ``loop_other``. ``breakdown_us`` spreads the main thread's µs per
-message over those shares, and adds ``librdkafka_threads`` (the other threads' µs per
-message, which py-spy cannot see: fetching, decompression, the broker protocol).
+own bytecode), ``read_encode`` (the compiled per-message loop, ``_runscan.pyx``: the
+accessors and the encode together, which py-spy cannot tell apart), ``loop_other``.
+``breakdown_us`` spreads the main thread's µs per message over those shares, and adds
+``librdkafka_threads`` (the other threads' µs per message, which py-spy cannot see:
+fetching, decompression, the broker protocol).
 
 **Projection**: for agent costs of 5, 20 and 100 µs per message and 2, 8, 16, 32
 cores, the host's rate is min(instances / cost, ceiling) with instances = cores - 1
@@ -237,7 +239,7 @@ def start_spy(pid: int, raw: Path) -> subprocess.Popen[bytes] | None:
 
 PARTS = ("consume", "message_objects", "routing", "encode", "ring_write",
          "unacked_bookkeeping", "ack_reading", "offset_tracking", "commits",
-         "dispatch_loop", "loop_other")
+         "dispatch_loop", "read_encode", "loop_other")
 #: (file name, function) → part, for every sample whose innermost supervisor frame is
 #: in one of these functions (``None``: decided by the source line, :data:`BY_LINE`).
 BY_FUNCTION: dict[tuple[str, str], str | None] = {
@@ -262,11 +264,14 @@ BY_FUNCTION: dict[tuple[str, str], str | None] = {
     ("router.py", "_adopt"): "routing", ("router.py", "route_batch"): "routing",
     ("datapath.py", "_targets_of"): "routing",
     ("datapath.py", "dispatch"): None, ("datapath.py", "fetch"): None,
+    ("runscan.py", "scan_run_py"): None,
     ("datapath.py", "_dispatch_run"): None, ("datapath.py", "_dispatch_each"): None,
 }
 #: For the functions mapped to None: the first pattern that the source line matches.
 BY_LINE = (
     (re.compile(r"\.consume\(|\.poll\("), "consume"),
+    # the compiled per-message loop (_runscan.pyx: py-spy sees no Python frame in it)
+    (re.compile(r"= scan_run\("), "read_encode"),
     (re.compile(r"\bencode\(|encode_record|encode_batch"), "encode"),
     (re.compile(r"\bmsg\.|headers_of\(|\.timestamp\(\)|\.error\(\)"), "message_objects"),
     (re.compile(r"route"), "routing"),

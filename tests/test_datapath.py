@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 from datapath_fakes import FakeConsumer, FakeMessage
+from loop_paths import LOOPS
 
 from supervisor.config.loader import loads
 from supervisor.daemon.commit import Committer
@@ -62,6 +64,13 @@ class PolicyProbe:
         lane = self.datapath.tracker.lane((record.topic, record.partition), record.lane)
         self.failed.append((record.partition, record.offset, record.reason,
                             list(lane.pending)))
+
+
+@pytest.fixture(autouse=True, params=LOOPS)
+def loop(request, monkeypatch):
+    """Every test here runs on both per-message loops (compiled and pure Python)."""
+    monkeypatch.setattr("supervisor.daemon.datapath.scan_run", request.param)
+    return request.param
 
 
 def parts(tmp_path, *agents: AgentRuntime) -> tuple[DataPath, Committer, FakeConsumer]:

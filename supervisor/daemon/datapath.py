@@ -18,7 +18,6 @@ of instances (``paused_by``): it resumes when the last of them lets go.
 from __future__ import annotations
 
 import logging
-import operator
 import time
 from collections.abc import Iterable
 from itertools import repeat
@@ -32,6 +31,7 @@ from supervisor.daemon.fleet import Fleet
 from supervisor.daemon.instances import AgentRuntime, Instance, Key
 from supervisor.daemon.moves import PartitionMoves
 from supervisor.transport import wire
+from supervisor.transport.runscan import HEADERS_OF, scan_run
 
 __all__ = ["BLOCKED_WAIT", "FETCH_BATCH", "IDLE_WAIT", "DataPath"]
 
@@ -40,9 +40,6 @@ log = logging.getLogger("agentd")
 FETCH_BATCH = 2000
 IDLE_WAIT = 0.05       # poll() timeout when nothing is happening
 BLOCKED_WAIT = 0.001   # when some instance waits for ring space
-#: ``msg.headers()`` through a call that checks for an error set with a result (see
-#: ``dispatch``); about 60 ns a message more than the direct call.
-_HEADERS_OF = operator.methodcaller("headers")
 #: One subscribed agent of a partition in ``dispatch``: the agent, its offset-tracker
 #: lane, and under partition ordering its instance (None: routed per message).
 _Target = tuple[AgentRuntime, Any, "Instance | None"]
@@ -96,60 +93,49 @@ class DataPath:
         encodes it and appends offset, key and bytes to the run; each run is then
         dispatched at once (:meth:`_dispatch_run`), with one call or C loop per run for
         the offset tracker, the instance's unacked records and its batch."""
-        encode, headers_of = wire.encode_record, _HEADERS_OF
+        encode, headers_of = wire.encode_record, HEADERS_OF
         batches: dict[Instance, tuple[list[Key], list[bytes]]] = {}
         # Per partition in this batch, looked up once: its topic index and its targets.
         targets_of: dict[tuple[str, int], tuple[int, list[_Target]]] = {}
-        run: _Run | None = None
-        offsets: list[int] = []
-        keys: list[bytes | None] = []
-        records: list[bytes] = []
-        tidx = run_partition = -1
-        run_topic = ""
-        for msg in messages:
+        i, end = 0, len(messages)
+        while i < end:
+            msg = messages[i]
             if msg.error() is not None:
                 self.on_consume_error(msg.error())
+                i += 1
                 continue
-            topic, partition = msg.topic(), msg.partition()
-            if partition != run_partition or topic != run_topic:
-                if run is not None:
-                    self._dispatch_run(run, offsets, keys, records, batches)
-                    offsets, keys, records = [], [], []
-                run_topic, run_partition = topic, partition
-                tp = (topic, partition)
-                found = targets_of.get(tp)
-                if found is None:
-                    found = targets_of[tp] = self._targets_of(tp)
-                tidx = found[0]
-                run = (tp, tidx, found[1])
-            offset, key = msg.offset(), msg.key()
+            tp = (msg.topic(), msg.partition())
+            found = targets_of.get(tp)
+            if found is None:
+                found = targets_of[tp] = self._targets_of(tp)
+            tidx = found[0]
+            run: _Run = (tp, tidx, found[1])
+            offsets: list[int] = []
+            keys: list[bytes | None] = []
+            records: list[bytes] = []
+            # The per-message loop (compiled when built; runscan.py has both).
+            stop = scan_run(messages, i, tp[0], tp[1], tidx, offsets, keys, records)
+            if offsets:
+                self._dispatch_run(run, offsets, keys, records, batches)
+            if stop != i:
+                i = stop
+                continue
+            # It stopped at its first message: headers confluent-kafka cannot read (a
+            # header name that is not UTF-8; legal in the protocol, non-Java clients
+            # write them). The record goes, headers dropped, to the error policy instead
+            # of killing the supervisor on every fetch.
             ts_type, ts = msg.timestamp()
             try:
                 headers = headers_of(msg)
+                problem = None
             except SystemError as exc:
-                # confluent-kafka cannot make a str of a header name that is not UTF-8
-                # (legal in the protocol; non-Java clients write them). It returns a list
-                # holding NULL with an error set: called as ``msg.headers()`` the error
-                # surfaces in some later call (or the NULL crashes the interpreter), so
-                # it is called through ``headers_of``, which checks. Nothing more is read
-                # of them: the record goes, headers dropped, to the error policy instead
-                # of killing the supervisor on every fetch. The run so far goes first.
-                assert run is not None
-                if offsets:
-                    self._dispatch_run(run, offsets, keys, records, batches)
-                    offsets, keys, records = [], [], []
-                unreadable = f"a header name is not UTF-8 ({exc.__cause__ or exc}); " \
+                headers = None
+                problem = f"a header name is not UTF-8 ({exc.__cause__ or exc}); " \
                     "headers dropped"
-                self._dispatch_run(run, [offset], [key], [encode(
-                    tidx, partition, offset, ts if ts_type else -1, key, msg.value(), None)],
-                    batches, unreadable)
-                continue
-            offsets.append(offset)
-            keys.append(key)
-            records.append(encode(tidx, partition, offset, ts if ts_type else -1, key,
-                                  msg.value(), headers))
-        if run is not None and offsets:
-            self._dispatch_run(run, offsets, keys, records, batches)
+            self._dispatch_run(run, [msg.offset()], [msg.key()], [encode(
+                tidx, tp[1], msg.offset(), ts if ts_type else -1, msg.key(), msg.value(),
+                headers)], batches, problem)
+            i += 1
         for inst, (inst_keys, inst_records) in batches.items():
             if inst_keys:
                 newly_blocked = inst.submit(inst_keys, inst_records)
