@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+_READ_TWICE = object()
+
 
 class FakeMessage:
     """What ``Consumer.consume`` returns, for the calls ``DataPath.dispatch`` makes.
@@ -30,7 +32,14 @@ class FakeMessage:
 
     def headers(self):
         if isinstance(self._headers, BaseException):
-            raise self._headers
+            # As confluent-kafka: the first call fails; the list holding NULL it made is
+            # kept, and a second call returns it without the error (reading it crashes
+            # the interpreter), so reading headers twice is a bug of the caller.
+            failure, self._headers = self._headers, _READ_TWICE
+            raise failure
+        if self._headers is _READ_TWICE:
+            raise AssertionError("headers() called again after it failed: under "
+                                 "confluent-kafka this returns a list holding NULL")
         return self._headers
 
 

@@ -31,7 +31,7 @@ from supervisor.daemon.fleet import Fleet
 from supervisor.daemon.instances import AgentRuntime, Instance, Key
 from supervisor.daemon.moves import PartitionMoves
 from supervisor.transport import wire
-from supervisor.transport.runscan import HEADERS_OF, scan_run
+from supervisor.transport.runscan import scan_run
 
 __all__ = ["BLOCKED_WAIT", "FETCH_BATCH", "IDLE_WAIT", "DataPath"]
 
@@ -93,7 +93,7 @@ class DataPath:
         encodes it and appends offset, key and bytes to the run; each run is then
         dispatched at once (:meth:`_dispatch_run`), with one call or C loop per run for
         the offset tracker, the instance's unacked records and its batch."""
-        encode, headers_of = wire.encode_record, HEADERS_OF
+        encode = wire.encode_record
         batches: dict[Instance, tuple[list[Key], list[bytes]]] = {}
         # Per partition in this batch, looked up once: its topic index and its targets.
         targets_of: dict[tuple[str, int], tuple[int, list[_Target]]] = {}
@@ -117,24 +117,22 @@ class DataPath:
             stop = scan_run(messages, i, tp[0], tp[1], tidx, offsets, keys, records)
             if offsets:
                 self._dispatch_run(run, offsets, keys, records, batches)
-            if stop != i:
+            if stop >= 0:
                 i = stop
                 continue
-            # It stopped at its first message: headers confluent-kafka cannot read (a
+            # It stopped at message -stop - 1: headers confluent-kafka cannot read (a
             # header name that is not UTF-8; legal in the protocol, non-Java clients
             # write them). The record goes, headers dropped, to the error policy instead
-            # of killing the supervisor on every fetch.
+            # of killing the supervisor on every fetch; headers() is not called again
+            # (see runscan.scan_run_py).
+            i = -stop - 1
+            msg = messages[i]
             ts_type, ts = msg.timestamp()
-            try:
-                headers = headers_of(msg)
-                problem = None
-            except SystemError as exc:
-                headers = None
-                problem = f"a header name is not UTF-8 ({exc.__cause__ or exc}); " \
-                    "headers dropped"
+            problem = "a header name is not UTF-8 (confluent-kafka cannot read it); " \
+                "headers dropped"
             self._dispatch_run(run, [msg.offset()], [msg.key()], [encode(
                 tidx, tp[1], msg.offset(), ts if ts_type else -1, msg.key(), msg.value(),
-                headers)], batches, problem)
+                None)], batches, problem)
             i += 1
         for inst, (inst_keys, inst_records) in batches.items():
             if inst_keys:

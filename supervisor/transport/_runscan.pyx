@@ -67,7 +67,7 @@ def scan_run(list messages, Py_ssize_t start, str topic, int partition, int topi
         try:
             headers = headers_of(msg)
         except SystemError:
-            return i
+            return -i - 1  # headers unreadable: runscan.py says why it is not re-read
         offset = msg.offset()
         key = msg.key()
         value = msg.value()

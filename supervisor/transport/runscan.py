@@ -32,10 +32,13 @@ def scan_run_py(messages: list[Any], start: int, topic: str, partition: int,
                 records: list[bytes]) -> int:
     """Append offset, key and encoded record of ``messages[start:]`` while they belong
     to ``(topic, partition)``, carry no error and have readable headers; return the
-    index of the first message not taken (``len(messages)`` at the end).
+    index of the first message not taken (``len(messages)`` at the end), or ``-i - 1``
+    when it stopped at message ``i`` because its headers could not be read.
 
     The caller deals with the message it stops at: another partition's run, an error,
-    or (when it stops at ``start`` itself) headers that raise SystemError."""
+    or (a negative return) headers that raised SystemError. That message's headers must
+    not be read again: confluent-kafka keeps the list holding NULL it made, and a
+    second ``headers()`` returns it without the error (reading it crashes)."""
     headers_of, encode = HEADERS_OF, encode_record
     end = len(messages)
     i = start
@@ -47,7 +50,7 @@ def scan_run_py(messages: list[Any], start: int, topic: str, partition: int,
         try:
             headers = headers_of(msg)
         except SystemError:
-            return i
+            return -i - 1
         offset, key = msg.offset(), msg.key()
         ts_type, ts = msg.timestamp()
         offsets.append(offset)
