@@ -241,6 +241,7 @@ class Fleet:
         # own control socket there); with the same ids they would fence each other.
         daemon = zlib.crc32(str(self.config.state_dir).encode())
         return {"exactly_once": True, "commit_interval": self.config.commit_interval,
+                "group_id": group,
                 "transactional_id": f"agentd-{group}-{socket.gethostname()}-{daemon:08x}-"
                                     f"{inst.agent.name}-{inst.index}"}
 
