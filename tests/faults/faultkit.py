@@ -309,4 +309,8 @@ def running_for(seconds: float, daemon: Agentd, step: float = 0.5) -> Iterator[f
 
 
 def shm_entries() -> set[str]:
-    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+    """The shared-memory objects (files) in ``/dev/shm``: where a leaked ring would be.
+    Directories are left out: a benchmark's broker keeps its log dir there."""
+    if not os.path.isdir("/dev/shm"):
+        return set()
+    return {e.name for e in os.scandir("/dev/shm") if not e.is_dir(follow_symlinks=False)}
