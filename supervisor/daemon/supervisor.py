@@ -57,7 +57,6 @@ from supervisor.daemon.ops.snapshot import Sources
 from supervisor.daemon.reload import Reloader
 from supervisor.daemon.tablestatus import TableStatus
 from supervisor.daemon.topics import (
-    RECONNECT_TUNING,
     SESSION_TUNING,
     BrokerUnreachable,
     TopicMismatch,
@@ -81,10 +80,8 @@ REVOKE_WAIT_MAX = 30.0  # a revoke waits at most this long for acks (or shutdown
 
 #: librdkafka defaults agentd changes (``[kafka]`` overrides them). It looks for records
 #: again only ``fetch.queue.backoff.ms`` (1000 ms) after its queue filled: the supervisor
-#: drained it in a fraction of that, then sat idle (150k -> 300k msg/s). Sessions: 6 s;
-#: reconnects within 1 s of a broker coming back (``RECONNECT_TUNING``).
-CONSUMER_TUNING: dict[str, Any] = {"fetch.queue.backoff.ms": 50, **SESSION_TUNING,
-                                   **RECONNECT_TUNING}
+#: drained it in a fraction of that, then sat idle (150k -> 300k msg/s). Sessions: 6 s.
+CONSUMER_TUNING: dict[str, Any] = {"fetch.queue.backoff.ms": 50, **SESSION_TUNING}
 
 
 class Supervisor:
@@ -242,7 +239,7 @@ class Supervisor:
         bootstrap, fleet = self.fleet.bootstrap, self.fleet
         group = self.config.group_id or fleet.app_id() or "agentd"
         settings: dict[str, Any] = {
-            "bootstrap.servers": bootstrap, "group.id": group,
+            **daemon_client_settings(bootstrap, self.config.kafka), "group.id": group,
             "enable.auto.commit": False, "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "partition.assignment.strategy": "cooperative-sticky",

@@ -45,15 +45,14 @@ def connection_settings(bootstrap: str, kafka: Mapping[str, Any]) -> dict[str, A
             **{k: v for k, v in kafka.items() if k.startswith(_CONNECTION_PREFIXES)}}
 
 
-#: Reconnect backoff (librdkafka: 100 ms doubling to 10 s) of every client the daemon
+#: Reconnect backoff (librdkafka: 100 ms doubling up to 10 s) of every client the daemon
 #: keeps open (its consumer, the instances' producers, the dead-letter producer, the
 #: leader election and the table keeper). During a broker outage the backoff grows to
 #: its maximum, so a client noticed the broker back up to 10 s late (issue 20: the
 #: daemon's consumer and producers each paid it); with 1 s the daemon processes again
 #: within a few seconds of the broker answering, for one connection attempt a second
 #: per client while the broker is away. ``[kafka]`` overrides them.
-RECONNECT_TUNING: dict[str, Any] = {"reconnect.backoff.ms": 100,
-                                    "reconnect.backoff.max.ms": 1000}
+RECONNECT_TUNING: dict[str, Any] = {"reconnect.backoff.max.ms": 1000}
 
 
 def daemon_client_settings(bootstrap: str, kafka: Mapping[str, Any]) -> dict[str, Any]:

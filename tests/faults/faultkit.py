@@ -252,19 +252,21 @@ class FaultRun:
 
     def daemon(self, agents: dict[str, dict[str, Any]], modules: dict[str, str], *,
                app: str, env: dict[str, str] | None = None,
-               settings: dict[str, Any] | None = None) -> Agentd:
+               settings: dict[str, Any] | None = None,
+               kafka: dict[str, Any] | None = None) -> Agentd:
         base = {"app": app, "broker": f"kafka://{self.bootstrap}", "group_id": self.group,
                 "commit_interval": 0.2, "shutdown_timeout": 30, "log_level": "INFO"}
         return Agentd(self.workdir, {**base, **(settings or {})}, agents=agents,
-                      modules=modules, kafka={"session.timeout.ms": 6000},
+                      modules=modules, kafka={"session.timeout.ms": 6000, **(kafka or {})},
                       env={"IN_TOPIC": self.source, "SINK_TOPIC": self.sink,
                            "PYTHONDONTWRITEBYTECODE": "1", **(env or {})})
 
     def forwarder(self, agent: dict[str, Any], *, version: str = "v1",
                   env: dict[str, str] | None = None,
-                  settings: dict[str, Any] | None = None) -> Agentd:
+                  settings: dict[str, Any] | None = None,
+                  kafka: dict[str, Any] | None = None) -> Agentd:
         return self.daemon({"forward": agent}, {"fault_forward": forward_agent(version)},
-                           app="fault_forward:app", env=env, settings=settings)
+                           app="fault_forward:app", env=env, settings=settings, kafka=kafka)
 
     def settle(self, daemon: Agentd, timeout: float = 180.0,
                topic: str | None = None) -> None:
