@@ -145,11 +145,10 @@ class GroupMember:
                  ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(resume_at.items())))
         return set(resume_at)
 
-    def forget(self, gone: set[tuple[str, int]], keyed: set[tuple[int, int]]) -> None:
+    def forget(self, revoked: set[tuple[str, int]], keyed: set[tuple[int, int]]) -> None:
         """Partitions no longer this daemon's: out of the data path, the routers (their
         owners close the table shards) and the standby keeper."""
-        self.datapath.forget(gone, keyed)
-        revoked = gone
+        self.datapath.forget(revoked, keyed)
         for topic in {t for t, _ in revoked}:
             for agent in self.fleet.subscriptions.get(topic, []):
                 before = owners(agent)

@@ -48,10 +48,9 @@ def connection_settings(bootstrap: str, kafka: Mapping[str, Any]) -> dict[str, A
 #: Reconnect backoff (librdkafka: 100 ms doubling up to 10 s) of every client the daemon
 #: keeps open (its consumer, the instances' producers, the dead-letter producer, the
 #: leader election and the table keeper). During a broker outage the backoff grows to
-#: its maximum, so a client noticed the broker back up to 10 s late (issue 20: the
-#: daemon's consumer and producers each paid it); with 1 s the daemon processes again
-#: within a few seconds of the broker answering, for one connection attempt a second
-#: per client while the broker is away. ``[kafka]`` overrides them.
+#: its maximum, so each client could notice the broker back up to 10 s late (issue 20);
+#: with 1 s at most a second, for one connection attempt a second per client while the
+#: broker is away. ``[kafka]`` overrides it.
 RECONNECT_TUNING: dict[str, Any] = {"reconnect.backoff.max.ms": 1000}
 
 
