@@ -23,3 +23,21 @@ def test_agentlib_clients_in_instances_get_the_connection_keys(monkeypatch):
     config = KafkaProducer().config()
     assert config["client.id"] == "agentd-a" and config["socket.nagle.disable"] is True
     assert config["bootstrap.servers"] == "h:9092"
+
+
+def test_the_daemons_own_clients_reconnect_within_a_second_unless_the_config_says_otherwise():
+    """A client backing off 10 s (librdkafka's maximum) after a long broker outage noticed
+    the broker back up to 10 s late (issue 20)."""
+    import json
+
+    from supervisor.config.loader import loads
+    from supervisor.daemon.fleet import Fleet
+    from supervisor.daemon.topics import daemon_client_settings
+
+    assert daemon_client_settings("h:9092", {"fetch.min.bytes": 1}) == {
+        "bootstrap.servers": "h:9092", "reconnect.backoff.max.ms": 1000}
+    assert daemon_client_settings("h:9092", {"reconnect.backoff.max.ms": 5000})[
+        "reconnect.backoff.max.ms"] == 5000
+    config = loads('app = "x"\n')
+    client = json.loads(Fleet(config, "h:9092").env_for(config)["AGENTD_KAFKA_CLIENT"])
+    assert client == {"reconnect.backoff.max.ms": 1000}   # the instances' producers

@@ -61,6 +61,7 @@ from supervisor.daemon.topics import (
     BrokerUnreachable,
     TopicMismatch,
     connection_settings,
+    daemon_client_settings,
     ensure_topics,
     partition_counts,
 )
@@ -238,7 +239,7 @@ class Supervisor:
         bootstrap, fleet = self.fleet.bootstrap, self.fleet
         group = self.config.group_id or fleet.app_id() or "agentd"
         settings: dict[str, Any] = {
-            "bootstrap.servers": bootstrap, "group.id": group,
+            **daemon_client_settings(bootstrap, self.config.kafka), "group.id": group,
             "enable.auto.commit": False, "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "partition.assignment.strategy": "cooperative-sticky",
@@ -251,10 +252,10 @@ class Supervisor:
         consumer = Consumer(settings)
         self.datapath.consumer = self.committer.consumer = consumer
         consumer.subscribe(fleet.topics, on_assign=self.group.on_assign,
-                           on_revoke=self.group.on_revoke, on_lost=self.group.on_revoke)
+                           on_revoke=self.group.on_revoke, on_lost=self.group.on_lost)
         self.datapath.failures = RecordFailures(
             bootstrap, self.committer.failed_done, self.on_crash,
-            connection_settings(bootstrap, self.config.kafka))
+            daemon_client_settings(bootstrap, self.config.kafka))
         self.committer.start_interval()
         log.info("consumer group %s subscribed to %s", group, ", ".join(fleet.topics))
 
