@@ -241,13 +241,19 @@ class Fleet:
         if not self.exactly_once:
             return {}
         group = self.config.group_id or self.app_id() or "agentd"
-        # Two daemons of one group on one host differ by their state_dir (each has its
-        # own control socket there); with the same ids they would fence each other.
-        daemon = zlib.crc32(str(self.config.state_dir).encode())
         return {"exactly_once": True, "commit_interval": self.config.commit_interval,
                 "group_id": group,
-                "transactional_id": f"agentd-{group}-{socket.gethostname()}-{daemon:08x}-"
-                                    f"{inst.agent.name}-{inst.index}"}
+                "transactional_id": f"{self.daemon_identity()}-{inst.agent.name}-"
+                                    f"{inst.index}"}
+
+    def daemon_identity(self) -> str:
+        """This daemon's name in its group, stable across its restarts: the prefix of
+        its instances' transactional ids and its static member id (``group.instance.id``).
+        Two daemons of one group on one host differ by their state_dir (each has its own
+        control socket there); with the same ids they would fence each other."""
+        group = self.config.group_id or self.app_id() or "agentd"
+        daemon = zlib.crc32(str(self.config.state_dir).encode())
+        return f"agentd-{group}-{socket.gethostname()}-{daemon:08x}"
 
     # ------------------------------------------------------------------ processes
 
