@@ -83,7 +83,8 @@ def test_a_run_stops_at_another_partition_an_error_or_unreadable_headers(loop):
 
 def test_the_loop_is_chosen_at_import_and_pure_python_can_be_forced(monkeypatch):
     monkeypatch.setenv("AGENTD_PURE_PYTHON", "1")
-    assert runscan._choose() == (runscan.scan_run_py, False)
+    assert runscan._choose() == (runscan.scan_run_py, runscan.copy_records_py, False)
     monkeypatch.delenv("AGENTD_PURE_PYTHON")
-    chosen, compiled = runscan._choose()
+    chosen, copy, compiled = runscan._choose()
     assert compiled == (chosen is not runscan.scan_run_py)
+    assert compiled == (copy is not runscan.copy_records_py)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
-from itertools import repeat
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
@@ -28,7 +27,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from supervisor.daemon.commit import OffsetTracker
 from supervisor.daemon.failures import FailedRecord, RecordFailures
 from supervisor.daemon.fleet import Fleet
-from supervisor.daemon.instances import AgentRuntime, Instance, Key
+from supervisor.daemon.instances import AgentRuntime, Instance, Run
 from supervisor.daemon.moves import PartitionMoves
 from supervisor.transport import wire
 from supervisor.transport.runscan import HEADERS_OF, scan_run
@@ -91,10 +90,10 @@ class DataPath:
         It works per *run*: consecutive messages of one partition, which is how
         librdkafka hands out what it fetched. Per message it only reads the Message,
         encodes it and appends offset, key and bytes to the run; each run is then
-        dispatched at once (:meth:`_dispatch_run`), with one call or C loop per run for
-        the offset tracker, the instance's unacked records and its batch."""
+        dispatched at once (:meth:`_dispatch_run`), with one call per run for the
+        offset tracker, the instance's unacked records and its batch."""
         encode, headers_of = wire.encode_record, HEADERS_OF
-        batches: dict[Instance, tuple[list[Key], list[bytes]]] = {}
+        batches: dict[Instance, list[Run]] = {}
         # Per partition in this batch, looked up once: its topic index and its targets.
         targets_of: dict[tuple[str, int], tuple[int, list[_Target]]] = {}
         i, end = 0, len(messages)
@@ -136,11 +135,10 @@ class DataPath:
                 tidx, tp[1], msg.offset(), ts if ts_type else -1, msg.key(), msg.value(),
                 headers)], batches, problem)
             i += 1
-        for inst, (inst_keys, inst_records) in batches.items():
-            if inst_keys:
-                newly_blocked = inst.submit(inst_keys, inst_records)
-                if newly_blocked:
-                    self.pause(inst, newly_blocked)
+        for inst, runs in batches.items():
+            newly_blocked = inst.submit_runs(runs)
+            if newly_blocked:
+                self.pause(inst, newly_blocked)
 
     def _targets_of(self, tp: tuple[str, int]) -> tuple[int, list[_Target]]:
         """``dispatch``'s per-partition lookups, made once per batch: the topic's index
@@ -156,50 +154,51 @@ class DataPath:
         return self.fleet.topic_index[tp[0]], targets
 
     def _dispatch_run(self, run: _Run, offsets: list[int], keys: list[bytes | None],
-                      records: list[bytes],
-                      batches: dict[Instance, tuple[list[Key], list[bytes]]],
+                      records: list[bytes], batches: dict[Instance, list[Run]],
                       unreadable: str | None = None) -> None:
         """One run of a partition's messages (increasing offsets; their Kafka keys and
         encoded records) to each subscribed agent: into the offset tracker, then held
-        for a move, or into the instance's unacked records and its batch for the ring.
-        The usual case (partition ordering, nothing too large for the ring, no move)
-        costs one call or C loop per run; the rest goes message by message."""
+        for a move, or kept whole as a run of the instance's unacked records and
+        queued for its ring. The usual case (partition ordering, nothing too large for
+        the ring, no move) costs one call per run; the rest goes message by message."""
         tp, tidx, targets = run
         moving = self.moves.moving
-        run_keys: list[Key] | None = None
+        shared = len(targets) > 1  # each instance's run owns its lists
         for agent, lane, owner in targets:
             if owner is None or unreadable is not None \
                     or max(map(len, records)) > owner.max_record_size:
                 self._dispatch_each(run, agent, lane, owner, offsets, keys, records, batches,
                                     unreadable)
                 continue
-            lane.dispatched_many(offsets)
-            if run_keys is None:
-                run_keys = list(zip(repeat(tidx), repeat(tp[1]), offsets))
+            ordered = lane.dispatched_many(offsets)
             if moving:
                 move = moving.get((agent.lane, tp))
                 if move is not None:  # wait until the old owner is done with tp
-                    move.held.extend(zip(run_keys, records, strict=True))
+                    move.held.extend(zip([(tidx, tp[1], o) for o in offsets], records,
+                                         strict=True))
                     continue
-            owner.unacked.update(zip(run_keys, records, strict=True))
+            held = owner.unacked.add_run(
+                tidx, tp[1], list(offsets) if shared else offsets,
+                list(records) if shared else records, ordered)
             batch = batches.get(owner)
             if batch is None:
-                batch = batches[owner] = ([], [])
-            batch[0].extend(run_keys)
-            batch[1].extend(records)
+                batches[owner] = held
+            else:
+                batch += held
 
     def _dispatch_each(self, run: _Run, agent: AgentRuntime, lane: Any, owner: Instance | None,
                        offsets: list[int], keys: list[bytes | None], records: list[bytes],
-                       batches: dict[Instance, tuple[list[Key], list[bytes]]],
-                       unreadable: str | None) -> None:
+                       batches: dict[Instance, list[Run]], unreadable: str | None) -> None:
         """:meth:`_dispatch_run` for one agent, message by message: routed by key or
         round-robin when there is no ``owner``, and a record that cannot go into a
         ring (``unreadable``, or too large) to the error policy, after the offsets up
-        to it are in the tracker (the policy may ack it at once)."""
+        to it are in the tracker (the policy may ack it at once). Each instance's share
+        is then held as one run (offsets still increase within it)."""
         tp, tidx, _targets = run
         moving = self.moves.moving
         route, instances = agent.router.route, agent.instances
         dispatched: list[int] = []
+        shares: dict[Instance, tuple[list[int], list[bytes | None]]] = {}
         for offset, key, encoded in zip(offsets, keys, records, strict=True):
             dispatched.append(offset)
             inst = owner if owner is not None else instances[route(tp, key)]
@@ -210,19 +209,24 @@ class DataPath:
                                  f"record of {len(encoded)} bytes exceeds the ring "
                                  f"({inst.max_record_size} bytes max; raise ring_size)")
                 continue
-            rkey = (tidx, tp[1], offset)
             if moving:
                 move = moving.get((agent.lane, tp))
                 if move is not None:  # wait until the old owner is done with tp
-                    move.held.append((rkey, encoded))
+                    move.held.append(((tidx, tp[1], offset), encoded))
                     continue
-            inst.unacked[rkey] = encoded
+            share = shares.get(inst)
+            if share is None:
+                share = shares[inst] = ([], [])
+            share[0].append(offset)
+            share[1].append(encoded)
+        lane.dispatched_many(dispatched)
+        for inst, (inst_offsets, inst_records) in shares.items():
+            held = inst.unacked.add_run(tidx, tp[1], inst_offsets, inst_records)
             batch = batches.get(inst)
             if batch is None:
-                batch = batches[inst] = ([], [])
-            batch[0].append(rkey)
-            batch[1].append(encoded)
-        lane.dispatched_many(dispatched)
+                batches[inst] = held
+            else:
+                batch += held
 
     def pump_instances(self) -> bool:
         moved = False
@@ -250,8 +254,7 @@ class DataPath:
             new = move.new
             new.unacked.update(move.held)
             self.resume(new, [tkey])
-            newly_blocked = new.submit([key for key, _ in move.held],
-                                       [encoded for _, encoded in move.held])
+            newly_blocked = new.submit([key for key, _ in move.held])
             if newly_blocked:
                 self.pause(new, newly_blocked)
             log.info("%s: took over %s[%d] (%d held records)", new.label, move.tp[0],
@@ -292,8 +295,7 @@ class DataPath:
         index = self.fleet.topic_index
         keyed = {(index[t], p) for t, p in revoked if t in index}
         for inst in self.instances:
-            for key in [k for k in inst.pending if (k[0], k[1]) in keyed]:
-                inst.unacked.pop(key, None)
+            inst.pending.drop_partitions(keyed, inst.unacked)
         return keyed
 
     def forget(self, revoked: set[tuple[str, int]], keyed: set[tuple[int, int]]) -> None:

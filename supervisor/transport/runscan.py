@@ -1,12 +1,14 @@
-"""The data path's per-message loop: read a partition's run of fetched messages and
-encode each as a ``RECORD`` (issue 21, the supervisor's ceiling).
+"""The data path's per-message loops: read a partition's run of fetched messages and
+encode each as a ``RECORD``, and copy encoded records into a ring's data area (issue
+21, the supervisor's ceiling).
 
-Why a module of its own: this loop is what the supervisor costs per message, and it
-has two implementations that must agree. ``_runscan.pyx`` is the compiled one (built by
+Why a module of its own: these loops are what the supervisor costs per message, and
+each has two implementations that must agree. ``_runscan.pyx`` is the compiled one (built by
 ``pip install``, setuptools and Cython in pyproject.toml's build requirements); the
 pure-Python :func:`scan_run_py` below is the fallback, used when the extension was not
 built, or when ``AGENTD_PURE_PYTHON=1`` forces it (the tests run both). The choice is
-made once, at import; :data:`COMPILED` says which one :func:`scan_run` is.
+made once, at import, for both loops; :data:`COMPILED` says which ones
+:func:`scan_run` and :func:`copy_records` are.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Any
 
 from supervisor.transport.wire import encode_record
 
-__all__ = ["COMPILED", "HEADERS_OF", "scan_run", "scan_run_py"]
+__all__ = ["COMPILED", "HEADERS_OF", "copy_records", "copy_records_py", "scan_run",
+           "scan_run_py"]
 
 #: ``msg.headers()`` through a call that checks for an error set with a result:
 #: confluent-kafka returns a list holding NULL with an error set for a header name that
@@ -58,14 +61,45 @@ def scan_run_py(messages: list[Any], start: int, topic: str, partition: int,
     return i
 
 
-def _choose() -> tuple[Callable[..., int], bool]:
+def copy_records_py(data: memoryview, words: memoryview, mask: int, head: int, stop: int,
+                    records: list[Any], start: int, end: int) -> tuple[int, int, int]:
+    """Copy ``records[start:end]`` into a ring's data area from byte position ``head``
+    (the ring's layout: a u64 length word, the payload, padded to 8) while each ends
+    at or before ``stop``; ``None`` entries (records retired while they waited) are
+    skipped. Returns ``(index of the first record not taken, new head, payload bytes
+    copied)``.
+
+    Only the copy: :class:`~supervisor.transport.ring.Ring` decides ``stop`` (the
+    reader's tail a lap on, or the end of the data area), wraps, and publishes head
+    after this returns, so every store here precedes the index store (ring.py's
+    ordering argument). ``words`` is ``data`` cast to native u64s."""
+    i, nbytes = start, 0
+    end = min(end, len(records))
+    while i < end:
+        record = records[i]
+        if record is not None:
+            length = len(record)
+            after = head + ((length + 15) & ~7)  # header + payload rounded up to 8
+            if after > stop:
+                break
+            offset = (head & mask) + 8
+            words[(offset >> 3) - 1] = length
+            data[offset:offset + length] = record
+            head = after
+            nbytes += length
+        i += 1
+    return i, head, nbytes
+
+
+def _choose() -> tuple[Callable[..., int], Callable[..., tuple[int, int, int]], bool]:
     if os.environ.get("AGENTD_PURE_PYTHON", "") not in ("", "0"):
-        return scan_run_py, False
+        return scan_run_py, copy_records_py, False
     try:
+        from supervisor.transport._runscan import copy_records as compiled_copy
         from supervisor.transport._runscan import scan_run as compiled
     except ImportError:  # not built (no compiler at install): the fallback, silently
-        return scan_run_py, False
-    return compiled, True
+        return scan_run_py, copy_records_py, False
+    return compiled, compiled_copy, True
 
 
-scan_run, COMPILED = _choose()
+scan_run, copy_records, COMPILED = _choose()
