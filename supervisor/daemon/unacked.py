@@ -260,13 +260,13 @@ class UnackedRecords(MutableMapping[Key, bytes]):
         items = pairs.items() if hasattr(pairs, "items") else pairs
         group: list[tuple[Key, bytes]] = []
         for key, record in items:
+            if group and (group[-1][0][:2] != key[:2] or group[-1][0][2] >= key[2]):
+                self._add_group(group)
+                group = []
             found = self.locate(key) if self._len else None
             if found is not None:
                 found[0].records[found[1]] = record
                 continue
-            if group and (group[-1][0][:2] != key[:2] or group[-1][0][2] >= key[2]):
-                self._add_group(group)
-                group = []
             group.append((key, record))
         if group:
             self._add_group(group)
