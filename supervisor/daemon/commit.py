@@ -83,21 +83,21 @@ class Lane:
             self.pending.append(offset)
             self.next_offset = offset + 1
 
-    def dispatched_many(self, offsets: list[int]) -> bool:
+    def dispatched_many(self, offsets: list[int], increasing: bool = False) -> None:
         """``dispatched`` for each of ``offsets`` in order, in one call (a partition's
-        run of one fetched batch: increasing, so usually one ``deque.extend``). Returns
-        whether ``offsets`` strictly increase (the instance's run of them relies on it,
-        and this is where it is checked once)."""
+        run of one fetched batch: increasing, so usually one ``deque.extend``).
+        ``increasing``: the caller knows they strictly increase (the data path's runs
+        do, ``runscan.scan_run`` ends a run where they do not), so it is not checked."""
         if not offsets:
-            return True
-        ordered = len(offsets) == 1 or all(map(operator.lt, offsets, offsets[1:]))
-        if ordered and (self.next_offset is None or offsets[0] >= self.next_offset):
+            return
+        if (self.next_offset is None or offsets[0] >= self.next_offset) and (
+                increasing or len(offsets) == 1
+                or all(map(operator.lt, offsets, offsets[1:]))):
             self.pending.extend(offsets)
             self.next_offset = offsets[-1] + 1
-            return True
+            return
         for offset in offsets:
             self.dispatched(offset)
-        return ordered
 
     def dispatched_range(self, first: int, last: int) -> None:
         """Record that every offset in ``[first, last]`` went to an instance."""

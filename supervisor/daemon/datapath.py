@@ -30,7 +30,7 @@ from supervisor.daemon.fleet import Fleet
 from supervisor.daemon.instances import AgentRuntime, Instance, Run
 from supervisor.daemon.moves import PartitionMoves
 from supervisor.transport import wire
-from supervisor.transport.runscan import HEADERS_OF, scan_run
+from supervisor.transport.runscan import HEADERS_OF, record_sizes, scan_run
 
 __all__ = ["BLOCKED_WAIT", "FETCH_BATCH", "IDLE_WAIT", "DataPath"]
 
@@ -44,6 +44,8 @@ BLOCKED_WAIT = 0.001   # when some instance waits for ring space
 _Target = tuple[AgentRuntime, Any, "Instance | None"]
 #: A run's partition, its topic index and its targets.
 _Run = tuple[tuple[str, int], int, list[_Target]]
+#: A partition's topic index, its targets, and whether any routes by key.
+_Found = tuple[int, list[_Target], bool]
 
 
 class DataPath:
@@ -95,7 +97,7 @@ class DataPath:
         encode, headers_of = wire.encode_record, HEADERS_OF
         batches: dict[Instance, list[Run]] = {}
         # Per partition in this batch, looked up once: its topic index and its targets.
-        targets_of: dict[tuple[str, int], tuple[int, list[_Target]]] = {}
+        targets_of: dict[tuple[str, int], _Found] = {}
         i, end = 0, len(messages)
         while i < end:
             msg = messages[i]
@@ -110,7 +112,7 @@ class DataPath:
             tidx = found[0]
             run: _Run = (tp, tidx, found[1])
             offsets: list[int] = []
-            keys: list[bytes | None] = []
+            keys: list[bytes | None] | None = [] if found[2] else None
             records: list[bytes] = []
             # The per-message loop (compiled when built; runscan.py has both).
             stop = scan_run(messages, i, tp[0], tp[1], tidx, offsets, keys, records)
@@ -140,10 +142,11 @@ class DataPath:
             if newly_blocked:
                 self.pause(inst, newly_blocked)
 
-    def _targets_of(self, tp: tuple[str, int]) -> tuple[int, list[_Target]]:
+    def _targets_of(self, tp: tuple[str, int]) -> _Found:
         """``dispatch``'s per-partition lookups, made once per batch: the topic's index
         and, per subscribed agent, its offset-tracker lane and, under partition
-        ordering (the key plays no part), its instance."""
+        ordering (the key plays no part), its instance; and whether any agent routes by
+        key (else the run's Kafka keys are not collected)."""
         targets: list[_Target] = []
         for agent in self.fleet.subscriptions[tp[0]]:
             lane = self.tracker.lane(tp, agent.lane)
@@ -151,26 +154,28 @@ class DataPath:
             if agent.router.ordering == "partition":
                 owner = agent.instances[agent.router.route(tp, None)]
             targets.append((agent, lane, owner))
-        return self.fleet.topic_index[tp[0]], targets
+        by_key = any(owner is None for _agent, _lane, owner in targets)
+        return self.fleet.topic_index[tp[0]], targets, by_key
 
-    def _dispatch_run(self, run: _Run, offsets: list[int], keys: list[bytes | None],
+    def _dispatch_run(self, run: _Run, offsets: list[int], keys: list[bytes | None] | None,
                       records: list[bytes], batches: dict[Instance, list[Run]],
                       unreadable: str | None = None) -> None:
-        """One run of a partition's messages (increasing offsets; their Kafka keys and
-        encoded records) to each subscribed agent: into the offset tracker, then held
-        for a move, or kept whole as a run of the instance's unacked records and
-        queued for its ring. The usual case (partition ordering, nothing too large for
-        the ring, no move) costs one call per run; the rest goes message by message."""
+        """One run of a partition's messages (strictly increasing offsets; their Kafka
+        keys, None when no agent routes by key, and encoded records) to each subscribed
+        agent: into the offset tracker, then held for a move, or kept whole as a run
+        of the instance's unacked records and queued for its ring. The usual case
+        (partition ordering, nothing too large for the ring, no move) costs one call
+        per run; the rest goes message by message."""
         tp, tidx, targets = run
         moving = self.moves.moving
         shared = len(targets) > 1  # each instance's run owns its lists
+        nbytes, longest = record_sizes(records)
         for agent, lane, owner in targets:
-            if owner is None or unreadable is not None \
-                    or max(map(len, records)) > owner.max_record_size:
+            if owner is None or unreadable is not None or longest > owner.max_record_size:
                 self._dispatch_each(run, agent, lane, owner, offsets, keys, records, batches,
                                     unreadable)
                 continue
-            ordered = lane.dispatched_many(offsets)
+            lane.dispatched_many(offsets, increasing=True)
             if moving:
                 move = moving.get((agent.lane, tp))
                 if move is not None:  # wait until the old owner is done with tp
@@ -179,7 +184,7 @@ class DataPath:
                     continue
             held = owner.unacked.add_run(
                 tidx, tp[1], list(offsets) if shared else offsets,
-                list(records) if shared else records, ordered)
+                list(records) if shared else records, True, nbytes)
             batch = batches.get(owner)
             if batch is None:
                 batches[owner] = held
@@ -187,7 +192,8 @@ class DataPath:
                 batch += held
 
     def _dispatch_each(self, run: _Run, agent: AgentRuntime, lane: Any, owner: Instance | None,
-                       offsets: list[int], keys: list[bytes | None], records: list[bytes],
+                       offsets: list[int], keys: list[bytes | None] | None,
+                       records: list[bytes],
                        batches: dict[Instance, list[Run]], unreadable: str | None) -> None:
         """:meth:`_dispatch_run` for one agent, message by message: routed by key or
         round-robin when there is no ``owner``, and a record that cannot go into a
@@ -199,11 +205,13 @@ class DataPath:
         route, instances = agent.router.route, agent.instances
         dispatched: list[int] = []
         shares: dict[Instance, tuple[list[int], list[bytes | None]]] = {}
+        if keys is None:  # partition ordering (a record too large): no key is read
+            keys = [None] * len(offsets)
         for offset, key, encoded in zip(offsets, keys, records, strict=True):
             dispatched.append(offset)
             inst = owner if owner is not None else instances[route(tp, key)]
             if unreadable is not None or len(encoded) > inst.max_record_size:
-                lane.dispatched_many(dispatched)  # before the policy may ack it
+                lane.dispatched_many(dispatched, True)  # before the policy may ack it
                 dispatched.clear()
                 self.fail_record(agent, tp[0], encoded, unreadable or
                                  f"record of {len(encoded)} bytes exceeds the ring "
@@ -219,9 +227,9 @@ class DataPath:
                 share = shares[inst] = ([], [])
             share[0].append(offset)
             share[1].append(encoded)
-        lane.dispatched_many(dispatched)
+        lane.dispatched_many(dispatched, True)
         for inst, (inst_offsets, inst_records) in shares.items():
-            held = inst.unacked.add_run(tidx, tp[1], inst_offsets, inst_records)
+            held = inst.unacked.add_run(tidx, tp[1], inst_offsets, inst_records, True)
             batch = batches.get(inst)
             if batch is None:
                 batches[inst] = held

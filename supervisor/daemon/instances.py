@@ -244,11 +244,14 @@ class Instance:
     def _submit(self, segments: list[Segment]) -> list[tuple[int, int]]:
         pending = self._pending
         queued = 0
+        partial = -1  # bytes the ring took of a whole run it filled up in
         if not pending and not self.window and self.inbound is not None:
             write = self.inbound.write_run
             for seg in segments:
-                upto, _copied = write(seg[0].records, seg[1], seg[2])
+                upto, copied = write(seg[0].records, seg[1], seg[2])
                 if upto < seg[2]:
+                    if seg[1] == 0:
+                        partial = copied
                     seg[1] = upto
                     break
                 queued += 1
@@ -257,7 +260,14 @@ class Instance:
         for seg in segments[queued:]:
             run, start, end = seg
             pending.add(run, start, end)
-            self.pending_bytes += sum(map(len, filter(None, run.records[start:end])))
+            whole = end == len(run.records) and run.nbytes >= 0  # counted when made
+            if whole and start == 0:
+                self.pending_bytes += run.nbytes
+            elif whole and partial >= 0:
+                self.pending_bytes += run.nbytes - partial
+            else:
+                self.pending_bytes += sum(map(len, filter(None, run.records[start:end])))
+            partial = -1
         if self.paused:
             new_runs: Any = (seg[0] for seg in segments[queued:])
         elif len(pending) > self.high_records or self.pending_bytes > self.high_bytes:

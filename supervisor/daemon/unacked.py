@@ -37,10 +37,10 @@ Key = tuple[int, int, int]  # topic index, partition, offset
 class Run:
     """Records of one partition an instance holds, offsets increasing."""
 
-    __slots__ = ("alive", "lo", "offsets", "partition", "records", "seq", "tidx")
+    __slots__ = ("alive", "lo", "nbytes", "offsets", "partition", "records", "seq", "tidx")
 
     def __init__(self, tidx: int, partition: int, offsets: list[int],
-                 records: list[Any], seq: int) -> None:
+                 records: list[Any], seq: int, nbytes: int = -1) -> None:
         self.tidx = tidx
         self.partition = partition
         self.offsets = offsets
@@ -48,6 +48,9 @@ class Run:
         self.seq = seq
         self.lo = 0
         self.alive = len(offsets)
+        #: the records' bytes when the run was made (-1: not counted); what queueing
+        #: all of it in a backlog adds
+        self.nbytes = nbytes
 
 
 #: A backlog entry: ``[run, start, end]``, the run's slots ``start..end-1`` not yet
@@ -73,15 +76,16 @@ class UnackedRecords(MutableMapping[Key, bytes]):
     # ------------------------------------------------------------------ the hot path
 
     def add_run(self, tidx: int, partition: int, offsets: list[int],
-                records: list[Any], ordered: bool = False) -> list[Run]:
-        """Hold ``records`` (their ``offsets``; the lists are kept, not copied). The
-        runs made: one, unless ``offsets`` do not increase (``ordered``: the caller
-        knows they do), when they are split where they fall back."""
+                records: list[Any], ordered: bool = False, nbytes: int = -1) -> list[Run]:
+        """Hold ``records`` (their ``offsets``; the lists are kept, not copied;
+        ``nbytes``: their total length, when the caller has it). The runs made: one,
+        unless ``offsets`` do not increase (``ordered``: the caller knows they do), when
+        they are split where they fall back."""
         if not ordered and not _increasing(offsets):
             return self._add_split(tidx, partition, offsets, records)
         seq = self._seq
         self._seq = seq + 1
-        run = Run(tidx, partition, offsets, records, seq)
+        run = Run(tidx, partition, offsets, records, seq, nbytes)
         self._runs[seq] = run
         tp = (tidx, partition)
         runs = self._by_tp.get(tp)
@@ -164,7 +168,12 @@ class UnackedRecords(MutableMapping[Key, bytes]):
         del self._runs[run.seq]
 
     def _prune(self, tp: tuple[int, int], runs: list[Run]) -> None:
-        runs[:] = [run for run in runs if run.alive]
+        front = 0                              # acks retire the oldest runs first
+        while front < len(runs) and not runs[front].alive:
+            front += 1
+        del runs[:front]
+        if any(not run.alive for run in runs):
+            runs[:] = [run for run in runs if run.alive]
         if not runs:
             del self._by_tp[tp]
             self._unordered.discard(tp)

@@ -13,7 +13,6 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
-from supervisor.transport.runscan import HEADERS_OF
 from supervisor.transport.wire import RECORD, encode_record
 
 cdef Py_ssize_t _HEAD = 33
@@ -56,28 +55,43 @@ cdef bytes _encode(int tidx, int partition, int64_t offset, int64_t ts, object k
     return out
 
 
+cdef extern from "Python.h":
+    # Called through the vectorcall machinery, which turns "a result with an error
+    # set" (confluent-kafka's headers() for a header name that is not UTF-8) into a
+    # SystemError at once; Cython's own fast call of a C method would not check it.
+    object PyObject_CallMethodNoArgs(object obj, object name)
+
+
+cdef str _HEADERS = "headers"
+
+
 def scan_run(list messages, Py_ssize_t start, str topic, int partition, int topic_index,
              list offsets, list keys, list records):
     cdef Py_ssize_t i = start, end = len(messages)
-    cdef object msg, headers, key, value, stamp
-    cdef int64_t offset, ts
-    headers_of = HEADERS_OF
+    cdef object msg, headers, key, value, stamp, offset_obj
+    cdef int64_t offset, ts, previous = 0
     while i < end:
         msg = messages[i]
-        if msg.error() is not None or msg.partition() != partition or msg.topic() != topic:
+        if msg.error() is not None or msg.partition() != partition \
+                or msg.topic() != topic:
             return i
         try:
-            headers = headers_of(msg)
+            headers = PyObject_CallMethodNoArgs(msg, _HEADERS)
         except SystemError:
             return i
-        offset = msg.offset()
+        offset_obj = msg.offset()
+        offset = offset_obj
+        if i > start and offset <= previous:
+            return i                         # a run's offsets strictly increase
+        previous = offset
         key = msg.key()
         value = msg.value()
         stamp = msg.timestamp()
         ts = stamp[1] if stamp[0] else -1
-        offsets.append(offset)
-        keys.append(key)
-        if headers or (key is not None and type(key) is not bytes) \
+        offsets.append(offset_obj)
+        if keys is not None:
+            keys.append(key)
+        if headers is not None or (key is not None and type(key) is not bytes) \
                 or (value is not None and type(value) is not bytes):
             records.append(encode_record(topic_index, partition, offset, ts, key, value,
                                          headers))
@@ -85,6 +99,18 @@ def scan_run(list messages, Py_ssize_t start, str topic, int partition, int topi
             records.append(_encode(topic_index, partition, offset, ts, key, value))
         i += 1
     return i
+
+
+def record_sizes(list records):
+    """Compiled :func:`supervisor.transport.runscan.record_sizes_py`."""
+    cdef Py_ssize_t total = 0, longest = 0, n
+    cdef object record
+    for record in records:
+        n = len(record)
+        total += n
+        if n > longest:
+            longest = n
+    return total, longest
 
 
 def copy_records(object data, object words, Py_ssize_t mask, uint64_t head, uint64_t stop,

@@ -20,8 +20,8 @@ from typing import Any
 
 from supervisor.transport.wire import encode_record
 
-__all__ = ["COMPILED", "HEADERS_OF", "copy_records", "copy_records_py", "scan_run",
-           "scan_run_py"]
+__all__ = ["COMPILED", "HEADERS_OF", "copy_records", "copy_records_py", "record_sizes",
+           "record_sizes_py", "scan_run", "scan_run_py"]
 
 #: ``msg.headers()`` through a call that checks for an error set with a result:
 #: confluent-kafka returns a list holding NULL with an error set for a header name that
@@ -31,17 +31,22 @@ HEADERS_OF = operator.methodcaller("headers")
 
 
 def scan_run_py(messages: list[Any], start: int, topic: str, partition: int,
-                topic_index: int, offsets: list[int], keys: list[bytes | None],
+                topic_index: int, offsets: list[int], keys: list[bytes | None] | None,
                 records: list[bytes]) -> int:
     """Append offset, key and encoded record of ``messages[start:]`` while they belong
-    to ``(topic, partition)``, carry no error and have readable headers; return the
-    index of the first message not taken (``len(messages)`` at the end).
+    to ``(topic, partition)``, carry no error, have readable headers and increasing
+    offsets; return the index of the first message not taken (``len(messages)`` at the
+    end).
 
-    The caller deals with the message it stops at: another partition's run, an error,
-    or (when it stops at ``start`` itself) headers that raise SystemError."""
+    ``keys`` None: the caller routes by partition and needs no keys. A run's offsets
+    strictly increase, so its offset tracking and its instance's run of records need
+    no check. The caller deals with the message it stops at: another partition's run,
+    an error, an offset that falls back, or (when it stops at ``start`` itself)
+    headers that raise SystemError."""
     headers_of, encode = HEADERS_OF, encode_record
     end = len(messages)
     i = start
+    previous = -1
     while i < end:
         msg = messages[i]
         if msg.error() is not None or msg.partition() != partition \
@@ -52,13 +57,23 @@ def scan_run_py(messages: list[Any], start: int, topic: str, partition: int,
         except SystemError:
             return i
         offset, key = msg.offset(), msg.key()
+        if offset <= previous and i > start:
+            return i
+        previous = offset
         ts_type, ts = msg.timestamp()
         offsets.append(offset)
-        keys.append(key)
+        if keys is not None:
+            keys.append(key)
         records.append(encode(topic_index, partition, offset, ts if ts_type else -1, key,
                               msg.value(), headers))
         i += 1
     return i
+
+
+def record_sizes_py(records: list[bytes]) -> tuple[int, int]:
+    """``(total, longest)`` length of ``records``: what a run queues in a backlog, and
+    whether any record is too large for a ring, in one pass."""
+    return sum(map(len, records)), max(map(len, records), default=0)
 
 
 def copy_records_py(data: memoryview, words: memoryview, mask: int, head: int, stop: int,
@@ -91,15 +106,21 @@ def copy_records_py(data: memoryview, words: memoryview, mask: int, head: int, s
     return i, head, nbytes
 
 
-def _choose() -> tuple[Callable[..., int], Callable[..., tuple[int, int, int]], bool]:
+Loops = tuple[Callable[..., int], Callable[..., tuple[int, int, int]],
+              Callable[[list[bytes]], tuple[int, int]]]
+
+
+def _choose() -> tuple[Loops, bool]:
+    pure = (scan_run_py, copy_records_py, record_sizes_py)
     if os.environ.get("AGENTD_PURE_PYTHON", "") not in ("", "0"):
-        return scan_run_py, copy_records_py, False
+        return pure, False
     try:
         from supervisor.transport._runscan import copy_records as compiled_copy
-        from supervisor.transport._runscan import scan_run as compiled
+        from supervisor.transport._runscan import record_sizes as compiled_sizes
+        from supervisor.transport._runscan import scan_run as compiled_scan
     except ImportError:  # not built (no compiler at install): the fallback, silently
-        return scan_run_py, copy_records_py, False
-    return compiled, compiled_copy, True
+        return pure, False
+    return (compiled_scan, compiled_copy, compiled_sizes), True
 
 
-scan_run, copy_records, COMPILED = _choose()
+(scan_run, copy_records, record_sizes), COMPILED = _choose()
