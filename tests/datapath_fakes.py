@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+#: What a FakeMessage's headers() holds after it raised once (see headers()).
+_ASKED_AGAIN = object()
+
 
 class FakeMessage:
     """What ``Consumer.consume`` returns, for the calls ``DataPath.dispatch`` makes.
@@ -30,7 +33,13 @@ class FakeMessage:
 
     def headers(self):
         if isinstance(self._headers, BaseException):
-            raise self._headers
+            # As confluent-kafka: it raises once, then returns the list it failed to
+            # fill (a NULL in it) with no error, which crashes whoever reads it.
+            failed, self._headers = self._headers, _ASKED_AGAIN
+            raise failed
+        if self._headers is _ASKED_AGAIN:
+            raise AssertionError("headers() asked again after it failed: confluent-kafka "
+                                 "would return a list holding NULL (a crash)")
         return self._headers
 
 

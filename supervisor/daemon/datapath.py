@@ -30,7 +30,7 @@ from supervisor.daemon.fleet import Fleet
 from supervisor.daemon.instances import AgentRuntime, Instance, Run
 from supervisor.daemon.moves import PartitionMoves
 from supervisor.transport import wire
-from supervisor.transport.runscan import HEADERS_OF, record_sizes, scan_run
+from supervisor.transport.runscan import record_sizes, scan_run
 
 __all__ = ["BLOCKED_WAIT", "FETCH_BATCH", "IDLE_WAIT", "DataPath"]
 
@@ -94,7 +94,7 @@ class DataPath:
         encodes it and appends offset, key and bytes to the run; each run is then
         dispatched at once (:meth:`_dispatch_run`), with one call per run for the
         offset tracker, the instance's unacked records and its batch."""
-        encode, headers_of = wire.encode_record, HEADERS_OF
+        encode = wire.encode_record
         batches: dict[Instance, list[Run]] = {}
         # Per partition in this batch, looked up once: its topic index and its targets.
         targets_of: dict[tuple[str, int], _Found] = {}
@@ -118,24 +118,21 @@ class DataPath:
             stop = scan_run(messages, i, tp[0], tp[1], tidx, offsets, keys, records)
             if offsets:
                 self._dispatch_run(run, offsets, keys, records, batches)
-            if stop != i:
+            if stop >= 0:
                 i = stop
                 continue
-            # It stopped at its first message: headers confluent-kafka cannot read (a
-            # header name that is not UTF-8; legal in the protocol, non-Java clients
-            # write them). The record goes, headers dropped, to the error policy instead
-            # of killing the supervisor on every fetch.
+            # It stopped at a message of the same partition whose headers confluent-kafka
+            # cannot read (a header name that is not UTF-8; legal in the protocol,
+            # non-Java clients write them). The record goes, headers dropped, to the
+            # error policy instead of killing the supervisor on every fetch; its
+            # headers() is not called again (runscan.scan_run_py says why).
+            i = ~stop
+            msg = messages[i]
             ts_type, ts = msg.timestamp()
-            try:
-                headers = headers_of(msg)
-                problem = None
-            except SystemError as exc:
-                headers = None
-                problem = f"a header name is not UTF-8 ({exc.__cause__ or exc}); " \
-                    "headers dropped"
             self._dispatch_run(run, [msg.offset()], [msg.key()], [encode(
                 tidx, tp[1], msg.offset(), ts if ts_type else -1, msg.key(), msg.value(),
-                headers)], batches, problem)
+                None)], batches, "a header name is not UTF-8 (confluent-kafka cannot "
+                "decode it); headers dropped")
             i += 1
         for inst, runs in batches.items():
             newly_blocked = inst.submit_runs(runs)

@@ -78,7 +78,7 @@ def scan_run(list messages, Py_ssize_t start, str topic, int partition, int topi
         try:
             headers = PyObject_CallMethodNoArgs(msg, _HEADERS)
         except SystemError:
-            return i
+            return ~i                        # never ask again: see runscan.scan_run_py
         offset_obj = msg.offset()
         offset = offset_obj
         if i > start and offset <= previous:

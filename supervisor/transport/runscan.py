@@ -36,13 +36,16 @@ def scan_run_py(messages: list[Any], start: int, topic: str, partition: int,
     """Append offset, key and encoded record of ``messages[start:]`` while they belong
     to ``(topic, partition)``, carry no error, have readable headers and increasing
     offsets; return the index of the first message not taken (``len(messages)`` at the
-    end).
+    end), or ``~index`` (negative) when that message's headers cannot be read.
 
     ``keys`` None: the caller routes by partition and needs no keys. A run's offsets
     strictly increase, so its offset tracking and its instance's run of records need
     no check. The caller deals with the message it stops at: another partition's run,
-    an error, an offset that falls back, or (when it stops at ``start`` itself)
-    headers that raise SystemError."""
+    an error, an offset that falls back, or (``~index``) headers that raised
+    SystemError, a header name that is not UTF-8. The caller must not call that
+    message's ``headers()`` again: confluent-kafka keeps the list it failed to fill
+    (a NULL item in it) and returns it on the next call with no error, and reading it
+    crashes the interpreter."""
     headers_of, encode = HEADERS_OF, encode_record
     end = len(messages)
     i = start
@@ -55,7 +58,7 @@ def scan_run_py(messages: list[Any], start: int, topic: str, partition: int,
         try:
             headers = headers_of(msg)
         except SystemError:
-            return i
+            return ~i
         offset, key = msg.offset(), msg.key()
         if offset <= previous and i > start:
             return i
