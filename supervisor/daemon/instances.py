@@ -50,6 +50,8 @@ __all__ = ["AgentRuntime", "Instance", "Key", "Run", "power_of_two"]
 log = logging.getLogger("agentd.instances")
 
 OUTBOUND_RING_SIZE = 1 << 20
+#: Backlog records the pump writes with one ring call (one head publish).
+WRITE_CHUNK = 4096
 MAX_BACKOFF = 10.0
 #: The backlog's high-water mark in records: one per this many bytes of ring (a 4 MiB
 #: ring: 65,536 records), so the per-record overhead of tiny records stays bounded.
@@ -246,17 +248,24 @@ class Instance:
         queued = 0
         partial = -1  # bytes the ring took of a whole run it filled up in
         if not pending and not self.window and self.inbound is not None:
-            write = self.inbound.write_run
-            for seg in segments:
-                upto, copied = write(seg[0].records, seg[1], seg[2])
-                if upto < seg[2]:
-                    if seg[1] == 0:
-                        partial = copied
-                    seg[1] = upto
-                    break
-                queued += 1
-            else:
-                return []
+            if len(segments) == 1:
+                run, start, end = segments[0]
+                upto, partial = self.inbound.write_run(run.records, start, end)
+                if upto == end:
+                    return []
+                if start:
+                    partial = -1
+                segments[0][1] = upto
+            else:  # one ring call for all of them: the worker sees one batch
+                left, _copied = self._write_flat(segments)
+                for seg in segments:
+                    if left < seg[2] - seg[1]:
+                        seg[1] += left
+                        break
+                    left -= seg[2] - seg[1]
+                    queued += 1
+                else:
+                    return []
         for seg in segments[queued:]:
             run, start, end = seg
             pending.add(run, start, end)
@@ -299,25 +308,48 @@ class Instance:
             self.controls.popleft()
         if self.window:
             return self._pump_window()
-        pending, write = self._pending, self.inbound.write_run
+        pending = self._pending
         segments = pending.segments()
         moved = False
         while segments:
-            seg = segments[0]
-            run, start, end = seg
-            if not run.alive:  # retired meanwhile (revoked, poisoned): skip it
-                pending.consumed(seg, end)
-                continue
-            upto, copied = write(run.records, max(start, run.lo), end)
+            # The front segments, up to WRITE_CHUNK slots, each from its first slot not
+            # retired; a dead run (revoked, poisoned meanwhile) as an empty one.
+            chosen: list[Segment] = []
+            slots = 0
+            for seg in segments:
+                run = seg[0]
+                start = max(seg[1], run.lo) if run.alive else seg[2]
+                chosen.append([run, start, seg[2]])
+                slots += seg[2] - start
+                if slots >= WRITE_CHUNK:
+                    break
+            left, copied = self._write_flat(chosen)
             if copied:
                 moved = True
                 self.pending_bytes -= copied
-            pending.consumed(seg, upto)
-            if upto < end:
+            full = left < slots
+            for _run, start, end in chosen:
+                if left >= end - start:
+                    left -= end - start
+                    pending.consumed(segments[0], end)
+                else:
+                    pending.consumed(segments[0], start + left)
+                    break
+            if full:
                 break
         if not pending:
             self.pending_bytes = 0
         return moved
+
+    def _write_flat(self, segments: list[Segment]) -> tuple[int, int]:
+        """Write the segments' records in order with one ring call (one head publish);
+        returns the slots taken and the bytes copied."""
+        assert self.inbound is not None
+        flat: list[Any] = []
+        for run, start, end in segments:
+            flat += run.records if start == 0 and end == len(run.records) \
+                else run.records[start:end]
+        return self.inbound.write_run(flat, 0, len(flat))
 
     def _pump_window(self) -> bool:
         """Recovery: write the next window once the previous one is fully acked."""

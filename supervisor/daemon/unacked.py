@@ -339,6 +339,8 @@ class Backlog:
         self._count -= upto - seg[1]
         if upto >= seg[2]:
             self._segments.popleft()
+            if not self._segments:
+                self._count = 0
         else:
             seg[1] = upto
 
