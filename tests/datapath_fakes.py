@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-#: What a FakeMessage's headers() holds after it raised once (see headers()).
-_ASKED_AGAIN = object()
+_READ_TWICE = object()
 
 
 class FakeMessage:
@@ -33,13 +32,14 @@ class FakeMessage:
 
     def headers(self):
         if isinstance(self._headers, BaseException):
-            # As confluent-kafka: it raises once, then returns the list it failed to
-            # fill (a NULL in it) with no error, which crashes whoever reads it.
-            failed, self._headers = self._headers, _ASKED_AGAIN
-            raise failed
-        if self._headers is _ASKED_AGAIN:
-            raise AssertionError("headers() asked again after it failed: confluent-kafka "
-                                 "would return a list holding NULL (a crash)")
+            # As confluent-kafka: the first call fails; the list holding NULL it made is
+            # kept, and a second call returns it without the error (reading it crashes
+            # the interpreter), so reading headers twice is a bug of the caller.
+            failure, self._headers = self._headers, _READ_TWICE
+            raise failure
+        if self._headers is _READ_TWICE:
+            raise AssertionError("headers() called again after it failed: under "
+                                 "confluent-kafka this returns a list holding NULL")
         return self._headers
 
 

@@ -173,6 +173,9 @@ class OffsetTracker:
     def __init__(self) -> None:
         self._lanes: dict[TopicPartition, dict[int, Lane]] = {}
         self._committed: dict[TopicPartition, int] = {}
+        #: lost to the group (``GroupMember.on_lost``): acks still count, nothing is
+        #: committed for them until they are this daemon's again (or forgotten)
+        self.suspended: set[TopicPartition] = set()
 
     def lane(self, tp: TopicPartition, lane: int = 0) -> Lane:
         """The ``Lane`` object, for a hot loop that wants to skip two dict lookups."""
@@ -213,6 +216,8 @@ class OffsetTracker:
         ``mark_committed``; the offset is Kafka's "next message to read"."""
         moved: dict[TopicPartition, int] = {}
         for tp in self._lanes:
+            if tp in self.suspended:
+                continue
             position = self.position(tp)
             if position is not None and position != self._committed.get(tp):
                 moved[tp] = position
@@ -228,7 +233,7 @@ class OffsetTracker:
         for tp, lanes in self._lanes.items():
             position = None
             for lane in lanes.values():
-                if lane.pending:
+                if lane.pending or tp in self.suspended:
                     break
                 low = lane.next_offset
                 if low is not None and (position is None or low < position):
@@ -261,6 +266,14 @@ class OffsetTracker:
         """Drop ``tp`` (revoked): later acks for it are ignored, it is never committed."""
         self._lanes.pop(tp, None)
         self._committed.pop(tp, None)
+        self.suspended.discard(tp)
+
+    def next_offset(self, tp: TopicPartition) -> int | None:
+        """Where fetching ``tp`` goes on from: the lowest over its lanes of highest
+        dispatched + 1 (None: never fed). Everything below it is acked or in flight."""
+        nexts = [lane.next_offset for lane in self._lanes.get(tp, {}).values()
+                 if lane.next_offset is not None]
+        return min(nexts) if nexts else None
 
     def partitions(self) -> Iterable[TopicPartition]:
         """Every partition with tracked state."""

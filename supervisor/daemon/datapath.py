@@ -126,7 +126,7 @@ class DataPath:
             # non-Java clients write them). The record goes, headers dropped, to the
             # error policy instead of killing the supervisor on every fetch; its
             # headers() is not called again (runscan.scan_run_py says why).
-            i = ~stop
+            i = -stop - 1
             msg = messages[i]
             ts_type, ts = msg.timestamp()
             self._dispatch_run(run, [msg.offset()], [msg.key()], [encode(

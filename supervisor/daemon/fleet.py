@@ -25,7 +25,11 @@ from supervisor.config.loader import Config, ConfigError, validate_agent_names
 from supervisor.daemon.instances import AgentRuntime, Instance
 from supervisor.daemon.leader import Leadership, leader_topic
 from supervisor.daemon.router import Router
-from supervisor.daemon.topics import DEFAULT_PARTITIONS, SESSION_TUNING, connection_settings
+from supervisor.daemon.topics import (
+    DEFAULT_PARTITIONS,
+    SESSION_TUNING,
+    daemon_client_settings,
+)
 from supervisor.daemon.zygote import AgentSpec, Zygote, ZygoteError
 from supervisor.transport import wire
 
@@ -102,7 +106,7 @@ class Fleet:
         app_id = self.app_id() or "agentd"
         group = self.config.group_id or app_id
         settings = {**SESSION_TUNING, **dict(self.config.kafka),
-                    **connection_settings(self.bootstrap, self.config.kafka)}
+                    **daemon_client_settings(self.bootstrap, self.config.kafka)}
         self.leadership = Leadership(leader_topic(app_id), f"{group}-__leader", settings)
         self.leadership.start()
 
@@ -197,7 +201,7 @@ class Fleet:
     def env_for(self, config: Config) -> dict[str, str]:
         """The environment of a zygote (and so of its instances): where Kafka is and how
         to connect (``[kafka]`` TLS/SASL keys for agentlib's clients), the log level."""
-        client = connection_settings(self.bootstrap, config.kafka)
+        client = daemon_client_settings(self.bootstrap, config.kafka)
         del client["bootstrap.servers"]
         return {**os.environ, "AGENTD_BROKER": self.bootstrap,
                 "AGENTD_KAFKA_CLIENT": json.dumps(client),
@@ -237,12 +241,19 @@ class Fleet:
         if not self.exactly_once:
             return {}
         group = self.config.group_id or self.app_id() or "agentd"
-        # Two daemons of one group on one host differ by their state_dir (each has its
-        # own control socket there); with the same ids they would fence each other.
-        daemon = zlib.crc32(str(self.config.state_dir).encode())
         return {"exactly_once": True, "commit_interval": self.config.commit_interval,
-                "transactional_id": f"agentd-{group}-{socket.gethostname()}-{daemon:08x}-"
-                                    f"{inst.agent.name}-{inst.index}"}
+                "group_id": group,
+                "transactional_id": f"{self.daemon_identity()}-{inst.agent.name}-"
+                                    f"{inst.index}"}
+
+    def daemon_identity(self) -> str:
+        """This daemon's name in its group, stable across its restarts: the prefix of
+        its instances' transactional ids and its static member id (``group.instance.id``).
+        Two daemons of one group on one host differ by their state_dir (each has its own
+        control socket there); with the same ids they would fence each other."""
+        group = self.config.group_id or self.app_id() or "agentd"
+        daemon = zlib.crc32(str(self.config.state_dir).encode())
+        return f"agentd-{group}-{socket.gethostname()}-{daemon:08x}"
 
     # ------------------------------------------------------------------ processes
 

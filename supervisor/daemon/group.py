@@ -11,6 +11,19 @@ Waiting for those acks is the supervisor's own loop steps (read acks, advance a
 handover, reap the dead), run through the ``await_acks`` callable the supervisor
 passes in: librdkafka needs the commit before the callback returns, so the wait
 cannot be left to the next loop turn.
+
+**Lost partitions** (issue 20) are different: the group dropped this member (its
+session expired, typically while the broker was down), so they may be another
+member's already, nothing can be committed for them, and waiting for acks would only
+stall the loop (sinks cannot ack while the broker is away). Under at-least-once their
+work is kept as it is: the instances go on with what they hold, acks still reach the
+offset tracker (which commits nothing for them meanwhile). The next assignment
+settles them: a partition that comes back, with the group's committed offset not past
+what this daemon dispatched, is fetched from where this daemon stopped fetching, so
+nothing it already had is replayed; any other is dropped then, as a revoke would
+without the wait and the commit, and read from the committed offset like any newly
+assigned one. Under exactly once a lost partition is revoked as before (its offsets
+go in the instances' transactions, which the group's new generation fences).
 """
 
 from __future__ import annotations
@@ -48,8 +61,13 @@ class GroupMember:
         self.keeper: TableKeeper | None = None
         #: exactly once: instances get the new generation's group metadata at once
         self.txfeed: GroupFeed | None = None
+        #: partitions lost with their work kept, until the next assignment settles them
+        self.lost: set[tuple[str, int]] = set()
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self.lost:
+            resumed = self.settle_lost(consumer, partitions)
+            partitions = [tp for tp in partitions if (tp.topic, tp.partition) not in resumed]
         for topic in {tp.topic for tp in partitions}:
             tps = [(tp.topic, tp.partition) for tp in partitions if tp.topic == topic]
             for agent in self.fleet.subscriptions.get(topic, []):
@@ -67,6 +85,69 @@ class GroupMember:
         keyed = self.datapath.stop_feeding(revoked)
         self.await_acks(keyed)
         self.committer.commit(asynchronous=False, only=revoked)
+        self.forget(revoked, keyed)
+        log.info("revoked %d partitions", len(partitions))
+
+    def on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """The group dropped this member: keep the partitions' work (see the module)."""
+        if self.committer.transactional:
+            self.on_revoke(consumer, partitions)
+            return
+        lost = {(tp.topic, tp.partition) for tp in partitions}
+        tracker = self.datapath.tracker
+        tracker.suspended |= lost
+        self.lost |= lost
+        log.warning("lost %d partitions (the group no longer knows this member): %d records "
+                    "in flight kept; fed on from where they are if the partitions come back",
+                    len(lost), sum(tracker.in_flight(tp) for tp in lost))
+
+    def settle_lost(self, consumer: Consumer, partitions: list[TopicPartition]
+                    ) -> set[tuple[str, int]]:
+        """The first assignment after a loss: assign (here, not in confluent-kafka) every
+        partition of it, each lost one that comes back from where this daemon stopped
+        fetching it when the group's committed offset is not past that; forget the other
+        lost ones. The partitions resumed, which are this daemon's as they were."""
+        lost, self.lost = self.lost, set()
+        tracker = self.datapath.tracker
+        back = [TopicPartition(tp.topic, tp.partition) for tp in partitions
+                if (tp.topic, tp.partition) in lost]
+        try:
+            committed = {(tp.topic, tp.partition): tp.offset
+                         for tp in consumer.committed(back, timeout=10.0)} if back else {}
+        except Exception as exc:  # the broker went again: read them from their commits
+            log.warning("lost partitions came back, their committed offsets unknown (%s): "
+                        "read again from the group's commits", exc)
+            committed = {}
+        resume_at = {}
+        for tp, offset in committed.items():
+            position = tracker.next_offset(tp)
+            if position is not None and offset <= position:
+                resume_at[tp] = position
+        dropped = lost - resume_at.keys()
+        if dropped:
+            self.forget(dropped, self.datapath.stop_feeding(dropped))
+        tracker.suspended -= lost
+        if not resume_at:
+            return set()
+        consumer.incremental_assign([
+            TopicPartition(tp.topic, tp.partition,
+                           resume_at.get((tp.topic, tp.partition), tp.offset))
+            for tp in partitions])
+        # An assignment starts unpaused: a partition whose instances still hold too much
+        # stays paused (the pause set kept it through the loss).
+        index = self.fleet.topic_index
+        still_paused = [TopicPartition(*tp) for tp in resume_at
+                        if self.datapath.paused_by.get((index[tp[0]], tp[1]))]
+        if still_paused:
+            consumer.pause(still_paused)
+        log.info("%d lost partitions are back: fed on from where this daemon was, nothing "
+                 "replayed (%s)", len(resume_at),
+                 ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(resume_at.items())))
+        return set(resume_at)
+
+    def forget(self, revoked: set[tuple[str, int]], keyed: set[tuple[int, int]]) -> None:
+        """Partitions no longer this daemon's: out of the data path, the routers (their
+        owners close the table shards) and the standby keeper."""
         self.datapath.forget(revoked, keyed)
         for topic in {t for t, _ in revoked}:
             for agent in self.fleet.subscriptions.get(topic, []):
@@ -76,4 +157,3 @@ class GroupMember:
                 self.datapath.begin_moves(agent, moved, before)
         if self.keeper is not None:
             self.keeper.revoked(revoked)
-        log.info("revoked %d partitions", len(partitions))

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.daemon.fleet import Fleet
-from supervisor.daemon.topics import connection_settings
+from supervisor.daemon.topics import daemon_client_settings
 
 __all__ = ["KEEPER_MODULE", "KeeperError", "TableKeeper"]
 
@@ -61,7 +61,7 @@ class TableKeeper:
     def of(cls, fleet: Fleet) -> TableKeeper:
         """The keeper of ``fleet``'s tables (started only if :attr:`needed`)."""
         bootstrap, config = fleet.bootstrap, fleet.config
-        client = connection_settings(bootstrap, config.kafka)
+        client = daemon_client_settings(bootstrap, config.kafka)
         del client["bootstrap.servers"]
         return cls(fleet.table_copies, bootstrap=bootstrap, client=client,
                    status_file=config.state_dir / "keeper-status.json",

@@ -61,6 +61,7 @@ from supervisor.daemon.topics import (
     BrokerUnreachable,
     TopicMismatch,
     connection_settings,
+    daemon_client_settings,
     ensure_topics,
     partition_counts,
 )
@@ -74,12 +75,10 @@ __all__ = ["CONSUMER_TUNING", "Supervisor"]
 
 log = logging.getLogger("agentd")
 
-STOP_GRACE = 5.0       # after STOP, before SIGKILL
-REVOKE_WAIT_MAX = 30.0  # a revoke waits at most this long for acks (or shutdown_timeout)
+STOP_GRACE, REVOKE_WAIT_MAX = 5.0, 30.0  # after STOP, before SIGKILL; a revoke's wait
 
-#: librdkafka defaults agentd changes (``[kafka]`` overrides them). It looks for records
-#: again only ``fetch.queue.backoff.ms`` (1000 ms) after its queue filled: the supervisor
-#: drained it in a fraction of that, then sat idle (150k -> 300k msg/s). Sessions: 6 s.
+#: librdkafka defaults agentd changes (``[kafka]`` overrides them): fetch backoff 1000 ->
+#: 50 ms (the supervisor drained a full queue long before; 150k -> 300k msg/s); 6 s sessions.
 CONSUMER_TUNING: dict[str, Any] = {"fetch.queue.backoff.ms": 50, **SESSION_TUNING}
 
 
@@ -226,24 +225,27 @@ class Supervisor:
             self.keeper = self.group.keeper = keeper
             self.tables.keepers.append(keeper)
 
-    def mock_cluster_tuning(self) -> dict[str, Any]:
-        """:data:`MOCK_CONSUMER_TUNING` when Kafka is librdkafka's mock cluster (ours, or
-        ``agentd dev-broker --embedded``'s), else nothing."""
+    def membership(self) -> dict[str, Any]:
+        """A static member (KIP-345) named by :meth:`Fleet.daemon_identity` (back in its
+        group at once after a broker outage or a restart: docs/decisions.md); on
+        librdkafka's mock cluster (ours or dev-broker --embedded's) its own tuning."""
         settings = connection_settings(self.fleet.bootstrap, self.config.kafka)
         if self.embedded is not None or mock_cluster_at(settings):
             return dict(MOCK_CONSUMER_TUNING)
-        return {}
+        return {"group.instance.id": self.fleet.daemon_identity()}
 
     def start_consumer(self) -> None:
         bootstrap, fleet = self.fleet.bootstrap, self.fleet
         group = self.config.group_id or fleet.app_id() or "agentd"
         settings: dict[str, Any] = {
-            "bootstrap.servers": bootstrap, "group.id": group,
+            **daemon_client_settings(bootstrap, self.config.kafka), "group.id": group,
             "enable.auto.commit": False, "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "partition.assignment.strategy": "cooperative-sticky",
-            **CONSUMER_TUNING, **self.mock_cluster_tuning(),
+            **CONSUMER_TUNING, **self.membership(),
             "on_commit": self.committer.on_commit, **dict(self.config.kafka)}
+        if not settings.get("group.instance.id"):  # "" in [kafka]: a dynamic member
+            settings.pop("group.instance.id", None)
         if fleet.exactly_once:  # the instances commit offsets in their transactions
             settings.update(TXN_CONSUMER_SETTINGS)
             self.committer.transactional = True
@@ -251,10 +253,10 @@ class Supervisor:
         consumer = Consumer(settings)
         self.datapath.consumer = self.committer.consumer = consumer
         consumer.subscribe(fleet.topics, on_assign=self.group.on_assign,
-                           on_revoke=self.group.on_revoke, on_lost=self.group.on_revoke)
+                           on_revoke=self.group.on_revoke, on_lost=self.group.on_lost)
         self.datapath.failures = RecordFailures(
             bootstrap, self.committer.failed_done, self.on_crash,
-            connection_settings(bootstrap, self.config.kafka))
+            daemon_client_settings(bootstrap, self.config.kafka))
         self.committer.start_interval()
         log.info("consumer group %s subscribed to %s", group, ", ".join(fleet.topics))
 
@@ -399,7 +401,7 @@ class Supervisor:
     # ================================================================= stop
 
     def shutdown(self) -> None:
-        """Commit what was acked, stop instances, leave the group, stop the broker."""
+        """Commit what was acked, stop instances, close the consumer, stop the broker."""
         self.reloader.close(0.0 if self.life.forced else self.config.shutdown_timeout)
         consumer = self.datapath.consumer
         if consumer is not None:

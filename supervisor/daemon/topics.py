@@ -23,8 +23,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from supervisor.devbrokers.embedded import AUTO_CREATE_PARTITIONS, is_mock_cluster
 
-__all__ = ["DEFAULT_PARTITIONS", "BrokerUnreachable", "TopicMismatch", "compare_partitions",
-           "connection_settings", "ensure_topics"]
+__all__ = ["DEFAULT_PARTITIONS", "RECONNECT_TUNING", "BrokerUnreachable", "TopicMismatch",
+           "compare_partitions", "connection_settings", "daemon_client_settings",
+           "ensure_topics"]
 
 log = logging.getLogger("agentd.topics")
 
@@ -42,6 +43,22 @@ def connection_settings(bootstrap: str, kafka: Mapping[str, Any]) -> dict[str, A
     connection keys of the config's ``[kafka]`` table."""
     return {"bootstrap.servers": bootstrap,
             **{k: v for k, v in kafka.items() if k.startswith(_CONNECTION_PREFIXES)}}
+
+
+#: Reconnect backoff (librdkafka: 100 ms doubling up to 10 s) of every client the daemon
+#: keeps open (its consumer, the instances' producers, the dead-letter producer, the
+#: leader election and the table keeper). During a broker outage the backoff grows to
+#: its maximum, so each client could notice the broker back up to 10 s late (issue 20);
+#: with 1 s at most a second, for one connection attempt a second per client while the
+#: broker is away. ``[kafka]`` overrides it.
+RECONNECT_TUNING: dict[str, Any] = {"reconnect.backoff.max.ms": 1000}
+
+
+def daemon_client_settings(bootstrap: str, kafka: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`connection_settings` for a client that lives as long as the daemon and
+    must ride out a broker outage: with :data:`RECONNECT_TUNING` under the config's keys."""
+    return {"bootstrap.servers": bootstrap, **RECONNECT_TUNING,
+            **connection_settings(bootstrap, kafka)}
 
 
 #: Group session defaults (librdkafka: 45 s / 3 s) for every group agentd joins, the data

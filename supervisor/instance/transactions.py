@@ -50,9 +50,14 @@ LINGER_MS = 5
 class Transactions:
     """One instance's transaction: what it holds back, and the commit cycle."""
 
-    def __init__(self, producer: Any, interval: float) -> None:
+    def __init__(self, producer: Any, interval: float, group_id: str | None = None) -> None:
         self.producer = producer
         self.interval = interval
+        self.group_id = group_id
+        #: (topic index, partition) -> the group's committed offset, while records
+        #: below it may still arrive (see :meth:`committed_below`)
+        self.skip_below: dict[tuple[int, int], int] = {}
+        self._offsets_reader: Any = None
         self.group_metadata: bytes | None = None
         self.quiescing = False
         self.acks: list[bytes] = []
@@ -85,7 +90,7 @@ class Transactions:
         app._producer = kafka.KafkaProducer(app.conf.broker, config={
             "transactional.id": settings["transactional_id"],
             "transaction.timeout.ms": timeout_ms, "linger.ms": LINGER_MS})
-        return cls(app._producer, interval)
+        return cls(app._producer, interval, settings.get("group_id"))
 
     def start(self) -> None:
         """Fence any predecessor (aborting its open transaction), open the first one.
@@ -98,6 +103,43 @@ class Transactions:
         self._handle = self.producer._ensure()
         self._call(self._handle.init_transactions, TRANSACTION_TIMEOUT_S * 3)
         self._call(self._handle.begin_transaction)
+
+    def note_partition(self, tp: tuple[int, int], topic: str) -> None:
+        """A partition's first record in this instance: look up the group's committed
+        offset, once the transactions are started (``init_transactions`` has let a
+        predecessor's last commit finish or aborted it).
+
+        Why: a predecessor killed after ``commit_transaction`` returned but before its
+        ACKs reached the supervisor committed those records, outputs included; the
+        supervisor re-dispatches them (it saw no ACK). Processed again, their outputs
+        would be in Kafka twice; :meth:`committed_below` lets them be acked unread."""
+        if not self.group_id:
+            return
+        if self._offsets_reader is None:
+            from confluent_kafka import Consumer
+
+            from agentlib.kafka import client_settings
+            self._offsets_reader = Consumer({
+                "bootstrap.servers": self.producer.bootstrap, **client_settings(),
+                "group.id": self.group_id, "enable.auto.commit": False,
+                "isolation.level": "read_committed"})
+        from confluent_kafka import TopicPartition
+        (found,) = self._call(self._offsets_reader.committed,
+                              [TopicPartition(topic, tp[1])], TRANSACTION_TIMEOUT_S)
+        if found.offset > 0:
+            self.skip_below[tp] = found.offset
+
+    def committed_below(self, tp: tuple[int, int], offset: int) -> bool:
+        """Whether this record's offset is already committed (called only while
+        :attr:`skip_below` has entries: records arrive in offset order per partition,
+        so the first one at or past the committed offset ends the check)."""
+        below = self.skip_below.get(tp)
+        if below is None:
+            return False
+        if offset < below:
+            return True
+        del self.skip_below[tp]
+        return False
 
     # ------------------------------------------------------------------ what is held
 
@@ -160,6 +202,8 @@ class Transactions:
 
     def close(self) -> None:
         """At exit: whatever was not committed is aborted (its records were not ACKed)."""
+        if self._offsets_reader is not None:
+            self._offsets_reader.close()
         if self._handle is None:
             return
         log.info("exactly once: %d transactions committed, %.3f s quiescing, %.3f s in the "

@@ -214,7 +214,8 @@ class Worker:
             # The per-record step, inlined (it runs for every message): decode the
             # RECORD, note its offset as fed, make the host's RawRecord.
             fields, make, fed_of = wire.record_fields, self._raw_record, self._fed
-            topics = self.topics
+            topics, txn = self.topics, self.txn
+            skip_below = txn.skip_below if txn is not None else {}
             try:
                 for view in views:
                     if view[0] == _RECORD:
@@ -225,6 +226,11 @@ class Worker:
                         if fed is None:
                             fed = self._new_partition(tp)
                         fed.append(offset)
+                        if skip_below and txn is not None \
+                                and txn.committed_below(tp, offset):
+                            self._done[tp].add(offset)  # committed by a predecessor
+                            self._schedule_flush()
+                            continue
                         append(make(topics[topic_index], partition, offset, timestamp_ms,
                                     key, value, headers))
                     else:
@@ -246,6 +252,8 @@ class Worker:
         self._done[tp] = set()
         if self.tables is not None:
             self.tables.open_partition(tp[1])
+        if self.txn is not None:
+            self.txn.note_partition(tp, self.topics[tp[0]])
         return fed
 
     def _control(self, view: memoryview) -> None:
@@ -290,6 +298,9 @@ class Worker:
                 return
             self._done_by_name[name_tp] = done
         done.add(record.offset)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             assert self._loop is not None

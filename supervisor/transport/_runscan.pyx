@@ -78,7 +78,7 @@ def scan_run(list messages, Py_ssize_t start, str topic, int partition, int topi
         try:
             headers = PyObject_CallMethodNoArgs(msg, _HEADERS)
         except SystemError:
-            return ~i                        # never ask again: see runscan.scan_run_py
+            return -i - 1  # headers unreadable: runscan.py says why it is not re-read
         offset_obj = msg.offset()
         offset = offset_obj
         if i > start and offset <= previous:

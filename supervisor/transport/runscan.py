@@ -36,12 +36,13 @@ def scan_run_py(messages: list[Any], start: int, topic: str, partition: int,
     """Append offset, key and encoded record of ``messages[start:]`` while they belong
     to ``(topic, partition)``, carry no error, have readable headers and increasing
     offsets; return the index of the first message not taken (``len(messages)`` at the
-    end), or ``~index`` (negative) when that message's headers cannot be read.
+    end), or ``-i - 1`` when it stopped at message ``i`` because its headers could not
+    be read.
 
     ``keys`` None: the caller routes by partition and needs no keys. A run's offsets
     strictly increase, so its offset tracking and its instance's run of records need
     no check. The caller deals with the message it stops at: another partition's run,
-    an error, an offset that falls back, or (``~index``) headers that raised
+    an error, an offset that falls back, or (a negative return) headers that raised
     SystemError, a header name that is not UTF-8. The caller must not call that
     message's ``headers()`` again: confluent-kafka keeps the list it failed to fill
     (a NULL item in it) and returns it on the next call with no error, and reading it
@@ -58,7 +59,7 @@ def scan_run_py(messages: list[Any], start: int, topic: str, partition: int,
         try:
             headers = headers_of(msg)
         except SystemError:
-            return ~i
+            return -i - 1
         offset, key = msg.offset(), msg.key()
         if offset <= previous and i > start:
             return i
