@@ -227,12 +227,13 @@ class Supervisor:
 
     def membership(self) -> dict[str, Any]:
         """A static member (KIP-345) named by :meth:`Fleet.daemon_identity` (back in its
-        group at once after a broker outage or a restart: docs/decisions.md); on
-        librdkafka's mock cluster (ours or dev-broker --embedded's) its own tuning."""
+        group at once after a broker outage or a restart: docs/decisions.md), except
+        under exactly once; on librdkafka's mock cluster its own tuning."""
         settings = connection_settings(self.fleet.bootstrap, self.config.kafka)
         if self.embedded is not None or mock_cluster_at(settings):
             return dict(MOCK_CONSUMER_TUNING)
-        return {"group.instance.id": self.fleet.daemon_identity()}
+        static = {"group.instance.id": self.fleet.daemon_identity()}
+        return {} if self.fleet.exactly_once else static  # EOS: dynamic, see decisions
 
     def start_consumer(self) -> None:
         bootstrap, fleet = self.fleet.bootstrap, self.fleet
@@ -244,8 +245,7 @@ class Supervisor:
             "partition.assignment.strategy": "cooperative-sticky",
             **CONSUMER_TUNING, **self.membership(),
             "on_commit": self.committer.on_commit, **dict(self.config.kafka)}
-        if not settings.get("group.instance.id"):  # "" in [kafka]: a dynamic member
-            settings.pop("group.instance.id", None)
+        settings = {k: v for k, v in settings.items() if v != "" or k != "group.instance.id"}
         if fleet.exactly_once:  # the instances commit offsets in their transactions
             settings.update(TXN_CONSUMER_SETTINGS)
             self.committer.transactional = True
