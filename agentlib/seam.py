@@ -353,7 +353,7 @@ class AgentHost:
         if self._on_yield is not None:
             self._on_yield(events, value)
         await deliver(value, events, self.agent.sinks, hold=self._hold_events,
-                      producer=self._producer_now)
+                      producer=self._producer_now, ledger=self._ledger)
 
     async def _run(self) -> None:
         """Run the agent function; restart it after an exception, on the same stream."""
