@@ -29,3 +29,29 @@ def test_at_least_once_leaves_the_apps_producer_alone():
     agent = fake_agent()
     assert Transactions.install(agent, {"commit_interval": 0.25}) is None
     assert agent.app._producer is None
+
+
+def test_exactly_once_table_changelog_writes_go_through_the_transactional_producer(tmp_path):
+    """Changelog writes must commit with the outputs and offsets of the records that
+    made them: under exactly once the table runtime uses the app's (transactional)
+    producer, not the lingering changelog producer of at least once."""
+    import agentlib
+    from supervisor.instance.tables import InstanceTables
+
+    app = agentlib.App("eos-tables", broker="kafka://127.0.0.1:9")
+    app.Table("counts", default=int)
+
+    @app.agent(app.topic("in"))
+    async def count(stream):  # pragma: no cover (never run)
+        async for _ in stream:
+            pass
+
+    settings = {"exactly_once": True, "transactional_id": "agentd-g-h-count-0"}
+    tables = InstanceTables.install(count, str(tmp_path), exactly_once=True)
+    txn = Transactions.install(count, settings)
+    assert tables is not None and txn is not None
+    assert tables.producer is None
+    assert tables.runtime._producer() is app.producer is txn.producer
+    alo = InstanceTables.install(count, str(tmp_path))
+    assert alo is not None and alo.producer is not None
+    assert alo.runtime._producer() is alo.producer is not app.producer
