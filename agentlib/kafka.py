@@ -284,14 +284,16 @@ class KafkaProducer:
         message, for streams of messages that each hold a record's ack (sink outputs,
         table changelog writes): see :mod:`agentlib.deliveries`.
         """
-        handle = self._ensure()
+        handle = self._handle
+        if handle is None or self._pid != _pid:
+            handle = self._ensure()
         batch = self._batches.open.get(settle)
         if batch is None:
             batch = self._batches.start(settle, track_offsets)
         handle.produce(topic, value, key, partition=-1 if partition is None else partition,
                        headers=headers if headers is None or type(headers) is list
                        else _plain_headers(headers), on_delivery=batch)
-        batch.sent(token, topic, key, value)
+        batch.entries.append((token, topic, key, value))  # (DeliveryBatch.sent, inlined)
 
     async def send(self, topic: str, key: bytes | None, value: bytes | None,
                    partition: int | None = None,

@@ -89,6 +89,8 @@ class Topic:
         self.has_prefix = has_prefix
         #: (value_serializer, value_type, the codec's dumps) as encode_value last found
         self._value_dumps: tuple[Any, Any, Callable[[Any], bytes]] | None = None
+        #: the same for load_value: (value_serializer, value_type, the codec's loads)
+        self._value_loads: tuple[Any, Any, Callable[[bytes], Any]] | None = None
 
     def get_topic_name(self) -> str:
         """The main topic (the first name), where ``send`` produces."""
@@ -152,10 +154,18 @@ class Topic:
         return _as_type(self.key_type, payload)
 
     def load_value(self, data: bytes | None) -> Any:
-        """Bytes → codec payload (still JSON-shaped), before any Record is built."""
+        """Bytes → codec payload (still JSON-shaped), before any Record is built.
+
+        The codec's ``loads`` is kept as :meth:`encode_value` keeps its ``dumps`` (a
+        table read decodes a value with it)."""
         if data is None:
             return None
-        return codecs.loads(self._value_codec(), data)
+        memo = self._value_loads
+        if memo is None or memo[0] is not self.value_serializer \
+                or memo[1] is not self.value_type:
+            memo = self._value_loads = (self.value_serializer, self.value_type,
+                                        codecs.get_codec(self._value_codec()).loads)
+        return memo[2](data)
 
     def decode_value(self, payload: Any) -> Any:
         """A codec payload → the value the agent sees (``value_type`` applied)."""
