@@ -235,18 +235,18 @@ def test_str_and_bytearray_decode_as_json_loads(data: Any):
 
 _stdlib_dumps = json.JSONEncoder(separators=(",", ":"), default=codecs._json_default).encode
 
-_scalars = (st.none() | st.booleans() | st.integers() | st.text()
+_dumps_scalars = (st.none() | st.booleans() | st.integers() | st.text()
             | st.floats(allow_nan=True, allow_infinity=True)
             | st.sampled_from([1e16, -1e16, 1e-4, 1e-5, -0.0, 9999999999999998.0, 5e-324])
             | st.text(alphabet=st.characters(max_codepoint=0x80)))
-_values = st.recursive(_scalars, lambda inner: (
+_dumps_values = st.recursive(_dumps_scalars, lambda inner: (
     st.lists(inner, max_size=4) | st.tuples(inner, inner)
     | st.dictionaries(st.text(max_size=4) | st.integers(), inner, max_size=4)),
     max_leaves=20)
 
 
 @_SETTINGS
-@given(_values)
+@given(_dumps_values)
 @example({"id": 1, "amount": 12.5, "kind": "dépôt", "n": None, "ok": True})
 @example({"deep": [[[[[[{"a": 1.0}]]]]]]})
 @example({"del": "\x7f", 1: 2})

@@ -31,12 +31,17 @@ def test_at_least_once_leaves_the_apps_producer_alone():
     assert agent.app._producer is None
 
 
-def test_exactly_once_table_changelog_writes_go_through_the_transactional_producer(tmp_path):
+def test_exactly_once_table_changelog_writes_go_through_the_transactional_producer(
+        tmp_path, monkeypatch):
     """Changelog writes must commit with the outputs and offsets of the records that
     made them: under exactly once the table runtime uses the app's (transactional)
     producer, not the lingering changelog producer of at least once."""
     import agentlib
+    from agentlib.tables import runtime as runtimes
     from supervisor.instance.tables import InstanceTables
+
+    # InstanceTables.install installs its runtime for the whole process: put it back
+    monkeypatch.setattr(runtimes, "_runtime", runtimes.current())
 
     app = agentlib.App("eos-tables", broker="kafka://127.0.0.1:9")
     app.Table("counts", default=int)
