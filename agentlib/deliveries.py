@@ -105,13 +105,15 @@ class DeliveryBatch:
         entries = self.entries
         if not self.failures:
             return [entry[0] for entry in entries], []
+        # Where each (topic, key, value) was sent, in order (linear, however many fail).
+        unmatched: dict[tuple[Any, ...], collections.deque[int]] = {}
+        for index, entry in enumerate(entries):
+            unmatched.setdefault(entry[1:], collections.deque()).append(index)
         failed_at: dict[int, BaseException] = {}
         for error, message in self.failures:
-            wanted = (message.topic(), message.key(), message.value())
-            for index, entry in enumerate(entries):
-                if index not in failed_at and entry[1:] == wanted:
-                    failed_at[index] = KafkaException(error)
-                    break
+            places = unmatched.get((message.topic(), message.key(), message.value()))
+            if places:
+                failed_at[places.popleft()] = KafkaException(error)
             else:
                 for index in range(len(entries)):
                     failed_at.setdefault(index, KafkaException(error))
