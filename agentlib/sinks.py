@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from agentlib.events import Event
@@ -101,20 +101,24 @@ def send_counted(topic: Topic, value: Any, events: Sequence[Event[Any]],
     return True
 
 
-async def deliver(value: Any, events: Sequence[Event[Any]], sinks: Iterable[Any], *,
-                  hold: Hold, producer: Callable[[], Any], ledger: Ledger | None = None
-                  ) -> None:
+def deliver(value: Any, events: Sequence[Event[Any]], sinks: Sequence[Any], *,
+            hold: Hold, producer: Callable[[], Any], ledger: Ledger | None = None,
+            replies: bool = True) -> Awaitable[None] | None:
     """Send ``value`` to the reply address of each request in ``events``, then to sinks.
 
+    Synchronous until a callable sink returns an awaitable: then the rest (awaiting it,
+    then the sinks after it) is returned for the caller to await; None when all is
+    queued (a coroutine per yielded value was ~5 % of a forwarding agent's loop).
     ``producer`` is called only when something must be produced, so agents with
     callable sinks alone never need Kafka. With ``ledger``, topic sinks' deliveries
     are counted in batches (:func:`send_counted`).
     """
-    for event in events:
-        if event.reply_to:
-            reply = response_bytes(event.key, value, event.correlation_id)
-            hold([event], produce_soon(producer(), event.reply_to, None, reply, None))
-    for sink in sinks:
+    if replies:
+        for event in events:
+            if event.reply_to:
+                reply = response_bytes(event.key, value, event.correlation_id)
+                hold([event], produce_soon(producer(), event.reply_to, None, reply, None))
+    for index, sink in enumerate(sinks):
         if type(sink) is Topic:  # queued now: no task per output (the common sink)
             if ledger is None or not send_counted(sink, value, events, ledger):
                 hold(events, send_to_topic(sink, value))
@@ -124,4 +128,17 @@ async def deliver(value: Any, events: Sequence[Event[Any]], sinks: Iterable[Any]
             continue
         result = sink(value)
         if inspect.isawaitable(result):
-            await result
+            return _then_deliver(result, value, events, sinks[index + 1:], hold=hold,
+                                 producer=producer, ledger=ledger)
+    return None
+
+
+async def _then_deliver(result: Awaitable[Any], value: Any, events: Sequence[Event[Any]],
+                        sinks: Sequence[Any], *, hold: Hold, producer: Callable[[], Any],
+                        ledger: Ledger | None) -> None:
+    """Await an async sink's ``result``, then deliver to the sinks after it."""
+    await result
+    rest = deliver(value, events, sinks, hold=hold, producer=producer, ledger=ledger,
+                   replies=False)
+    if rest is not None:
+        await rest

@@ -395,6 +395,42 @@ def test_failed_sink_delivery_goes_to_on_error_and_retry_runs_the_event_again():
     asyncio.run(scenario())
 
 
+def test_sinks_after_an_async_sink_get_the_value_once_it_returned_in_declaration_order():
+    app = make_app()
+    out = app.topic("out")
+    trace: list[str] = []
+    release = asyncio.Event()
+
+    async def slow_sink(value: int) -> None:
+        trace.append(f"slow {value}")
+        await release.wait()
+
+    def plain_sink(value: int) -> None:
+        trace.append(f"plain {value}")
+
+    @app.agent(app.topic("in", value_type=int), sink=[plain_sink, slow_sink, out, plain_sink])
+    async def forward(stream):
+        async for value in stream:
+            yield value
+
+    producer = FakeProducer(auto_deliver=True)
+    app._producer = producer  # type: ignore[assignment]
+
+    async def scenario() -> None:
+        feeder = Feeder(forward, producer=producer)
+        await feeder.host.start()
+        feeder.host.feed(raw(b"7", offset=0))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert trace == ["plain 7", "slow 7"] and producer.sent == []
+        release.set()
+        await feeder.host.stop(timeout=5)
+        assert trace == ["plain 7", "slow 7", "plain 7"]
+        assert [(s.topic, s.value) for s in producer.sent] == [("out", b"7")]
+        assert feeder.done == [0]
+    asyncio.run(scenario())
+
+
 def test_topic_sink_outputs_counted_in_a_batch_finish_their_records_on_its_reports():
     app = make_app()
     out = app.topic("out")
