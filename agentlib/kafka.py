@@ -273,7 +273,7 @@ class KafkaProducer:
 
     def send_counted(self, topic: str, key: bytes | None, value: bytes | None,
                      partition: int | None, headers: Headers | None, token: Any,
-                     settle: Settle, *, track_offsets: bool = False) -> None:
+                     settle: Settle, track_offsets: bool = False) -> None:
         """Queue one message whose report is only counted: once every message this loop
         turn sent for ``settle`` is reported, ``settle(batch)`` runs on this loop once
         (``batch.outcome()``: the ``token`` of each delivered and each failed message;

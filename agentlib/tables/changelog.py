@@ -146,10 +146,10 @@ class ChangelogRuntime:
             value = shard.get(key)
         else:
             shard.write(key, value, record.topic, mark)
-            if shard.pending:
-                self._unflushed.add(shard)
-                if not self._flush_scheduled:
-                    self._schedule_flush()
+            # (a shard that stores at once has nothing pending: its flush is a no-op)
+            self._unflushed.add(shard)
+            if not self._flush_scheduled:
+                self._schedule_flush()
         self._produce(table, shard, key, value, event, encode_mark(record.topic, mark))
 
     def flush(self) -> None:
@@ -365,7 +365,7 @@ class ChangelogRuntime:
                 settle = self._settle_of[table.name] = partial(self._settled, table.name)
             try:
                 send(table.changelog_topic_name, key, value, shard.partition,
-                     [(MARK_HEADER, mark)], ticket, settle, track_offsets=True)
+                     [(MARK_HEADER, mark)], ticket, settle, True)
             except BufferError:  # the local queue is full: the future path waits
                 pass
             else:
