@@ -41,6 +41,8 @@ from typing import Any, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from agentlib.deliveries import Batches, Settle
+
 __all__ = [
     "CHANGELOG_LINGER_MS",
     "DEFAULT_BROKER",
@@ -174,10 +176,6 @@ class RecordMetadata:
 # (future, error, message) triples handed from whichever thread ran the delivery
 # callback to the event loop that owns the future.
 _Report = tuple["asyncio.Future[Any]", Any, Any]
-#: ``report(error, offset)``: a delivery reported to a plain callback (``send_reported``).
-Report = Callable[[BaseException | None, int | None], None]
-# (loop, report, error, message), as _Report for send_reported.
-_Plain = tuple[asyncio.AbstractEventLoop, Report, Any, Any]
 
 
 class KafkaProducer:
@@ -204,7 +202,7 @@ class KafkaProducer:
         self._poller: threading.Thread | None = None
         self._stop_polling = threading.Event()
         self._reports: collections.deque[_Report] = collections.deque()
-        self._plain: collections.deque[_Plain] = collections.deque()
+        self._batches = Batches()  # send_counted's
         self._exit_hook = False
 
     @property
@@ -226,7 +224,7 @@ class KafkaProducer:
                 # Forked: the parent's handle and poll thread are not ours to touch.
                 self._handle = None
                 self._reports = collections.deque()
-                self._plain = collections.deque()
+                self._batches = Batches()
             self._pid = _pid
             self._handle = Producer(self.config())
             self._stop_polling = threading.Event()
@@ -273,23 +271,29 @@ class KafkaProducer:
                                headers=_plain_headers(headers),
                                on_delivery=partial(self._on_failed_delivery, failure))
 
-    def send_reported(self, topic: str, key: bytes | None, value: bytes | None,
-                      partition: int | None, headers: Headers | None,
-                      report: Report) -> None:
-        """Queue one message; ``report(error, offset)`` runs on the calling loop when its
-        delivery is reported (error None: delivered at ``offset``; else a
-        ``KafkaException``). Raises ``BufferError`` as :meth:`send_soon` does.
+    def send_counted(self, topic: str, key: bytes | None, value: bytes | None,
+                     partition: int | None, headers: Headers | None, token: Any,
+                     settle: Settle, track_offsets: bool = False) -> None:
+        """Queue one message whose report is only counted: once every message this loop
+        turn sent for ``settle`` is reported, ``settle(batch)`` runs on this loop once
+        (``batch.outcome()``: the ``token`` of each delivered and each failed message;
+        with ``track_offsets``, ``batch.offsets()``). Raises ``BufferError`` as
+        :meth:`send_soon` does (then nothing was queued).
 
-        :meth:`send_soon` without the asyncio future, for a stream of messages whose
-        reports are only counted (table changelog writes): the future, its two done
-        callbacks and the ``RecordMetadata`` were a third of a table write's cost.
-        Reports are handed to the loop in batches, as futures are.
+        :meth:`send_soon` without a future, a callback object or a loop wake-up per
+        message, for streams of messages that each hold a record's ack (sink outputs,
+        table changelog writes): see :mod:`agentlib.deliveries`.
         """
-        self._ensure().produce(topic, value, key,
-                               partition=-1 if partition is None else partition,
-                               headers=_plain_headers(headers),
-                               on_delivery=partial(self._on_report,
-                                                   asyncio.get_running_loop(), report))
+        handle = self._handle
+        if handle is None or self._pid != _pid:
+            handle = self._ensure()
+        batch = self._batches.open.get(settle)
+        if batch is None:
+            batch = self._batches.start(settle, track_offsets)
+        handle.produce(topic, value, key, partition=-1 if partition is None else partition,
+                       headers=headers if headers is None or type(headers) is list
+                       else _plain_headers(headers), on_delivery=batch)
+        batch.entries.append((token, topic, key, value))  # (DeliveryBatch.sent, inlined)
 
     async def send(self, topic: str, key: bytes | None, value: bytes | None,
                    partition: int | None = None,
@@ -347,11 +351,6 @@ class KafkaProducer:
         if error is not None:
             self._reports.append((future, error, message))
 
-    def _on_report(self, loop: asyncio.AbstractEventLoop, report: Report, error: Any,
-                   message: Any) -> None:
-        # As _on_delivery, for send_reported.
-        self._plain.append((loop, report, error, message))
-
     def _poll_until_stopped(self, handle: Producer, stop: threading.Event) -> None:
         """Serve delivery reports until stopped. A fatal error (a transactional producer
         fenced by its successor) is raised by ``poll`` once: it is logged and polling
@@ -363,7 +362,7 @@ class KafkaProducer:
             except KafkaException as exc:
                 log.error("producer: %s", exc)
                 stop.wait(0.1)
-            if self._reports or self._plain:
+            if self._reports or self._batches.completed:
                 self._dispatch_reports()
 
     def _dispatch_reports(self) -> None:
@@ -376,19 +375,7 @@ class KafkaProducer:
             except IndexError:  # another thread emptied it meanwhile
                 break
         settle_on_owning_loops(batch, _resolve)
-        plain: list[_Plain] = []
-        reports_plain = self._plain
-        while reports_plain:
-            try:
-                plain.append(reports_plain.popleft())
-            except IndexError:
-                break
-        by_loop: dict[asyncio.AbstractEventLoop, list[_Plain]] = {}
-        for item in plain:
-            by_loop.setdefault(item[0], []).append(item)
-        for loop, group in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits
-                loop.call_soon_threadsafe(_call_reports, group)
+        self._batches.dispatch()
 
 
 _Item = TypeVar("_Item", bound=tuple[Any, ...])
@@ -421,18 +408,6 @@ def _resolve(batch: list[_Report]) -> None:
             _, timestamp = message.timestamp()
             future.set_result(RecordMetadata(message.topic(), message.partition(),
                                              message.offset(), timestamp or None))
-
-
-def _call_reports(batch: list[_Plain]) -> None:
-    """On the owning loop: call each ``send_reported`` callback with its outcome."""
-    for _, report, error, message in batch:
-        try:
-            if error is not None:
-                report(KafkaException(error), None)
-            else:
-                report(None, message.offset())
-        except Exception:  # one callback's bug must not lose the others' reports
-            log.exception("a delivery report callback failed")
 
 
 def _plain_headers(headers: Headers | None) -> list[tuple[str, bytes | str | None]] | None:

@@ -31,7 +31,7 @@ import functools
 import inspect
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from agentlib.apptype import AppT
@@ -70,7 +70,7 @@ class HostedAgent(Protocol):
     def fun(self) -> Callable[[Stream[Any]], Any]: ...
 
     @property
-    def sinks(self) -> Iterable[Any]: ...
+    def sinks(self) -> Sequence[Any]: ...
 
     def topic_names(self) -> list[str]: ...
 
@@ -347,13 +347,14 @@ class AgentHost:
         self._ledger.hold([e._ticket for e in events if isinstance(e._ticket, Ticket)],
                           delivery)
 
-    async def _deliver(self, value: Any) -> None:
-        """Hand one yielded value to its reply address(es), then to every sink."""
+    def _deliver(self, value: Any) -> Awaitable[None] | None:
+        """Hand one yielded value to its reply address(es), then to every sink; what is
+        left to await (an async sink), or None."""
         events = list(self._current)
         if self._on_yield is not None:
             self._on_yield(events, value)
-        await deliver(value, events, self.agent.sinks, hold=self._hold_events,
-                      producer=self._producer_now)
+        return deliver(value, events, self.agent.sinks, hold=self._hold_events,
+                       producer=self._producer_now, ledger=self._ledger)
 
     async def _run(self) -> None:
         """Run the agent function; restart it after an exception, on the same stream."""
@@ -397,6 +398,8 @@ class AgentHost:
             return
         try:
             async for value in result:
-                await self._deliver(value)
+                pending = self._deliver(value)
+                if pending is not None:
+                    await pending
         finally:
             await result.aclose()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from agentlib.rawrecord import RawRecord
@@ -83,6 +83,8 @@ class Ledger:
         self.drained = asyncio.Event()
         self.drained.set()
         self._background: set[asyncio.Future[Any]] = set()
+        #: :meth:`settle_counted`, bound once: ``send_counted`` keys its batches by it
+        self.settle = self.settle_counted
 
     def fed(self, count: int = 1) -> None:
         """``count`` more records are in flight (each gets its ticket when decoded)."""
@@ -117,16 +119,34 @@ class Ledger:
         self._background.add(delivery)
         delivery.add_done_callback(lambda future: self._delivered(tickets, future))
 
-    def hold_reported(self, ticket: Ticket) -> None:
-        """Keep ``ticket`` from finishing until :meth:`reported` is called for it: a
-        delivery reported to a plain callback (``KafkaProducer.send_reported``, table
-        changelog writes), not a future. Not cancelled by :meth:`cancel_pending`: a
-        host stopped by timeout never reports such a ticket done."""
-        ticket.pending += 1
+    def hold_counted(self, tickets: Sequence[Ticket]) -> None:
+        """Keep ``tickets`` from finishing until :meth:`settle_counted` (or
+        :meth:`reported`) names them: a delivery counted in a batch
+        (``KafkaProducer.send_counted``, :mod:`agentlib.deliveries`), not a future.
+        Not cancelled by :meth:`cancel_pending`: a host stopped by timeout never
+        reports such a ticket done."""
+        for ticket in tickets:
+            ticket.pending += 1
 
-    def reported(self, ticket: Ticket, error: BaseException | None) -> None:
-        """The delivery :meth:`hold_reported` waits for is reported (None: delivered)."""
-        self._settle([ticket], error)
+    def settle_counted(self, batch: Any) -> None:
+        """A batch of deliveries held with :meth:`hold_counted` is reported: its
+        tokens are the ``tickets`` lists given there (a ``send_counted`` settle)."""
+        delivered, failed = batch.outcome()
+        for tickets in delivered:
+            for ticket in tickets:
+                self.delivered(ticket)
+        for tickets, error in failed:
+            self._settle(tickets, error)
+
+    def delivered(self, ticket: Ticket) -> None:
+        """One delivery :meth:`hold_counted` holds ``ticket`` for is delivered."""
+        ticket.pending -= 1
+        self.finish_if_done(ticket)
+
+    def reported(self, tickets: list[Ticket], error: BaseException | None) -> None:
+        """One delivery :meth:`hold_counted` holds ``tickets`` for is reported (error
+        None: delivered; else ``on_error`` decides, as for a failed future)."""
+        self._settle(tickets, error)
 
     def cancel_pending(self) -> None:
         """Give up on every delivery still awaited (the host was stopped by timeout)."""

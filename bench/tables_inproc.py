@@ -12,7 +12,9 @@ a busy shared machine disturbs least: compare trees by it, not by ``bench/tables
 short runs.
 
     .venv/bin/python bench/tables_inproc.py [-n 100000] [--repeat 3] [--quick]
-        [--bootstrap H:P]
+        [--profile] [--bootstrap H:P]
+
+``--profile`` prints a pyinstrument profile of one pass (as ``bench/sink_inproc.py``).
 """
 
 from __future__ import annotations
@@ -92,8 +94,14 @@ def main() -> None:
     cli.add_argument("-n", type=int, default=100_000)
     cli.add_argument("--repeat", type=int, default=3)
     cli.add_argument("--bootstrap", default=os.environ.get("BENCH_BOOTSTRAP"))
+    cli.add_argument("--profile", action="store_true")
     cli.add_argument("--quick", action="store_true", help="20k records, 2 passes")
     args = cli.parse_args()
+    if args.profile:
+        try:
+            import pyinstrument  # noqa: F401
+        except ImportError:
+            sys.exit("tables_inproc: --profile needs pyinstrument (pip install pyinstrument)")
     if args.quick:
         args.n, args.repeat = min(args.n, 20_000), min(args.repeat, 2)
     from supervisor.transport import wire
@@ -107,7 +115,7 @@ def main() -> None:
     passes: list[tuple[float, float, float]] = []
     with c.broker(args.bootstrap) as bootstrap:
         os.environ["AGENTD_BROKER"] = bootstrap
-        for _ in range(args.repeat):
+        for _ in range(1 if args.profile else args.repeat):
             app_id = c.unique("bench-tables-inproc")  # a fresh app: empty changelog
             os.environ["BENCH_APP_ID"] = app_id
             sys.modules.pop("_tables_app", None)
@@ -115,6 +123,15 @@ def main() -> None:
                            config={"cleanup.policy": "compact"})
             table_dir = tempfile.mkdtemp(prefix="bench-tables-inproc-")
             try:
+                if args.profile:
+                    from pyinstrument import Profiler
+
+                    profiler = Profiler(interval=0.0005)
+                    profiler.start()
+                    uvloop.run(one_pass(records, table_dir))
+                    profiler.stop()
+                    print(profiler.output_text(unicode=False, color=False, show_all=False))
+                    return
                 passes.append(uvloop.run(one_pass(records, table_dir)))
             finally:
                 shutil.rmtree(table_dir, ignore_errors=True)

@@ -103,3 +103,58 @@ class Feeder:
                 if self.host.idle.is_set():
                     return
         raise AssertionError("agent never became idle")
+
+
+class FakeHandle:
+    """A ``confluent_kafka.Producer`` stand-in for a real :class:`KafkaProducer`: it
+    keeps each message and its ``on_delivery``; the test reports them by hand."""
+
+    def __init__(self) -> None:
+        self.produced: list[tuple[str, bytes | None, bytes | None, int, Any]] = []
+
+    def produce(self, topic: str, value: bytes | None, key: bytes | None, *,
+                partition: int = -1, headers: Any = None, on_delivery: Any = None) -> None:
+        self.produced.append((topic, key, value, partition, on_delivery))
+
+    def report(self, index: int, error: Any = None, offset: int = 0) -> None:
+        """librdkafka's delivery report for the ``index``-th message (error None: ok)."""
+        topic, key, value, partition, on_delivery = self.produced[index]
+        on_delivery(error, FakeMessage(topic, key, value, partition, offset))
+
+
+@dataclass
+class FakeMessage:
+    """What a delivery report carries, as ``confluent_kafka.Message`` offers it."""
+
+    _topic: str
+    _key: bytes | None
+    _value: bytes | None
+    _partition: int
+    _offset: int
+
+    def topic(self) -> str:
+        return self._topic
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+
+def counting_producer() -> tuple[Any, FakeHandle]:
+    """A real ``agentlib.kafka.KafkaProducer`` (``send_counted`` and all) over a
+    :class:`FakeHandle`: no broker, no poll thread; ``producer._dispatch_reports()``
+    hands completed batches to their loop, as the poll thread would."""
+    import agentlib.kafka as kafka
+
+    producer = kafka.KafkaProducer("kafka://unused:1")
+    handle = FakeHandle()
+    producer._handle, producer._pid = handle, kafka._pid  # type: ignore[assignment]
+    return producer, handle

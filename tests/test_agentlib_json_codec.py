@@ -229,3 +229,42 @@ def test_many_brackets_without_depth_decode_as_json_loads():
 @pytest.mark.parametrize("data", ['{"a": 1}', bytearray(b'{"a": [1]}'), "\ufeff{}", "[NaN]"])
 def test_str_and_bytearray_decode_as_json_loads(data: Any):
     assert_decodes_as_json_loads(data)
+
+
+# -- dumps: json_dumps writes the stdlib encoder's bytes, whichever path it takes ------
+
+_stdlib_dumps = json.JSONEncoder(separators=(",", ":"), default=codecs._json_default).encode
+
+_dumps_scalars = (st.none() | st.booleans() | st.integers() | st.text()
+            | st.floats(allow_nan=True, allow_infinity=True)
+            | st.sampled_from([1e16, -1e16, 1e-4, 1e-5, -0.0, 9999999999999998.0, 5e-324])
+            | st.text(alphabet=st.characters(max_codepoint=0x80)))
+_dumps_values = st.recursive(_dumps_scalars, lambda inner: (
+    st.lists(inner, max_size=4) | st.tuples(inner, inner)
+    | st.dictionaries(st.text(max_size=4) | st.integers(), inner, max_size=4)),
+    max_leaves=20)
+
+
+@_SETTINGS
+@given(_dumps_values)
+@example({"id": 1, "amount": 12.5, "kind": "dépôt", "n": None, "ok": True})
+@example({"deep": [[[[[[{"a": 1.0}]]]]]]})
+@example({"del": "\x7f", 1: 2})
+def test_json_dumps_writes_what_the_stdlib_encoder_writes(value: Any):
+    assert codecs.json_dumps(value) == _stdlib_dumps(value).encode()
+
+
+def test_json_dumps_of_types_msgspec_writes_otherwise_falls_back_to_the_stdlib():
+    import datetime
+    import decimal
+    import enum
+
+    class Colour(enum.IntEnum):
+        RED = 1
+
+    value = {"at": datetime.datetime(2026, 1, 2, tzinfo=datetime.UTC),
+             "price": decimal.Decimal("1.50"), "colour": Colour.RED, "tags": {"x"},
+             "raw": [float("nan"), float("inf")]}
+    assert codecs.json_dumps(value) == (
+        b'{"at":"2026-01-02T00:00:00Z","price":"1.50","colour":1,"tags":["x"],'
+        b'"raw":[NaN,Infinity]}')

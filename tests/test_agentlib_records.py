@@ -389,3 +389,24 @@ def test_the_seams_per_message_from_data_function_decodes_as_from_data():
                 got = type(exc)
             assert got == expected, (model, data)
             assert type(got) is type(expected)
+
+
+def test_a_topic_without_value_type_decodes_records_however_their_json_spells_it():
+    """event_decoder skips decode_known's walk for JSON with no "__faust" and no escape
+    in its bytes; a Record nested anywhere, or spelled with escapes, still decodes."""
+    from agentlib.decoding import event_decoder
+    from agentlib.rawrecord import new_raw_record
+
+    app = agentlib.App("records-decode", broker="kafka://unused:1")
+    decode = event_decoder(app.topic("in"))
+
+    def value_of(data: bytes) -> Any:
+        return decode(new_raw_record("in", 0, 0, None, None, data, ()), None).value
+
+    plain = {"id": 1, "amount": 2.5, "tags": ["a", {"b": None}]}
+    assert value_of(json.dumps(plain).encode()) == plain
+    nested = {"items": [Add(1, 2).to_representation()]}
+    assert value_of(json.dumps(nested).encode()) == {"items": [Add(1, 2)]}
+    escaped = b'{"a":1,"b":2,"\\u005f_faust":{"ns":"tests.records.Add"}}'
+    assert value_of(escaped) == Add(1, 2)
+    assert value_of(json.dumps({"text": "caf\u00e9"}).encode()) == {"text": "caf\u00e9"}

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 import pytest
-from agentlib_fakes import FakeProducer, Feeder, raw
+from agentlib_fakes import FakeProducer, Feeder, counting_producer, raw
 
 import agentlib
 from agentlib.seam import AgentHost, ErrorVerdict, RawRecord
@@ -395,6 +395,78 @@ def test_failed_sink_delivery_goes_to_on_error_and_retry_runs_the_event_again():
     asyncio.run(scenario())
 
 
+def test_sinks_after_an_async_sink_get_the_value_once_it_returned_in_declaration_order():
+    app = make_app()
+    out = app.topic("out")
+    trace: list[str] = []
+    release = asyncio.Event()
+
+    async def slow_sink(value: int) -> None:
+        trace.append(f"slow {value}")
+        await release.wait()
+
+    def plain_sink(value: int) -> None:
+        trace.append(f"plain {value}")
+
+    @app.agent(app.topic("in", value_type=int), sink=[plain_sink, slow_sink, out, plain_sink])
+    async def forward(stream):
+        async for value in stream:
+            yield value
+
+    producer = FakeProducer(auto_deliver=True)
+    app._producer = producer  # type: ignore[assignment]
+
+    async def scenario() -> None:
+        feeder = Feeder(forward, producer=producer)
+        await feeder.host.start()
+        feeder.host.feed(raw(b"7", offset=0))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert trace == ["plain 7", "slow 7"] and producer.sent == []
+        release.set()
+        await feeder.host.stop(timeout=5)
+        assert trace == ["plain 7", "slow 7", "plain 7"]
+        assert [(s.topic, s.value) for s in producer.sent] == [("out", b"7")]
+        assert feeder.done == [0]
+    asyncio.run(scenario())
+
+
+def test_topic_sink_outputs_counted_in_a_batch_finish_their_records_on_its_reports():
+    app = make_app()
+    out = app.topic("out")
+
+    @app.agent(app.topic("in", value_type=int), sink=[out])
+    async def forward(stream):
+        async for value in stream:
+            yield value
+
+    producer, handle = counting_producer()
+    app._producer = producer
+
+    async def scenario() -> None:
+        feeder = Feeder(forward, verdicts=[ErrorVerdict.ACK])
+        await feeder.host.start()
+        for offset in range(3):
+            feeder.host.feed(raw(b"%d" % offset, offset=offset))
+        await feeder.settle()
+        assert [(topic, value) for topic, _, value, _, _ in handle.produced] == [
+            ("out", b"0"), ("out", b"1"), ("out", b"2")]
+        assert len({id(on_delivery) for *_, on_delivery in handle.produced}) == 1
+        handle.report(2)
+        handle.report(0)
+        producer._dispatch_reports()
+        await feeder.settle()
+        assert feeder.done == []  # a batch settles whole, once every message reported
+        handle.report(1, error="broker said no")
+        producer._dispatch_reports()
+        await feeder.settle()
+        assert feeder.done == [0, 2, 1]  # the failed one after on_error's ACK
+        assert [(offset, str(exc)) for offset, exc, _ in feeder.errors] == [
+            (1, "broker said no")]
+        await feeder.host.stop(timeout=5)
+    asyncio.run(scenario())
+
+
 def test_echo_sends_each_value_and_the_event_waits_for_it():
     app = make_app()
     seen: list[tuple[Any, int]] = []
@@ -566,13 +638,13 @@ def test_a_ticket_held_for_a_reported_delivery_is_done_only_when_it_is_reported(
         ledger.fed(2)
         first, second = (Ticket(ledger, raw(b"1", offset=n), 1) for n in (0, 1))
         for ticket in (first, second):
-            ledger.hold_reported(ticket)
+            ledger.hold_counted([ticket])
             ticket.ack()
         ledger.cancel_pending()  # reported holds have no future to cancel
         assert done == []
-        ledger.reported(first, None)
+        ledger.delivered(first)
         assert done == [0]
-        ledger.reported(second, RuntimeError("delivery failed"))
+        ledger.reported([second], RuntimeError("delivery failed"))
         await asyncio.sleep(0.01)  # the verdict runs in a task, as for a failed future
         assert asked == [(1, "delivery failed")] and done == [0, 1]
         assert ledger.in_flight == 0

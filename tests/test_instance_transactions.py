@@ -60,3 +60,34 @@ def test_a_successor_acks_unread_what_its_predecessor_committed(kafka_bootstrap,
         assert not txn.committed_below((0, 1), 0)
     finally:
         txn.close()
+
+
+def test_exactly_once_table_changelog_writes_go_through_the_transactional_producer(
+        tmp_path, monkeypatch):
+    """Changelog writes must commit with the outputs and offsets of the records that
+    made them: under exactly once the table runtime uses the app's (transactional)
+    producer, not the lingering changelog producer of at least once."""
+    import agentlib
+    from agentlib.tables import runtime as runtimes
+    from supervisor.instance.tables import InstanceTables
+
+    # InstanceTables.install installs its runtime for the whole process: put it back
+    monkeypatch.setattr(runtimes, "_runtime", runtimes.current())
+
+    app = agentlib.App("eos-tables", broker="kafka://127.0.0.1:9")
+    app.Table("counts", default=int)
+
+    @app.agent(app.topic("in"))
+    async def count(stream):  # pragma: no cover (never run)
+        async for _ in stream:
+            pass
+
+    settings = {"exactly_once": True, "transactional_id": "agentd-g-h-count-0"}
+    tables = InstanceTables.install(count, str(tmp_path), exactly_once=True)
+    txn = Transactions.install(count, settings)
+    assert tables is not None and txn is not None
+    assert tables.producer is None
+    assert tables.runtime._producer() is app.producer is txn.producer
+    alo = InstanceTables.install(count, str(tmp_path))
+    assert alo is not None and alo.producer is not None
+    assert alo.runtime._producer() is alo.producer is not app.producer

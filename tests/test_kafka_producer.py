@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import kafkatools
 import pytest
@@ -112,37 +113,48 @@ def test_send_unconfirmed_reports_a_failed_delivery_and_nothing_else(new_topic, 
     assert [r.value for r in kafkatools.read_to_end(kafka_bootstrap, topic)] == [b"kept"]
 
 
-def test_send_reported_calls_back_on_the_loop_with_each_offset_or_the_error(
+def test_send_counted_settles_a_loop_turns_messages_once_with_the_failures_named(
         new_topic, kafka_bootstrap):
-    topic = new_topic(partitions=1)
+    topic = new_topic(partitions=2)
     producer = KafkaProducer(kafka_bootstrap, config={"message.timeout.ms": 3000})
-    reports: list[tuple[object, object, bool]] = []
+    settled: list[tuple[list[object], list[tuple[object, str]], dict[int, int], bool]] = []
 
-    async def send_three() -> None:
+    async def send_two_turns() -> None:
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
 
-        def report(error: BaseException | None, offset: int | None) -> None:
-            # on the loop's own thread: the report may touch the loop's objects
-            reports.append((error, offset, asyncio.get_running_loop() is loop))
-            if len(reports) == 3:
+        def settle(batch: Any) -> None:
+            # on the loop's own thread: the settle may touch the loop's objects
+            delivered, failed = batch.outcome()
+            settled.append((delivered, [(token, str(error)) for token, error in failed],
+                            dict(batch.offsets()), asyncio.get_running_loop() is loop))
+            if len(settled) == 2:
                 done.set()
 
-        producer.send_reported(topic, b"k", b"0", 0, [("h", b"1")], report)
-        producer.send_reported(topic, b"k", b"lost", 7, None, report)
-        producer.send_reported(topic, b"k", b"1", 0, None, report)
+        for token, partition, value in (("a", 0, b"0"), ("b", 7, b"lost"), ("c", 1, b"1"),
+                                        ("d", 0, b"2")):
+            producer.send_counted(topic, b"k", value, partition, [("h", b"1")], token,
+                                  settle, track_offsets=True)
+        await asyncio.sleep(0)  # the next loop turn: a second batch
+        producer.send_counted(topic, None, b"3", 1, None, "e", settle, track_offsets=True)
         await asyncio.wait_for(done.wait(), 15)
+        await asyncio.sleep(0.2)
+        assert len(settled) == 2  # one settle per batch, never two
 
     try:
-        asyncio.run(send_three())
+        asyncio.run(send_two_turns())
     finally:
         producer.close(10)
-    delivered = sorted((offset, on_loop) for error, offset, on_loop in reports if error is None)
-    assert delivered == [(0, True), (1, True)]
-    [(error, offset, on_loop)] = [r for r in reports if r[0] is not None]
-    assert isinstance(error, KafkaException) and "partition" in str(error).lower()
-    assert offset is None and on_loop
-    assert [r.value for r in kafkatools.read_to_end(kafka_bootstrap, topic)] == [b"0", b"1"]
+    [second] = [s for s in settled if s[0] == ["e"]]
+    [first] = [s for s in settled if s is not second]
+    assert first[0] == ["a", "c", "d"] and first[2] == {0: 1, 1: 0} and first[3]
+    [(token, error)] = first[1]
+    assert token == "b" and "partition" in error.lower()
+    assert second[1] == [] and second[2] == {1: 1} and second[3]
+    records = kafkatools.read_to_end(kafka_bootstrap, topic)
+    assert sorted((r.partition, r.value) for r in records) == [
+        (0, b"0"), (0, b"2"), (1, b"1"), (1, b"3")]
+    assert all(r.headers == (("h", b"1"),) for r in records if r.value != b"3")
 
 
 def test_forked_child_makes_its_own_producer(new_topic, kafka_bootstrap):

@@ -100,6 +100,8 @@ class ChangelogRuntime:
         self._shards: dict[tuple[str, int], Shard] = {}
         self._host_copies: dict[str, HostCopyReader] = {}
         self._writing: dict[int, tuple[Event[Any], int]] = {}  # id(shard) → (event, n)
+        #: per table, the ``send_counted`` settle of its changelog writes
+        self._settle_of: dict[str, Callable[[Any], None]] = {}
         #: Shards with pending writes, and whether a flush is scheduled on the loop.
         self._unflushed: set[Shard] = set()
         self._flush_scheduled = False
@@ -144,10 +146,10 @@ class ChangelogRuntime:
             value = shard.get(key)
         else:
             shard.write(key, value, record.topic, mark)
-            if shard.pending:
-                self._unflushed.add(shard)
-                if not self._flush_scheduled:
-                    self._schedule_flush()
+            # (a shard that stores at once has nothing pending: its flush is a no-op)
+            self._unflushed.add(shard)
+            if not self._flush_scheduled:
+                self._schedule_flush()
         self._produce(table, shard, key, value, event, encode_mark(record.topic, mark))
 
     def flush(self) -> None:
@@ -351,26 +353,47 @@ class ChangelogRuntime:
                  event: Event[Any], mark: bytes) -> None:
         """Produce a write to the changelog; its record's ticket waits for the delivery.
 
-        Through ``send_reported`` (a plain callback, no asyncio future per write) where
-        the producer has it and its queue has room; else a delivery future."""
+        Counted in a batch per table and loop turn (``send_counted``: no future, no
+        callback object per write) where the producer has it and its queue has room;
+        else a delivery future."""
         producer = self._producer()
         ticket: Any = event._ticket
-        send = getattr(producer, "send_reported", None)
+        send = getattr(producer, "send_counted", None)
         if send is not None:
+            settle = self._settle_of.get(table.name)
+            if settle is None:
+                settle = self._settle_of[table.name] = partial(self._settled, table.name)
             try:
                 send(table.changelog_topic_name, key, value, shard.partition,
-                     [(MARK_HEADER, mark)], partial(_reported, shard, ticket))
+                     [(MARK_HEADER, mark)], ticket, settle, True)
             except BufferError:  # the local queue is full: the future path waits
                 pass
             else:
-                if ticket is not None:  # (the report runs on this loop, later)
-                    ticket.ledger.hold_reported(ticket)
+                if ticket is not None:  # (settled on this loop, later)
+                    ticket.ledger.hold_counted((ticket,))
                 return
         delivery = produce_soon(producer, table.changelog_topic_name, key, value,
                                 [(MARK_HEADER, mark)], partition=shard.partition)
         delivery.add_done_callback(lambda done: _note_offset(shard, done))
         if ticket is not None:
             ticket.ledger.hold([ticket], delivery)
+
+    def _settled(self, table: str, batch: Any) -> None:
+        """A batch of ``table``'s changelog writes is reported (``send_counted``): each
+        open shard notes the highest offset delivered to it, and the records' tickets
+        stop waiting for their writes."""
+        shards = self._shards
+        for partition, offset in batch.offsets().items():
+            shard = shards.get((table, partition))
+            if shard is not None and offset > shard.changelog_offset:
+                shard.changelog_offset = offset
+        delivered, failed = batch.outcome()
+        for ticket in delivered:
+            if ticket is not None:
+                ticket.ledger.delivered(ticket)
+        for ticket, error in failed:
+            if ticket is not None:
+                ticket.ledger.reported([ticket], error)
 
 
 def _note_global(entry: list[Any], delivery: Any) -> None:
@@ -381,16 +404,6 @@ def _note_global(entry: list[Any], delivery: Any) -> None:
     partition, offset = getattr(result, "partition", None), getattr(result, "offset", None)
     if isinstance(partition, int) and isinstance(offset, int):
         entry[1], entry[2] = partition, offset
-
-
-def _reported(shard: Shard, ticket: Any, error: BaseException | None,
-              offset: int | None) -> None:
-    """A changelog write's delivery report (``send_reported``): the shard notes the
-    offset, the record's ticket stops waiting for it."""
-    if error is None and offset is not None and offset > shard.changelog_offset:
-        shard.changelog_offset = offset
-    if ticket is not None:
-        ticket.ledger.reported(ticket, error)
 
 
 def _note_offset(shard: Shard, delivery: Any) -> None:

@@ -266,8 +266,13 @@ class Table(MutableMapping[Any, Any]):
         topic = self.changelog_topic
         payload = topic.load_value(data)
         if self.value_type is None:
-            return decode_known(payload)
+            # (a count, a sum, a name: nothing in it can be a Record)
+            return payload if type(payload) in _SCALARS else decode_known(payload)
         return topic.decode_value(payload)
+
+
+#: Payload types that ``decode_known`` returns as they are.
+_SCALARS = frozenset((int, float, str, bool, type(None)))
 
 
 def _text(key: Any) -> Any:

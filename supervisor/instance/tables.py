@@ -38,7 +38,8 @@ class InstanceTables:
                  send: Callable[[bytes], None] | None = None,
                  producer: Any = None) -> None:
         self.runtime = runtime
-        #: The changelog producer (its own, with ``CHANGELOG_LINGER_MS``), closed here.
+        #: The changelog producer (its own, with ``CHANGELOG_LINGER_MS``), closed here;
+        #: None under exactly once (the app's transactional producer writes them).
         self.producer = producer
         self.used = [table for table in used if not table.is_global]
         self._send = send
@@ -46,9 +47,13 @@ class InstanceTables:
 
     @classmethod
     def install(cls, agent: Any, table_dir: str,
-                send: Callable[[bytes], None] | None = None) -> InstanceTables | None:
+                send: Callable[[bytes], None] | None = None, *,
+                exactly_once: bool = False) -> InstanceTables | None:
         """Install the changelog runtime if the agent's app has tables (else None);
-        ``send`` writes a record to the daemon (status reports)."""
+        ``send`` writes a record to the daemon (status reports). Under
+        ``exactly_once`` the changelog writes go through the app's producer, which
+        :class:`~supervisor.instance.transactions.Transactions` makes transactional:
+        they commit with the outputs and offsets of the records that made them."""
         app = getattr(agent, "app", None)
         if not getattr(app, "tables", None):
             return None
@@ -59,14 +64,15 @@ class InstanceTables:
         assert app is not None
         settings = {"bootstrap.servers": kafka.bootstrap_servers(app.conf.broker),
                     **kafka.client_settings()}
-        # Changelog writes get a producer of their own that lingers a few ms: batches
-        # instead of one produce request per write. The app's producer (replies, sinks)
-        # keeps linger.ms 0, so an ask's answer is not held back for a batch.
-        producer = kafka.KafkaProducer(app.conf.broker,
-                                       config={"linger.ms": kafka.CHANGELOG_LINGER_MS})
-        runtime = changelog.ChangelogRuntime(Path(table_dir) / app.id,
-                                             producer=lambda: producer,
-                                             consumer_settings=settings)
+        # At least once, changelog writes get a producer of their own that lingers a
+        # few ms: batches instead of one produce request per write. The app's producer
+        # (replies, sinks) keeps linger.ms 0, so an ask's answer is not held back for a
+        # batch. (The transactional producer lingers anyway.)
+        producer = None if exactly_once else kafka.KafkaProducer(
+            app.conf.broker, config={"linger.ms": kafka.CHANGELOG_LINGER_MS})
+        runtime = changelog.ChangelogRuntime(
+            Path(table_dir) / app.id, consumer_settings=settings,
+            producer=(lambda: app.producer) if producer is None else (lambda: producer))
         runtimes.install(runtime)
         return cls(runtime, usage.tables_used_by(getattr(agent, "fun", None)), send,
                    producer)

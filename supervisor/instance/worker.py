@@ -31,11 +31,12 @@ from typing import Any
 from supervisor.config.loader import DEFAULT_MAX_IN_FLIGHT
 from supervisor.instance.apptasks import Background
 from supervisor.instance.channels import ChannelPort
+from supervisor.instance.deadletter import DeadLetters
+from supervisor.instance.deadletter import one_line as _one_line
 from supervisor.instance.tables import InstanceTables
 from supervisor.instance.transactions import Transactions
 from supervisor.transport import wire
 from supervisor.transport.ring import Ring
-from supervisor.transport.wire import error_headers
 
 __all__ = ["Worker", "run", "tune_gc"]
 
@@ -103,7 +104,8 @@ class Worker:
             agent, on_done=self.on_done, on_error=self.on_error,
             concurrency_index=int(settings.get("concurrency_index", 0)))
         self.tables = InstanceTables.install(agent, str(settings.get("table_dir", "tables")),
-                                             self._send)
+                                             self._send,
+                                             exactly_once=bool(settings.get("exactly_once")))
         # Per (topic index, partition): offsets fed, in order, and those done.
         self._fed: dict[tuple[int, int], collections.deque[int]] = {}
         self._done: dict[tuple[int, int], set[int]] = {}
@@ -115,7 +117,7 @@ class Worker:
         self._throttled = False
         self._stopping = False
         self.processed = 0
-        self._producer: Any = None
+        self.dead_letters = DeadLetters(self.name, settings.get("dead_letter_topic"))
         self._background = Background()
         self.txn = Transactions.install(agent, settings)
         self._exit: asyncio.Future[int] | None = None
@@ -160,8 +162,7 @@ class Worker:
             self.tables.close()
         if self.txn is not None:
             self.txn.close()
-        if self._producer is not None:
-            self._producer.close(5.0)
+        self.dead_letters.close(5.0)
         return code
 
     async def warm_producer(self) -> None:
@@ -408,7 +409,7 @@ class Worker:
                 return self._verdict.RETRY
             policy = "dead_letter" if self.settings.get("dead_letter_explicit") else "log"
         if policy == "dead_letter":
-            await self.dead_letter(record, exc)
+            await self.dead_letters.send(record, exc)
             self._report_handled_error(record, exc)
             return self._verdict.ACK
         if policy == "crash":
@@ -434,31 +435,3 @@ class Worker:
         if topic_index is not None:
             self._send(wire.encode_error(topic_index, record.partition, record.offset,
                                          wire.OUTCOME_HANDLED, _one_line(exc)))
-
-    async def dead_letter(self, record: Any, exc: BaseException) -> None:
-        """Produce ``record`` with error headers to the DLQ; return on its delivery report.
-
-        A failed delivery is retried (the record stays un-acked meanwhile): losing it
-        would break the invariant.
-        """
-        if self._producer is None:
-            from agentlib.kafka import KafkaProducer
-
-            self._producer = KafkaProducer()
-        topic = self.settings.get("dead_letter_topic") or f"{record.topic}.dlq"
-        headers = [*record.headers, *error_headers(self.name, record, exc)]
-        while True:
-            try:
-                await self._producer.send(topic, record.key, record.value, headers=headers)
-                log.error("agent %s: %s[%d]@%d dead-lettered to %s: %s", self.name,
-                          record.topic, record.partition, record.offset, topic,
-                          _one_line(exc))
-                return
-            except Exception as send_exc:
-                log.error("agent %s: dead-letter to %s failed (%s); retrying", self.name,
-                          topic, send_exc)
-                await asyncio.sleep(1.0)
-
-
-def _one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
