@@ -37,7 +37,8 @@ class Move:
 
     def old_done(self) -> bool:
         """True once the old owner holds no record of the partition."""
-        return not self.old.unacked.holds(self.topic_index, self.tp[1])
+        tidx, partition = self.topic_index, self.tp[1]
+        return not any(key[0] == tidx and key[1] == partition for key in self.old.unacked)
 
 
 def owners(agent: AgentRuntime) -> dict[TopicPartition, int]:
