@@ -150,10 +150,13 @@ def test_a_sink_slow_for_60s_pauses_only_its_partitions_and_supervisor_rss_stays
     assert grown < bound, (f"supervisor RSS grew by {grown / 2**20:.1f} MiB, over "
                            f"{bound / 2**20:.0f} MiB: it buffered the backlog")
     # Bounded means flat once the instance holds all it may: over the last third of
-    # the slow period a buffering supervisor would still grow at the input rate.
+    # the slow period a buffering supervisor would still grow at the input rate, by
+    # about a third of the backlog; allow half of that (a fixed 8 MiB failed once at
+    # +8.2 MiB of a ~70 MiB backlog: librdkafka's prefetch queue and allocator slack).
     third = len(rss.samples) // 3
     late = max(rss.samples[-third:]) - max(rss.samples[:-third])
-    assert late < 8 * 2**20, f"supervisor RSS still growing late: +{late / 2**20:.1f} MiB"
+    assert late < backlog / 6, (f"supervisor RSS still growing late: +{late / 2**20:.1f} "
+                                f"MiB, a buffering one grows ~{backlog / 3 / 2**20:.0f}")
     paused = [line for line in daemon.log().splitlines() if "blocked: paused" in line]
     assert paused and all(run.source in line and other not in line for line in paused), \
         "only the slow agent's partitions may be paused"
