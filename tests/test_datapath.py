@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 from datapath_fakes import FakeConsumer, FakeMessage
-from loop_paths import LOOPS
+from loop_paths import COMPILED_COPY, LOOPS
 
 from supervisor.config.loader import loads
 from supervisor.daemon.commit import Committer
@@ -16,7 +16,7 @@ from supervisor.daemon.datapath import DataPath
 from supervisor.daemon.fleet import Fleet
 from supervisor.daemon.instances import AgentRuntime, Instance
 from supervisor.daemon.router import Router
-from supervisor.transport import wire
+from supervisor.transport import runscan, wire
 from supervisor.transport.ring import Ring
 
 RING = 64 * 1024
@@ -68,8 +68,12 @@ class PolicyProbe:
 
 @pytest.fixture(autouse=True, params=LOOPS)
 def loop(request, monkeypatch):
-    """Every test here runs on both per-message loops (compiled and pure Python)."""
+    """Every test here runs on both per-message loops (compiled and pure Python): the
+    run scan and the ring's record copy."""
     monkeypatch.setattr("supervisor.daemon.datapath.scan_run", request.param)
+    pure = request.param is runscan.scan_run_py
+    monkeypatch.setattr(runscan, "copy_records",
+                        runscan.copy_records_py if pure else COMPILED_COPY)
     return request.param
 
 
