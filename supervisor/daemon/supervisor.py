@@ -80,9 +80,11 @@ STOP_GRACE, REVOKE_WAIT_MAX = 5.0, 30.0  # after STOP, before SIGKILL; a revoke'
 #: librdkafka defaults agentd changes (``[kafka]`` overrides them): fetch backoff 1000 ->
 #: 50 ms (the supervisor drained a full queue long before; 150k -> 300k msg/s); a fetch
 #: of caught-up partitions waits 500 -> 100 ms at the broker (a resumed partition's
-#: fetch waits behind it: docs/decisions.md, issue 21's resume stall); 6 s sessions.
+#: fetch waits behind it) and the prefetch is 100,000 -> 20,000 messages (a pause throws
+#: away what was prefetched for its partitions): docs/decisions.md, issue 21's resume
+#: stall; 6 s sessions.
 CONSUMER_TUNING: dict[str, Any] = {"fetch.queue.backoff.ms": 50, "fetch.wait.max.ms": 100,
-                                   **SESSION_TUNING}
+                                   "queued.min.messages": 20_000, **SESSION_TUNING}
 
 
 class Supervisor:
