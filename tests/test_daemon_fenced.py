@@ -66,7 +66,8 @@ def test_a_fenced_consumer_is_replaced_and_nothing_is_lost(kafka_bootstrap, new_
         wait_committed(daemon, kafka_bootstrap, group, source, 60, "the first 500")
 
         fence(kafka_bootstrap, group, source)
-        wait_until(lambda: "fatal error" in daemon.log(), 30, "the daemon to be fenced")
+        wait_until(lambda: "consumer fenced by other consumer" in daemon.log(), 30,
+                   "the daemon to be fenced")
         kafkatools.produce(kafka_bootstrap, source, [(None, b"b%d" % i) for i in range(500)])
         wait_committed(daemon, kafka_bootstrap, group, source, 90,
                        "the records after the fence to be processed and committed")
