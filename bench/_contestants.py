@@ -48,7 +48,7 @@ class Tally:
 def run_bare(args: argparse.Namespace, tuned: bool = False) -> None:
     """The practical ceiling of one Python process: consume(500), json.loads, async commit 1/s.
 
-    ``tuned``: with agentd's consumer tuning (``supervisor.daemon.supervisor.CONSUMER_TUNING``), so
+    ``tuned``: with agentd's consumer tuning (``supervisor.daemon.membership.CONSUMER_TUNING``), so
     the report shows what of agentd's lead over the default loop is that setting alone.
     """
     from confluent_kafka import Consumer
@@ -56,7 +56,7 @@ def run_bare(args: argparse.Namespace, tuned: bool = False) -> None:
     settings = {"bootstrap.servers": args.bootstrap, "group.id": args.group,
                 "auto.offset.reset": "earliest", "enable.auto.commit": False}
     if tuned:
-        from supervisor.daemon.supervisor import CONSUMER_TUNING
+        from supervisor.daemon.membership import CONSUMER_TUNING
         settings.update(CONSUMER_TUNING)
     consumer = Consumer(settings)
     consumer.subscribe([args.topic])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -105,3 +106,34 @@ def test_on_leader_timer_fires_on_one_daemon_and_moves_when_it_ends(
         print(f"on_leader timer moved to the survivor {took:.1f} s after {end} "
               f"(session timeout {SESSION_S} s)")
         assert daemons[survivor].stop() == 0
+
+
+@pytest.mark.kafka
+def test_a_reload_joins_the_election_for_new_on_leader_work_and_leaves_it_after(
+        kafka_bootstrap, new_topic, tmp_path):
+    """Started without ``on_leader`` work, the daemon is in no election; a reload that
+    adds an ``on_leader`` timer must join one (before: the timer never fired, nobody
+    told the new instance it leads), and a reload that removes it leaves it."""
+    source, ticks = new_topic(2), new_topic(1)
+    app_id = kafkatools.unique_name("leader-reload")
+    without_timer = LEADER_APP[:LEADER_APP.index("@app.timer")]
+    daemon = member(tmp_path / "a", kafka_bootstrap, "a", app_id, source, ticks)
+    module = daemon.workdir / "leading.py"
+    module.write_text(without_timer)
+    with daemon:
+        daemon.wait_consuming()
+        assert f"leader of group {app_id}-__leader" not in daemon.log()
+        module.write_text(LEADER_APP)
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: daemon.assert_running() or
+                   sum(tick_counts(kafka_bootstrap, ticks).values()) >= 3, 60,
+                   "the on_leader timer the reload added to fire")
+        assert f"leader of group {app_id}-__leader" in daemon.log()
+        module.write_text(without_timer)
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: daemon.assert_running() or daemon.log().count("reload done in") >= 2,
+                   60, "the second reload")
+        assert "leaving the leader election" in daemon.log()
+        assert not json.loads(status(daemon, "--json"))["leader"]  # None: no election
+        assert daemon.stop() == 0

@@ -64,6 +64,8 @@ class DataPath:
         self.paused_by: dict[tuple[int, int], set[Instance]] = {}
         #: the error policy for records the daemon fails itself (set with the consumer)
         self.failures: RecordFailures | None = None
+        #: a fatal error the consumer reported: it fetches nothing more (membership.py)
+        self.fatal: KafkaError | None = None
 
     def fetch(self, busy: bool, waiting: bool) -> bool:
         """Consume one batch and dispatch it; True when messages came. ``busy``: the
@@ -353,6 +355,9 @@ class DataPath:
 
     def on_consume_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._PARTITION_EOF:
+            return
+        if error.fatal() or error.code() == KafkaError._FATAL:  # (the code alone is set)
+            self.fatal = error
             return
         log.warning("consumer: %s", error)
 

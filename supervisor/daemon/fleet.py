@@ -49,6 +49,8 @@ class Fleet:
         self._unread_channels: set[str] = set()
         #: the leader election, when the app has on_leader tasks or timers
         self.leadership: Leadership | None = None
+        #: instance label -> (pid, leadership) last told to that process
+        self.told_leader: dict[str, tuple[int, bool]] = {}
         self.instances: list[Instance] = []
         #: every subscribed topic, in subscription order; a record names its topic by
         #: its index here (the wire format carries the index, not the name)
@@ -94,11 +96,23 @@ class Fleet:
         if not self.topics:
             raise ConfigError("app", f"{' '.join(self.config.app)} defines no agents")
         self.guarantee = processing_guarantee(self.config, self.zygote.agents)
-        if any(spec.leader_work for spec in self.zygote.agents):
-            self.start_leadership()
+        self.follow_leader_work()
         if self.exactly_once:
             log.info("processing_guarantee = exactly_once: outputs, changelogs and offsets "
                      "commit in one Kafka transaction per instance")
+
+    def follow_leader_work(self) -> None:
+        """Join the leader election when the app has ``on_leader`` work, leave it when
+        it has none: at start, and after a reload, which can add or remove such work."""
+        assert self.zygote is not None
+        wanted = any(spec.leader_work for spec in self.zygote.agents)
+        if wanted and self.leadership is None:
+            self.start_leadership()
+        elif not wanted and self.leadership is not None:
+            log.info("no on_leader tasks, timers or crontabs any more: leaving the leader "
+                     "election")
+            self.leadership.stop()
+            self.leadership = None
 
     def start_leadership(self) -> None:
         """Join the leader election (supervisor/daemon/leader.py) with the data
@@ -111,12 +125,19 @@ class Fleet:
         self.leadership.start()
 
     def tell_leadership(self) -> None:
-        """Once per loop turn: a leadership change goes to the app-task instances."""
-        leading = self.leadership.changed() if self.leadership is not None else None
-        if leading is not None:
-            for inst in self.instances:
-                if self.runs_app_tasks(inst):
-                    inst.queue_control(wire.encode_leader(leading))
+        """Once per loop turn: every process running an app's tasks knows the current
+        leadership. Tracked per process, not per change: a reload's successor, forked
+        before the election answered and attached later, would otherwise never hear it."""
+        if self.leadership is None:
+            return
+        self.leadership.changed()  # what status shows
+        leading = bool(self.leadership.told)
+        for inst in self.instances:
+            if inst.pid is None or not self.runs_app_tasks(inst):
+                continue
+            if self.told_leader.get(inst.label) != (inst.pid, leading):
+                inst.queue_control(wire.encode_leader(leading))
+                self.told_leader[inst.label] = (inst.pid, leading)
 
     def runs_app_tasks(self, inst: Instance) -> bool:
         """An app's @app.task/@app.timer functions run once per supervisor: in instance
@@ -219,6 +240,7 @@ class Fleet:
         self.config = config
         for agent in self.agents:
             agent.config = config.agent(agent.name)
+        self.follow_leader_work()
 
     def worker_settings(self, inst: Instance) -> dict[str, Any]:
         agent, cfg = inst.agent, inst.agent.config

@@ -65,6 +65,8 @@ class GroupMember:
         self.lost: set[tuple[str, int]] = set()
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if consumer is not self.datapath.consumer:
+            return  # a consumer replaced after a fatal error (membership.py)
         if self.lost:
             resumed = self.settle_lost(consumer, partitions)
             partitions = [tp for tp in partitions if (tp.topic, tp.partition) not in resumed]
@@ -81,6 +83,8 @@ class GroupMember:
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Stop feeding these partitions, wait (bounded) for their acks, commit, forget."""
+        if consumer is not self.datapath.consumer:
+            return
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         keyed = self.datapath.stop_feeding(revoked)
         self.await_acks(keyed)
@@ -90,6 +94,8 @@ class GroupMember:
 
     def on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """The group dropped this member: keep the partitions' work (see the module)."""
+        if consumer is not self.datapath.consumer:
+            return
         if self.committer.transactional:
             self.on_revoke(consumer, partitions)
             return
@@ -100,6 +106,14 @@ class GroupMember:
         log.warning("lost %d partitions (the group no longer knows this member): %d records "
                     "in flight kept; fed on from where they are if the partitions come back",
                     len(lost), sum(tracker.in_flight(tp) for tp in lost))
+
+    def held(self) -> list[TopicPartition]:
+        """The partitions this daemon feeds (its routers know them: a consumer that had a
+        fatal error may no longer say)."""
+        held = {tp for agent in self.fleet.agents
+                for index in range(agent.router.instances)
+                for tp in agent.router.partitions_of(index)}
+        return [TopicPartition(topic, partition) for topic, partition in sorted(held)]
 
     def settle_lost(self, consumer: Consumer, partitions: list[TopicPartition]
                     ) -> set[tuple[str, int]]:

@@ -40,51 +40,37 @@ import signal
 import time
 from typing import Any
 
-from confluent_kafka import Consumer
-
 from supervisor.config.loader import Config, ConfigError
 from supervisor.daemon.commit import Committer
 from supervisor.daemon.datapath import BLOCKED_WAIT, DataPath
-from supervisor.daemon.failures import RecordFailures
 from supervisor.daemon.fleet import Fleet
 from supervisor.daemon.group import GroupMember
 from supervisor.daemon.instances import Instance
 from supervisor.daemon.keeper import KeeperError, TableKeeper
 from supervisor.daemon.lifecycle import Lifecycle, StartupError
+from supervisor.daemon.membership import GroupConsumer
 from supervisor.daemon.monitor import Monitor
 from supervisor.daemon.ops.operations import Operations
 from supervisor.daemon.ops.snapshot import Sources
 from supervisor.daemon.reload import Reloader
 from supervisor.daemon.tablestatus import TableStatus
 from supervisor.daemon.topics import (
-    SESSION_TUNING,
     BrokerUnreachable,
     TopicMismatch,
     connection_settings,
-    daemon_client_settings,
     ensure_topics,
     partition_counts,
 )
-from supervisor.daemon.transactions import CONSUMER_SETTINGS as TXN_CONSUMER_SETTINGS
 from supervisor.daemon.transactions import GroupFeed
 from supervisor.daemon.zygote import ZygoteError
-from supervisor.devbrokers.embedded import MOCK_CONSUMER_TUNING, mock_cluster_at
 from supervisor.transport import wire
 
-__all__ = ["CONSUMER_TUNING", "Supervisor"]
+__all__ = ["Supervisor"]
 
 log = logging.getLogger("agentd")
 
 STOP_GRACE, REVOKE_WAIT_MAX = 5.0, 30.0  # after STOP, before SIGKILL; a revoke's wait
 
-#: librdkafka defaults agentd changes (``[kafka]`` overrides them): fetch backoff 1000 ->
-#: 50 ms (the supervisor drained a full queue long before; 150k -> 300k msg/s); a fetch
-#: of caught-up partitions waits 500 -> 100 ms at the broker (a resumed partition's
-#: fetch waits behind it) and the prefetch is 100,000 -> 20,000 messages (a pause throws
-#: away what was prefetched for its partitions): docs/decisions.md, issue 21's resume
-#: stall; 6 s sessions.
-CONSUMER_TUNING: dict[str, Any] = {"fetch.queue.backoff.ms": 50, "fetch.wait.max.ms": 100,
-                                   "queued.min.messages": 20_000, **SESSION_TUNING}
 
 
 class Supervisor:
@@ -104,6 +90,8 @@ class Supervisor:
         self.ops: Operations | None = None  # control socket, sd_notify, metrics (at run)
         self.keeper: TableKeeper | None = None  # standby and GlobalTable copies (at start)
         self.txfeed: GroupFeed | None = None  # exactly once: group metadata to instances
+        self.consumer = GroupConsumer(self.fleet, self.datapath, self.committer, self.group,
+                                      embedded=config.embedded)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     @property
@@ -153,6 +141,8 @@ class Supervisor:
             committer.commit_if_due(fetched_nothing=not fetched)
             if self.txfeed is not None:
                 self.txfeed.tick(datapath.consumer)
+            if datapath.fatal is not None:
+                self.consumer.replace_if_fatal()
             if self.ops is not None:
                 self.ops.tick()
             if datapath.failures is not None:
@@ -230,40 +220,10 @@ class Supervisor:
             self.keeper = self.group.keeper = keeper
             self.tables.keepers.append(keeper)
 
-    def membership(self) -> dict[str, Any]:
-        """A static member (KIP-345) named by :meth:`Fleet.daemon_identity` (back in its
-        group at once after a broker outage or a restart: docs/decisions.md), except
-        under exactly once; on librdkafka's mock cluster its own tuning."""
-        settings = connection_settings(self.fleet.bootstrap, self.config.kafka)
-        if self.embedded is not None or mock_cluster_at(settings):
-            return dict(MOCK_CONSUMER_TUNING)
-        static = {"group.instance.id": self.fleet.daemon_identity()}
-        return {} if self.fleet.exactly_once else static  # EOS: dynamic, see decisions
-
     def start_consumer(self) -> None:
-        bootstrap, fleet = self.fleet.bootstrap, self.fleet
-        group = self.config.group_id or fleet.app_id() or "agentd"
-        settings: dict[str, Any] = {
-            **daemon_client_settings(bootstrap, self.config.kafka), "group.id": group,
-            "enable.auto.commit": False, "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "partition.assignment.strategy": "cooperative-sticky",
-            **CONSUMER_TUNING, **self.membership(),
-            "on_commit": self.committer.on_commit, **dict(self.config.kafka)}
-        settings = {k: v for k, v in settings.items() if v != "" or k != "group.instance.id"}
-        if fleet.exactly_once:  # the instances commit offsets in their transactions
-            settings.update(TXN_CONSUMER_SETTINGS)
-            self.committer.transactional = True
-            self.txfeed = self.group.txfeed = GroupFeed(fleet)
-        consumer = Consumer(settings)
-        self.datapath.consumer = self.committer.consumer = consumer
-        consumer.subscribe(fleet.topics, on_assign=self.group.on_assign,
-                           on_revoke=self.group.on_revoke, on_lost=self.group.on_lost)
-        self.datapath.failures = RecordFailures(
-            bootstrap, self.committer.failed_done, self.on_crash,
-            daemon_client_settings(bootstrap, self.config.kafka))
-        self.committer.start_interval()
-        log.info("consumer group %s subscribed to %s", group, ", ".join(fleet.topics))
+        self.consumer.start()
+        self.txfeed = self.consumer.txfeed
+        self.datapath.failures = self.consumer.failures(self.on_crash)
 
     # ================================================================= signals
 
