@@ -30,11 +30,11 @@ requests are part of that CPU; their own cost is measured after the run and show
 by the innermost supervisor frame, function and source line (read from the tree that
 ran), to a part of the path: ``consume`` (librdkafka's consume/poll calls),
 ``message_objects`` (a Message's accessors: topic, partition, offset, key, value,
-timestamp, headers), ``routing``, ``encode``, ``ring_write``, ``unacked_bookkeeping``
-(the records an instance holds for crash re-dispatch: insert at dispatch, pop at
-ack), ``ack_reading``, ``offset_tracking``, ``commits``, ``dispatch_loop`` (the loop's
-own bytecode), ``read_encode`` (the compiled per-message loop, ``_runscan.pyx``: the
-accessors and the encode together, which py-spy cannot tell apart), ``loop_other``.
+timestamp, headers), ``routing``, ``encode``, ``ring_write`` (and the backlog),
+``unacked_bookkeeping`` (an instance's records kept for crash re-dispatch, per run of
+offsets), ``ack_reading``, ``offset_tracking``, ``commits``, ``dispatch_loop`` (the
+loop's own bytecode), ``read_encode`` (the compiled per-message loop, ``_runscan.pyx``:
+the accessors and the encode together, which py-spy cannot tell apart), ``loop_other``.
 ``breakdown_us`` spreads the main thread's µs per message over those shares, and adds
 ``librdkafka_threads`` (the other threads' µs per message, which py-spy cannot see:
 fetching, decompression, the broker protocol).
@@ -252,8 +252,12 @@ BY_FUNCTION: dict[tuple[str, str], str | None] = {
     ("commit.py", "retire"): None, ("commit.py", "read_acks"): "ack_reading",
     ("instances.py", "read_outbound"): "ack_reading",
     ("instances.py", "acked"): "unacked_bookkeeping",
-    ("instances.py", "submit"): "ring_write", ("instances.py", "pump"): "ring_write",
-    ("instances.py", "_pump_window"): "ring_write",
+    **{("unacked.py", f): "unacked_bookkeeping" for f in (
+        "add_run", "retire", "discard", "_discard", "_kill", "_prune", "forget", "locate")},
+    **{("instances.py", f): "ring_write" for f in (
+        "submit", "submit_runs", "_submit", "_write_flat", "pump", "_pump_window")},
+    **{("unacked.py", f): "ring_write" for f in ("add", "consumed", "segments", "__bool__")},
+    ("ring.py", "write_run"): "ring_write", ("runscan.py", "copy_records_py"): "ring_write",
     ("datapath.py", "pump_instances"): "ring_write",
     ("ring.py", "write_many"): "ring_write", ("ring.py", "try_write"): "ring_write",
     ("ring.py", "_publish_head"): "ring_write", ("ring.py", "_make_room"): "ring_write",

@@ -8,7 +8,9 @@ and is timed from its first processed message to its N-th:
 
 - ``bare``: one confluent-kafka consumer, ``consume(500)``, ``json.loads``, async commit 1/s;
 - ``bare_tuned``: the same loop with agentd's consumer tuning (``fetch.queue.backoff.ms``
-  50 instead of 1000): what of agentd's lead over ``bare`` is that setting alone;
+  50 instead of 1000, ``fetch.wait.max.ms`` 100 instead of 500, ``queued.min.messages``
+  20,000 instead of 100,000, the session): what of agentd's lead over ``bare`` is those
+  settings alone;
 - ``faust``: faust-streaming worker, one agent on a ``Record``;
 - ``quix``: Quix Streams ``Application`` + ``StreamingDataFrame.update``, library defaults;
 - ``arroyo_mp`` / ``arroyo_single``: ``StreamProcessor`` with ``RunTaskWithMultiprocessing``

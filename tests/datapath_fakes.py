@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from confluent_kafka import OFFSET_INVALID, TopicPartition
+
 _READ_TWICE = object()
 
 
@@ -44,19 +46,36 @@ class FakeMessage:
 
 
 class FakeConsumer:
-    """Hands out ``queued`` messages; remembers pauses and commits."""
+    """Hands out ``queued`` messages; remembers pauses, seeks and commits, and each
+    partition's position (the offset after the last message handed out), as
+    confluent-kafka's ``position`` reports it."""
 
     def __init__(self, queued: list[FakeMessage] | None = None) -> None:
         self.queued = list(queued or [])
         self.paused: set[tuple[str, int]] = set()
         self.commits: list[dict[tuple[str, int], int]] = []
+        self.positions: dict[tuple[str, int], int] = {}
+        self.seeks: list[tuple[str, int, int]] = []
 
     def poll(self, timeout: float) -> FakeMessage | None:
-        return self.queued.pop(0) if self.queued else None
+        return self._handed([self.queued.pop(0)])[0] if self.queued else None
 
     def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
         taken, self.queued = self.queued[:num_messages], self.queued[num_messages:]
-        return taken
+        return self._handed(taken)
+
+    def _handed(self, messages: list[FakeMessage]) -> list[FakeMessage]:
+        for msg in messages:
+            self.positions[(msg.topic(), msg.partition())] = msg.offset() + 1
+        return messages
+
+    def position(self, tps: Any) -> list[TopicPartition]:
+        return [TopicPartition(tp.topic, tp.partition,
+                               self.positions.get((tp.topic, tp.partition), OFFSET_INVALID))
+                for tp in tps]
+
+    def seek(self, tp: Any) -> None:
+        self.seeks.append((tp.topic, tp.partition, tp.offset))
 
     def pause(self, tps: Any) -> None:
         self.paused |= {(tp.topic, tp.partition) for tp in tps}

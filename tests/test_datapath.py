@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 from datapath_fakes import FakeConsumer, FakeMessage
-from loop_paths import LOOPS
+from loop_paths import COMPILED_COPY, LOOPS
 
 from supervisor.config.loader import loads
 from supervisor.daemon.commit import Committer
@@ -16,7 +16,7 @@ from supervisor.daemon.datapath import DataPath
 from supervisor.daemon.fleet import Fleet
 from supervisor.daemon.instances import AgentRuntime, Instance
 from supervisor.daemon.router import Router
-from supervisor.transport import wire
+from supervisor.transport import runscan, wire
 from supervisor.transport.ring import Ring
 
 RING = 64 * 1024
@@ -68,8 +68,12 @@ class PolicyProbe:
 
 @pytest.fixture(autouse=True, params=LOOPS)
 def loop(request, monkeypatch):
-    """Every test here runs on both per-message loops (compiled and pure Python)."""
+    """Every test here runs on both per-message loops (compiled and pure Python): the
+    run scan and the ring's record copy."""
     monkeypatch.setattr("supervisor.daemon.datapath.scan_run", request.param)
+    pure = request.param is runscan.scan_run_py
+    monkeypatch.setattr(runscan, "copy_records",
+                        runscan.copy_records_py if pure else COMPILED_COPY)
     return request.param
 
 
@@ -189,3 +193,72 @@ def test_a_header_name_that_is_not_utf8_fails_only_its_record(tmp_path):
     assert (partition, offset) == (0, 1) and "not UTF-8" in reason
     assert tracked == [0, 1]
     assert list(datapath.tracker.lane(("t", 0)).pending) == [0, 1, 2]
+
+
+def drain(worker: WorkerEnd, datapath: DataPath, committer: Committer) -> None:
+    """The worker takes and acks everything its ring holds, the loop pumps the
+    backlog in, until both are empty (resumes happen on the way)."""
+    inst = datapath.instances[0]
+    while True:
+        records = worker.take()
+        for record in records:
+            worker.ack(record)
+        committer.read_acks()
+        datapath.pump_instances()
+        if not records and not inst.pending:
+            return
+
+
+def test_a_resume_seeks_each_partition_to_where_the_consumer_is_so_the_fetcher_wakes(
+        tmp_path):
+    # librdkafka's resume does not wake the broker's fetcher: with every partition
+    # paused it slept up to a second (instances idle; issue 21's throughput fall).
+    # The seek to the consumer's own position is what wakes it, and moves nothing.
+    relay = agent("m.relay", 0)
+    datapath, committer, consumer = parts(tmp_path, relay)
+    worker = WorkerEnd(relay.instances[0])
+    consumer.queued = [FakeMessage("t", p, o) for o in range(5000) for p in (0, 1)]
+    while consumer.queued and not consumer.paused:
+        datapath.fetch(busy=True, waiting=False)
+    assert consumer.paused == {("t", 0), ("t", 1)}     # the backlog passed high water
+    assert consumer.seeks == []                        # a pause seeks nothing
+    where = dict(consumer.positions)
+
+    drain(worker, datapath, committer)
+
+    assert not consumer.paused
+    assert sorted(consumer.seeks) == sorted((t, p, o) for (t, p), o in where.items())
+    assert all(o < 5000 for o in where.values())       # paused mid-partition
+
+
+class ShyConsumer(FakeConsumer):
+    """A consumer that has no position for t[1] and refuses every seek (a partition
+    revoked meanwhile)."""
+
+    def position(self, tps):
+        found = super().position(tps)
+        for tp in found:
+            if tp.partition == 1:
+                tp.offset = -1001
+        return found
+
+    def seek(self, tp):
+        super().seek(tp)
+        from confluent_kafka import KafkaError, KafkaException
+        raise KafkaException(KafkaError(KafkaError._STATE, "not assigned"))
+
+
+def test_a_resume_whose_seek_fails_or_has_no_position_still_resumes(tmp_path):
+    relay = agent("m.relay", 0)
+    datapath, committer, _ = parts(tmp_path, relay)
+    consumer = ShyConsumer([FakeMessage("t", p, o) for o in range(1500) for p in (0, 1)])
+    datapath.consumer = committer.consumer = consumer
+    worker = WorkerEnd(relay.instances[0])
+    while consumer.queued and not consumer.paused:
+        datapath.fetch(busy=True, waiting=False)
+    assert consumer.paused == {("t", 0), ("t", 1)}
+
+    drain(worker, datapath, committer)
+
+    assert not consumer.paused and not datapath.paused_by
+    assert [(t, p) for t, p, _o in consumer.seeks] == [("t", 0)]  # t[1]: no position

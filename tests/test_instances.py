@@ -5,9 +5,18 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
+from loop_paths import COPY_LOOPS
+
 from supervisor.daemon.instances import AgentRuntime, Instance
-from supervisor.transport import wire
+from supervisor.transport import runscan, wire
 from supervisor.transport.ring import Ring
+
+
+@pytest.fixture(autouse=True, params=COPY_LOOPS)
+def copy_loop(request, monkeypatch):
+    """Every test here runs on both ring copy loops (compiled and pure Python)."""
+    monkeypatch.setattr(runscan, "copy_records", request.param)
 
 
 def make_instance() -> Instance:
@@ -136,3 +145,31 @@ def test_backlog_bytes_are_recounted_when_a_crash_puts_everything_back_in_line()
     inst.died()
     assert len(inst.pending) == 1000
     assert inst.pending_bytes == sum(len(record) for record in inst.unacked.values())
+
+
+def test_the_pump_writes_only_live_records_of_the_backlog_in_dispatch_order():
+    inst = make_instance()
+    reader = Ring.attach(inst.inbound.fds())  # type: ignore[union-attr]
+    runs = []
+    for partition, count in ((0, 800), (1, 300), (2, 300)):
+        records = [wire.encode_record(0, partition, o, -1, None, b"v" * 50, None)
+                   for o in range(count)]
+        runs += inst.unacked.add_run(0, partition, list(range(count)), records, True,
+                                     sum(map(len, records)))
+    assert inst.submit_runs(runs) == []   # the 64 KiB ring takes ~680 of partition 0
+    assert 600 < len(inst.pending) < 800
+    inst.pending.drop_partitions({(0, 1)}, inst.unacked)   # revoked while it waits
+    del inst.unacked[(0, 2, 5)]                            # poisoned while it waits
+    inst.unacked.retire(0, 2, 100, 199)                    # (a stray ack) retired too
+    seen: list[tuple[int, int]] = []
+    while True:
+        views = reader.read_many(10_000)
+        seen += [(r.partition, r.offset) for r in map(wire.decode_record, views)]
+        del views
+        reader.release()
+        if not inst.pump() and not reader.readable():
+            break
+    expected = [(0, o) for o in range(800)] + \
+        [(2, o) for o in range(300) if o != 5 and not 100 <= o <= 199]
+    assert seen == expected
+    assert not inst.pending and inst.pending_bytes == 0

@@ -8,12 +8,16 @@ import threading
 import time
 
 import pytest
+from loop_paths import COPY_LOOPS
 
+from supervisor.transport import runscan
 from supervisor.transport.ring import RecordTooLarge, Ring
 
 
-@pytest.fixture
-def ring():
+@pytest.fixture(params=COPY_LOOPS)
+def ring(request, monkeypatch):
+    """Every ring test runs on both record-copy loops (compiled and pure Python)."""
+    monkeypatch.setattr(runscan, "copy_records", request.param)
     created = Ring.create(1024)
     yield created
     created.close()

@@ -1,4 +1,5 @@
-"""The ring against a plain Python model, under random interleavings of writes and reads.
+"""The ring against a plain Python model, under random interleavings of writes and reads,
+on both record-copy loops (pure Python, and compiled where it was built).
 
 The model keeps the ring's bytes as an explicit list of entries (records and wrap
 padding) with a write offset, and predicts exactly how many records a batch accepts:
@@ -11,9 +12,12 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from loop_paths import COMPILED_COPY
 
+from supervisor.transport import runscan
 from supervisor.transport.ring import RecordTooLarge, Ring
 
 CAPACITY = 512
@@ -81,8 +85,12 @@ record_lengths = st.one_of(
 
 
 class RingMachine(RuleBasedStateMachine):
+    copy_loop = staticmethod(runscan.copy_records_py)
+
     def __init__(self) -> None:
         super().__init__()
+        self.chosen = runscan.copy_records
+        runscan.copy_records = self.copy_loop
         self.ring = Ring.create(CAPACITY)
         self.model = RingModel(CAPACITY)
         self.serial = 0
@@ -90,6 +98,7 @@ class RingMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.ring.close()
+        runscan.copy_records = self.chosen
 
     def make(self, length: int) -> bytes:
         self.serial += 1
@@ -104,6 +113,17 @@ class RingMachine(RuleBasedStateMachine):
         except RecordTooLarge:
             written = None
         assert written == expected
+
+    @rule(lengths=st.lists(st.one_of(st.none(), st.integers(0, MAX_RECORD)), max_size=12))
+    def write_many_skipping_retired(self, lengths: list[int | None]) -> None:
+        """None entries (records retired while in a backlog) are skipped and counted."""
+        records = [None if length is None else self.make(length) for length in lengths]
+        present = [record for record in records if record is not None]
+        accepted = self.model.write_many(present)
+        assert accepted is not None
+        expected = len(records) if accepted == len(present) \
+            else next(i for i, r in enumerate(records) if r is present[accepted])
+        assert self.ring.write_many(records) == expected
 
     @rule(length=record_lengths)
     def try_write(self, length: int) -> None:
@@ -165,3 +185,13 @@ class RingMachine(RuleBasedStateMachine):
 RingMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=60,
                                          deadline=None)
 test_ring_matches_model_under_random_writes_and_reads = RingMachine.TestCase
+
+
+class CompiledRingMachine(RingMachine):
+    copy_loop = staticmethod(COMPILED_COPY or runscan.copy_records_py)
+
+
+CompiledRingMachine.TestCase.settings = RingMachine.TestCase.settings
+test_compiled_ring_matches_model_under_random_writes_and_reads = pytest.mark.skipif(
+    COMPILED_COPY is None, reason="supervisor/transport/_runscan not built (pip install -e .)",
+)(CompiledRingMachine.TestCase)

@@ -88,7 +88,31 @@ def test_a_run_stops_at_another_partition_an_error_or_unreadable_headers(loop):
 
 def test_the_loop_is_chosen_at_import_and_pure_python_can_be_forced(monkeypatch):
     monkeypatch.setenv("AGENTD_PURE_PYTHON", "1")
-    assert runscan._choose() == (runscan.scan_run_py, False)
+    pure = (runscan.scan_run_py, runscan.copy_records_py, runscan.record_sizes_py)
+    assert runscan._choose() == (pure, False)
     monkeypatch.delenv("AGENTD_PURE_PYTHON")
     chosen, compiled = runscan._choose()
-    assert compiled == (chosen is not runscan.scan_run_py)
+    assert all(compiled == (mine is not theirs) for mine, theirs in zip(chosen, pure,
+                                                                          strict=True))
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_run_ends_where_offsets_fall_back_and_keys_are_optional(loop):
+    batch = [Message("t", 0, 5), Message("t", 0, 6), Message("t", 0, 6), Message("t", 0, 2),
+             Message("t", 0, 3)]
+    offsets: list[int] = []
+    records: list[bytes] = []
+    assert loop(batch, 0, "t", 0, 0, offsets, None, records) == 2
+    assert loop(batch, 2, "t", 0, 0, offsets, None, records) == 3
+    assert loop(batch, 3, "t", 0, 0, offsets, None, records) == 5
+    assert offsets == [5, 6, 6, 2, 3] and len(records) == 5
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.binary(max_size=700), max_size=20))
+def test_both_size_loops_give_the_total_and_the_longest(records):
+    expected = (sum(map(len, records)), max(map(len, records), default=0))
+    assert runscan.record_sizes_py(records) == expected
+    if runscan.COMPILED:
+        from supervisor.transport._runscan import record_sizes
+        assert record_sizes(records) == expected

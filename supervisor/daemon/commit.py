@@ -83,14 +83,16 @@ class Lane:
             self.pending.append(offset)
             self.next_offset = offset + 1
 
-    def dispatched_many(self, offsets: list[int]) -> None:
+    def dispatched_many(self, offsets: list[int], increasing: bool = False) -> None:
         """``dispatched`` for each of ``offsets`` in order, in one call (a partition's
-        run of one fetched batch: increasing, so usually one ``deque.extend``)."""
+        run of one fetched batch: increasing, so usually one ``deque.extend``).
+        ``increasing``: the caller knows they strictly increase (the data path's runs
+        do, ``runscan.scan_run`` ends a run where they do not), so it is not checked."""
         if not offsets:
             return
-        first = offsets[0]
-        if (self.next_offset is None or first >= self.next_offset) and (
-                len(offsets) == 1 or all(map(operator.lt, offsets, offsets[1:]))):
+        if (self.next_offset is None or offsets[0] >= self.next_offset) and (
+                increasing or len(offsets) == 1
+                or all(map(operator.lt, offsets, offsets[1:]))):
             self.pending.extend(offsets)
             self.next_offset = offsets[-1] + 1
             return

@@ -37,7 +37,6 @@ import os
 import select
 import signal
 import time
-from collections import deque
 
 from supervisor.daemon.commit import Committer
 from supervisor.daemon.fleet import Fleet
@@ -227,7 +226,7 @@ class Handover:
             log.warning("%s: pid %d left %d records unacked; re-dispatching them",
                         inst.label, self.pid, len(lost))
             # unacked is in dispatch order, and pending holds its newest records
-            inst.pending = deque(inst.unacked)
+            inst.requeue_unacked()
 
     def start_new(self) -> None:
         """Step 4: the replacement process, from the daemon's current zygote."""

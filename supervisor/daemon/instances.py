@@ -4,11 +4,12 @@ An :class:`Instance` owns the supervisor's ends of its two rings, the pidfd of i
 process, and two collections the at-least-once promise rests on:
 
 - ``unacked``: every record given to it and not yet acked, keyed by
-  ``(topic index, partition, offset)`` in dispatch order (a dict keeps insertion
-  order), with its encoded bytes, so a crash can re-dispatch them in offset order.
-- ``pending``: keys of records dispatched to it that are not in its ring yet (the ring
-  was full, the process is restarting, or a poison probe is out): its *backlog*, moved
-  into the ring as the worker frees space.
+  ``(topic index, partition, offset)`` in dispatch order, with its encoded bytes, so a
+  crash can re-dispatch them in offset order. Kept per run of offsets
+  (``unacked.py``): a dispatched run and an ACK range cost one step each.
+- ``pending``: records dispatched to it that are not in its ring yet (the ring was
+  full, the process is restarting, or a poison probe is out): its *backlog*, segments
+  of those runs, moved into the ring as the worker frees space.
 
 Flow control has hysteresis (issue 12). A full ring alone pauses nothing: the backlog
 may grow to a high-water mark (:attr:`Instance.high_records` records or
@@ -38,19 +39,18 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import islice, repeat
 from typing import Any
 
+from supervisor.daemon.unacked import Backlog, Key, Run, Segment, UnackedRecords
 from supervisor.transport.ring import Ring
 
-__all__ = ["AgentRuntime", "Instance", "Key", "power_of_two"]
+__all__ = ["AgentRuntime", "Instance", "Key", "Run", "power_of_two"]
 
 log = logging.getLogger("agentd.instances")
 
-Key = tuple[int, int, int]  # topic index, partition, offset
 OUTBOUND_RING_SIZE = 1 << 20
+#: Backlog records the pump writes with one ring call (one head publish).
 WRITE_CHUNK = 4096
 MAX_BACKOFF = 10.0
 #: The backlog's high-water mark in records: one per this many bytes of ring (a 4 MiB
@@ -99,8 +99,8 @@ class Instance:
         self.high_records = max(64, self.high_bytes // BYTES_PER_BACKLOG_RECORD)
         self.pid: int | None = None
         self.pidfd: int | None = None
-        self.unacked: dict[Key, bytes] = {}
-        self._pending: deque[Key] = deque()
+        self.unacked = UnackedRecords()
+        self._pending = Backlog()
         #: Encoded bytes of the backlog; may over-count records dropped from ``unacked``
         #: meanwhile (revoked), never under-counts; exact again whenever it empties.
         self.pending_bytes = 0
@@ -134,16 +134,15 @@ class Instance:
         return self.pid is not None
 
     @property
-    def pending(self) -> deque[Key]:
-        """The backlog: keys in ``unacked`` not yet written to the ring, oldest first."""
+    def pending(self) -> Backlog:
+        """The backlog: records in ``unacked`` not yet written to the ring, oldest first
+        (iterating it gives their keys)."""
         return self._pending
 
-    @pending.setter
-    def pending(self, keys: deque[Key]) -> None:
-        # A crash or a handover puts every unacked record back in line: recount bytes.
-        self._pending = keys
-        unacked = self.unacked
-        self.pending_bytes = sum(len(unacked[key]) for key in keys if key in unacked)
+    def requeue_unacked(self) -> None:
+        """Everything it holds goes back in line, oldest first (a crash, a handover)."""
+        self._pending = Backlog.of(self.unacked)
+        self.pending_bytes = sum(map(len, self.unacked.values()))
 
     def spawn(self, zygote: Any, settings: dict[str, Any]) -> None:
         """Fresh rings, a fork from the zygote, a pidfd; then re-dispatch what it held.
@@ -206,7 +205,7 @@ class Instance:
         backoff = min(MAX_BACKOFF, 0.1 * 2 ** (self.crashes_in_row - 1))
         self.restart_at = time.monotonic() + backoff
         # Everything it held goes back in line, oldest first, in recovery windows.
-        self.pending = deque(self.unacked)
+        self.requeue_unacked()
         self.window_keys = set()
         self.window = 1 if self.pending else 0
         self.recover_left = len(self.pending)
@@ -218,36 +217,76 @@ class Instance:
 
     # ------------------------------------------------------------------ inbound
 
+    def submit_runs(self, runs: list[Run]) -> list[tuple[int, int]]:
+        """Write these runs (already in ``unacked``) or queue them in the backlog.
+
+        Returns the partitions that must now be paused for this instance: none until
+        the backlog passes its high-water mark; once blocked, the partitions of any
+        further record queued."""
+        return self._submit([[run, 0, len(run.records)] for run in runs])
+
     def submit(self, keys: list[Key], records: list[bytes] | None = None,
                ) -> list[tuple[int, int]]:
-        """Write these (already in ``unacked``) records, or queue them in the backlog.
+        """:meth:`submit_runs` for records named by key (already in ``unacked``; a
+        lookup per key, for the paths that are not the hot one). ``records`` is
+        accepted for the old call shape; the bytes are those ``unacked`` holds."""
+        segments: list[Segment] = []
+        for key in keys:
+            found = self.unacked.locate(key)
+            if found is None:
+                continue
+            run, i = found
+            last = segments[-1] if segments else None
+            if last is not None and last[0] is run and last[2] == i:
+                last[2] = i + 1
+            else:
+                segments.append([run, i, i + 1])
+        return self._submit(segments)
 
-        ``records`` are their encoded bytes when the caller has them at hand (saves a
-        lookup per record). Returns the partitions that must now be paused for this
-        instance: none until the backlog passes its high-water mark; once blocked, the
-        partitions of any further record queued.
-        """
-        if records is None:
-            unacked = self.unacked
-            records = [unacked[key] for key in keys]
+    def _submit(self, segments: list[Segment]) -> list[tuple[int, int]]:
         pending = self._pending
+        queued = 0
+        partial = -1  # bytes the ring took of a whole run it filled up in
         if not pending and not self.window and self.inbound is not None:
-            written = self.inbound.write_many(records)
-            if written == len(keys):
-                return []
-            keys, records = keys[written:], records[written:]
-        pending.extend(keys)
-        self.pending_bytes += sum(map(len, records))
+            if len(segments) == 1:
+                run, start, end = segments[0]
+                upto, partial = self.inbound.write_run(run.records, start, end)
+                if upto == end:
+                    return []
+                if start:
+                    partial = -1
+                segments[0][1] = upto
+            else:  # one ring call for all of them: the worker sees one batch
+                left, _copied = self._write_flat(segments)
+                for seg in segments:
+                    if left < seg[2] - seg[1]:
+                        seg[1] += left
+                        break
+                    left -= seg[2] - seg[1]
+                    queued += 1
+                else:
+                    return []
+        for seg in segments[queued:]:
+            run, start, end = seg
+            pending.add(run, start, end)
+            whole = end == len(run.records) and run.nbytes >= 0  # counted when made
+            if whole and start == 0:
+                self.pending_bytes += run.nbytes
+            elif whole and partial >= 0:
+                self.pending_bytes += run.nbytes - partial
+            else:
+                self.pending_bytes += sum(map(len, filter(None, run.records[start:end])))
+            partial = -1
         if self.paused:
-            new_keys: Iterable[Key] = keys
+            new_runs: Any = (seg[0] for seg in segments[queued:])
         elif len(pending) > self.high_records or self.pending_bytes > self.high_bytes:
-            new_keys = pending      # blocked now: pause whatever feeds the backlog
+            new_runs = (seg[0] for seg in pending.segments())  # blocked now: all feeders
         else:
             return []
         paused = self.paused
         newly: list[tuple[int, int]] = []
-        for tidx, partition, _offset in new_keys:
-            tp = (tidx, partition)
+        for run in new_runs:
+            tp = (run.tidx, run.partition)
             if tp not in paused:
                 paused.add(tp)
                 newly.append(tp)
@@ -267,32 +306,50 @@ class Instance:
             return False
         while self.controls and self.inbound.try_write(self.controls[0]):
             self.controls.popleft()
-        unacked, pending = self.unacked, self._pending
-        while pending and pending[0] not in unacked:
-            pending.popleft()  # forgotten (partition revoked) or poisoned meanwhile
         if self.window:
             return self._pump_window()
+        pending = self._pending
+        segments = pending.segments()
         moved = False
-        while pending:
-            chunk = list(islice(pending, WRITE_CHUNK))
-            records = [r for r in map(unacked.get, chunk) if r is not None]
-            written = self.inbound.write_many(records)
-            if len(records) == len(chunk):
-                for _ in range(written):
-                    pending.popleft()
-            else:  # some were forgotten meanwhile: skip them, pop exactly those written
-                left = written
-                while left:
-                    if pending.popleft() in unacked:
-                        left -= 1
-            if written:
+        while segments:
+            # The front segments, up to WRITE_CHUNK slots, each from its first slot not
+            # retired; a dead run (revoked, poisoned meanwhile) as an empty one.
+            chosen: list[Segment] = []
+            slots = 0
+            for seg in segments:
+                run = seg[0]
+                start = max(seg[1], run.lo) if run.alive else seg[2]
+                chosen.append([run, start, seg[2]])
+                slots += seg[2] - start
+                if slots >= WRITE_CHUNK:
+                    break
+            left, copied = self._write_flat(chosen)
+            if copied:
                 moved = True
-                self.pending_bytes -= sum(map(len, records[:written]))
-            if written < len(records) or not records:
+                self.pending_bytes -= copied
+            full = left < slots
+            for _run, start, end in chosen:
+                if left >= end - start:
+                    left -= end - start
+                    pending.consumed(segments[0], end)
+                else:
+                    pending.consumed(segments[0], start + left)
+                    break
+            if full:
                 break
         if not pending:
             self.pending_bytes = 0
         return moved
+
+    def _write_flat(self, segments: list[Segment]) -> tuple[int, int]:
+        """Write the segments' records in order with one ring call (one head publish);
+        returns the slots taken and the bytes copied."""
+        assert self.inbound is not None
+        flat: list[Any] = []
+        for run, start, end in segments:
+            flat += run.records if start == 0 and end == len(run.records) \
+                else run.records[start:end]
+        return self.inbound.write_run(flat, 0, len(flat))
 
     def _pump_window(self) -> bool:
         """Recovery: write the next window once the previous one is fully acked."""
@@ -304,16 +361,10 @@ class Instance:
         if self.recover_left <= 0 or not self._pending:
             self.window = 0        # through the records held at the crash
             return self.pump()
-        unacked, pending = self.unacked, self._pending
-        keys: list[Key] = []
-        while pending and len(keys) < self.window:
-            key = pending.popleft()
-            if key in unacked:
-                keys.append(key)
-        records = [unacked[key] for key in keys]
+        pending = self._pending
+        keys, records = pending.peek(self.window)
         written = self.inbound.write_many(records) if records else 0
-        for key in reversed(keys[written:]):
-            pending.appendleft(key)
+        pending.drop(written)
         self.pending_bytes -= sum(map(len, records[:written]))
         if not pending:
             self.pending_bytes = 0
@@ -344,10 +395,7 @@ class Instance:
 
     def acked(self, topic_index: int, partition: int, first: int, last: int) -> None:
         """Retire the records of an ACK range; a live instance's crash streak ends."""
-        # unacked.pop(key, None) for each key of the range, the loop in C (an ACK
-        # range is a run of offsets: this is per-record work the supervisor pays).
-        deque(map(self.unacked.pop, zip(repeat(topic_index), repeat(partition),
-                                        range(first, last + 1)), repeat(None)), maxlen=0)
+        self.unacked.retire(topic_index, partition, first, last)  # per run, not record
         self.crashes_in_row = 0
 
     def read_outbound(self, max_records: int = 4096) -> list[bytes]:
@@ -364,8 +412,8 @@ class Instance:
 
     def forget(self, topic_index: int, partition: int) -> None:
         """A revoked partition: its records are no longer this instance's to finish."""
-        for key in [k for k in self.unacked if k[0] == topic_index and k[1] == partition]:
-            del self.unacked[key]
+        self._pending.drop_partitions({(topic_index, partition)}, self.unacked)
+        self.unacked.forget(topic_index, partition)
         self.paused.discard((topic_index, partition))
 
     def stats(self) -> dict[str, Any]:

@@ -48,8 +48,13 @@ __all__ = ["CONSUMER_TUNING", "REJOIN_BACKOFF", "GroupConsumer"]
 log = logging.getLogger("agentd")
 
 #: librdkafka defaults agentd changes (``[kafka]`` overrides them): fetch backoff 1000 ->
-#: 50 ms (the supervisor drained a full queue long before; 150k -> 300k msg/s); 6 s sessions.
-CONSUMER_TUNING: dict[str, Any] = {"fetch.queue.backoff.ms": 50, **SESSION_TUNING}
+#: 50 ms (the supervisor drained a full queue long before; 150k -> 300k msg/s); a fetch
+#: of caught-up partitions waits 500 -> 100 ms at the broker (a resumed partition's
+#: fetch waits behind it) and the prefetch is 100,000 -> 20,000 messages (a pause throws
+#: away what was prefetched for its partitions): docs/decisions.md, issue 21's resume
+#: stall; 6 s sessions.
+CONSUMER_TUNING: dict[str, Any] = {"fetch.queue.backoff.ms": 50, "fetch.wait.max.ms": 100,
+                                   "queued.min.messages": 20_000, **SESSION_TUNING}
 #: Seconds before the first rebuild after a fatal error, and the most between two.
 REJOIN_BACKOFF, REJOIN_BACKOFF_MAX = 1.0, 60.0
 

@@ -37,8 +37,7 @@ class Move:
 
     def old_done(self) -> bool:
         """True once the old owner holds no record of the partition."""
-        tidx, partition = self.topic_index, self.tp[1]
-        return not any(key[0] == tidx and key[1] == partition for key in self.old.unacked)
+        return not self.old.unacked.holds(self.topic_index, self.tp[1])
 
 
 def owners(agent: AgentRuntime) -> dict[TopicPartition, int]:

@@ -36,9 +36,10 @@ Memory ordering (the argument, in the manner of folly's ProducerConsumerQueue.h)
 * Writer: copy the payload and its header, *then* store head. Reader: load head, *then*
   load headers and payloads below it. On x86-64 (TSO) stores become visible in program
   order and loads are not reordered with other loads, so a reader that sees the new head
-  sees the bytes written before it. CPython executes each mmap store (a memcpy inside
-  one bytecode) to completion before the next bytecode starts, and the compiler cannot
-  move stores across those opaque calls. The copies themselves may use ``rep movsb`` or
+  sees the bytes written before it. The payload stores are done by one call
+  (``runscan.copy_records``: a memcpy per record, compiled or through memoryview
+  slices) that returns before head is stored from Python, and the compiler cannot move
+  stores across that opaque call. The copies themselves may use ``rep movsb`` or
   non-temporal stores, which are weakly ordered among themselves, but x86-64 completes a
   string operation's stores before later stores, and glibc's memcpy ends its
   non-temporal path with ``sfence``. Index stores go through a memoryview cast to
@@ -65,6 +66,7 @@ import os
 from collections.abc import Callable, Sequence
 from time import monotonic
 
+from supervisor.transport import runscan
 from supervisor.transport.doorbell import Doorbell, PeerGone, PeerWatch
 from supervisor.transport.fence import full_fence
 
@@ -217,60 +219,56 @@ class Ring:
 
     # ------------------------------------------------------------------ writer side
 
-    def write_many(self, records: Sequence[bytes | memoryview | bytearray],
+    def write_many(self, records: Sequence[bytes | memoryview | bytearray | None],
                    start: int = 0) -> int:
-        """Copy ``records[start:]`` in order until one does not fit; return how many.
+        """Copy ``records[start:]`` in order until one does not fit; return how many
+        were taken (``None`` entries are skipped, and count as taken).
 
         Records are bytes-like with 1-byte items (``bytes``, ``bytearray``, a plain
         memoryview). 0 means the ring is full (would block): back off, or
-        ``wait_writable``. A record
-        over ``max_record_size`` stops the batch like a full ring; when it is the first
-        one (``records[start]``) :class:`RecordTooLarge` is raised at once, so a caller
-        advancing ``start`` by the result meets it on its next call. Publishes head once
-        for the whole batch, after every payload is in place.
+        ``wait_writable``. A record over ``max_record_size`` stops the batch like a
+        full ring; when it is the first one (``records[start]``) :class:`RecordTooLarge`
+        is raised at once, so a caller advancing ``start`` by the result meets it on its
+        next call. Publishes head once for the whole batch, after every payload is in
+        place.
         """
-        data, words, mask, capacity = self._data, self._words, self._mask, self.capacity
+        if type(records) is not list:
+            records = list(records)
+        return self.write_run(records, start, len(records))[0] - start
+
+    def write_run(self, records: list[bytes | memoryview | bytearray | None], start: int,
+                  end: int) -> tuple[int, int]:
+        """:meth:`write_many` for ``records[start:end]``: returns the index of the first
+        record not taken and the payload bytes copied (what a backlog pays back).
+
+        The copy loop is ``runscan.copy_records``: compiled (one ``memcpy`` per record)
+        when built, else the pure-Python loop. It stops at ``stop``, the nearer of the
+        reader's tail one lap on and the end of the data area (a record never straddles
+        it); the slow path here refreshes tail, wraps, and goes on."""
+        mask, capacity = self._mask, self.capacity
         head = self._head
-        # One comparison per record: ``stop`` is the nearer of the reader's tail one lap
-        # on and the end of the data area (a record never straddles it).
-        stop = min(self._tail_seen + capacity, head - (head & mask) + capacity)
-        written = 0
-        for record in records[start:] if start else records:
-            length = len(record)
-            end = head + ((length + 15) & ~7)  # header + payload rounded up to 8
-            if end > stop:
-                head, tail, fits = self._make_room(head, end - head)
-                if not fits:
-                    if length > self.max_record_size and written == 0:
-                        self._publish_head(head)
-                        raise RecordTooLarge(
-                            f"record of {length} bytes > max {self.max_record_size}")
-                    break
-                stop = min(tail + capacity, head - (head & mask) + capacity)
-                end = head + ((length + 15) & ~7)
-            offset = (head & mask) + 8
-            words[(offset >> 3) - 1] = length
-            data[offset:offset + length] = record
-            head = end
-            written += 1
+        i, copied = start, 0
+        while True:
+            stop = min(self._tail_seen + capacity, head - (head & mask) + capacity)
+            i, head, nbytes = runscan.copy_records(self._data, self._words, mask, head, stop,
+                                                   records, i, end)
+            copied += nbytes
+            if i >= end:
+                break
+            length = len(records[i])  # type: ignore[arg-type]  # None never stops it
+            head, _tail, fits = self._make_room(head, (length + 15) & ~7)
+            if not fits:
+                if length > self.max_record_size and i == start:
+                    self._publish_head(head)
+                    raise RecordTooLarge(
+                        f"record of {length} bytes > max {self.max_record_size}")
+                break
         self._publish_head(head)
-        return written
+        return i, copied
 
     def try_write(self, record: bytes | memoryview | bytearray) -> bool:
-        """Write one record; False when the ring is full (RecordTooLarge if it never fits).
-
-        The common case (room before the end of the lap) is inlined; anything else goes
-        through :meth:`write_many`.
-        """
-        length, head, mask, capacity = len(record), self._head, self._mask, self.capacity
-        end = head + ((length + 15) & ~7)
-        if end > self._tail_seen + capacity or end > head - (head & mask) + capacity:
-            return self.write_many((record,)) == 1
-        offset = (head & mask) + 8
-        self._words[(offset >> 3) - 1] = length
-        self._data[offset:offset + length] = record
-        self._publish_head(end)
-        return True
+        """Write one record; False when the ring is full (RecordTooLarge if it never fits)."""
+        return self.write_run([record], 0, 1)[0] == 1
 
     def _make_room(self, head: int, need: int) -> tuple[int, int, bool]:
         """Slow path: refresh tail, wrap if the record cannot fit before the end.
