@@ -10,7 +10,7 @@ import kafkatools
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from supervisor.instance.transactions import LINGER_MS, Transactions
+from supervisor.instance.transactions import LINGER_MS, PROMPT_MIN_GAP_S, Transactions
 
 
 def fake_agent() -> SimpleNamespace:
@@ -34,6 +34,27 @@ def test_at_least_once_leaves_the_apps_producer_alone():
     agent = fake_agent()
     assert Transactions.install(agent, {"commit_interval": 0.25}) is None
     assert agent.app._producer is None
+
+
+@pytest.mark.parametrize(("interval", "gap"), [(1.0, 0.1), (5.0, 0.5), (0.2, PROMPT_MIN_GAP_S)])
+def test_an_instance_that_ran_dry_commits_early_at_most_every_tenth_interval(interval, gap):
+    """Idle, with ACKs held: commit now if the least gap (interval / 10, never under
+    0.1 s) since the last commit passed, else once it has; busy or holding no ACK: the
+    interval decides. Quiescing (the interval's commit): as soon as the agent is idle."""
+    txn = Transactions(producer=None, interval=interval)
+    assert txn.prompt_gap == gap
+    opened = txn.opened_at
+    txn.dry = True
+    assert txn.commit_wait(True, opened + 10) is None  # nothing held
+    txn.acks.append(b"ack")
+    assert txn.commit_wait(False, opened + 10) is None  # the agent holds records
+    assert txn.commit_wait(True, opened + gap) == 0.0
+    assert txn.commit_wait(True, opened + gap / 4) == pytest.approx(gap * 3 / 4)
+    txn.dry = False  # records in the ring: the interval decides
+    assert txn.commit_wait(True, opened + 10) is None
+    txn.due()
+    assert txn.commit_wait(False, opened + 10) is None
+    assert txn.commit_wait(True, opened) == 0.0
 
 
 @pytest.mark.kafka
