@@ -342,24 +342,27 @@ class Worker:
             self._throttled = False
             self.pump()
 
-    def _transaction_due(self) -> None:
-        """Every commit interval: quiesce, and commit once the agent holds nothing."""
-        assert self._loop is not None and self.txn is not None
-        self.txn.due()
-        self._transaction_step()
-        self._loop.call_later(self.txn.interval, self._transaction_due)
-
-    def _transaction_step(self, timer: bool = False) -> None:
-        """Under exactly once: ACKs wait for their transaction; it commits when due and
-        the agent is done with everything it was fed (then feeding resumes), or early
-        when the instance ran dry (``timer``: that early commit's timer fired)."""
+    def _transaction_due(self, dry: bool = False) -> None:
+        """Every interval (``dry``: an early commit's gap passed): quiesce, commit once
+        idle. Via ``flush_acks``: what is done has its outputs in, so its ACK too."""
         txn, loop = self.txn, self._loop
         assert txn is not None and loop is not None
-        txn.dry_timer = None if timer else txn.dry_timer
+        if dry:
+            txn.dry_timer = None
+        else:
+            txn.due()
+            loop.call_later(txn.interval, self._transaction_due)
+        self.flush_acks()
+
+    def _transaction_step(self) -> None:
+        """Under exactly once: ACKs wait for their transaction; it commits when due and
+        the agent holds nothing (feeding resumes), or early when dry (transactions.py)."""
+        txn, loop = self.txn, self._loop
+        assert txn is not None and loop is not None
         txn.hold_acks(self._outbox, self.topics)
         wait = txn.commit_wait(self.host.in_flight == 0, time.monotonic())
         if wait and txn.dry_timer is None:
-            txn.dry_timer = loop.call_later(wait, self._transaction_step, True)
+            txn.dry_timer = loop.call_later(wait, self._transaction_due, True)
         elif wait == 0.0 and txn.commit(self._outbox):
             self._write_outbox()
             loop.call_soon(self.pump)
