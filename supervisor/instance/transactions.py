@@ -54,6 +54,12 @@ TRANSACTION_TIMEOUT_MIN_S = 15.0  # the broker aborts an open transaction after 
 #: ``read_committed`` reader sees it, so 5 ms of batching is not visible, and it made
 #: the produce requests (one per record at 0) few: bench/eos.py 20,000 -> 32,000 msg/s.
 LINGER_MS = 5
+#: The transactional producer's local queue, in messages. A topic sink's output under
+#: exactly once holds its record only until it is queued (``agentlib/sinks.py``: the
+#: commit is its delivery report), so this, not the agent's ``max_in_flight``, bounds
+#: how far an instance runs ahead of the broker, and so what a commit must flush
+#: within :data:`TRANSACTION_TIMEOUT_S`; a full queue makes outputs wait for room.
+QUEUE_MESSAGES = 100_000
 #: The least time between two commits of an instance that runs dry (see the module
 #: docstring): with ``commit_interval / 10`` this caps them at ten a second.
 PROMPT_MIN_GAP_S = 0.1
@@ -107,7 +113,8 @@ class Transactions:
         timeout_ms = int(max(TRANSACTION_TIMEOUT_MIN_S, 10 * interval) * 1000)
         app._producer = kafka.KafkaProducer(app.conf.broker, config={
             "transactional.id": settings["transactional_id"],
-            "transaction.timeout.ms": timeout_ms, "linger.ms": LINGER_MS})
+            "transaction.timeout.ms": timeout_ms, "linger.ms": LINGER_MS,
+            "queue.buffering.max.messages": QUEUE_MESSAGES})
         return cls(app._producer, interval, settings.get("group_id"))
 
     def start(self) -> None:
