@@ -103,7 +103,14 @@ async def one_pass(records: list[bytes], eos: dict[str, Any] | None = None
     start, cpu, thread = time.perf_counter(), time.process_time(), time.thread_time()
     if worker.txn is not None:
         worker._loop.call_later(worker.txn.interval, worker._transaction_due)
-    while worker.processed < total or (worker.txn is not None and worker.txn.acks):
+    if worker.txn is not None:
+        # The worker drives itself, as in its process (a throttled or quiescing pump is
+        # resumed by its on_done or its commit): this loop only waits, off the CPU, so
+        # the process CPU is the worker's (spinning here cost as much as a busy loop).
+        worker.pump()
+        while worker.processed < total or worker.txn.acks:
+            await asyncio.sleep(0.001)
+    while worker.processed < total:
         if worker.inbound.pos < total and not worker._throttled:
             worker.pump()
         await asyncio.sleep(0)
