@@ -295,6 +295,21 @@ class KafkaProducer:
                        else _plain_headers(headers), on_delivery=batch)
         batch.entries.append((token, topic, key, value))  # (DeliveryBatch.sent, inlined)
 
+    @property
+    def transactional(self) -> bool:
+        """Made with a ``transactional.id`` (an agentd instance under exactly once)."""
+        return "transactional.id" in self._extra_config
+
+    def send_in_transaction(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        """Queue one message of the open transaction with no delivery report: the
+        commit is its report (``commit_transaction`` waits for every message and fails
+        if one failed, and then none of them is ever visible to ``read_committed``
+        readers). Raises ``BufferError`` as :meth:`send_soon` does."""
+        handle = self._handle
+        if handle is None or self._pid != _pid:
+            handle = self._ensure()
+        handle.produce(topic, value, key)
+
     async def send(self, topic: str, key: bytes | None, value: bytes | None,
                    partition: int | None = None,
                    headers: Headers | None = None) -> RecordMetadata:

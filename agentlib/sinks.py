@@ -86,8 +86,21 @@ def send_counted(topic: Topic, value: Any, events: Sequence[Event[Any]],
 
     False when that cannot be done (a producer without ``send_counted``, as tests'
     fakes; a full local queue): the caller takes the future path, which waits.
+
+    A transactional producer's output (an agentd instance under exactly once) holds
+    nothing: its transaction's commit, which waits for every message and fails if one
+    failed, comes before the record's ACK leaves the instance, so a report per message
+    would prove nothing more; without it the record is done once the agent moved past
+    it (the commit's quiesce waits for no delivery) and no report is counted.
     """
     producer = topic.app.producer
+    if getattr(producer, "transactional", False) is True:  # under exactly once
+        try:
+            producer.send_in_transaction(topic.get_topic_name(), None,
+                                         topic.encode_value(value))
+        except BufferError:
+            return False
+        return True
     send = getattr(producer, "send_counted", None)
     if send is None:
         return False

@@ -23,6 +23,10 @@ topic sink.
   message's produce and before the transaction that commits it: this favours Quix.
 - ``--intervals 0.1,0.5,1``: one more ``agentd_eos`` run per ``commit_interval`` (the
   ``eos_interval_sweep`` key), each checked read_committed as well.
+- ``--baseline PATH``: ``agentd_eos_base``, ``agentd_eos`` run by another source tree
+  (e.g. ``git worktree add /tmp/base main``; its ``bin/agentd`` and its code, this
+  checkout's ``_eos_app``) in the same rotation, checked the same way: a change's effect
+  as ``agentd_eos_vs_base``, from one run on one broker beside the same Quix rounds.
 
 Each contestant runs ``--rounds`` times (default 3), the order rotated every round; its
 row is its median round (every round's rate in the JSON, ``*_rounds_msg_s``), and
@@ -32,7 +36,7 @@ other processes come and go); the median of rotated rounds is steadier.
 
 Only ratios from one run count: absolute rates drift between runs on shared machines.
 Usage: ``bench/eos.py [--quick] [--count N] [--rounds N] [--eos-interval S]
-[--intervals S,S] [--only agentd_alo,agentd_eos,quix_eos]``.
+[--intervals S,S] [--only agentd_alo,agentd_eos,quix_eos] [--baseline PATH]``.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 import _common as c
 
 ORDER = ("agentd_alo", "agentd_eos", "quix_eos")
+BASE = "agentd_eos_base"  # --baseline
 PARTITIONS = 8
 INSTANCES = 2
 ALO_INTERVAL = 0.1  # the agentd benches' commit_interval (``_common.Agentd``)
@@ -133,14 +138,15 @@ def median_round(name: str, rounds: list[c.Outcome]) -> c.Outcome:
 # ---------------------------------------------------------------------------- contestants
 
 def run_agentd(name: str, bootstrap: str, topic: str, count: int, timeout: float,
-               guarantee: str, interval: float) -> c.Outcome:
-    """agentd forwarding to a fresh sink under ``guarantee``; the sink read back after."""
+               guarantee: str, interval: float, tree: Path = c.REPO) -> c.Outcome:
+    """agentd (``tree``'s) forwarding to a fresh sink under ``guarantee``; the sink read
+    back after."""
     sink = c.create_topic(bootstrap, c.unique(f"bench-eos-{name}-out"), PARTITIONS)
     settings = {"app": "_eos_app:app", "processing_guarantee": guarantee,
                 "commit_interval": interval}
     outcome = c.run_agentd(name, bootstrap, topic, count, INSTANCES, timeout,
-                           group=c.unique(f"bench-{name}"), settings=settings,
-                           env={"BENCH_SINK": sink})
+                           tree=tree, group=c.unique(f"bench-{name}"),
+                           settings=settings, env={"BENCH_SINK": sink})
     outcome.extra.update(guarantee=guarantee, commit_interval=interval)
     if outcome.reason:
         return outcome
@@ -164,7 +170,7 @@ def summary(results: dict[str, c.Outcome], *, count: int, eos_interval: float,
     """The JSON line: the issue's keys, exactness, the intervals, the sweep, the targets."""
     rate = {name: o.msg_s for name, o in results.items()}
     eos, alo, quix = (rate.get(n, 0.0) for n in ("agentd_eos", "agentd_alo", "quix_eos"))
-    found = {name: results[name].extra for name in ("agentd_eos", "agentd_alo")
+    found = {name: results[name].extra for name in ("agentd_eos", "agentd_alo", BASE)
              if name in results}
     out: dict[str, Any] = {
         "count": count, "partitions": PARTITIONS, "agentd_instances": INSTANCES,
@@ -179,6 +185,10 @@ def summary(results: dict[str, c.Outcome], *, count: int, eos_interval: float,
         "eos_commit_interval_s": eos_interval, "alo_commit_interval_s": ALO_INTERVAL,
         "quix_commit_interval_s": QUIX_INTERVAL,
     }
+    if BASE in results:
+        out[f"{BASE}_msg_s"] = rate[BASE]
+        out["agentd_eos_vs_base"] = c.ratio(eos, rate[BASE])
+        out[f"{BASE}_exact"] = bool(found[BASE].get("exact"))
     if sweep:
         out["eos_interval_sweep"] = {f"{s:g}": {"msg_s": o.msg_s,
                                                 "exact": bool(o.extra.get("exact"))}
@@ -224,11 +234,15 @@ def main() -> None:
     cli.add_argument("--intervals", default="", help="also run agentd_eos with each of these "
                      "commit_intervals (comma-separated seconds)")
     cli.add_argument("--only", default=",".join(ORDER), help="comma-separated contestants")
+    cli.add_argument("--baseline", type=Path, default=None, help="another source tree: "
+                     f"also its agentd_eos, as {BASE} (see above)")
     args = cli.parse_args()
     count = args.count or (200_000 if args.quick else 1_000_000)
     timeout = args.timeout or (180.0 if args.quick else 600.0)
     intervals = parse_intervals(args.intervals)
     names = [n for n in ORDER if n in args.only.split(",")]
+    if args.baseline is not None:
+        names.append(BASE)
     measured: dict[str, list[c.Outcome]] = {name: [] for name in names}
     sweep: dict[float, c.Outcome] = {}
     with c.broker(args.bootstrap) as bootstrap:
@@ -240,9 +254,10 @@ def main() -> None:
                 if name == "agentd_alo":
                     outcome = run_agentd(name, bootstrap, topic, count, timeout,
                                          "at_least_once", ALO_INTERVAL)
-                elif name == "agentd_eos":
+                elif name in ("agentd_eos", BASE):
                     outcome = run_agentd(name, bootstrap, topic, count, timeout,
-                                         "exactly_once", args.eos_interval)
+                                         "exactly_once", args.eos_interval,
+                                         args.baseline if name == BASE else c.REPO)
                 else:
                     outcome = run_quix(bootstrap, topic, count, timeout)
                 measured[name].append(outcome)
@@ -260,6 +275,9 @@ def main() -> None:
     print(f"\nagentd EOS / Quix EOS: {out['agentd_eos_vs_quix_eos']:.2f} (floor 1.5), agentd "
           f"EOS / agentd at least once: {out['eos_vs_alo']:.2f} (floor 0.6), read_committed "
           f"exact: {out['agentd_eos_exact']}\n")
+    if args.baseline is not None:
+        out["baseline_tree"] = str(args.baseline)
+        print(f"agentd EOS / the baseline tree's: {out['agentd_eos_vs_base']:.2f}\n")
     c.emit_json({"bench": "eos", **out})
 
 

@@ -10,8 +10,15 @@ thread's CPU per message, best of ``--repeat``; ``--profile`` prints a pyinstrum
 profile of one pass. This is the worker's share of ``bench/eos.py``'s at-least-once
 contestant, without the supervisor and the rings.
 
+``--eos``: the worker under ``processing_guarantee = "exactly_once"`` instead (its
+``agentd_eos`` share): the app's producer transactional, the group metadata of a real
+consumer in the pass's group, a commit every ``--interval`` seconds (the worker's own
+cycle), and a pass ends when the last transaction committed (every ACK released). It
+also prints the transactions committed and the seconds spent quiescing and in the
+commit calls.
+
     .venv/bin/python bench/sink_inproc.py [-n 100000] [--repeat 3] [--quick]
-        [--profile] [--bootstrap H:P]
+        [--profile] [--bootstrap H:P] [--eos [--interval S]]
 """
 
 from __future__ import annotations
@@ -36,8 +43,27 @@ from worker_inproc import _Inbound, _Outbound
 PARTITIONS = 8
 
 
-async def one_pass(records: list[bytes]) -> tuple[float, float, float]:
-    """(wall, process CPU, loop-thread CPU) seconds for ``records`` through a worker."""
+def group_metadata(bootstrap: str, group: str, topic: str) -> tuple[Any, bytes]:
+    """A consumer that joined ``group`` on ``topic``, and its group metadata (what the
+    supervisor sends an instance under exactly once); the caller closes it."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    deadline = time.monotonic() + 30
+    while not consumer.assignment():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no assignment in group {group}")
+        consumer.poll(0.1)
+    return consumer, consumer.consumer_group_metadata()
+
+
+async def one_pass(records: list[bytes], eos: dict[str, Any] | None = None
+                   ) -> tuple[float, float, float]:
+    """(wall, process CPU, loop-thread CPU) seconds for ``records`` through a worker;
+    ``eos``: the worker's exactly-once settings (then ``eos["txn"]`` is its
+    Transactions, for the caller's report)."""
     import _eos_app
 
     import agentlib.seam as seam
@@ -58,6 +84,12 @@ async def one_pass(records: list[bytes]) -> tuple[float, float, float]:
     worker.host = seam.AgentHost(agent, on_done=worker.on_done, on_error=worker.on_error)
     worker.tables = None
     worker.txn = None
+    if eos is not None:
+        from supervisor.instance.transactions import Transactions
+
+        worker.settings.update(eos)
+        worker.txn = eos["txn"] = Transactions.install(agent, worker.settings)
+        worker.txn.group_metadata = eos["group_metadata"]
     worker._fed, worker._done, worker._done_by_name, worker._outbox = {}, {}, {}, []
     worker._flush_scheduled = worker._throttled = worker._stopping = False
     worker.processed, worker._producer, worker._tasks = 0, None, set()
@@ -66,7 +98,18 @@ async def one_pass(records: list[bytes]) -> tuple[float, float, float]:
     await worker.host.start()
     await worker.warm_producer()
     total = len(records)
+    if worker.txn is not None:  # as Worker.main: the transactions start before the records
+        worker.txn.start()
     start, cpu, thread = time.perf_counter(), time.process_time(), time.thread_time()
+    if worker.txn is not None:
+        worker._loop.call_later(worker.txn.interval, worker._transaction_due)
+    if worker.txn is not None:
+        # The worker drives itself, as in its process (a throttled or quiescing pump is
+        # resumed by its on_done or its commit): this loop only waits, off the CPU, so
+        # the process CPU is the worker's (spinning here cost as much as a busy loop).
+        worker.pump()
+        while worker.processed < total or worker.txn.acks:
+            await asyncio.sleep(0.001)
     while worker.processed < total:
         if worker.inbound.pos < total and not worker._throttled:
             worker.pump()
@@ -85,6 +128,9 @@ def main() -> None:
     cli.add_argument("--bootstrap", default=os.environ.get("BENCH_BOOTSTRAP"))
     cli.add_argument("--profile", action="store_true")
     cli.add_argument("--quick", action="store_true", help="20k records, 2 passes")
+    cli.add_argument("--eos", action="store_true", help="under exactly_once (see above)")
+    cli.add_argument("--interval", type=float, default=1.0,
+                     help="--eos: commit_interval, seconds (default 1, agentd's)")
     args = cli.parse_args()
     if args.profile:
         try:
@@ -102,6 +148,7 @@ def main() -> None:
     import uvloop
 
     passes: list[tuple[float, float, float]] = []
+    txns: list[Any] = []
     with c.broker(args.bootstrap) as bootstrap:
         os.environ["AGENTD_BROKER"] = bootstrap
         for _ in range(1 if args.profile else args.repeat):
@@ -110,23 +157,49 @@ def main() -> None:
             os.environ["BENCH_SINK"] = f"{app_id}-out"
             sys.modules.pop("_eos_app", None)
             c.create_topic(bootstrap, f"{app_id}-out", PARTITIONS)
-            if args.profile:
-                from pyinstrument import Profiler
+            eos: dict[str, Any] | None = None
+            consumer = None
+            if args.eos:  # a real group, so the offsets commit with a real generation
+                os.environ["BENCH_TOPIC"] = f"{app_id}-in"
+                c.create_topic(bootstrap, f"{app_id}-in", PARTITIONS)
+                consumer, metadata = group_metadata(bootstrap, app_id, f"{app_id}-in")
+                eos = {"exactly_once": True, "commit_interval": args.interval,
+                       "transactional_id": app_id, "group_id": app_id,
+                       "group_metadata": metadata}
+            try:
+                if args.profile:
+                    from pyinstrument import Profiler
 
-                profiler = Profiler(interval=0.0005)
-                profiler.start()
-                uvloop.run(one_pass(records))
-                profiler.stop()
-                print(profiler.output_text(unicode=False, color=False, show_all=False))
-                return
-            passes.append(uvloop.run(one_pass(records)))
+                    profiler = Profiler(interval=0.0005)
+                    profiler.start()
+                    uvloop.run(one_pass(records, eos))
+                    profiler.stop()
+                    print(profiler.output_text(unicode=False, color=False, show_all=False))
+                    return
+                passes.append(uvloop.run(one_pass(records, eos)))
+            finally:
+                if eos is not None:
+                    txns.append(eos.get("txn"))
+                    if eos.get("txn") is not None:
+                        eos["txn"].close()
+                if consumer is not None:
+                    consumer.close()
     per: dict[str, Any] = {name: round(min(p[i] for p in passes) / args.n * 1e6, 2)
                            for i, name in enumerate(("wall", "cpu", "loop_cpu"))}
-    print(f"sink in-process: {per['wall']} us/message wall, {per['cpu']} us CPU "
+    mode = f"exactly once, commit_interval {args.interval:g} s" if args.eos else "at least once"
+    print(f"sink in-process ({mode}): {per['wall']} us/message wall, {per['cpu']} us CPU "
           f"(all threads), {per['loop_cpu']} us CPU on the loop thread (n={args.n})")
-    print(json.dumps({"bench": "sink_inproc", "messages": args.n,
-                      "us_per_msg": per["wall"], "cpu_us_per_msg": per["cpu"],
-                      "loop_cpu_us_per_msg": per["loop_cpu"]}))
+    out: dict[str, Any] = {"bench": "sink_inproc", "messages": args.n, "eos": args.eos,
+                           "us_per_msg": per["wall"], "cpu_us_per_msg": per["cpu"],
+                           "loop_cpu_us_per_msg": per["loop_cpu"]}
+    if args.eos:
+        out["commit_interval_s"] = args.interval
+        out["passes"] = [{"transactions": t.commits, "quiesce_s": round(t.quiesce_s, 3),
+                          "commit_s": round(t.commit_s, 3)} for t in txns if t is not None]
+        for index, row in enumerate(out["passes"]):
+            print(f"  pass {index + 1}: {row['transactions']} transactions, "
+                  f"{row['quiesce_s']} s quiescing, {row['commit_s']} s in the commit calls")
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -467,6 +467,36 @@ def test_topic_sink_outputs_counted_in_a_batch_finish_their_records_on_its_repor
     asyncio.run(scenario())
 
 
+def test_a_transactional_producers_topic_outputs_finish_their_records_when_queued():
+    """Under exactly once the transaction's commit reports every output (and comes
+    before the record's ACK leaves the instance): an output asks for no delivery
+    report, and its record is done as soon as the agent moved past it."""
+    app = make_app()
+    out = app.topic("out")
+
+    @app.agent(app.topic("in", value_type=int), sink=[out])
+    async def forward(stream):
+        async for value in stream:
+            yield value
+
+    producer, handle = counting_producer()
+    producer._extra_config["transactional.id"] = "agentd-g-h-forward-0"
+    app._producer = producer
+
+    async def scenario() -> None:
+        feeder = Feeder(forward)
+        await feeder.host.start()
+        for offset in range(3):
+            feeder.host.feed(raw(b"%d" % offset, offset=offset))
+        await feeder.settle()
+        assert [(topic, value, on_delivery) for topic, _, value, _, on_delivery
+                in handle.produced] == [("out", b"0", None), ("out", b"1", None),
+                                        ("out", b"2", None)]
+        assert feeder.done == [0, 1, 2] and feeder.host.in_flight == 0
+        await feeder.host.stop(timeout=5)
+    asyncio.run(scenario())
+
+
 def test_echo_sends_each_value_and_the_event_waits_for_it():
     app = make_app()
     seen: list[tuple[Any, int]] = []

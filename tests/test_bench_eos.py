@@ -114,3 +114,13 @@ def test_a_failed_round_is_named_and_a_failed_median_carries_every_reason():
     assert "exact" not in row.extra  # Quix's output is not read back
     row = eos.median_round("quix_eos", [hung, hung, ok])
     assert row.msg_s == 0.0 and row.reason.count("hung") == 2
+
+
+def test_a_baseline_trees_run_shows_with_its_ratio_and_exactness():
+    results = outcomes(90_000, 120_000, 30_000)
+    results[eos.BASE] = _common.Outcome(eos.BASE, 60_000, extra={"exact": False})
+    out = eos.summary(results, count=1000, eos_interval=1.0)
+    assert out["agentd_eos_base_msg_s"] == 60_000 and out["agentd_eos_vs_base"] == 1.5
+    assert out["agentd_eos_base_exact"] is False and out["agentd_eos_exact"] is True
+    assert "agentd_eos_base_msg_s" not in eos.summary(outcomes(1, 1, 1), count=1,
+                                                      eos_interval=1.0)

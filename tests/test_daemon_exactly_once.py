@@ -110,6 +110,34 @@ def test_a_read_committed_reader_sees_every_input_once_through_instance_kills(
     assert not lost and duplicates == 0
 
 
+@pytest.mark.kafka
+def test_an_instance_that_runs_dry_commits_before_its_interval_ends(
+        kafka_bootstrap, new_topic, tmp_path):
+    """commit_interval 60 s: each of two backlogs is committed (outputs visible to a
+    read_committed reader, each once) within seconds of being processed, because the
+    instances ran dry, not a minute later."""
+    source, sink = new_topic(4), new_topic(2)
+    first, second = keyed_items(2000, 50), keyed_items(4000, 50)[2000:]
+    group = kafkatools.unique_name("eos-dry")
+    settings = {"app": "relay:app", "broker": f"kafka://{kafka_bootstrap}", "group_id": group,
+                "commit_interval": 60.0, "processing_guarantee": "exactly_once"}
+    with Agentd(tmp_path, settings, agents={"relay": {"instances": 2}},
+                modules={"relay": agent_module("eos-dry-app", "relay")},
+                env={"IN_TOPIC": source, "SINK_TOPIC": sink}) as daemon:
+        daemon.wait_consuming()
+        for items in (first, second):
+            kafkatools.produce(kafka_bootstrap, source, items)
+            deadline = time.monotonic() + 30
+            while not kafkatools.committed_equals_end(kafka_bootstrap, group, source):
+                assert time.monotonic() < deadline, "not committed before the interval's end"
+                daemon.assert_running()
+                time.sleep(0.2)
+        assert daemon.stop() == 0
+    counts = Counter(kafkatools.read_committed_values(kafka_bootstrap, sink))
+    assert set(counts) == {value for _, value in first + second}
+    assert sum(n - 1 for n in counts.values()) == 0
+
+
 def test_exactly_once_refuses_an_agent_under_key_ordering(tmp_path):
     settings = {"app": "relay:app", "processing_guarantee": "exactly_once"}
     with Agentd(tmp_path, settings, agents={"relay": {"ordering": "key"}},

@@ -4,13 +4,16 @@ its predecessor committed against real Kafka."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
 from types import SimpleNamespace
+from typing import Any
 
 import kafkatools
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from supervisor.instance.transactions import LINGER_MS, Transactions
+from supervisor.instance.transactions import LINGER_MS, PROMPT_MIN_GAP_S, Transactions
 
 
 def fake_agent() -> SimpleNamespace:
@@ -34,6 +37,27 @@ def test_at_least_once_leaves_the_apps_producer_alone():
     agent = fake_agent()
     assert Transactions.install(agent, {"commit_interval": 0.25}) is None
     assert agent.app._producer is None
+
+
+@pytest.mark.parametrize(("interval", "gap"), [(1.0, 0.1), (5.0, 0.5), (0.2, PROMPT_MIN_GAP_S)])
+def test_an_instance_that_ran_dry_commits_early_at_most_every_tenth_interval(interval, gap):
+    """Idle, with ACKs held: commit now if the least gap (interval / 10, never under
+    0.1 s) since the last commit passed, else once it has; busy or holding no ACK: the
+    interval decides. Quiescing (the interval's commit): as soon as the agent is idle."""
+    txn = Transactions(producer=None, interval=interval)
+    assert txn.prompt_gap == gap
+    opened = txn.opened_at
+    txn.dry = True
+    assert txn.commit_wait(True, opened + 10) is None  # nothing held
+    txn.acks.append(b"ack")
+    assert txn.commit_wait(False, opened + 10) is None  # the agent holds records
+    assert txn.commit_wait(True, opened + gap) == 0.0
+    assert txn.commit_wait(True, opened + gap / 4) == pytest.approx(gap * 3 / 4)
+    txn.dry = False  # records in the ring: the interval decides
+    assert txn.commit_wait(True, opened + 10) is None
+    txn.due()
+    assert txn.commit_wait(False, opened + 10) is None
+    assert txn.commit_wait(True, opened) == 0.0
 
 
 @pytest.mark.kafka
@@ -91,3 +115,59 @@ def test_exactly_once_table_changelog_writes_go_through_the_transactional_produc
     alo = InstanceTables.install(count, str(tmp_path))
     assert alo is not None and alo.producer is not None
     assert alo.runtime._producer() is alo.producer is not app.producer
+
+
+class FakeTxnHandle:
+    """A transactional ``confluent_kafka.Producer`` stand-in: notes the calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def send_offsets_to_transaction(self, offsets: Any, metadata: bytes, timeout: float) -> None:
+        self.calls.append(("offsets", sorted((tp.topic, tp.partition, tp.offset)
+                                             for tp in offsets)))
+
+    def commit_transaction(self, timeout: float) -> None:
+        self.calls.append(("commit", None))
+
+    def begin_transaction(self) -> None:
+        self.calls.append(("begin", None))
+
+
+def worker_under_exactly_once(loop: asyncio.AbstractEventLoop) -> tuple[Any, FakeTxnHandle]:
+    """A Worker without rings or agent (as bench/sink_inproc.py builds one), its
+    transactions started over :class:`FakeTxnHandle`, partition ("in", 0) known."""
+    from supervisor.instance.worker import Worker
+
+    worker = Worker.__new__(Worker)
+    worker.outbound = SimpleNamespace(write_many=len)  # type: ignore[assignment]
+    worker.topics, worker.topic_index = ["in"], {"in": 0}
+    worker.host = SimpleNamespace(in_flight=0)
+    worker.tables, worker.max_in_flight = None, 16
+    worker._fed, worker._done, worker._done_by_name, worker._outbox = {}, {}, {}, []
+    worker._flush_scheduled = worker._throttled = worker._stopping = False
+    worker.processed, worker._loop = 0, loop
+    worker._fed[(0, 0)], worker._done[(0, 0)] = collections.deque(), set()
+    handle = FakeTxnHandle()
+    txn = worker.txn = Transactions(producer=None, interval=60.0)
+    txn.started, txn._handle, txn.group_metadata = True, handle, b"generation"
+    return worker, handle
+
+
+def test_the_interval_commit_includes_the_offsets_of_records_done_since_the_last_flush():
+    """The agent went through its queue in one step (its outputs are queued in the open
+    transaction) and the interval's timer fires before the flush its on_done scheduled:
+    the commit must make their ACKs first, or it commits their outputs without their
+    offsets, and a crash before the next commit repeats them (4,096 duplicates after a
+    supervisor kill, tests/test_daemon_exactly_once.py)."""
+
+    async def scenario() -> list[tuple[str, Any]]:
+        worker, handle = worker_under_exactly_once(asyncio.get_running_loop())
+        worker._fed[(0, 0)].extend(range(3))
+        for offset in range(3):  # done, their ACK range not made yet
+            worker.on_done(SimpleNamespace(topic="in", partition=0, offset=offset))
+        worker._transaction_due()  # before the scheduled flush runs
+        return handle.calls
+
+    calls = asyncio.run(scenario())
+    assert calls == [("offsets", [("in", 0, 3)]), ("commit", None), ("begin", None)]

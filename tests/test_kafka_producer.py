@@ -241,3 +241,37 @@ def test_send_waits_out_a_full_local_queue_while_send_soon_raises(new_topic, kaf
     values = [r.value for r in kafkatools.read_to_end(kafka_bootstrap, topic)]
     assert sorted(v for v in values if not v.startswith(b"soon")) == sorted(
         b"%d" % i for i in range(50))
+
+
+def test_a_transactions_messages_are_reported_by_its_commit(new_topic, kafka_bootstrap):
+    """``send_in_transaction`` asks for no delivery report: a commit that returns means
+    every message was delivered (a read_committed reader sees them), and a message the
+    broker refuses (larger than the topic allows) fails the commit, after which the
+    aborted transaction shows nothing."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    small = kafkatools.unique_name("eos-small")
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([NewTopic(small, 1, 1, config={"max.message.bytes": "2000"})])[
+        small].result(30)
+    kept = new_topic(partitions=2)
+    producer = KafkaProducer(kafka_bootstrap, config={
+        "transactional.id": kafkatools.unique_name("eos-report"), "linger.ms": 5})
+    assert producer.transactional and not KafkaProducer(kafka_bootstrap).transactional
+    handle = producer._ensure()
+    try:
+        handle.init_transactions(30)
+        handle.begin_transaction()
+        for value in (b"a", b"b", b"c"):
+            producer.send_in_transaction(kept, None, value)
+        handle.commit_transaction(30)
+        handle.begin_transaction()
+        producer.send_in_transaction(kept, None, b"aborted")
+        producer.send_in_transaction(small, None, b"x" * 10_000)  # the broker refuses it
+        with pytest.raises(KafkaException):
+            handle.commit_transaction(30)
+        handle.abort_transaction(30)
+    finally:
+        producer.close(10)
+    assert sorted(kafkatools.read_committed_values(kafka_bootstrap, kept)) == [b"a", b"b", b"c"]
+    assert kafkatools.read_committed_values(kafka_bootstrap, small) == []

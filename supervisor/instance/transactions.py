@@ -15,6 +15,15 @@ write goes through) is transactional. Every ``commit_interval`` the instance:
 3. only then ACKs those records to the supervisor, which under exactly once never
    commits offsets itself.
 
+An instance that *runs dry* (its inbound ring empty, every record it was fed done)
+commits at once instead of at the interval's end (nothing to quiesce then), at most
+every ``commit_interval / 10`` and never more than ten times a second: the at-least-
+once committer's rule for a caught-up partition (``supervisor/daemon/commit.py``). A
+drained backlog's outputs become visible when they are done rather than up to an
+interval later, and a crash's re-dispatch windows (1, 2, 4, ... records, each waiting
+for the previous one's ACKs, ``supervisor/daemon/instances.py``) no longer wait an
+interval each.
+
 Any transaction error aborts and ends the instance (exit 3): the supervisor restarts it
 and re-dispatches every record it had not ACKed, and the successor's producer (same
 ``transactional.id``) fences the old one and aborts whatever it left open.
@@ -45,6 +54,15 @@ TRANSACTION_TIMEOUT_MIN_S = 15.0  # the broker aborts an open transaction after 
 #: ``read_committed`` reader sees it, so 5 ms of batching is not visible, and it made
 #: the produce requests (one per record at 0) few: bench/eos.py 20,000 -> 32,000 msg/s.
 LINGER_MS = 5
+#: The transactional producer's local queue, in messages. A topic sink's output under
+#: exactly once holds its record only until it is queued (``agentlib/sinks.py``: the
+#: commit is its delivery report), so this, not the agent's ``max_in_flight``, bounds
+#: how far an instance runs ahead of the broker, and so what a commit must flush
+#: within :data:`TRANSACTION_TIMEOUT_S`; a full queue makes outputs wait for room.
+QUEUE_MESSAGES = 100_000
+#: The least time between two commits of an instance that runs dry (see the module
+#: docstring): with ``commit_interval / 10`` this caps them at ten a second.
+PROMPT_MIN_GAP_S = 0.1
 
 
 class Transactions:
@@ -53,6 +71,8 @@ class Transactions:
     def __init__(self, producer: Any, interval: float, group_id: str | None = None) -> None:
         self.producer = producer
         self.interval = interval
+        #: the least time from one commit to an early one when the instance runs dry
+        self.prompt_gap = max(interval / 10, PROMPT_MIN_GAP_S)
         self.group_id = group_id
         #: (topic index, partition) -> the group's committed offset, while records
         #: below it may still arrive (see :meth:`committed_below`)
@@ -60,6 +80,10 @@ class Transactions:
         self._offsets_reader: Any = None
         self.group_metadata: bytes | None = None
         self.quiescing = False
+        #: the instance found its inbound ring empty (set by the worker's ``pump``)
+        self.dry = False
+        #: the worker's timer for an early commit (:meth:`commit_wait` > 0), if set
+        self.dry_timer: Any = None
         self.acks: list[bytes] = []
         #: (topic name, partition) → the next offset to commit (last ACKed + 1)
         self.next_offsets: dict[tuple[str, int], int] = {}
@@ -89,7 +113,8 @@ class Transactions:
         timeout_ms = int(max(TRANSACTION_TIMEOUT_MIN_S, 10 * interval) * 1000)
         app._producer = kafka.KafkaProducer(app.conf.broker, config={
             "transactional.id": settings["transactional_id"],
-            "transaction.timeout.ms": timeout_ms, "linger.ms": LINGER_MS})
+            "transaction.timeout.ms": timeout_ms, "linger.ms": LINGER_MS,
+            "queue.buffering.max.messages": QUEUE_MESSAGES})
         return cls(app._producer, interval, settings.get("group_id"))
 
     def start(self) -> None:
@@ -167,6 +192,18 @@ class Transactions:
         if not self.quiescing:
             self.quiescing = True
             self._due_at = time.monotonic()
+
+    def commit_wait(self, agent_idle: bool, now: float) -> float | None:
+        """Whether to :meth:`commit` now (0), in so many seconds (an early commit once
+        the least gap passed: ask again then) or not (None). ``agent_idle``: the agent
+        holds no record. Due at the interval once idle; early if :attr:`dry` too."""
+        if not agent_idle:
+            return None
+        if self.quiescing:
+            return 0.0
+        if not self.dry or not self.acks:
+            return None
+        return max(0.0, self.opened_at + self.prompt_gap - now)
 
     def commit(self, outbox: list[bytes]) -> bool:
         """Commit outputs and offsets; the held ACKs join ``outbox``. False: nothing

@@ -25,6 +25,7 @@ import importlib
 import logging
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -206,8 +207,12 @@ class Worker:
             if self.txn is not None and not self.txn.started \
                     and any(view[0] == _RECORD for view in views):
                 self.txn.start()  # a successor's first records: its predecessor is gone
+            if self.txn is not None:  # ran dry: maybe commit early (transactions.py)
+                self.txn.dry = not views
             if not views:
                 if ring.prepare_read_sleep():
+                    if self.txn is not None:
+                        self._schedule_flush()
                     return                 # the doorbell will call us
                 continue
             batch: list[Any] = []
@@ -337,22 +342,30 @@ class Worker:
             self._throttled = False
             self.pump()
 
-    def _transaction_due(self) -> None:
-        """Every commit interval: quiesce, and commit once the agent holds nothing."""
-        assert self._loop is not None and self.txn is not None
-        self.txn.due()
-        self._transaction_step()
-        self._loop.call_later(self.txn.interval, self._transaction_due)
+    def _transaction_due(self, dry: bool = False) -> None:
+        """Every interval (``dry``: an early commit's gap passed): quiesce, commit once
+        idle. Via ``flush_acks``: what is done has its outputs in, so its ACK too."""
+        txn, loop = self.txn, self._loop
+        assert txn is not None and loop is not None
+        if dry:
+            txn.dry_timer = None
+        else:
+            txn.due()
+            loop.call_later(txn.interval, self._transaction_due)
+        self.flush_acks()
 
     def _transaction_step(self) -> None:
         """Under exactly once: ACKs wait for their transaction; it commits when due and
-        the agent is done with everything it was fed (then feeding resumes)."""
-        assert self.txn is not None
-        self.txn.hold_acks(self._outbox, self.topics)
-        if self.txn.quiescing and self.host.in_flight == 0 and self.txn.commit(self._outbox):
+        the agent holds nothing (feeding resumes), or early when dry (transactions.py)."""
+        txn, loop = self.txn, self._loop
+        assert txn is not None and loop is not None
+        txn.hold_acks(self._outbox, self.topics)
+        wait = txn.commit_wait(self.host.in_flight == 0, time.monotonic())
+        if wait and txn.dry_timer is None:
+            txn.dry_timer = loop.call_later(wait, self._transaction_due, True)
+        elif wait == 0.0 and txn.commit(self._outbox):
             self._write_outbox()
-            assert self._loop is not None
-            self._loop.call_soon(self.pump)
+            loop.call_soon(self.pump)
 
     def _send(self, record: bytes) -> None:
         self._outbox.append(record)
