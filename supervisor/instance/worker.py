@@ -105,7 +105,8 @@ class Worker:
             concurrency_index=int(settings.get("concurrency_index", 0)))
         self.tables = InstanceTables.install(agent, str(settings.get("table_dir", "tables")),
                                              self._send,
-                                             exactly_once=bool(settings.get("exactly_once")))
+                                             exactly_once=bool(settings.get("exactly_once")),
+                                             max_in_flight=self.max_in_flight)
         # Per (topic index, partition): offsets fed, in order, and those done.
         self._fed: dict[tuple[int, int], collections.deque[int]] = {}
         self._done: dict[tuple[int, int], set[int]] = {}
@@ -310,8 +311,6 @@ class Worker:
     def flush_acks(self) -> None:
         """Turn each partition's done prefix into one ACK range and write them out."""
         self._flush_scheduled = False
-        if self.tables is not None:  # an acked record's table writes are in RocksDB
-            self.tables.flush()
         for tp, done in self._done.items():
             if not done:
                 continue
@@ -349,6 +348,11 @@ class Worker:
         the agent is done with everything it was fed (then feeding resumes)."""
         assert self.txn is not None
         self.txn.hold_acks(self._outbox, self.topics)
+        if self.txn.quiescing and self.tables is not None:
+            # The records fed so far finish only once their table writes are flushed
+            # (into this transaction) and delivered: flush now rather than at the
+            # window's end, which would hold the commit back.
+            self.tables.flush()
         if self.txn.quiescing and self.host.in_flight == 0 and self.txn.commit(self._outbox):
             self._write_outbox()
             assert self._loop is not None
