@@ -15,8 +15,14 @@ import pytest
 
 from agentlib.rawrecord import new_raw_record
 from agentlib.tables.changelog import ChangelogRuntime
-from agentlib.tables.replay import (MARK_HEADER, UPTO_HEADER, ReplayState, apply_messages,
-                                    decode_mark, encode_mark)
+from agentlib.tables.replay import (
+    MARK_HEADER,
+    UPTO_HEADER,
+    ReplayState,
+    apply_messages,
+    decode_mark,
+    encode_mark,
+)
 from agentlib.tables.replay import Recovery as Stats
 from agentlib.tables.shards import MemoryShard, RocksShard
 from agentlib.tickets import Ledger, Ticket
