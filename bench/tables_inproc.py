@@ -80,7 +80,12 @@ async def one_pass(records: list[bytes], table_dir: str) -> tuple[float, float, 
     while worker.processed < total:
         if worker.inbound.pos < total and not worker._throttled:
             worker.pump()
-        await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        else:
+            # Throttled (the worker's own on_done pumps again) or all fed: wait as a
+            # real worker does, not spinning: a spin would bill this loop's CPU for time
+            # spent waiting on deliveries (a write-back window waits for its flush).
+            await asyncio.sleep(0.001)
     result = (time.perf_counter() - start, time.process_time() - cpu,
               time.thread_time() - thread)
     await worker.host.stop(5.0)

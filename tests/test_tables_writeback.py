@@ -319,3 +319,20 @@ def test_rows_written_one_per_write_still_replay(rows):
            for i in range(rows)]
     apply_messages(shard, old, ReplayState(), stats)
     assert shard.get(b"k") == str(rows).encode() and shard.mark("src") == (rows - 1, 0)
+
+
+def test_a_rocksdb_shards_read_cache_is_bounded_and_dropped_by_a_replay(tmp_path,
+                                                                        monkeypatch):
+    from agentlib.tables import shards
+
+    monkeypatch.setattr(shards, "READ_CACHE_MAX", 4)
+    shard = RocksShard(tmp_path / "s", 0)
+    for i in range(6):
+        shard.write(str(i).encode(), b"v", "src", (i, 0))
+    shard.flush()
+    assert [shard.get(str(i).encode()) for i in range(8)] == [b"v"] * 6 + [None, None]
+    assert len(shard._clean) <= 4  # dropped whole when full, then refilled by reads
+    assert shard.get(b"5") == b"v"
+    shard.apply_changelog([(b"5", b"new")], {}, 0)  # a replay writes RocksDB directly
+    assert shard.get(b"5") == b"new"
+    shard.close()
