@@ -130,8 +130,7 @@ class WriteBack:
         self._windows: dict[Shard, _Window] = {}
         self._tickets: list[Any] = []
         self._last_ticket: Any = None
-        self._timer: asyncio.Handle | None = None
-        self._soon = False  # a flush is due at the end of this loop turn
+        self._timer: asyncio.TimerHandle | None = None
         self._settle_of: dict[str, Callable[[Any], None]] = {}
         #: Flushes made and changelog rows produced (tests, bench/tables_inproc.py).
         self.flushes = 0
@@ -149,7 +148,15 @@ class WriteBack:
     def add(self, table: Table, shard: Shard, key: bytes, value: bytes | None,
             topic: str, mark: Mark, ticket: Any) -> None:
         """One write (already applied to ``shard``) joins the window; ``ticket`` (the
-        record's, None outside the ring) waits for the flush that carries it."""
+        record's, None outside the ring) waits for the flush that carries it.
+
+        A record's first write to a window that holds ``flush_records`` records
+        flushes it first, so a record's writes stay in one flush (unless a shard's
+        window reaches ``flush_rows`` keys meanwhile) and the agent goes on with the
+        next records while the flush is delivered."""
+        new_record = ticket is not None and ticket is not self._last_ticket
+        if new_record and len(self._tickets) >= self.flush_records:
+            self.flush()
         window = self._windows.get(shard)
         if window is None:
             window = self._windows[shard] = _Window(table)
@@ -162,32 +169,22 @@ class WriteBack:
             window.topic = topic
         rows[key] = (value, topic, mark)
         window.last = key
-        if ticket is not None and ticket is not self._last_ticket:
+        if new_record:
             self._last_ticket = ticket
             ticket.ledger.hold_counted((ticket,))
             self._tickets.append(ticket)
-        if self._soon:
-            return
-        if len(self._tickets) >= self.flush_records or len(rows) >= self.flush_rows:
-            self._arm(0.0)
+        if len(rows) >= self.flush_rows:
+            self.flush()
         elif self._timer is None:
-            self._arm(self.interval)
+            self._arm()
 
-    def _arm(self, delay: float) -> None:
-        """Flush after ``delay`` seconds; 0: at the end of this loop turn, so that the
-        record being processed puts all its writes in this window."""
+    def _arm(self) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop (a synchronous caller): flush at once
             self.flush()
             return
-        if self._timer is not None:
-            self._timer.cancel()
-        if delay <= 0:
-            self._soon = True
-            self._timer = loop.call_soon(self._timed)
-        else:
-            self._timer = loop.call_later(delay, self._timed)
+        self._timer = loop.call_later(self.interval, self._timed)
 
     def _timed(self) -> None:
         self._timer = None
@@ -200,7 +197,6 @@ class WriteBack:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._soon = False
         windows, self._windows = self._windows, {}
         tickets, self._tickets = self._tickets, []
         self._last_ticket = None
