@@ -113,8 +113,9 @@ def test_a_flush_produces_each_updated_key_once_with_its_latest_value_and_mark()
         # others are partial rows naming it, each with its key's latest mark.
         assert producer.sent[-1][0] == b"b"
         assert rows[b"b"][1][MARK_HEADER] == encode_mark("src", (5, 0))
-        assert rows[b"a"][1][MARK_HEADER] == b"src\x1f4\x1f0\x1fsrc\x1f5\x1f0"
-        assert decode_mark(rows[b"a"][1][MARK_HEADER]) == ("src", (4, 0))
+        assert rows[b"a"][1][MARK_HEADER] == rows[b"c"][1][MARK_HEADER] == \
+            b"\x1fsrc\x1f5\x1f0"
+        assert decode_mark(rows[b"a"][1][MARK_HEADER]) == ("src", (5, 0))
         assert tables.window.flushes == 1 and tables.window.rows_produced == 3
 
     asyncio.run(main())
@@ -261,9 +262,8 @@ class Message:
 def flush_rows(first: int, rows: list[tuple[bytes, bytes, int]]) -> list[Message]:
     """A flush as the cache writes it: ``(key, value, source offset)``, the last last."""
     end = f"src\x1f{rows[-1][2]}\x1f0"
-    out = [Message(first + i, key, value,
-                   [(MARK_HEADER, f"src\x1f{offset}\x1f0\x1f{end}".encode())])
-           for i, (key, value, offset) in enumerate(rows[:-1])]
+    out = [Message(first + i, key, value, [(MARK_HEADER, f"\x1f{end}".encode())])
+           for i, (key, value, _) in enumerate(rows[:-1])]
     key, value, _ = rows[-1]
     out.append(Message(first + len(rows) - 1, key, value, [(MARK_HEADER, end.encode())]))
     return out
@@ -302,13 +302,15 @@ def test_a_flush_split_over_two_batches_is_applied_when_its_last_row_comes():
     assert len(shard) == 3 and shard.changelog_offset == 12 and shard.mark("src") == (2, 0)
 
 
-def test_rows_the_shard_holds_are_skipped_partial_or_last():
+def test_flushes_the_shard_holds_are_skipped_whole():
     shard, state, stats = MemoryShard(0), ReplayState(), Stats()
-    shard.write(b"a", b"7", "src", (5, 0))
-    rows = flush_rows(0, [(b"a", b"6", 4), (b"b", b"1", 6)])
-    apply_messages(shard, rows, state, stats)
-    assert (stats.rows, stats.skipped) == (1, 1)
-    assert shard.get(b"a") == b"7" and shard.mark("src") == (6, 0)
+    shard.write(b"a", b"7", "src", (6, 0))  # the shard stored the first flush itself
+    held = flush_rows(0, [(b"a", b"6", 4), (b"b", b"1", 6)])
+    later = flush_rows(2, [(b"b", b"2", 7), (b"a", b"8", 8)])
+    apply_messages(shard, held + later, state, stats)
+    assert (stats.rows, stats.skipped) == (2, 2)
+    assert (shard.get(b"a"), shard.get(b"b")) == (b"8", b"2")
+    assert shard.mark("src") == (8, 0)
 
 
 @pytest.mark.parametrize("rows", [1, 3])

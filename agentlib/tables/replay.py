@@ -13,12 +13,15 @@ of the shard (a row of it may hold a write whose record's other writes are in ro
 not delivered), and a replay must apply a flush whole or not at all. The *last* row
 of a flush carries the plain mark (``topic \x1f offset \x1f index``), which is the
 flush's latest write, and one ``agentd-upto`` header per other source topic written
-in the flush (that topic's latest mark). Every other row is *partial*: its mark is
-followed by the last row's mark (``... \x1f topic \x1f offset \x1f index``), naming
-its flush. A replay holds partial rows back until their flush's last row arrives,
-then applies them with it; partial rows of a flush whose last row never came (its
-instance died mid-flush: none of its records were acked) are dropped. Rows written
-before flushes (one row per write) have plain marks: each is a flush of one row.
+in the flush (that topic's latest mark). Every other row is *partial*: its header is
+``\x1f`` and the last row's mark, naming its flush (one header value for the whole
+flush: no formatting per row). A replay holds partial rows back until their flush's
+last row arrives, then applies them with it; partial rows of a flush whose last row
+never came (its instance died mid-flush: none of its records were acked) are dropped.
+A partial row is skipped where the shard's mark is not older than its flush's last
+row: a shard stores whole flushes (its owner's, or the changelog's when replayed), so
+such a shard holds the whole flush. Rows written before flushes (one row per write)
+have plain marks: each is a flush of one row.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ __all__ = ["MARK_HEADER", "UPTO_HEADER", "Recovery", "ReplayState", "apply_messa
            "decode_mark", "encode_mark"]
 
 #: The changelog header carrying the mark of the write: ``topic \x1f offset \x1f index``
-#: (a partial row of a flush: then ``\x1f`` and the mark of its flush's last row).
+#: (a partial row of a flush: ``\x1f`` and the mark of its flush's last row).
 MARK_HEADER = "agentd-mark"
 #: On a flush's last row: the latest mark of another source topic written in the flush.
 UPTO_HEADER = "agentd-upto"
@@ -47,10 +50,10 @@ def encode_mark(topic: str, mark: Mark) -> bytes:
 
 
 def decode_mark(data: bytes) -> tuple[str, Mark] | None:
-    """``(topic, mark)`` from a header value (a partial row's too: its own mark); None
-    if it is not one."""
+    """``(topic, mark)`` from a header value (a partial row's: its flush's last mark);
+    None if it is not one."""
     try:
-        topic, offset, index = data.decode().split(_SEP)[:3]
+        topic, offset, index = data.decode().removeprefix(_SEP).split(_SEP)
         return topic, (int(offset), int(index))
     except ValueError:
         return None
@@ -125,6 +128,7 @@ def apply_messages(shard: Shard, messages: list[Any], state: ReplayState,
     partial = state.partial
     at_end = False
     position = shard.changelog_offset
+    seen_partial, skip_partial = b"", False  # the last partial header, and its verdict
     for message in messages:
         error = message.error()
         if error is not None:
@@ -136,20 +140,16 @@ def apply_messages(shard: Shard, messages: list[Any], state: ReplayState,
         if raw is None:
             rows.append((message.key(), message.value()))
             continue
-        topic, _, rest = raw.partition(_SEP_BYTES)
-        if topic in held:
-            applied = held[topic]
-        else:
-            applied = held[topic] = shard.mark(topic.decode(errors="replace"))
-        offset, _, tail = rest.partition(_SEP_BYTES)
-        index, _, flush = tail.partition(_SEP_BYTES)
-        if flush:  # a partial row: held until its flush's last row
-            mark = _int_mark(offset, index)
-            if applied is not None and mark is not None and mark <= applied:
-                stats.skipped += 1
+        if raw[:1] == _SEP_BYTES:  # a partial row: held until its flush's last row
+            if raw != seen_partial:
+                seen_partial = raw
+                skip_partial = _held_already(raw[1:], shard, held)
+            if skip_partial:
+                stats.skipped += 1  # the shard holds its whole flush
             else:
-                partial.append((flush, position, message.key(), message.value()))
+                partial.append((raw[1:], position, message.key(), message.value()))
             continue
+        topic, _, rest = raw.partition(_SEP_BYTES)
         if partial:  # a flush's last row: its held rows go first; others never finished
             for owner, _, key, value in partial:
                 if owner == raw:
@@ -159,11 +159,9 @@ def apply_messages(shard: Shard, messages: list[Any], state: ReplayState,
             partial.clear()
         if len(headers) > 1:
             _note_upto(headers, shard, held, latest)
-        if applied is not None:
-            mark = _int_mark(offset, index)
-            if mark is not None and mark <= applied:
-                stats.skipped += 1  # the shard has this write (and maybe newer)
-                continue
+        if _held_already(raw, shard, held):
+            stats.skipped += 1  # the shard has this write (and maybe newer)
+            continue
         latest[topic] = rest
         rows.append((message.key(), message.value()))
     stats.rows += len(rows)
@@ -173,6 +171,20 @@ def apply_messages(shard: Shard, messages: list[Any], state: ReplayState,
     if rows or marks or stored > shard.changelog_offset:
         shard.apply_changelog(rows, marks, stored)
     return position, at_end
+
+
+def _held_already(raw: bytes, shard: Shard, held: dict[bytes, Mark | None]) -> bool:
+    """Whether ``shard`` holds the write of the plain mark ``raw`` (its mark of the
+    source topic is not older); ``held`` caches the shard's marks by raw topic."""
+    topic, _, rest = raw.partition(_SEP_BYTES)
+    if topic in held:
+        applied = held[topic]
+    else:
+        applied = held[topic] = shard.mark(topic.decode(errors="replace"))
+    if applied is None:
+        return False
+    mark = _parse_mark(rest)
+    return mark is not None and mark <= applied
 
 
 def _note_upto(headers: list[tuple[str, bytes]], shard: Shard,

@@ -27,9 +27,9 @@ A flush, for each shard with writes in the window:
    the case the marks handle (redelivered writes are skipped and their rows produced
    again, :meth:`~agentlib.tables.changelog.ChangelogRuntime.write`);
 2. one row per key written in the window is produced to the shard's changelog
-   partition: its latest value, with its latest write's mark. The row of the window's
-   last write goes last with the plain mark, the others as *partial* rows naming it
-   (:mod:`agentlib.tables.replay`: a replay applies a flush whole or not at all).
+   partition: its latest value. The row of the window's last write goes last with its
+   mark, the others as *partial* rows naming that mark (:mod:`agentlib.tables.replay`:
+   a replay applies a flush whole or not at all).
 
 Reads see the window: a RocksDB shard keeps the same rows pending until step 1, a
 memory shard applies writes at once. Writes to a GlobalTable bypass the window (they
@@ -39,6 +39,7 @@ are produced as they are made, :mod:`agentlib.tables.changelog`).
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Callable
 from functools import partial
@@ -73,13 +74,18 @@ class Flush:
 
     def reported(self, error: BaseException | None) -> None:
         """One row's delivery report: the last one (or a failure) releases the records."""
+        if error is None:
+            self.delivered(1)
+        elif self.left >= 0:
+            self.release(error)
+
+    def delivered(self, rows: int) -> None:
+        """``rows`` more rows are delivered; the last one releases the records."""
         if self.left < 0:
             return
-        if error is None:
-            self.left -= 1
-            if self.left:
-                return
-        self.release(error)
+        self.left -= rows
+        if self.left <= 0:
+            self.release(None)
 
     def release(self, error: BaseException | None) -> None:
         """Every row is delivered (``error`` None) or one failed: the records stop
@@ -228,8 +234,8 @@ class WriteBack:
         settle = self._settle_of.get(table.name)
         if settle is None:
             settle = self._settle_of[table.name] = partial(self._settled, table.name)
-        for key, (row, source, at) in rows.items():
-            header = [(MARK_HEADER, f"{source}\x1f{at[0]}\x1f{at[1]}\x1f{end}".encode())]
+        header = [(MARK_HEADER, f"\x1f{end}".encode())]  # every partial row's
+        for key, (row, _, _) in rows.items():
             self._send(send, producer, table.name, topic_name, key, row, partition, header,
                        unit, settle)
         headers = [(MARK_HEADER, end.encode())]
@@ -268,7 +274,7 @@ class WriteBack:
         for partition, offset in batch.offsets().items():
             self._note_offset(table, partition, offset)
         delivered, failed = batch.outcome()
-        for unit in delivered:
-            unit.reported(None)
+        for unit, rows in collections.Counter(delivered).items():  # (counted in C)
+            unit.delivered(rows)
         for unit, error in failed:
             unit.reported(error)

@@ -202,6 +202,10 @@ class Worker:
             room = self.max_in_flight - host.in_flight
             if room <= 0:
                 self._throttled = True     # on_done resumes us
+                if self.tables is not None:
+                    # No record can join the table writes' flush window now: flush it
+                    # rather than let its records wait for the window's timer.
+                    self.tables.flush()
                 return
             views = ring.read_many(min(READ_BATCH, room))
             if self.txn is not None and not self.txn.started \
