@@ -80,7 +80,7 @@ class InstanceTables:
         runtime = changelog.ChangelogRuntime(
             Path(table_dir) / app.id, consumer_settings=settings,
             producer=(lambda: app.producer) if producer is None else (lambda: producer),
-            flush_records=max(1, max_in_flight // int(os.environ.get("AGENTD_FLUSH_DIV", "2"))))
+            flush_records=max(1, max_in_flight // 2))
         runtimes.install(runtime)
         return cls(runtime, usage.tables_used_by(getattr(agent, "fun", None)), send,
                    producer)
