@@ -58,9 +58,9 @@ class InstanceTables:
 
         The write-back window flushes at half of ``max_in_flight`` records: its records
         stay in flight until the flush is delivered, so a window as large as the bound
-        would stop the instance being fed before it filled (it would then wait for the
-        window's timer), and the other half keeps the agent fed while a flush is on
-        its way (``docs/tables.md``, flush windows)."""
+        would flush only once the instance could take no more records, and the agent
+        would wait out every flush's delivery; with half, the other half keeps the
+        agent fed while a flush is on its way (``docs/tables.md``, flush windows)."""
         app = getattr(agent, "app", None)
         if not getattr(app, "tables", None):
             return None
