@@ -4,25 +4,28 @@ What one write does (:meth:`ChangelogRuntime.write`), while the agent processes 
 record of source partition *p*:
 
 1. The shard of *p* applies it together with the record's *mark* (source offset, and
-   the write's index within that record's processing), in one atomic write.
-2. It is produced to the table's changelog, partition *p*, with the mark in a header;
-   the record's event is held until the broker acknowledged it. The worker acks a
-   record only when its event is done, and the supervisor commits only acked offsets:
-   so a committed source offset implies its changelog writes are durable, the same
-   rule sinks follow.
+   the write's index within that record's processing). A RocksDB shard keeps it
+   pending in memory (reads see it) until the next flush stores the window's rows and
+   marks as one write batch.
+2. It joins the *flush window* (:mod:`agentlib.tables.writeback`): at the window's
+   end each key written is produced once to the table's changelog, partition *p*,
+   with its latest mark in a header, and the records of the window are held until the
+   broker acknowledged every row of the flush. The worker acks a record only when its
+   event is done, and the supervisor commits only acked offsets: so a committed source
+   offset implies its changelog writes are durable, the same rule sinks follow.
 3. A record the shard has already applied (a redelivery after a crash: its mark is not
-   newer than the shard's) changes nothing; the row's current value is produced again
+   newer than the shard's) changes nothing; the row's current value joins the window
    instead, so a changelog that missed the first write catches up with the shard.
 
-A RocksDB shard keeps step 1's writes pending in memory and stores them as one write
-batch per loop turn (:meth:`ChangelogRuntime.flush`, which the instance also calls
-before it acks records): see :class:`~agentlib.tables.shards.RocksShard` for why a
-crash that loses them loses nothing acked.
+The window flushes when it holds ``flush_records`` records, a shard's ``FLUSH_ROWS``
+keys, or ``FLUSH_INTERVAL`` after its first write, and when the instance asks
+(:meth:`ChangelogRuntime.flush`: before a transaction commits, on release and close).
 
 Opening a shard (:meth:`ChangelogRuntime.shard`) replays the changelog from the
 offset the shard last recorded, so a restart reads only the tail and an empty
 ``table_dir`` rebuilds everything. Rows this shard wrote itself (their mark is not
-newer than the shard's own mark) are not replayed over newer values. A replay logs
+newer than the shard's own mark) are not replayed over newer values, and a flush is
+applied whole or not at all (:mod:`agentlib.tables.replay`). A replay logs
 its progress (percent of the offsets to replay, rows/s) every
 ``progress_log_every`` seconds and calls ``on_progress`` about once a second: the
 instance's loop is busy replaying, so its periodic status report cannot run meanwhile.
@@ -31,22 +34,28 @@ instance's loop is busy replaying, so its periodic status report cannot run mean
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import shutil
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from agentlib.events import Event
 from agentlib.sinks import produce_soon
 from agentlib.tables.hostcopy import HostCopyReader, host_copy_path
-from agentlib.tables.replay import MARK_HEADER, Recovery, apply_messages, decode_mark, encode_mark
+from agentlib.tables.replay import (
+    MARK_HEADER,
+    Recovery,
+    ReplayState,
+    apply_messages,
+    decode_mark,
+    encode_mark,
+)
 from agentlib.tables.runtime import Table
-from agentlib.tables.shards import Mark, MemoryShard, RocksShard, Shard
+from agentlib.tables.shards import MemoryShard, RocksShard, Shard
+from agentlib.tables.writeback import WriteBack
 
 __all__ = ["MARK_HEADER", "ChangelogRuntime", "Recovery", "ShardStatus", "apply_messages",
            "decode_mark",
@@ -91,7 +100,8 @@ class ChangelogRuntime:
                  consumer_settings: dict[str, Any],
                  consumer_factory: Callable[[dict[str, Any]], Any] | None = None,
                  default_store: str = "rocksdb://",
-                 progress_log_every: float = PROGRESS_LOG_EVERY) -> None:
+                 progress_log_every: float = PROGRESS_LOG_EVERY,
+                 flush_records: int = 2048) -> None:
         self.table_dir = table_dir
         self._producer = producer
         self._consumer_settings = consumer_settings
@@ -100,11 +110,8 @@ class ChangelogRuntime:
         self._shards: dict[tuple[str, int], Shard] = {}
         self._host_copies: dict[str, HostCopyReader] = {}
         self._writing: dict[int, tuple[Event[Any], int]] = {}  # id(shard) → (event, n)
-        #: per table, the ``send_counted`` settle of its changelog writes
-        self._settle_of: dict[str, Callable[[Any], None]] = {}
-        #: Shards with pending writes, and whether a flush is scheduled on the loop.
-        self._unflushed: set[Shard] = set()
-        self._flush_scheduled = False
+        #: The flush window (writes since the last flush, and the records they hold).
+        self.window = WriteBack(producer, self._note_offset, flush_records=flush_records)
         self.recoveries: dict[tuple[str, int], Recovery] = {}
         self.redelivered_writes = 0
         self.progress_log_every = progress_log_every
@@ -137,39 +144,24 @@ class ChangelogRuntime:
             self._write_global(table, shard, event, key, value)
             return
         record = event.message
+        topic = record.topic
         mark = (record.offset, self._index_of(shard, event))
-        applied = shard.mark(record.topic)
+        applied = shard.mark(topic)
         if applied is not None and mark <= applied:
             # A redelivery: this write is in the shard already. Produce the row as it
             # is, in case the changelog never got the first write.
             self.redelivered_writes += 1
             value = shard.get(key)
         else:
-            shard.write(key, value, record.topic, mark)
-            # (a shard that stores at once has nothing pending: its flush is a no-op)
-            self._unflushed.add(shard)
-            if not self._flush_scheduled:
-                self._schedule_flush()
-        self._produce(table, shard, key, value, event, encode_mark(record.topic, mark))
+            shard.write(key, value, topic, mark)
+        self.window.add(table, shard, key, value, topic, mark, event._ticket)
 
     def flush(self) -> None:
-        """Store every shard's pending writes (one RocksDB write batch per shard).
-
-        Runs once per loop turn after writes, and the instance calls it before it acks
-        records: an acked record's rows and marks are in RocksDB."""
-        self._flush_scheduled = False
-        unflushed, self._unflushed = self._unflushed, set()
-        for shard in unflushed:
-            shard.flush()
-
-    def _schedule_flush(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no loop (a synchronous caller): store at once
-            self.flush()
-            return
-        self._flush_scheduled = True
-        loop.call_soon(self.flush)
+        """Close the flush window now: store every dirty shard (one RocksDB write batch
+        each) and produce one changelog row per key written; the window's records are
+        done once the rows are delivered. The instance calls it before a transaction
+        commits; release and close call it too."""
+        self.window.flush()
 
     # -- ownership -------------------------------------------------------------
 
@@ -187,15 +179,20 @@ class ChangelogRuntime:
         return shard
 
     def release(self, partition: int) -> None:
-        """Close every shard of ``partition`` (it moved to another owner)."""
-        for key in [k for k in self._shards if k[1] == partition]:
+        """Close every shard of ``partition`` (it moved to another owner), after
+        flushing the window if they have writes in it (the daemon sends ``RELEASE``
+        once every record of the partition is acked, so normally they have none)."""
+        keys = [k for k in self._shards if k[1] == partition]
+        if any(self.window.pending(self._shards[k]) for k in keys):
+            self.window.flush()
+        for key in keys:
             shard = self._shards.pop(key)
             self._writing.pop(id(shard), None)
-            self._unflushed.discard(shard)
-            shard.close()  # stores its pending writes
+            shard.close()
 
     def close(self) -> None:
-        """Close every shard (the instance is stopping)."""
+        """Close every shard (the instance is stopping), the window flushed first."""
+        self.window.flush()
         for partition in {p for _, p in self._shards}:
             self.release(partition)
         for name, copy in self._host_copies.items():
@@ -308,7 +305,7 @@ class ChangelogRuntime:
         the offsets have gaps (compaction, transaction markers) fewer are there than
         asked for; the partition's end-of-file event, or the short timeout, ends that.
         """
-        held: dict[bytes, Mark | None] = {}
+        state = ReplayState()
         high = stats.high
         position = stats.start - 1
         started = time.monotonic()
@@ -318,13 +315,20 @@ class ChangelogRuntime:
             messages = consumer.consume(min(RECOVERY_BATCH, high - 1 - position),
                                         RECOVERY_WAIT)
             before = stats.rows
-            applied, at_end = apply_messages(shard, messages, held, stats)
+            applied, at_end = apply_messages(shard, messages, state, stats)
             position = max(position, applied)
             stats.position = position
             self.recovered_rows[key] = self.recovered_rows.get(key, 0) + stats.rows - before
             self._progress(name, shard, stats, started, due)
             if at_end:
                 break
+        state.drop_unfinished()  # this process owns the shard now: nobody finishes them
+        if state.dropped:
+            # A previous owner died mid-flush: none of those rows' records were acked,
+            # so they are redelivered and written again; applying part of a flush would
+            # count some of them twice.
+            log.info("table %s[%d]: %d changelog rows of unfinished flushes dropped",
+                     name, shard.partition, state.dropped)
 
     def _new_consumer(self) -> Any:
         settings = {"group.id": "agentd-table-recovery", "enable.auto.commit": False,
@@ -349,51 +353,12 @@ class ChangelogRuntime:
         self._writing[id(shard)] = (event, index)
         return index
 
-    def _produce(self, table: Table, shard: Shard, key: bytes, value: bytes | None,
-                 event: Event[Any], mark: bytes) -> None:
-        """Produce a write to the changelog; its record's ticket waits for the delivery.
-
-        Counted in a batch per table and loop turn (``send_counted``: no future, no
-        callback object per write) where the producer has it and its queue has room;
-        else a delivery future."""
-        producer = self._producer()
-        ticket: Any = event._ticket
-        send = getattr(producer, "send_counted", None)
-        if send is not None:
-            settle = self._settle_of.get(table.name)
-            if settle is None:
-                settle = self._settle_of[table.name] = partial(self._settled, table.name)
-            try:
-                send(table.changelog_topic_name, key, value, shard.partition,
-                     [(MARK_HEADER, mark)], ticket, settle, True)
-            except BufferError:  # the local queue is full: the future path waits
-                pass
-            else:
-                if ticket is not None:  # (settled on this loop, later)
-                    ticket.ledger.hold_counted((ticket,))
-                return
-        delivery = produce_soon(producer, table.changelog_topic_name, key, value,
-                                [(MARK_HEADER, mark)], partition=shard.partition)
-        delivery.add_done_callback(lambda done: _note_offset(shard, done))
-        if ticket is not None:
-            ticket.ledger.hold([ticket], delivery)
-
-    def _settled(self, table: str, batch: Any) -> None:
-        """A batch of ``table``'s changelog writes is reported (``send_counted``): each
-        open shard notes the highest offset delivered to it, and the records' tickets
-        stop waiting for their writes."""
-        shards = self._shards
-        for partition, offset in batch.offsets().items():
-            shard = shards.get((table, partition))
-            if shard is not None and offset > shard.changelog_offset:
-                shard.changelog_offset = offset
-        delivered, failed = batch.outcome()
-        for ticket in delivered:
-            if ticket is not None:
-                ticket.ledger.delivered(ticket)
-        for ticket, error in failed:
-            if ticket is not None:
-                ticket.ledger.reported([ticket], error)
+    def _note_offset(self, table: str, partition: int, offset: int) -> None:
+        """A changelog row of ``table`` was delivered at ``offset``: its open shard
+        holds every row up to it (it wrote them)."""
+        shard = self._shards.get((table, partition))
+        if shard is not None and offset > shard.changelog_offset:
+            shard.changelog_offset = offset
 
 
 def _note_global(entry: list[Any], delivery: Any) -> None:
@@ -404,12 +369,3 @@ def _note_global(entry: list[Any], delivery: Any) -> None:
     partition, offset = getattr(result, "partition", None), getattr(result, "offset", None)
     if isinstance(partition, int) and isinstance(offset, int):
         entry[1], entry[2] = partition, offset
-
-
-def _note_offset(shard: Shard, delivery: Any) -> None:
-    """The shard holds every changelog row up to a delivered one (it wrote them)."""
-    if delivery.cancelled() or delivery.exception() is not None:
-        return
-    offset = getattr(delivery.result(), "offset", None)
-    if isinstance(offset, int) and offset > shard.changelog_offset:
-        shard.changelog_offset = offset

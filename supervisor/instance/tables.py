@@ -5,7 +5,7 @@ agent sees a record of it (a shard catches up with its changelog on opening), cl
 them when the partition leaves (a ``RELEASE`` from the daemon: the next owner is
 waiting for RocksDB's lock), report its shards to the daemon (a ``TABLES`` record with
 each ``PONG``, and from inside a changelog replay, which keeps the loop from answering
-``PING``), store the shards' pending writes before the worker acks records, and close
+``PING``), flush the write-back window before a transaction commits, and close
 everything at exit. Tables live in agentlib
 (:mod:`agentlib.tables`); this is only the instance's side of owning them.
 
@@ -48,12 +48,19 @@ class InstanceTables:
     @classmethod
     def install(cls, agent: Any, table_dir: str,
                 send: Callable[[bytes], None] | None = None, *,
-                exactly_once: bool = False) -> InstanceTables | None:
+                exactly_once: bool = False,
+                max_in_flight: int = 4096) -> InstanceTables | None:
         """Install the changelog runtime if the agent's app has tables (else None);
         ``send`` writes a record to the daemon (status reports). Under
         ``exactly_once`` the changelog writes go through the app's producer, which
         :class:`~supervisor.instance.transactions.Transactions` makes transactional:
-        they commit with the outputs and offsets of the records that made them."""
+        they commit with the outputs and offsets of the records that made them.
+
+        The write-back window flushes at half of ``max_in_flight`` records: its records
+        stay in flight until the flush is delivered, so a window as large as the bound
+        would flush only once the instance could take no more records, and the agent
+        would wait out every flush's delivery; with half, the other half keeps the
+        agent fed while a flush is on its way (``docs/tables.md``, flush windows)."""
         app = getattr(agent, "app", None)
         if not getattr(app, "tables", None):
             return None
@@ -72,7 +79,8 @@ class InstanceTables:
             app.conf.broker, config={"linger.ms": kafka.CHANGELOG_LINGER_MS})
         runtime = changelog.ChangelogRuntime(
             Path(table_dir) / app.id, consumer_settings=settings,
-            producer=(lambda: app.producer) if producer is None else (lambda: producer))
+            producer=(lambda: app.producer) if producer is None else (lambda: producer),
+            flush_records=max(1, max_in_flight // 2))
         runtimes.install(runtime)
         return cls(runtime, usage.tables_used_by(getattr(agent, "fun", None)), send,
                    producer)
@@ -101,7 +109,7 @@ class InstanceTables:
                 os._exit(EXIT_TABLE_FAILED)
 
     def flush(self) -> None:
-        """Store the shards' pending writes: the worker calls it before it acks."""
+        """Flush the write-back window now (before a transaction commits)."""
         self.runtime.flush()
 
     def release(self, partition: int) -> None:

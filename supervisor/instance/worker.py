@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import gc
 import importlib
 import logging
 import signal
@@ -34,6 +33,7 @@ from supervisor.instance.apptasks import Background
 from supervisor.instance.channels import ChannelPort
 from supervisor.instance.deadletter import DeadLetters
 from supervisor.instance.deadletter import one_line as _one_line
+from supervisor.instance.gctune import tune_gc
 from supervisor.instance.tables import InstanceTables
 from supervisor.instance.transactions import Transactions
 from supervisor.transport import wire
@@ -48,24 +48,6 @@ READ_BATCH = 512
 EXIT_CRASH_POLICY = 3
 EXIT_AGENT_STOPPED = 4
 _RECORD = wire.RECORD
-
-
-#: The cyclic GC's youngest-generation threshold in an instance (Python's is 700).
-GC_GEN0_THRESHOLD = 10_000
-
-
-def tune_gc() -> None:
-    """Collect the youngest generation every 10,000 allocations, not every 700.
-
-    Every message allocates a handful of container objects (raw record, ticket,
-    event, the decoded dict, the queue's tuple) that die within the batch; at 700 a
-    collection ran every ~100 messages and cost ~3 % of the per-message CPU, for
-    garbage that reference counting frees anyway. The older generations keep their
-    thresholds, and the zygote's heap is frozen out of collection (zygote.py).
-    """
-    gen0, gen1, gen2 = gc.get_threshold()
-    if gen0:  # 0: collection disabled by the agent's own code; leave it so
-        gc.set_threshold(max(gen0, GC_GEN0_THRESHOLD), gen1, gen2)
 
 
 def run(agent: Any, fds: Sequence[int], settings: dict[str, Any]) -> int:
@@ -106,7 +88,8 @@ class Worker:
             concurrency_index=int(settings.get("concurrency_index", 0)))
         self.tables = InstanceTables.install(agent, str(settings.get("table_dir", "tables")),
                                              self._send,
-                                             exactly_once=bool(settings.get("exactly_once")))
+                                             exactly_once=bool(settings.get("exactly_once")),
+                                             max_in_flight=self.max_in_flight)
         # Per (topic index, partition): offsets fed, in order, and those done.
         self._fed: dict[tuple[int, int], collections.deque[int]] = {}
         self._done: dict[tuple[int, int], set[int]] = {}
@@ -202,6 +185,10 @@ class Worker:
             room = self.max_in_flight - host.in_flight
             if room <= 0:
                 self._throttled = True     # on_done resumes us
+                if self.tables is not None:
+                    # No record can join the table writes' flush window now: flush it
+                    # rather than let its records wait for the window's timer.
+                    self.tables.flush()
                 return
             views = ring.read_many(min(READ_BATCH, room))
             if self.txn is not None and not self.txn.started \
@@ -315,8 +302,6 @@ class Worker:
     def flush_acks(self) -> None:
         """Turn each partition's done prefix into one ACK range and write them out."""
         self._flush_scheduled = False
-        if self.tables is not None:  # an acked record's table writes are in RocksDB
-            self.tables.flush()
         for tp, done in self._done.items():
             if not done:
                 continue
@@ -360,6 +345,10 @@ class Worker:
         txn, loop = self.txn, self._loop
         assert txn is not None and loop is not None
         txn.hold_acks(self._outbox, self.topics)
+        if txn.quiescing and self.tables is not None:
+            # Records fed so far finish only once their table writes are flushed (into
+            # this transaction) and delivered: flush now, not at the window's end.
+            self.tables.flush()
         wait = txn.commit_wait(self.host.in_flight == 0, time.monotonic())
         if wait and txn.dry_timer is None:
             txn.dry_timer = loop.call_later(wait, self._transaction_due, True)

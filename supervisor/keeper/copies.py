@@ -35,8 +35,8 @@ from typing import IO, Any
 from confluent_kafka import Consumer, TopicPartition
 
 from agentlib.tables.hostcopy import HostCopyWriter, host_copy_path
-from agentlib.tables.replay import Recovery, apply_messages
-from agentlib.tables.shards import Mark, RocksShard, ShardLocked
+from agentlib.tables.replay import Recovery, ReplayState, apply_messages
+from agentlib.tables.shards import RocksShard, ShardLocked
 
 __all__ = ["STANDBY_SETTLE", "Keeper"]
 
@@ -54,7 +54,7 @@ class Standby:
     def __init__(self, table: str, shard: RocksShard) -> None:
         self.table = table
         self.shard = shard
-        self.held: dict[bytes, Mark | None] = {}
+        self.held = ReplayState()  # kept between batches: a flush may span two
         self.stats = Recovery()
 
 
