@@ -82,11 +82,13 @@ class GroupConsumer:
         return self.config.group_id or self.fleet.app_id() or "agentd"
 
     def membership(self) -> dict[str, Any]:
-        """A static member named by :meth:`Fleet.daemon_identity` (docs/decisions.md); on
-        librdkafka's mock cluster its own tuning."""
+        """A static member named by :meth:`Fleet.daemon_identity`, except under exactly
+        once (docs/decisions.md); on librdkafka's mock cluster its own tuning."""
         settings = connection_settings(self.fleet.bootstrap, self.config.kafka)
         if self.embedded or mock_cluster_at(settings):
             return dict(MOCK_CONSUMER_TUNING)
+        if self.fleet.exactly_once:  # dynamic: fault row 24 stalled static (decisions.md)
+            return {}
         return {"group.instance.id": self.fleet.daemon_identity()}
 
     def settings(self) -> dict[str, Any]:
