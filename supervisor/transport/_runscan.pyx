@@ -6,10 +6,17 @@ The record header is written byte by byte in little-endian order (``wire.RECORD_
 ``<BHiqqiiH``, 33 bytes) straight into the new bytes object, then key and value are
 copied after it: no struct call and no concatenation per message. A record with
 headers is rare on the data path and goes through ``wire.encode_record``.
+
+A confluent-kafka ``Message`` is read from its C struct when the installed
+confluent-kafka's layout was verified at import (:func:`direct_reads`): eight method
+calls, a timestamp tuple and their reference counting per message cost more than the
+encode itself. Anything unusual (an error, headers, a missing topic, a key or value
+that is not bytes, another type of object) goes through the methods as before.
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.object cimport PyObject, PyTypeObject
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
@@ -65,13 +72,180 @@ cdef extern from "Python.h":
 cdef str _HEADERS = "headers"
 
 
+cdef extern from *:
+    """
+    /* confluent-kafka's Message (src/confluent_kafka/src/confluent_kafka.h, 2.x), up
+       to the fields read here; verified against the installed module at import. */
+    typedef struct {
+        PyObject_HEAD
+        PyObject *topic;
+        PyObject *value;
+        PyObject *key;
+        PyObject *headers;
+        void *c_headers;
+        PyObject *error;
+        int32_t partition;
+        int64_t offset;
+        int32_t leader_epoch;
+        int64_t timestamp;
+        int tstype;
+    } agentd_ck_message;
+    """
+    ctypedef struct ck_message "agentd_ck_message":
+        PyObject* topic
+        PyObject* value
+        PyObject* key
+        PyObject* headers
+        void* c_headers
+        PyObject* error
+        int partition
+        int64_t offset
+        int64_t timestamp
+        int tstype
+
+
+cdef object _MESSAGE = None     # the type whose layout checked out (confluent-kafka's)
+cdef object _REFUSED = None     # a type whose layout did not: its methods, always
+cdef bint _DIRECT = True        # direct_reads(False) turns the struct reads off
+
+
+cdef inline ck_message* _struct(object msg) noexcept:
+    return <ck_message*><PyObject*>msg
+
+
+cdef bint _layout_matches(object msg) except -1:
+    """Whether ``msg`` holds its fields where :c:type:`ck_message` says, checked
+    against its own methods: the same objects for topic, key and value, the same
+    numbers for partition, offset and timestamp, and no error or headers where the
+    methods say none. Struct first, then the methods (``headers()`` converts the C
+    headers it finds). A confluent-kafka that moved a field fails this on its first
+    message and is read through its methods from then on."""
+    cdef object kind = type(msg)
+    if kind.__name__ != "Message" or \
+            (<PyTypeObject*>kind).tp_basicsize < <Py_ssize_t>sizeof(ck_message):
+        return False
+    cdef ck_message* m = _struct(msg)
+    cdef ck_message seen = m[0]
+    cdef object error = msg.error(), topic = msg.topic(), key = msg.key()
+    cdef object value = msg.value(), stamp = msg.timestamp(), offset = msg.offset()
+    cdef object partition = msg.partition(), headers = msg.headers()
+    if error is not None or topic is None:
+        return False                # not a message to learn the layout from
+    has_headers = seen.headers != NULL or seen.c_headers != NULL
+    return (seen.topic == <PyObject*>topic
+            and seen.key == (<PyObject*>key if key is not None else NULL)
+            and seen.value == (<PyObject*>value if value is not None else NULL)
+            and seen.partition == partition and seen.offset == offset
+            and seen.tstype == stamp[0] and seen.timestamp == stamp[1]
+            and (seen.error == NULL or seen.error == <PyObject*>None)
+            and has_headers == (headers is not None))
+
+
+#: confluent-kafka releases whose Message struct is the one above (2.1 added
+#: leader_epoch; later releases appended fields after latency): a release outside this
+#: range is read through its methods until its layout is looked at and added here.
+KNOWN_LAYOUT = ((2, 1), (2, 16))
+
+
+def known_layout(version: str) -> bool:
+    """Whether confluent-kafka ``version`` (e.g. ``"2.16.2"``) is in
+    :data:`KNOWN_LAYOUT`."""
+    try:
+        release = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return False
+    return KNOWN_LAYOUT[0] <= release <= KNOWN_LAYOUT[1]
+
+
+cdef bint _check_type(object msg) except -1:
+    """Learn from ``msg`` whether its type's struct can be read (once per type): the
+    release must be one whose layout is known, and the struct must read as the
+    methods do on this message."""
+    global _MESSAGE, _REFUSED
+    if type(msg) is _REFUSED:
+        return False
+    if not known_layout(_confluent_version()):
+        _REFUSED = type(msg)
+        return False
+    if msg.error() is not None or msg.topic() is None:
+        return False                # decide on a message with data
+    if _layout_matches(msg):
+        _MESSAGE = type(msg)
+        return True
+    _REFUSED = type(msg)
+    return False
+
+
+def _confluent_version() -> str:
+    try:
+        from confluent_kafka import version
+        return version()[0]
+    except Exception:  # not confluent-kafka's: no version, no direct reads
+        return ""
+
+
+def layout_matches(msg) -> bool:
+    """Whether ``msg``'s struct reads as its methods do (the check :func:`scan_run`
+    makes once per message type)."""
+    return _layout_matches(msg)
+
+
+def direct_reads(enabled=None) -> bool:
+    """Whether :func:`scan_run` may read confluent-kafka Messages from their struct
+    (where the layout checked out on the first message of their type); with
+    ``enabled``, turn that on or off first (the tests run both ways). Returns the
+    setting now."""
+    global _DIRECT
+    if enabled is not None:
+        _DIRECT = bool(enabled)
+    return _DIRECT
+
+
+def direct_type():
+    """The message type whose struct :func:`scan_run` reads, None before one checked
+    out (or when none did)."""
+    return _MESSAGE
+
+
 def scan_run(list messages, Py_ssize_t start, str topic, int partition, int topic_index,
              list offsets, list keys, list records):
     cdef Py_ssize_t i = start, end = len(messages)
     cdef object msg, headers, key, value, stamp, offset_obj
     cdef int64_t offset, ts, previous = 0
+    cdef ck_message* m
+    cdef bint direct = _DIRECT
+    if direct and i < end and _MESSAGE is None and type(messages[i]) is not _REFUSED:
+        _check_type(messages[i])
+    cdef object message_type = _MESSAGE
     while i < end:
         msg = messages[i]
+        if direct and type(msg) is message_type:
+            m = _struct(msg)
+            # Only the ordinary message is read here; the methods below decide the
+            # rest (an error, headers, another partition or topic), as without this.
+            if m.headers == NULL and m.c_headers == NULL and m.partition == partition \
+                    and (m.error == NULL or m.error == <PyObject*>None) \
+                    and m.topic != NULL \
+                    and (m.topic == <PyObject*>topic or <object>m.topic == topic):
+                offset = m.offset
+                if i > start and offset <= previous:
+                    return i
+                previous = offset
+                key = <object>m.key if m.key != NULL else None
+                value = <object>m.value if m.value != NULL else None
+                ts = m.timestamp if m.tstype else -1
+                offsets.append(offset)
+                if keys is not None:
+                    keys.append(key)
+                if (key is not None and type(key) is not bytes) \
+                        or (value is not None and type(value) is not bytes):
+                    records.append(encode_record(topic_index, partition, offset, ts,
+                                                 key, value, None))
+                else:
+                    records.append(_encode(topic_index, partition, offset, ts, key,
+                                           value))
+                i += 1
+                continue
         if msg.error() is not None or msg.partition() != partition \
                 or msg.topic() != topic:
             return i
