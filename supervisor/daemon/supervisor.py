@@ -63,6 +63,7 @@ from supervisor.daemon.topics import (
 )
 from supervisor.daemon.transactions import GroupFeed
 from supervisor.daemon.zygote import ZygoteError
+from supervisor.gctune import tune_gc
 from supervisor.transport import wire
 
 __all__ = ["Supervisor"]
@@ -111,6 +112,7 @@ class Supervisor:
             # the loop's full collections skip it (the first took 13 ms, then 0.4 ms).
             gc.collect()
             gc.freeze()
+            tune_gc()  # each fetch is 2,000 tracked Messages (gctune.py says why)
             assert self.ops is not None
             self.ops.on_ready()
             self.loop()

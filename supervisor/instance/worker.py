@@ -29,11 +29,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from supervisor.config.loader import DEFAULT_MAX_IN_FLIGHT
+from supervisor.gctune import tune_gc
 from supervisor.instance.apptasks import Background
 from supervisor.instance.channels import ChannelPort
 from supervisor.instance.deadletter import DeadLetters
 from supervisor.instance.deadletter import one_line as _one_line
-from supervisor.instance.gctune import tune_gc
 from supervisor.instance.tables import InstanceTables
 from supervisor.instance.transactions import Transactions
 from supervisor.transport import wire

@@ -177,9 +177,10 @@ cdef bint _check_type(object msg) except -1:
 
 
 def _confluent_version() -> str:
+    # version() is a (str, int) tuple in some 2.x releases and a str in others.
     try:
-        from confluent_kafka import version
-        return version()[0]
+        import confluent_kafka
+        return str(confluent_kafka.__version__)
     except Exception:  # not confluent-kafka's: no version, no direct reads
         return ""
 
