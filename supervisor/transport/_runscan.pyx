@@ -75,7 +75,7 @@ cdef str _HEADERS = "headers"
 cdef extern from *:
     """
     /* confluent-kafka's Message (src/confluent_kafka/src/confluent_kafka.h, 2.x), up
-       to the fields read here; verified against the installed module at import. */
+       to the fields read here; checked on the first message of the type. */
     typedef struct {
         PyObject_HEAD
         PyObject *topic;
@@ -113,32 +113,40 @@ cdef inline ck_message* _struct(object msg) noexcept:
     return <ck_message*><PyObject*>msg
 
 
-cdef bint _layout_matches(object msg) except -1:
+cdef enum:
+    _MISMATCH = 0
+    _MATCH = 1
+    _UNDECIDED = 2
+
+
+cdef int _layout_verdict(object msg) except -1:
     """Whether ``msg`` holds its fields where :c:type:`ck_message` says, checked
     against its own methods: the same objects for topic, key and value, the same
-    numbers for partition, offset and timestamp, and no error or headers where the
-    methods say none. Struct first, then the methods (``headers()`` converts the C
-    headers it finds). A confluent-kafka that moved a field fails this on its first
-    message and is read through its methods from then on."""
+    numbers for partition, offset and timestamp, no error where the methods say none.
+    A message with an error or headers (by the struct) decides nothing: ``headers()``
+    is never called here, as a header name that is not UTF-8 leaves a list that must
+    not be read twice (runscan.py). A confluent-kafka that moved a field fails this on
+    its first message and is read through its methods from then on."""
     cdef object kind = type(msg)
     if kind.__name__ != "Message" or \
             (<PyTypeObject*>kind).tp_basicsize < <Py_ssize_t>sizeof(ck_message):
-        return False
-    cdef ck_message* m = _struct(msg)
-    cdef ck_message seen = m[0]
+        return _MISMATCH
+    cdef ck_message seen = _struct(msg)[0]
+    if seen.headers != NULL or seen.c_headers != NULL:
+        return _UNDECIDED
     cdef object error = msg.error(), topic = msg.topic(), key = msg.key()
     cdef object value = msg.value(), stamp = msg.timestamp(), offset = msg.offset()
-    cdef object partition = msg.partition(), headers = msg.headers()
+    cdef object partition = msg.partition()
     if error is not None or topic is None:
-        return False                # not a message to learn the layout from
-    has_headers = seen.headers != NULL or seen.c_headers != NULL
-    return (seen.topic == <PyObject*>topic
+        return _UNDECIDED
+    if (seen.topic == <PyObject*>topic
             and seen.key == (<PyObject*>key if key is not None else NULL)
             and seen.value == (<PyObject*>value if value is not None else NULL)
             and seen.partition == partition and seen.offset == offset
             and seen.tstype == stamp[0] and seen.timestamp == stamp[1]
-            and (seen.error == NULL or seen.error == <PyObject*>None)
-            and has_headers == (headers is not None))
+            and (seen.error == NULL or seen.error == <PyObject*>None)):
+        return _MATCH
+    return _MISMATCH
 
 
 #: confluent-kafka releases whose Message struct is the one above (2.1 added
@@ -167,13 +175,12 @@ cdef bint _check_type(object msg) except -1:
     if not known_layout(_confluent_version()):
         _REFUSED = type(msg)
         return False
-    if msg.error() is not None or msg.topic() is None:
-        return False                # decide on a message with data
-    if _layout_matches(msg):
+    verdict = _layout_verdict(msg)
+    if verdict == _MATCH:
         _MESSAGE = type(msg)
-        return True
-    _REFUSED = type(msg)
-    return False
+    elif verdict == _MISMATCH:
+        _REFUSED = type(msg)
+    return verdict == _MATCH        # undecided: the next run's first message decides
 
 
 def _confluent_version() -> str:
@@ -185,10 +192,12 @@ def _confluent_version() -> str:
         return ""
 
 
-def layout_matches(msg) -> bool:
+def layout_matches(msg):
     """Whether ``msg``'s struct reads as its methods do (the check :func:`scan_run`
-    makes once per message type)."""
-    return _layout_matches(msg)
+    makes once per message type): True or False, None for a message with an error or
+    headers, which cannot tell."""
+    verdict = _layout_verdict(msg)
+    return None if verdict == _UNDECIDED else verdict == _MATCH
 
 
 def direct_reads(enabled=None) -> bool:
