@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import operator
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -36,6 +37,9 @@ from agentlib.topics import Topic
 __all__ = ["JoinNotSupported", "Stream", "StreamSource", "StreamT"]
 
 T = TypeVar("T")
+#: What ``async for value in stream`` and ``stream.items()`` make of an event (C calls).
+_VALUE = operator.attrgetter("value")
+_KEY_VALUE = operator.attrgetter("key", "value")
 _Pull = Callable[[bool, "float | None"], Awaitable["Event[Any] | None"]]
 
 _JOIN_HELP = ("stream joins are not supported (Faust never implemented them either). "
@@ -109,9 +113,14 @@ class Stream(Generic[T]):
     # -- iteration ------------------------------------------------------------------
 
     def __aiter__(self) -> AsyncIterator[T]:
-        return self._values()
+        return self._iterate(_VALUE)
 
-    async def _values(self) -> AsyncIterator[T]:
+    async def _iterate(self, project: Callable[[Event[Any]], Any] | None
+                       ) -> AsyncIterator[Any]:
+        """Each event, made current, as ``project`` makes it (None: the event itself).
+
+        ``async for value in stream``, ``stream.events()`` and ``stream.items()`` all
+        come here, so each gets the fast path of the agent's own stream."""
         if self._pull == self._pull_from_source:
             # The agent's own stream (no operator): ask the source directly, without
             # an await at all while events are queued (poll_event), else one await
@@ -128,36 +137,26 @@ class Stream(Generic[T]):
                         return
                 assert event is not None  # no deadline: only StopAsyncIteration ends it
                 set_current(event)
-                yield event.value
+                yield event if project is None else project(event)
         while True:
             try:
                 event = await self._next_event()
             except StopAsyncIteration:
                 return
-            yield event.value
+            yield event if project is None else project(event)
 
     async def _next_event(self) -> Event[Any]:
         event = await self._pull(True, None)
         assert event is not None  # no deadline: only StopAsyncIteration ends it
         return event
 
-    def _stream_of(self, project: Callable[[Event[Any]], Any]) -> AsyncIterator[Any]:
-        async def projected() -> AsyncIterator[Any]:
-            while True:
-                try:
-                    event = await self._next_event()
-                except StopAsyncIteration:
-                    return
-                yield project(event)
-        return projected()
-
     def events(self) -> AsyncIterator[Event[T]]:
         """Iterate over whole events (key, value, headers, message)."""
-        return self._stream_of(lambda event: event)
+        return self._iterate(None)
 
     def items(self) -> AsyncIterator[tuple[Any, T]]:
         """Iterate over ``(key, value)`` pairs."""
-        return self._stream_of(lambda event: (event.key, event.value))
+        return self._iterate(_KEY_VALUE)
 
     async def enumerate(self, start: int = 0) -> AsyncIterator[tuple[int, T]]:
         """Iterate over ``(index, value)`` pairs, counting from ``start``."""

@@ -109,7 +109,8 @@ class ChangelogRuntime:
         self._default_store = default_store
         self._shards: dict[tuple[str, int], Shard] = {}
         self._host_copies: dict[str, HostCopyReader] = {}
-        self._writing: dict[int, tuple[Event[Any], int]] = {}  # id(shard) → (event, n)
+        #: per shard: [the event that wrote it last, the index of that write]
+        self._writing: dict[Shard, list[Any]] = {}
         #: The flush window (writes since the last flush, and the records they hold).
         self.window = WriteBack(producer, self._note_offset, flush_records=flush_records)
         self.recoveries: dict[tuple[str, int], Recovery] = {}
@@ -145,7 +146,15 @@ class ChangelogRuntime:
             return
         record = event.message
         topic = record.topic
-        mark = (record.offset, self._index_of(shard, event))
+        # The number of this write among the writes ``event`` made to ``shard``.
+        writing = self._writing.get(shard)
+        if writing is None:
+            writing = self._writing[shard] = [event, 0]
+        elif writing[0] is event:
+            writing[1] += 1
+        else:
+            writing[0], writing[1] = event, 0
+        mark = (record.offset, writing[1])
         applied = shard.mark(topic)
         if applied is not None and mark <= applied:
             # A redelivery: this write is in the shard already. Produce the row as it
@@ -187,7 +196,7 @@ class ChangelogRuntime:
             self.window.flush()
         for key in keys:
             shard = self._shards.pop(key)
-            self._writing.pop(id(shard), None)
+            self._writing.pop(shard, None)
             shard.close()
 
     def close(self) -> None:
@@ -345,13 +354,6 @@ class ChangelogRuntime:
         return Consumer(settings)
 
     # -- writes ----------------------------------------------------------------
-
-    def _index_of(self, shard: Shard, event: Event[Any]) -> int:
-        """The number of this write among the writes ``event`` made to ``shard``."""
-        last = self._writing.get(id(shard))
-        index = last[1] + 1 if last is not None and last[0] is event else 0
-        self._writing[id(shard)] = (event, index)
-        return index
 
     def _note_offset(self, table: str, partition: int, offset: int) -> None:
         """A changelog row of ``table`` was delivered at ``offset``: its open shard

@@ -18,10 +18,12 @@ changelog under agentd.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, MutableMapping
+from json.encoder import encode_basestring_ascii
 from typing import Any, ClassVar
 
 from agentlib import codecs
 from agentlib.apptype import AppT
+from agentlib.events import _current as _current_event
 from agentlib.events import current_event
 from agentlib.records import decode_known
 from agentlib.tables import runtime as runtimes
@@ -82,6 +84,13 @@ class Table(MutableMapping[Any, Any]):
         #: for the read and again for the write.
         self._last_key: Any = _MISSING
         self._last_encoded = b""
+        #: The event whose partition's shard was looked up last, its runtime and the
+        #: shard: ``t[k] += 1`` reads, then writes, the same shard.
+        self._shard_event: Any = None
+        self._shard_runtime: Any = None
+        self._shard: Any = None
+        #: (value_serializer, value_type, the changelog codec's loads) as last looked up.
+        self._value_loads: tuple[Any, Any, Callable[[bytes], Any]] | None = None
         self.changelog_topic = Topic(
             app, changelog_name(app.id, name), key_type=key_type, value_type=value_type,
             key_serializer=key_serializer or "json", value_serializer=value_serializer,
@@ -159,15 +168,14 @@ class Table(MutableMapping[Any, Any]):
         shards are searched, as Faust's RocksDB store does.
         """
         encoded = self._encode_key(store_key)
-        runtime = runtimes.current()
-        event = current_event()
+        event = _current_get()
         first = None
         if event is not None:
-            first = runtime.shard(self, event.message.partition)
+            first = self._shard_of(event)
             raw = first.get(encoded)
             if raw is not None:
                 return self._decode_value(raw)
-        for shard in runtime.local_shards(self):
+        for shard in runtimes.current().local_shards(self):
             if shard is first:
                 continue
             raw = shard.get(encoded)
@@ -175,11 +183,26 @@ class Table(MutableMapping[Any, Any]):
                 return self._decode_value(raw)
         return _MISSING
 
+    def _shard_of(self, event: Any) -> Any:
+        """The shard of ``event``'s partition in the current runtime, looked up once
+        per event: ``t[k] += 1`` reads, then writes, the same shard. (A partition's
+        shard cannot close while one of its events is being processed: the daemon
+        releases a partition only once every record of it is acked.)"""
+        runtime = runtimes.current()
+        if event is self._shard_event and runtime is self._shard_runtime:
+            return self._shard
+        shard = runtime.shard(self, event.message.partition)
+        self._shard_event, self._shard_runtime, self._shard = event, runtime, shard
+        return shard
+
     def _set_stored(self, user_key: Any, store_key: Any, value: Any) -> None:
         """Write ``value`` (None: delete) under ``store_key`` in the processed record's
         partition, after checking that ``user_key`` is that record's key."""
-        event = self._processed_event()
-        self._check_key(user_key, event)
+        event = _current_get()
+        if event is None:
+            event = self._processed_event()  # raises
+        if user_key is not event.key:  # (the record's own key object passes anyway)
+            self._check_key(user_key, event)
         self._write_stored(event, store_key, value)
 
     def _expire_stored(self, store_key: Any) -> Any:
@@ -211,10 +234,10 @@ class Table(MutableMapping[Any, Any]):
 
     def _write_stored(self, event: Any, store_key: Any, value: Any) -> None:
         encoded = self._encode_key(store_key)
-        runtime = runtimes.current()
-        shard = runtime.shard(self, event.message.partition)
-        runtime.write(self, shard, event, encoded,
-                      None if value is None else self.changelog_topic.encode_value(value))
+        shard = self._shard_of(event)
+        self._shard_runtime.write(
+            self, shard, event, encoded,
+            None if value is None else self.changelog_topic.encode_value(value))
 
     def _stored_items(self, partition: int | None = None) -> Iterator[tuple[int, Any, Any]]:
         """``(partition, key, value)`` of every row in the shards this process holds
@@ -247,13 +270,16 @@ class Table(MutableMapping[Any, Any]):
         int or list they were written as."""
         if key is self._last_key:
             return self._last_encoded
+        kind = type(key)
         if self._key_serializer is None:
-            encoded = codecs.json_dumps(_text(key))
+            # (a str or bytes key, the usual one, as json_dumps writes str: directly)
+            encoded = _json_str(key.decode("utf-8", "surrogateescape")) if kind is bytes \
+                else _json_str(key) if kind is str else codecs.json_dumps(_text(key))
         else:
             raw = self.changelog_topic.encode_key(key)
             assert raw is not None
             encoded = raw
-        if type(key) is str or type(key) is bytes:  # immutable: the encoding stays right
+        if kind is str or kind is bytes:  # immutable: the encoding stays right
             self._last_key, self._last_encoded = key, encoded
         return encoded
 
@@ -264,12 +290,25 @@ class Table(MutableMapping[Any, Any]):
 
     def _decode_value(self, data: bytes) -> Any:
         topic = self.changelog_topic
-        payload = topic.load_value(data)
+        memo = self._value_loads  # (Topic.load_value, without its call)
+        if memo is None or memo[0] is not topic.value_serializer \
+                or memo[1] is not topic.value_type:
+            memo = self._value_loads = (topic.value_serializer, topic.value_type,
+                                        codecs.get_codec(topic._value_codec()).loads)
+        payload = memo[2](data)
         if self.value_type is None:
             # (a count, a sum, a name: nothing in it can be a Record)
             return payload if type(payload) in _SCALARS else decode_known(payload)
         return topic.decode_value(payload)
 
+
+def _json_str(text: str) -> bytes:
+    """``codecs.json_dumps(text)`` for a str, without its type checks."""
+    return encode_basestring_ascii(text).encode()
+
+
+#: ``current_event()``, without the call.
+_current_get = _current_event.get
 
 #: Payload types that ``decode_known`` returns as they are.
 _SCALARS = frozenset((int, float, str, bool, type(None)))

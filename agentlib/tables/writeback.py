@@ -104,15 +104,17 @@ class Flush:
 
 
 class _Window:
-    """One shard's writes since its last flush: key → (value, source topic, mark)."""
+    """One shard's writes since its last flush: key → value, and the source topic and
+    mark of the latest write (the one whose row goes last)."""
 
-    __slots__ = ("last", "others", "rows", "table", "topic")
+    __slots__ = ("last", "mark", "others", "rows", "table", "topic")
 
     def __init__(self, table: Table) -> None:
         self.table = table
-        self.rows: dict[bytes, tuple[bytes | None, str, Mark]] = {}
+        self.rows: dict[bytes, bytes | None] = {}
         self.last: bytes | None = None  # the key of the latest write
         self.topic: str | None = None   # the source topic of the latest write
+        self.mark: Mark = (-1, -1)      # the mark of the latest write
         #: the latest mark of each source topic written before a switch to another
         self.others: dict[str, Mark] = {}
 
@@ -160,25 +162,22 @@ class WriteBack:
         flushes it first, so a record's writes stay in one flush (unless a shard's
         window reaches ``flush_rows`` keys meanwhile) and the agent goes on with the
         next records while the flush is delivered."""
-        new_record = ticket is not None and ticket is not self._last_ticket
-        if new_record and len(self._tickets) >= self.flush_records:
-            self.flush()
+        if ticket is not self._last_ticket and ticket is not None:  # a new record
+            if len(self._tickets) >= self.flush_records:
+                self.flush()
+            self._last_ticket = ticket
+            ticket.pending += 1  # ticket.ledger.hold_counted((ticket,)), without the calls
+            self._tickets.append(ticket)
         window = self._windows.get(shard)
         if window is None:
             window = self._windows[shard] = _Window(table)
-        rows = window.rows
         if topic is not window.topic and topic != window.topic:  # rare: a source switch
-            last = window.last
-            if last is not None:
-                _, previous, previous_mark = rows[last]
-                window.others[previous] = previous_mark
+            if window.topic is not None:
+                window.others[window.topic] = window.mark
             window.topic = topic
-        rows[key] = (value, topic, mark)
-        window.last = key
-        if new_record:
-            self._last_ticket = ticket
-            ticket.ledger.hold_counted((ticket,))
-            self._tickets.append(ticket)
+        rows = window.rows
+        rows[key] = value
+        window.last, window.mark = key, mark
         if len(rows) >= self.flush_rows:
             self.flush()
         elif self._timer is None:
@@ -228,14 +227,14 @@ class WriteBack:
         partition = shard.partition
         rows, last = window.rows, window.last
         assert last is not None
-        value, topic, mark = rows.pop(last)
+        value, topic, mark = rows.pop(last), window.topic, window.mark
         end = f"{topic}\x1f{mark[0]}\x1f{mark[1]}"
         send = getattr(producer, "send_counted", None)
         settle = self._settle_of.get(table.name)
         if settle is None:
             settle = self._settle_of[table.name] = partial(self._settled, table.name)
         header = [(MARK_HEADER, f"\x1f{end}".encode())]  # every partial row's
-        for key, (row, _, _) in rows.items():
+        for key, row in rows.items():
             self._send(send, producer, table.name, topic_name, key, row, partition, header,
                        unit, settle)
         headers = [(MARK_HEADER, end.encode())]
