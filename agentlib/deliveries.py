@@ -29,12 +29,12 @@ import collections
 import contextlib
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import KafkaException
 
-__all__ = ["Batches", "DeliveryBatch", "Settle"]
+__all__ = ["Batches", "DeliveryBatch", "RowsReport", "Settle", "send_rows"]
 
 log = logging.getLogger("agentlib.kafka")
 
@@ -127,6 +127,85 @@ class DeliveryBatch:
         return self.last
 
 
+class RowsReport:
+    """The reports of messages sent to one partition as one unit (a table flush's rows
+    of one shard, :func:`send_rows`): counted as a :class:`DeliveryBatch`'s are, but
+    with one ``token`` for all of them and no entry per message, since whoever sent
+    them only needs to know that all were delivered (or the first error) and the
+    highest offset they got. ``settle(report)`` runs once, on the owning loop."""
+
+    __slots__ = ("_events", "error", "last", "loop", "on_complete", "partition", "sent",
+                 "settle", "token", "total")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, settle: Callable[[Any], None],
+                 on_complete: Callable[[Any], None], token: Any, partition: int) -> None:
+        self.loop = loop
+        self.settle = settle
+        self.on_complete = on_complete
+        self.token = token
+        self.partition = partition
+        self.sent = 0
+        self.error: BaseException | None = None  # the first failure (report threads)
+        self.last = -1  # the highest offset delivered
+        self.total = -1  # events (messages + the seal), known once sealed
+        self._events = itertools.count(1)
+
+    def seal(self, sent: int) -> bool:
+        """``sent`` messages were queued with this report; True: all were reported
+        already (the caller settles it)."""
+        self.sent = sent
+        self.total = sent + 1
+        return next(self._events) == self.total
+
+    def __call__(self, error: Any, message: Any) -> None:
+        """librdkafka's delivery report for one message of this unit."""
+        if error is not None:
+            if self.error is None:
+                self.error = KafkaException(error)
+        else:
+            offset = message.offset()
+            if offset > self.last:
+                self.last = offset
+        if next(self._events) == self.total:
+            self.on_complete(self)
+
+
+def send_rows(handle: Any, batches: Batches, topic: str, partition: int,
+              rows: Iterable[tuple[bytes, bytes | None]], headers: list[tuple[str, bytes]],
+              last: tuple[bytes, bytes | None, list[tuple[str, bytes]]],
+              settle: Callable[[RowsReport], None], token: Any,
+              ) -> list[tuple[bytes, bytes | None, list[tuple[str, bytes]]]]:
+    """Queue ``rows`` (each with ``headers``), then ``last`` (key, value, headers),
+    to ``topic[partition]`` on the librdkafka ``handle``, reported as one
+    :class:`RowsReport`. Returns the messages the full local queue refused (the
+    caller sends them another way, after these); normally none."""
+    report = RowsReport(asyncio.get_running_loop(), settle, batches.completed.append,
+                        token, partition)
+    produce = handle.produce
+    sent = 0
+    unsent: list[tuple[bytes, bytes | None, list[tuple[str, bytes]]]] = []
+    rest = iter(rows)
+    key: bytes = b""
+    value: bytes | None = None
+    try:
+        for key, value in rest:
+            produce(topic, value, key, partition=partition, headers=headers,
+                    on_delivery=report)
+            sent += 1
+    except BufferError:
+        unsent = [(key, value, headers), *((k, v, headers) for k, v in rest), last]
+    if not unsent:
+        try:
+            produce(topic, last[1], last[0], partition=partition, headers=last[2],
+                    on_delivery=report)
+            sent += 1
+        except BufferError:
+            unsent = [last]
+    if report.seal(sent):  # every report came already: settle on the next turn
+        report.loop.call_soon(settle_batches, [report])
+    return unsent
+
+
 class Batches:
     """One producer's batches: the open one per settle callback, and the completed
     ones waiting to be handed to their loops (:meth:`dispatch`, from any thread)."""
@@ -135,7 +214,8 @@ class Batches:
         #: per settle callback, the batch this loop turn sends into
         self.open: dict[Settle, DeliveryBatch] = {}
         #: batches whose last report came (report threads append)
-        self.completed: collections.deque[DeliveryBatch] = collections.deque()
+        self.completed: collections.deque[DeliveryBatch | RowsReport] = \
+            collections.deque()
 
     def start(self, settle: Settle, track_offsets: bool) -> DeliveryBatch:
         """A new batch for ``settle``, sealed on the running loop's next turn."""
@@ -154,7 +234,7 @@ class Batches:
 
     def dispatch(self) -> None:
         """Hand the completed batches to their loops: one wake-up per loop."""
-        by_loop: dict[asyncio.AbstractEventLoop, list[DeliveryBatch]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[DeliveryBatch | RowsReport]] = {}
         queue = self.completed
         while queue:
             try:
@@ -167,10 +247,11 @@ class Batches:
                 loop.call_soon_threadsafe(settle_batches, group)
 
 
-def settle_batches(batches: list[DeliveryBatch]) -> None:
+def settle_batches(batches: list[DeliveryBatch | RowsReport]) -> None:
     """On the owning loop: hand each completed batch to its ``settle``."""
     for batch in batches:
         try:
-            batch.settle(batch)
+            settle: Callable[[Any], None] = batch.settle
+            settle(batch)
         except Exception:  # one callback's bug must not lose the others' reports
             log.exception("a delivery batch's settle callback failed")

@@ -34,14 +34,14 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from agentlib.deliveries import Batches, Settle
+from agentlib.deliveries import Batches, RowsReport, Settle, send_rows
 
 __all__ = [
     "CHANGELOG_LINGER_MS",
@@ -295,6 +295,13 @@ class KafkaProducer:
                        else _plain_headers(headers), on_delivery=batch)
         batch.entries.append((token, topic, key, value))  # (DeliveryBatch.sent, inlined)
 
+    def send_rows(self, topic: str, partition: int, rows: Iterable[tuple[bytes, Any]],
+                  headers: Any, last: Any, settle: Callable[[RowsReport], None],
+                  token: Any) -> list[Any]:
+        """:func:`agentlib.deliveries.send_rows` on this producer's handle."""
+        return send_rows(self._ensure(), self._batches, topic, partition, rows, headers,
+                         last, settle, token)
+
     @property
     def transactional(self) -> bool:
         """Made with a ``transactional.id`` (an agentd instance under exactly once)."""
@@ -428,9 +435,7 @@ def _resolve(batch: list[_Report]) -> None:
 def _plain_headers(headers: Headers | None) -> list[tuple[str, bytes | str | None]] | None:
     if not headers:
         return None
-    if isinstance(headers, Mapping):
-        return list(headers.items())
-    return list(headers)
+    return list(headers.items() if isinstance(headers, Mapping) else headers)
 
 
 def _log_client_error(error: KafkaError) -> None:

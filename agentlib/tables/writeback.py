@@ -39,12 +39,12 @@ are produced as they are made, :mod:`agentlib.tables.changelog`).
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from agentlib.deliveries import RowsReport
 from agentlib.sinks import produce_soon
 from agentlib.tables.replay import MARK_HEADER, UPTO_HEADER, encode_mark
 from agentlib.tables.runtime import Table
@@ -221,7 +221,9 @@ class WriteBack:
 
     def _produce(self, producer: Any, shard: Shard, window: _Window, unit: Flush) -> None:
         """Every row of ``window`` to ``shard``'s changelog partition, the last write's
-        row last (see the module docstring)."""
+        row last (see the module docstring): one ``send_rows`` call, whose rows are
+        reported together (one callback object for the shard's rows, no entry per
+        row), where the producer has it; else a delivery future per row."""
         table = window.table
         topic_name = table.changelog_topic_name
         partition = shard.partition
@@ -229,33 +231,24 @@ class WriteBack:
         assert last is not None
         value, topic, mark = rows.pop(last), window.topic, window.mark
         end = f"{topic}\x1f{mark[0]}\x1f{mark[1]}"
-        send = getattr(producer, "send_counted", None)
-        settle = self._settle_of.get(table.name)
-        if settle is None:
-            settle = self._settle_of[table.name] = partial(self._settled, table.name)
         header = [(MARK_HEADER, f"\x1f{end}".encode())]  # every partial row's
-        for key, row in rows.items():
-            self._send(send, producer, table.name, topic_name, key, row, partition, header,
-                       unit, settle)
         headers = [(MARK_HEADER, end.encode())]
         headers += [(UPTO_HEADER, encode_mark(other, at))
                     for other, at in window.others.items() if other != topic]
-        self._send(send, producer, table.name, topic_name, last, value, partition, headers,
-                   unit, settle)
-
-    def _send(self, send: Any, producer: Any, table: str, topic: str, key: bytes,
-              value: bytes | None, partition: int, headers: list[tuple[str, bytes]],
-              unit: Flush, settle: Callable[[Any], None]) -> None:
-        """Counted in a batch per table and loop turn (``send_counted``) where the
-        producer has it and its queue has room; else a delivery future."""
-        if send is not None:
-            try:
-                send(topic, key, value, partition, headers, unit, settle, True)
-                return
-            except BufferError:  # the local queue is full: the future path waits
-                pass
-        delivery = produce_soon(producer, topic, key, value, headers, partition=partition)
-        delivery.add_done_callback(partial(self._delivered, table, unit))
+        send_rows = getattr(producer, "send_rows", None)
+        if send_rows is not None:
+            settle = self._settle_of.get(table.name)
+            if settle is None:
+                settle = self._settle_of[table.name] = partial(self._settled, table.name)
+            unsent = send_rows(topic_name, partition, rows.items(), header,
+                               (last, value, headers), settle, unit)
+        else:
+            unsent = [(key, row, header) for key, row in rows.items()]
+            unsent.append((last, value, headers))
+        for key, row, row_headers in unsent:  # (the local queue was full: these wait)
+            delivery = produce_soon(producer, topic_name, key, row, row_headers,
+                                    partition=partition)
+            delivery.add_done_callback(partial(self._delivered, table.name, unit))
 
     def _delivered(self, table: str, unit: Flush, delivery: asyncio.Future[Any]) -> None:
         error = (asyncio.CancelledError() if delivery.cancelled()
@@ -268,12 +261,12 @@ class WriteBack:
                 self._note_offset(table, partition, offset)
         unit.reported(error)
 
-    def _settled(self, table: str, batch: Any) -> None:
-        """A batch of ``table``'s changelog rows is reported (``send_counted``)."""
-        for partition, offset in batch.offsets().items():
-            self._note_offset(table, partition, offset)
-        delivered, failed = batch.outcome()
-        for unit, rows in collections.Counter(delivered).items():  # (counted in C)
-            unit.delivered(rows)
-        for unit, error in failed:
-            unit.reported(error)
+    def _settled(self, table: str, report: RowsReport) -> None:
+        """The rows one ``send_rows`` sent of ``table`` are reported."""
+        if report.last >= 0:
+            self._note_offset(table, report.partition, report.last)
+        unit: Flush = report.token
+        if report.error is None:
+            unit.delivered(report.sent)
+        else:
+            unit.reported(report.error)
