@@ -202,7 +202,8 @@ def send_rows(handle: Any, batches: Batches, topic: str, partition: int,
         except BufferError:
             unsent = [last]
     if report.seal(sent):  # every report came already: settle on the next turn
-        report.loop.call_soon(settle_batches, [report])
+        done: list[DeliveryBatch | RowsReport] = [report]
+        report.loop.call_soon(settle_batches, done)
     return unsent
 
 

@@ -1,4 +1,5 @@
-"""agentlib.deliveries: a batch of counted deliveries completes once, whoever reports last."""
+"""agentlib.deliveries: a batch of counted deliveries completes once, whoever reports last;
+``send_rows`` queues a table flush's rows of one partition on one report."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import threading
 
 from confluent_kafka import KafkaException
 
-from agentlib.deliveries import DeliveryBatch
+from agentlib.deliveries import Batches, DeliveryBatch, RowsReport, send_rows
 
 
 class _Message:
@@ -110,3 +111,69 @@ def test_a_failure_that_matches_no_message_fails_the_whole_batch():
     assert delivered == [] and [token for token, _ in failed] == ["a", "b"]
 
 
+
+
+class _Handle:
+    """librdkafka's ``produce`` as ``send_rows`` calls it; the local queue holds
+    ``room`` messages, then raises BufferError."""
+
+    def __init__(self, room: int = 1_000) -> None:
+        self.room = room
+        self.queued: list[tuple[str, bytes | None, bytes, int, object, object]] = []
+
+    def produce(self, topic: str, value: bytes | None, key: bytes, *, partition: int,
+                headers: object, on_delivery: object) -> None:
+        if len(self.queued) >= self.room:
+            raise BufferError("Local: Queue full")
+        self.queued.append((topic, value, key, partition, headers, on_delivery))
+
+
+def _send(handle: _Handle, rows: dict[bytes, bytes | None]) -> tuple[list, Batches, list]:
+    settled: list[RowsReport] = []
+
+    async def main() -> list:
+        return send_rows(handle, batches, "log", 3, rows.items(), [("h", b"p")],
+                         (b"last", b"9", [("h", b"l")]), settled.append, "token")
+
+    batches = Batches()
+    return asyncio.run(main()), batches, settled
+
+
+def test_send_rows_queues_every_row_then_the_last_on_one_report():
+    handle = _Handle()
+    unsent, batches, _ = _send(handle, {b"a": b"1", b"b": None})
+    assert unsent == []
+    assert [(key, value, partition, headers) for _, value, key, partition, headers, _
+            in handle.queued] == [(b"a", b"1", 3, [("h", b"p")]), (b"b", None, 3, [("h", b"p")]),
+                                  (b"last", b"9", 3, [("h", b"l")])]
+    report = handle.queued[0][5]
+    assert isinstance(report, RowsReport)
+    assert all(message[5] is report for message in handle.queued)
+    assert report.sent == 3 and report.token == "token"
+    report(None, _Message("log", b"a", b"1", 3, 10))
+    report(None, _Message("log", b"last", b"9", 3, 12))
+    assert not batches.completed    # one row is not reported yet
+    report(None, _Message("log", b"b", None, 3, 11))
+    assert list(batches.completed) == [report]
+    assert report.error is None and report.last == 12 and report.partition == 3
+
+
+def test_send_rows_returns_what_a_full_queue_refused_in_order_and_counts_the_rest():
+    handle = _Handle(room=1)
+    unsent, batches, _ = _send(handle, {b"a": b"1", b"b": b"2", b"c": b"3"})
+    assert unsent == [(b"b", b"2", [("h", b"p")]), (b"c", b"3", [("h", b"p")]),
+                      (b"last", b"9", [("h", b"l")])]
+    report = handle.queued[0][5]
+    assert report.sent == 1         # only the queued row is counted on the report
+    report(None, _Message("log", b"a", b"1", 3, 4))
+    assert list(batches.completed) == [report]
+
+
+def test_a_failed_row_fails_the_report_with_the_first_error():
+    handle = _Handle()
+    _send(handle, {b"a": b"1"})
+    report = handle.queued[0][5]
+    report("first", _Message("log", b"a", b"1", 3, -1))
+    report("second", _Message("log", b"last", b"9", 3, -1))
+    assert isinstance(report.error, KafkaException)
+    assert report.error.args[0] == "first" and report.last == -1
