@@ -165,7 +165,10 @@ class Table(MutableMapping[Any, Any]):
 
         The record's own partition is looked at first (its rows are there); outside an
         agent, or for a key of another partition this process holds, the other open
-        shards are searched, as Faust's RocksDB store does.
+        shards are searched. The record's own key is not searched for elsewhere: the
+        co-partitioning rule puts its row in the record's partition only (Faust looks
+        nowhere else for any key while processing a record), and a new key would cost
+        a RocksDB read in every other shard.
         """
         encoded = self._encode_key(store_key)
         event = _current_get()
@@ -175,6 +178,10 @@ class Table(MutableMapping[Any, Any]):
             raw = first.get(encoded)
             if raw is not None:
                 return self._decode_value(raw)
+            own = event.key
+            if store_key is own or (type(store_key) is type(own) and type(own) in _TEXT
+                                    and store_key == own):
+                return _MISSING
         for shard in runtimes.current().local_shards(self):
             if shard is first:
                 continue
@@ -306,6 +313,9 @@ def _json_str(text: str) -> bytes:
     """``codecs.json_dumps(text)`` for a str, without its type checks."""
     return encode_basestring_ascii(text).encode()
 
+
+#: Key types compared by value with the record's key (cheap, and never raising).
+_TEXT = (str, bytes)
 
 #: ``current_event()``, without the call.
 _current_get = _current_event.get
