@@ -91,6 +91,8 @@ class Table(MutableMapping[Any, Any]):
         self._shard: Any = None
         #: (value_serializer, value_type, the changelog codec's loads) as last looked up.
         self._value_loads: tuple[Any, Any, Callable[[bytes], Any]] | None = None
+        #: The same for its dumps (a str, int, float, bool value: no Record to unwrap).
+        self._value_dumps: tuple[Any, Any, Callable[[Any], bytes]] | None = None
         self.changelog_topic = Topic(
             app, changelog_name(app.id, name), key_type=key_type, value_type=value_type,
             key_serializer=key_serializer or "json", value_serializer=value_serializer,
@@ -241,10 +243,20 @@ class Table(MutableMapping[Any, Any]):
 
     def _write_stored(self, event: Any, store_key: Any, value: Any) -> None:
         encoded = self._encode_key(store_key)
-        shard = self._shard_of(event)
-        self._shard_runtime.write(
-            self, shard, event, encoded,
-            None if value is None else self.changelog_topic.encode_value(value))
+        runtime = runtimes.current()
+        if event is self._shard_event and runtime is self._shard_runtime:
+            shard = self._shard  # (the read of ``t[k] += 1`` looked it up)
+        else:
+            shard = self._shard_of(event)
+        if value is not None:
+            topic = self.changelog_topic
+            memo = self._value_dumps  # (Topic.encode_value, without its call)
+            if memo is None or memo[0] is not topic.value_serializer \
+                    or memo[1] is not topic.value_type:
+                memo = self._value_dumps = (topic.value_serializer, topic.value_type,
+                                            codecs.get_codec(topic._value_codec()).dumps)
+            value = memo[2](value) if type(value) in _SCALARS else topic.encode_value(value)
+        runtime.write(self, shard, event, encoded, value)
 
     def _stored_items(self, partition: int | None = None) -> Iterator[tuple[int, Any, Any]]:
         """``(partition, key, value)`` of every row in the shards this process holds
