@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from agentlib.deliveries import RowsReport
 from agentlib.rawrecord import new_raw_record
 from agentlib.tables.changelog import ChangelogRuntime
 from agentlib.tables.replay import (
@@ -136,6 +137,54 @@ def test_records_are_done_only_when_every_row_of_their_flush_is_delivered():
         await settle()
         assert records.done == [0, 1, 2]
         assert records.ledger.in_flight == 0
+
+    asyncio.run(main())
+
+
+class RowsProducer(Producer):
+    """A producer with ``send_rows`` whose local queue takes ``room`` rows per call: it
+    returns the rest, which the runtime sends as delivery futures (``send_soon``)."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+        self.reports: list[tuple[Any, RowsReport]] = []
+
+    def send_rows(self, topic: str, partition: int, rows: Any, headers: Any, last: Any,
+                  settle: Any, token: Any) -> list[Any]:
+        messages = [(key, value, headers) for key, value in rows] + [last]
+        queued, unsent = messages[:self.room], messages[self.room:]
+        self.sent += [(key, value, partition, heads) for key, value, heads in queued]
+        loop = asyncio.get_running_loop()
+        report = RowsReport(loop, settle, lambda _: None, token, partition)
+        report.seal(len(queued))
+        report.last = len(queued) - 1
+        self.reports.append((settle, report))
+        return unsent
+
+    def settle_reports(self) -> None:
+        for settle, report in self.reports:
+            settle(report)
+        self.reports.clear()
+
+
+def test_rows_a_full_queue_refused_are_sent_after_and_hold_their_records_too():
+    async def main() -> None:
+        producer, records = RowsProducer(room=2), Records()
+        tables = runtime(producer)
+        shard = MemoryShard(0)
+        for offset, key in enumerate([b"a", b"b", b"c", b"d"]):
+            count(tables, shard, records.event(offset), key)
+        tables.flush()
+        # Two rows queued on the report, then the rest as futures, the last write last.
+        assert [key for key, *_ in producer.sent] == [b"a", b"b", b"c", b"d"]
+        assert len(producer.futures) == 2
+        producer.settle_reports()
+        await settle()
+        assert records.done == []  # c's and d's rows are not delivered yet
+        producer.deliver()
+        await settle()
+        assert records.done == [0, 1, 2, 3] and records.ledger.in_flight == 0
 
     asyncio.run(main())
 
