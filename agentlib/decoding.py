@@ -66,7 +66,10 @@ def event_decoder(topic: Topic) -> Decoder:
         headers = dict(record.headers) if record.headers else {}
         data = record.value
         payload = None if data is None else value_loads(data)
-        if headers or (isinstance(payload, dict) and "__faust" in payload):
+        # JSON text that holds neither "__faust" nor an escape has no envelope or Record
+        plain = json_values and type(data) is bytes and b"__faust" not in data \
+            and b"\\u" not in data
+        if headers or (not plain and isinstance(payload, dict) and "__faust" in payload):
             payload, reply_to, correlation_id = split_request(payload, headers)
         else:
             reply_to = correlation_id = None
@@ -74,11 +77,7 @@ def event_decoder(topic: Topic) -> Decoder:
         if key is not None and not raw_key:
             key = _as_type(key_type, key_loads(key))
         if from_data is None:
-            if json_values and type(data) is bytes and b"__faust" not in data \
-                    and b"\\u" not in data:
-                value = payload
-            else:
-                value = _as_type(value_type, payload)
+            value = payload if plain else _as_type(value_type, payload)
         elif type(payload) is dict:  # the usual case, without the isinstance
             value = from_data(payload)
         else:
