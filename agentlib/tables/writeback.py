@@ -93,8 +93,13 @@ class Flush:
         self.left = -1
         tickets, self.tickets = self.tickets, []
         if error is None:
-            for ticket in tickets:
-                ticket.ledger.delivered(ticket)
+            ledger: Any = None
+            for ticket in tickets:  # ticket.ledger.delivered(ticket), one call less each
+                if ticket.ledger is not ledger:
+                    ledger = ticket.ledger
+                    finish = ledger.finish_if_done
+                ticket.pending -= 1
+                finish(ticket)
             return
         by_ledger: dict[int, list[Any]] = {}
         for ticket in tickets:
