@@ -20,6 +20,10 @@ last of them: exactly one thread completes the batch. The seal stores ``total``
 before it draws, so a report that draws ``n + 1`` (the seal drew earlier) sees it.
 A failure is appended to ``failures`` before its report draws, so the completing
 thread sees every failure.
+
+A table flush needs less: whether *all* of a shard's rows were delivered, and where
+the last one landed. :func:`send_rows` queues them with one :class:`RowsReport`,
+counted the same way, with no entry per message to match failures against.
 """
 
 from __future__ import annotations

@@ -281,8 +281,8 @@ class KafkaProducer:
         :meth:`send_soon` does (then nothing was queued).
 
         :meth:`send_soon` without a future, a callback object or a loop wake-up per
-        message, for streams of messages that each hold a record's ack (sink outputs,
-        table changelog writes): see :mod:`agentlib.deliveries`.
+        message, for streams of messages that each hold a record's ack (sink outputs;
+        a table flush's rows use :meth:`send_rows`): see :mod:`agentlib.deliveries`.
         """
         handle = self._handle
         if handle is None or self._pid != _pid:
