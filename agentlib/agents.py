@@ -46,9 +46,12 @@ class Agent(Generic[T]):
 
     def __init__(self, fun: AgentFun, *, app: AppT, channel: Topic, name: str,
                  concurrency: int = 1, sink: Iterable[Any] | None = None,
-                 use_reply_headers: bool = True, **kwargs: Any) -> None:
+                 use_reply_headers: bool = True, help: str | None = None,
+                 isolated_partitions: bool = False, **kwargs: Any) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
+        if isolated_partitions and concurrency > 1:  # Faust's ImproperlyConfigured
+            raise ValueError("Agent concurrency must be 1 when using isolated partitions")
         self.fun = fun
         self.app = app
         self.channel = channel
@@ -56,6 +59,9 @@ class Agent(Generic[T]):
         self.concurrency = concurrency
         self.sinks: list[Any] = list(sink or ())
         self.use_reply_headers = use_reply_headers
+        #: Faust's ``help=``: what ``agentd``/``faust agents`` lists for the agent
+        self.help = help or ""
+        self.isolated_partitions = isolated_partitions
         self.options = kwargs
         self._derived_topics: list[Topic] | None = None
         self.__doc__ = fun.__doc__
@@ -71,6 +77,18 @@ class Agent(Generic[T]):
         own = [] if isinstance(self.channel, Channel) else list(self.channel.topics)
         derived = [topic.get_topic_name() for topic in self._derived()]
         return own + [name for name in dict.fromkeys(derived) if name not in own]
+
+    def get_topic_names(self) -> tuple[str, ...]:
+        """Faust's name: the channel's topic names (none for an in-memory channel)."""
+        return () if isinstance(self.channel, Channel) else self.channel.topics
+
+    def info(self) -> dict[str, Any]:
+        """The agent's settings as a dict, as Faust's ``Agent.info()``."""
+        return {"app": self.app, "fun": self.fun, "name": self.name,
+                "channel": self.channel, "concurrency": self.concurrency,
+                "help": self.help, "sink": self.sinks, "on_error": None,
+                "supervisor_strategy": None,
+                "isolated_partitions": self.isolated_partitions}
 
     def topic_partitions(self) -> dict[str, int]:
         """Partition counts declared for the topics agentd creates for this agent.

@@ -45,6 +45,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 ChannelOutlet = Callable[[str, "bytes | None", "bytes | None",
                           "list[tuple[str, bytes]] | None"], None]
 S = TypeVar("S", bound=Service)
+#: ``@app.agent`` keywords that describe the topic it makes (Faust passes them on to
+#: ``app.topic``), rather than the agent
+_AGENT_TOPIC_SETTINGS = frozenset({
+    "key_type", "value_type", "schema", "key_serializer", "value_serializer",
+    "partitions", "replicas", "retention", "compacting", "deleting", "internal",
+    "config", "maxsize", "allow_empty", "acks"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,11 +135,7 @@ class App:
             agent_name = name or f"{module_name(fun.__module__)}.{fun.__qualname__}"
             if agent_name in self.agents:
                 raise ValueError(f"app {self.id!r} already has an agent named {agent_name!r}")
-            topic = channel
-            if topic is None:
-                topic = self.topic(f"{self.id}-{agent_name}", has_prefix=True)
-            elif isinstance(topic, str):
-                topic = self.topic(topic)
+            topic = self._agent_channel(channel, agent_name, kwargs)
             agent: Agent[Any] = Agent(fun, app=self, channel=topic, name=agent_name,
                                       concurrency=concurrency, sink=sink,
                                       use_reply_headers=use_reply_headers, **kwargs)
@@ -142,6 +144,25 @@ class App:
         return AgentDecorator(create)
 
     actor = agent  # Faust's alias
+
+    def _agent_channel(self, channel: Topic | str | None, agent_name: str,
+                       kwargs: dict[str, Any]) -> Topic:
+        """The agent's topic, as Faust's ``Agent._prepare_channel`` makes it: with no
+        channel or a topic name, ``key_type``/``value_type``/``schema`` and any other
+        ``app.topic`` setting (``partitions=``...) in ``kwargs`` describe that topic (and
+        are taken out of ``kwargs``); a Topic object already says them itself."""
+        settings = {name: kwargs.pop(name) for name in list(kwargs)
+                    if name in _AGENT_TOPIC_SETTINGS}
+        if isinstance(channel, Topic):
+            typed = sorted(name for name in ("key_type", "value_type", "schema")
+                           if settings.get(name) is not None)
+            if typed:
+                raise TypeError(f"@app.agent({channel!r}, {', '.join(typed)}=...): give "
+                                f"{'/'.join(typed)} to app.topic(), not to a topic's agent")
+            return channel
+        if channel is None:
+            return self.topic(f"{self.id}-{agent_name}", has_prefix=True, **settings)
+        return self.topic(channel, **settings)
 
     def Table(self, name: str, *, default: Callable[[], Any] | None = None,
               **kwargs: Any) -> tables.Table:
