@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 from agentlib import codecs
+from agentlib.coercion import DateParser, coerce_fields
 from agentlib.fields import (
     MISSING,
     FieldDescriptor,
@@ -46,8 +47,10 @@ class Record:
     """Base class for message models: subclass it with annotated fields.
 
     Class keywords (as in Faust): ``namespace=`` (the ``__faust.ns``), ``isodates=True``
-    (parse ISO strings into ``datetime`` fields), ``validation=True`` (type-check
-    fields when built), ``serializer=`` (codec name for ``dumps``; default ``json``).
+    (parse ISO strings into ``datetime`` fields), ``coerce=True`` (convert scalar
+    fields to their types), ``date_parser=``, ``validation=True`` (type-check fields
+    when built), ``serializer=`` (codec name for ``dumps``; default ``json``),
+    ``include_metadata=False`` (no ``__faust`` in the wire form), ``abstract=``.
     """
 
     _fields: ClassVar[dict[str, FieldDescriptor]] = {}
@@ -55,6 +58,9 @@ class Record:
     _isodates: ClassVar[bool] = False
     _validation: ClassVar[bool] = False
     _serializer: ClassVar[str] = "json"
+    _coerce: ClassVar[bool] = False
+    _date_parser: ClassVar[DateParser | None] = None
+    _include_metadata: ClassVar[bool] = True
     _converters: ClassVar[list[tuple[str, _Converter | None]] | None] = None
     _resolved_hints: ClassVar[dict[str, Any] | None] = None
     #: The field names when no field needs converting (set with ``_converters``).
@@ -65,8 +71,17 @@ class Record:
 
     def __init_subclass__(cls, *, namespace: str | None = None, isodates: bool | None = None,
                           validation: bool | None = None, serializer: str | None = None,
+                          coerce: bool | None = None, date_parser: DateParser | None = None,
+                          include_metadata: bool | None = None, abstract: bool = False,
                           **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
+        if kwargs:  # Faust's other options (decimals=, polymorphic_fields=...)
+            raise TypeError(f"{cls.__name__}: agentlib.Record has no class option "
+                            f"{', '.join(sorted(kwargs))} (Faust's; see docs/decisions.md)")
+        super().__init_subclass__()
+        for option, given in (("_coerce", coerce), ("_date_parser", date_parser),
+                              ("_include_metadata", include_metadata)):
+            if given is not None:
+                setattr(cls, option, given)
         cls._namespace = namespace or f"{module_name(cls.__module__)}.{cls.__qualname__}"
         if isodates is not None:
             cls._isodates = isodates
@@ -116,7 +131,7 @@ class Record:
         for name, field in fields.items():
             value = values.get(name, MISSING)
             state[name] = copy_default(field.default) if value is MISSING else value
-        if self._isodates:
+        if self._isodates or self._coerce or self._date_parser:
             _parse_isodates(self)
         if self._validation:
             self.validate()
@@ -134,8 +149,16 @@ class Record:
     def to_representation(self) -> dict[str, Any]:
         """The JSON-ready dict Faust writes: fields, nested Records expanded, ``__faust``."""
         data = {name: _represent(self.__dict__[name]) for name in self._fields}
-        data["__faust"] = {"ns": self._namespace}
+        if self._include_metadata:
+            data["__faust"] = {"ns": self._namespace}
         return data
+
+    def derive(self: R, *objects: Record, **fields: Any) -> R:
+        """A copy with the fields of ``objects``, then ``fields``, replaced (Faust's)."""
+        data = self.asdict()
+        for other in objects:
+            data.update(other.asdict())
+        return type(self)(**{**data, **fields})
 
     def dumps(self, *, serializer: str | None = None) -> bytes:
         """This Record as bytes with ``serializer`` (default: the class's, ``json``)."""
@@ -187,7 +210,7 @@ class Record:
             except KeyError:
                 pass
             else:
-                if cls._isodates:
+                if cls._isodates or cls._coerce or cls._date_parser:
                     _parse_isodates(record)
                 if cls._validation:
                     record.validate()
@@ -204,7 +227,7 @@ class Record:
                                 f"{', '.join(missing)}")
             else:
                 state[name] = copy_default(fields[name].default)
-        if cls._isodates:
+        if cls._isodates or cls._coerce or cls._date_parser:
             _parse_isodates(record)
         if cls._validation:
             record.validate()
@@ -219,6 +242,7 @@ class Record:
         if all(convert is None for _, convert in converters):
             cls._plain_fields = tuple(name for name, _ in converters)
             cls._bare = not cls._isodates and not cls._validation and \
+                not cls._coerce and not cls._date_parser and \
                 cls.__post_init__ is Record.__post_init__
         return converters
 
@@ -347,10 +371,10 @@ def _resolve_hints(cls: type[Record]) -> dict[str, Any]:
 
 
 def _parse_isodates(record: Record) -> None:
-    hints = _hints(type(record))
-    for name in record._fields:
-        if hints.get(name) is datetime.datetime and isinstance(record.__dict__[name], str):
-            record.__dict__[name] = datetime.datetime.fromisoformat(record.__dict__[name])
+    """``isodates``/``coerce``/``date_parser``: fields converted to their types."""
+    cls = type(record)
+    coerce_fields(record.__dict__, _hints(cls), coerce=cls._coerce,
+                  date_parser=cls._date_parser)
 
 
 def _build_converters(cls: type[Record]) -> list[tuple[str, _Converter | None]]:

@@ -4,6 +4,8 @@ before agentlib matched it (``import agentlib as faust``)."""
 from __future__ import annotations
 
 import asyncio
+import datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -88,3 +90,60 @@ def test_agent_keeps_help_isolated_partitions_and_faust_topic_names():
     assert helped.isolated_partitions is False
     assert list(helped.get_topic_names()) == ["parity-attrs-helped"]
     assert helped.info()["help"] == "adds things"
+
+
+# -- Record class options: coerce=, date_parser=, include_metadata=, derive() ---------
+
+def test_record_coerce_converts_fields_to_their_annotated_types():
+    """Faust's ``coerce=True``: ints, floats, strs, Decimals and datetimes given in
+    another form become the annotated type, when built and when decoded."""
+    class Coerced(faust.Record, coerce=True, namespace="tests.parity.Coerced"):
+        count: int
+        ratio: float
+        label: str
+        price: Decimal
+        when: datetime.datetime
+        maybe: int | None = None
+
+    made = Coerced(count="5", ratio="0.5", label=7, price="1.10",
+                   when="2020-01-02T03:04:05")
+    assert (made.count, made.ratio, made.label, made.price) == (5, 0.5, "7", Decimal("1.10"))
+    assert made.when == datetime.datetime(2020, 1, 2, 3, 4, 5)
+    assert made.maybe is None
+    decoded = Coerced.loads(b'{"count": "6", "ratio": 1, "label": "x", "price": "2",'
+                            b' "when": "2021-01-01T00:00:00"}')
+    assert (decoded.count, decoded.ratio, decoded.price) == (6, 1.0, Decimal(2))
+    assert isinstance(decoded.ratio, float)
+
+
+def test_record_date_parser_parses_datetime_fields():
+    def parse(text: Any) -> datetime.datetime:
+        return datetime.datetime.strptime(text, "%d/%m/%Y")
+
+    class Dated(faust.Record, coerce=True, date_parser=parse,
+                namespace="tests.parity.Dated"):
+        when: datetime.datetime
+
+    assert Dated(when="02/01/2020").when == datetime.datetime(2020, 1, 2)
+    assert Dated.from_data({"when": "03/01/2020"}).when == datetime.datetime(2020, 1, 3)
+
+
+def test_record_include_metadata_false_leaves_out_the_faust_namespace():
+    class Bare(faust.Record, include_metadata=False, namespace="tests.parity.Bare"):
+        x: int
+
+    assert Bare(x=1).dumps() == b'{"x":1}'
+    assert Bare(x=1).to_representation() == {"x": 1}
+
+
+def test_record_refuses_faust_options_it_lacks_in_one_clear_line():
+    with pytest.raises(TypeError, match="decimals"):
+        class Decimals(faust.Record, decimals=True):
+            x: int
+
+
+def test_record_derive_copies_with_fields_replaced():
+    point = Point(x=1, y=2)
+    assert point.derive(y=5) == Point(x=1, y=5)
+    assert point.derive(Point(x=3, y=4), y=9) == Point(x=3, y=9)
+    assert point == Point(x=1, y=2)
