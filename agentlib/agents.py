@@ -124,11 +124,12 @@ class Agent(Generic[T]):
 
     def _request(self, key: Any, value: Any, partition: int | None,
                  reply_to: Any, correlation_id: str | None,
-                 headers: HeadersArg = None) -> asyncio.Future[RecordMetadata]:
+                 headers: HeadersArg = None, timestamp: float | None = None
+                 ) -> asyncio.Future[RecordMetadata]:
         """Encode and queue one message to this agent's topic (the delivery future)."""
         value, header_list = self._with_reply_to(value, reply_to, correlation_id, headers)
         return self.channel.send_soon(key=key, value=value, partition=partition,
-                                      headers=header_list)
+                                      headers=header_list, timestamp=timestamp)
 
     def _with_reply_to(self, value: Any, reply_to: Any, correlation_id: str | None,
                        headers: HeadersArg) -> tuple[Any, list[tuple[str, bytes]] | None]:
@@ -145,30 +146,32 @@ class Agent(Generic[T]):
 
     async def send(self, *, key: Any = None, value: Any = None, partition: int | None = None,
                    reply_to: Any = None, correlation_id: str | None = None,
-                   headers: HeadersArg = None) -> RecordMetadata:
+                   headers: HeadersArg = None, timestamp: float | None = None
+                   ) -> RecordMetadata:
         """Send ``value`` to the agent; return once delivered to Kafka.
 
         ``reply_to`` (an agent, topic or topic name) makes it a request whose answers
-        the agent produces there.
+        the agent produces there; ``timestamp`` (seconds) is the message's time.
         """
         while True:
             try:
                 future = self._request(key, value, partition, reply_to, correlation_id,
-                                       headers)
+                                       headers, timestamp)
             except BufferError:  # producer queue full: wait for deliveries
                 await asyncio.sleep(0.01)
                 continue
             return await future
 
     async def cast(self, value: Any = None, *, key: Any = None,
-                   partition: int | None = None, headers: HeadersArg = None
-                   ) -> RecordMetadata:
+                   partition: int | None = None, headers: HeadersArg = None,
+                   timestamp: float | None = None) -> RecordMetadata:
         """Send without expecting a reply."""
-        return await self.send(key=key, value=value, partition=partition, headers=headers)
+        return await self.send(key=key, value=value, partition=partition, headers=headers,
+                               timestamp=timestamp)
 
     async def ask(self, value: Any = None, *, key: Any = None, partition: int | None = None,
                   reply_to: Any = None, correlation_id: str | None = None,
-                  headers: HeadersArg = None) -> T:
+                  headers: HeadersArg = None, timestamp: float | None = None) -> T:
         """Send and wait for the first value the agent yields for it."""
         replies = self.app.replies
         await replies.start()
@@ -183,18 +186,20 @@ class Agent(Generic[T]):
                     value, reply_to or replies.topic, correlation_id, headers)
                 topic, raw_key = channel.get_topic_name(), channel.encode_key(key)
                 raw_value = channel.encode_value(value)
+                stamp = {} if timestamp is None else {"timestamp_ms": int(timestamp * 1000)}
                 while True:
                     try:
                         self.app.producer.send_unconfirmed(topic, raw_key, raw_value,
                                                            partition, header_list,
-                                                           failure=answer)
+                                                           failure=answer, **stamp)
                         break
                     except BufferError:  # producer queue full: wait for deliveries
                         await asyncio.sleep(0.01)
             else:
                 await self.send(key=key, value=value, partition=partition,
                                 reply_to=reply_to or replies.topic,
-                                correlation_id=correlation_id, headers=headers)
+                                correlation_id=correlation_id, headers=headers,
+                                timestamp=timestamp)
             reply: T = await answer  # the reply's type is what the agent yields
             return reply
         finally:

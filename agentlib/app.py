@@ -256,7 +256,7 @@ class App:
         """Send one message to a topic or channel (named or made), as ``faust.App.send``."""
         target = self.topic(channel) if isinstance(channel, str) else channel
         return await target.send(key=key, value=value, partition=partition,
-                                 headers=headers)
+                                 headers=headers, timestamp=kwargs.get("timestamp"))
 
     def command(self, *options: Callable[[Any], Any], name: str | None = None
                 ) -> Callable[[F], F]:

@@ -239,24 +239,24 @@ class KafkaProducer:
         return self._handle
 
     def send_soon(self, topic: str, key: bytes | None, value: bytes | None,
-                  partition: int | None = None,
-                  headers: Headers | None = None) -> asyncio.Future[RecordMetadata]:
+                  partition: int | None = None, headers: Headers | None = None, *,
+                  timestamp_ms: int | None = None) -> asyncio.Future[RecordMetadata]:
         """Queue one message and return the future of its delivery report, at once.
 
         For batches: issue many, then ``await asyncio.gather(...)``. Must be called
         from a running event loop (the future belongs to it). Raises ``BufferError``
-        when the local queue is full; ``send`` waits instead.
+        when the local queue is full; ``send`` waits instead. ``timestamp_ms``: CreateTime.
         """
         handle = self._ensure()
         future: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
         handle.produce(topic, value, key, partition=-1 if partition is None else partition,
-                       headers=_plain_headers(headers),
+                       headers=_plain_headers(headers), timestamp=timestamp_ms or 0,
                        on_delivery=partial(self._on_delivery, future))
         return future
 
     def send_unconfirmed(self, topic: str, key: bytes | None, value: bytes | None,
                          partition: int | None = None, headers: Headers | None = None, *,
-                         failure: asyncio.Future[Any]) -> None:
+                         failure: asyncio.Future[Any], timestamp_ms: int | None = None) -> None:
         """Queue one message whose success nobody awaits; a failed delivery sets
         ``KafkaException`` on ``failure`` (unless that future is done by then).
 
@@ -268,7 +268,7 @@ class KafkaProducer:
         """
         self._ensure().produce(topic, value, key,
                                partition=-1 if partition is None else partition,
-                               headers=_plain_headers(headers),
+                               headers=_plain_headers(headers), timestamp=timestamp_ms or 0,
                                on_delivery=partial(self._on_failed_delivery, failure))
 
     def send_counted(self, topic: str, key: bytes | None, value: bytes | None,

@@ -174,17 +174,23 @@ class Topic:
     # -- producing ----------------------------------------------------------------
 
     async def send(self, *, key: Any = None, value: Any = None, partition: int | None = None,
-                   headers: HeadersArg = None) -> RecordMetadata:
-        """Produce one message to the main topic; return on the delivery report."""
+                   headers: HeadersArg = None, timestamp: float | None = None
+                   ) -> RecordMetadata:
+        """Produce one message to the main topic; return on the delivery report.
+
+        ``timestamp``: the message's time in seconds, as Faust's (default: now)."""
         return await self.send_soon(key=key, value=value, partition=partition,
-                                    headers=headers)
+                                    headers=headers, timestamp=timestamp)
 
     def send_soon(self, *, key: Any = None, value: Any = None, partition: int | None = None,
-                  headers: HeadersArg = None) -> asyncio.Future[RecordMetadata]:
+                  headers: HeadersArg = None, timestamp: float | None = None
+                  ) -> asyncio.Future[RecordMetadata]:
         """Queue one message; the future resolves on its delivery report."""
-        return self.app.producer.send_soon(
-            self.get_topic_name(), self.encode_key(key), self.encode_value(value),
-            partition, headers_list(headers))
+        args = (self.get_topic_name(), self.encode_key(key), self.encode_value(value),
+                partition, headers_list(headers))
+        if timestamp is None:  # any producer: a test's, the worker's
+            return self.app.producer.send_soon(*args)
+        return self.app.producer.send_soon(*args, timestamp_ms=int(timestamp * 1000))
 
     def stream(self) -> Any:
         """Not available: agentd delivers topics to agents only (one consumer per host)."""
@@ -222,8 +228,10 @@ class Channel(Topic):
         return f"<Channel: {self.get_topic_name()}>"
 
     def send_soon(self, *, key: Any = None, value: Any = None, partition: int | None = None,
-                  headers: HeadersArg = None) -> asyncio.Future[RecordMetadata]:
-        """Feed the agents reading this channel (here, or through agentd's supervisor)."""
+                  headers: HeadersArg = None, timestamp: float | None = None
+                  ) -> asyncio.Future[RecordMetadata]:
+        """Feed the agents reading this channel (here, or through agentd's supervisor);
+        ``timestamp`` is Faust's argument, unused: a channel message has no time."""
         return self.app._deliver_locally(self, self.encode_key(key), self.encode_value(value),
                                          headers_list(headers))
 

@@ -147,3 +147,56 @@ def test_record_derive_copies_with_fields_replaced():
     assert point.derive(y=5) == Point(x=1, y=5)
     assert point.derive(Point(x=3, y=4), y=9) == Point(x=3, y=9)
     assert point == Point(x=1, y=2)
+
+
+# -- timestamp= on send/cast/ask (Faust's, in seconds) --------------------------------
+
+class _Handle:
+    """Stands in for confluent_kafka's Producer: keeps each produce call's timestamp."""
+
+    def __init__(self) -> None:
+        self.timestamps: list[int] = []
+
+    def produce(self, topic: str, value: Any, key: Any, *, partition: int, headers: Any,
+                on_delivery: Any, timestamp: int = 0) -> None:
+        self.timestamps.append(timestamp)
+
+
+def test_send_cast_ask_and_topic_send_take_a_timestamp_in_seconds(monkeypatch):
+    """Faust's ``Agent.send/cast/ask`` and ``Topic.send`` take ``timestamp=`` (seconds)
+    and produce the message with that CreateTime."""
+    from agentlib.kafka import KafkaProducer
+
+    app = faust.App("parity-ts")
+    handle = _Handle()
+    monkeypatch.setattr(KafkaProducer, "_ensure", lambda self: handle)
+
+    @app.agent("ts-in")
+    async def stamped(stream: Any) -> Any:
+        async for value in stream:
+            yield value
+
+    class Replies:
+        topic = "replies"
+
+        async def start(self) -> None:
+            pass
+
+        def expect(self, correlation_id: str) -> asyncio.Future[Any]:
+            answer = asyncio.get_running_loop().create_future()
+            answer.set_result("answered")
+            return answer
+
+    app._replies = Replies()  # type: ignore[assignment]
+
+    async def scenario() -> None:
+        for send in (stamped.send(value=1, timestamp=1.5),
+                     stamped.cast(2, timestamp=2.5),
+                     app.topic("ts-out").send(value=3, timestamp=3.5),
+                     app.send("ts-out", value=4, timestamp=4.5)):
+            task = asyncio.ensure_future(send)
+            await asyncio.sleep(0)
+            task.cancel()  # no delivery report comes from the stand-in
+        assert await stamped.ask(5, timestamp=5.5) == "answered"
+    run(scenario())
+    assert handle.timestamps == [1500, 2500, 3500, 4500, 5500]
