@@ -173,8 +173,7 @@ class Agent(Generic[T]):
                   reply_to: Any = None, correlation_id: str | None = None,
                   headers: HeadersArg = None, timestamp: float | None = None) -> T:
         """Send and wait for the first value the agent yields for it."""
-        replies = self.app.replies
-        await replies.start()
+        replies = await self._replies_on(reply_to)
         correlation_id = correlation_id or str(uuid.uuid4())
         answer = replies.expect(correlation_id)
         try:
@@ -205,21 +204,34 @@ class Agent(Generic[T]):
         finally:
             answer.cancel()
 
-    async def map(self, values: AsyncIterable[Any] | Iterable[Any]) -> AsyncIterator[T]:
-        """Ask for each value; yield replies as they arrive (any order)."""
-        async for reply in self.kvmap(_with_keys(values)):
+    async def _replies_on(self, reply_to: Any) -> Any:
+        """This process's started reply consumer, which must be where ``reply_to`` (if
+        given) points: Faust's asker also reads any other topic; agentd's does not."""
+        replies = self.app.replies
+        wanted = reply_topic_name(reply_to)
+        if wanted is not None and wanted != replies.topic:
+            raise ValueError(
+                f"{self.name}: replies come back only on this process's reply topic "
+                f"{replies.topic!r}, not {wanted!r}: use App(reply_to={wanted!r}), or "
+                f"send(reply_to=...) without waiting (docs/decisions.md)")
+        await replies.start()
+        return replies
+
+    async def map(self, values: AsyncIterable[Any] | Iterable[Any], key: Any = None,
+                  reply_to: Any = None) -> AsyncIterator[T]:
+        """Ask for each value (``key`` on each); yield replies as they arrive (any order)."""
+        async for reply in self.kvmap(_with_keys(values, key), reply_to):
             yield reply
 
-    async def kvmap(self, items: AsyncIterable[tuple[Any, Any]] | Iterable[tuple[Any, Any]]
-                    ) -> AsyncIterator[T]:
+    async def kvmap(self, items: AsyncIterable[tuple[Any, Any]] | Iterable[tuple[Any, Any]],
+                    reply_to: Any = None) -> AsyncIterator[T]:
         """Like ``map`` for ``(key, value)`` pairs; the key becomes the message key.
 
         Sending runs in a task beside the caller's loop, so replies are yielded while
         ``items`` (possibly slow or endless) is still being sent; at most
         ``MAP_WINDOW`` requests wait for their reply at once.
         """
-        replies = self.app.replies
-        await replies.start()
+        await self._replies_on(reply_to)
         answered: asyncio.Queue[asyncio.Future[Any]] = asyncio.Queue()
         waiting: set[asyncio.Future[Any]] = set()
         window = asyncio.Semaphore(MAP_WINDOW)
@@ -263,15 +275,15 @@ class Agent(Generic[T]):
             for answer in list(waiting):
                 answer.cancel()
 
-    async def join(self, values: AsyncIterable[Any] | Iterable[Any]) -> list[T]:
+    async def join(self, values: AsyncIterable[Any] | Iterable[Any], key: Any = None,
+                   reply_to: Any = None) -> list[T]:
         """Ask for every value; return the replies as a list in input order."""
-        return await self.kvjoin(_with_keys(values))
+        return await self.kvjoin(_with_keys(values, key), reply_to)
 
-    async def kvjoin(self, items: AsyncIterable[tuple[Any, Any]] | Iterable[tuple[Any, Any]]
-                     ) -> list[T]:
+    async def kvjoin(self, items: AsyncIterable[tuple[Any, Any]] | Iterable[tuple[Any, Any]],
+                     reply_to: Any = None) -> list[T]:
         """Like ``join`` for ``(key, value)`` pairs."""
-        replies = self.app.replies
-        await replies.start()
+        await self._replies_on(reply_to)
         answers: list[asyncio.Future[Any]] = []
         deliveries: list[asyncio.Future[Any]] = []
         try:
@@ -344,10 +356,10 @@ async def _aiter(items: AsyncIterable[Any] | Iterable[Any]) -> AsyncIterator[Any
             yield item
 
 
-async def _with_keys(values: AsyncIterable[Any] | Iterable[Any]
+async def _with_keys(values: AsyncIterable[Any] | Iterable[Any], key: Any = None
                      ) -> AsyncIterator[tuple[Any, Any]]:
     async for value in _aiter(values):
-        yield None, value
+        yield key, value
 
 
 class _ProbeDone(BaseException):

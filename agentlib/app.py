@@ -287,7 +287,9 @@ class App:
         """This process's reply consumer (``ask``/``map``/``join``), made on first use."""
         if self._replies is None:
             from agentlib.replies import ReplyConsumer
-            self._replies = ReplyConsumer(self.conf["broker"], decode_value=decode_known)
+            # Faust's ``reply_to`` setting: a fixed reply topic (else f-reply-<uuid4>)
+            self._replies = ReplyConsumer(self.conf["broker"], topic=self.conf.get("reply_to"),
+                                          decode_value=decode_known)
         return self._replies
 
     async def run_client(self, work: Awaitable[Any]) -> Any:

@@ -200,3 +200,55 @@ def test_send_cast_ask_and_topic_send_take_a_timestamp_in_seconds(monkeypatch):
         assert await stamped.ask(5, timestamp=5.5) == "answered"
     run(scenario())
     assert handle.timestamps == [1500, 2500, 3500, 4500, 5500]
+
+
+# -- map/join key= and reply_to=; App(reply_to=) --------------------------------------
+
+def _client_app() -> tuple[faust.App, Any]:
+    from test_agentlib_client import client_app
+    return client_app()
+
+
+def test_map_and_join_take_faust_key_and_reply_to_arguments():
+    """Faust's ``map(values, key=None, reply_to=None)``/``join(...)``: ``key`` is every
+    request's message key; ``reply_to`` may name this process's own reply topic."""
+    app, producer = _client_app()
+
+    @app.agent(app.topic("pow2"))
+    async def pow2(stream: Any) -> Any:
+        async for value in stream:
+            yield value * value
+
+    async def scenario() -> tuple[list[Any], list[Any]]:
+        mapped = [reply async for reply in pow2.map([1, 2], key="k",
+                                                     reply_to=app.replies.topic)]
+        joined = await pow2.join([3, 4], key="j", reply_to=app.replies.topic)
+        kv = await pow2.kvjoin([("a", 5)], reply_to=app.replies.topic)
+        return sorted(mapped), joined + kv
+    mapped, joined = run(scenario())
+    assert (mapped, joined) == ([1, 4], [9, 16, 25])
+    assert [sent.key for sent in producer.sent] == [b"k", b"k", b"j", b"j", b"a"]
+
+
+def test_ask_with_a_reply_to_this_process_does_not_read_refuses_at_once():
+    """Faust's asker subscribes to any ``reply_to``; agentd's reads one reply topic per
+    process, so asking for answers elsewhere (which would never come back) fails in
+    one line instead of waiting forever."""
+    app, producer = _client_app()
+
+    @app.agent(app.topic("pow2"))
+    async def pow2(stream: Any) -> Any:
+        async for value in stream:
+            yield value * value
+
+    with pytest.raises(ValueError, match="App\\(reply_to="):
+        run(asyncio.wait_for(pow2.ask(2, reply_to="elsewhere"), 5))
+    with pytest.raises(ValueError, match="App\\(reply_to="):
+        run(asyncio.wait_for(pow2.join([2], reply_to="elsewhere"), 5))
+    assert producer.sent == []
+
+
+def test_app_reply_to_setting_names_the_reply_topic():
+    """Faust's ``App(reply_to=...)`` setting: the topic this process's replies come to."""
+    app = faust.App("parity-reply", broker="kafka://unused:1", reply_to="my-replies")
+    assert app.replies.topic == "my-replies"
