@@ -41,7 +41,9 @@ Choices, and why:
 * **Clean stop deletes the topic** when this process created it and no request was
   abandoned (Faust leaves one ``f-reply-*`` topic behind per process, forever, which
   piles up with every CLI ``ask``). A topic with abandoned requests is kept, so a
-  late reply does not re-create it by auto-creation; its retention empties it.
+  late reply does not re-create it by auto-creation; its retention empties it. A
+  fixed topic (``topic=``, the App's ``reply_to`` setting) is never deleted: other
+  processes may read it.
 """
 
 from __future__ import annotations
@@ -182,10 +184,11 @@ class ReplyConsumer:
                                         for futures in waiting.values() for future in futures]
         self._abandoned += len(leftovers)
         kafka.settle_on_owning_loops(leftovers, _settle)
-        if self._created_topic and not self._abandoned and not self._mock_cluster:
+        # A fixed topic (Faust's ``reply_to`` setting) may be shared: kept, as Faust does.
+        if self._created_topic and self._fixed_topic is None and not self._abandoned \
+                and not self._mock_cluster:
             self._delete_topic(timeout)
-            if self._fixed_topic is None:   # a later start() must not race the deletion
-                self._topic = f"{REPLY_TOPIC_PREFIX}{uuid.uuid4()}"
+            self._topic = f"{REPLY_TOPIC_PREFIX}{uuid.uuid4()}"  # no race with the deletion
         self._created_topic = False
         self._stop_event = threading.Event()
 

@@ -261,3 +261,19 @@ def test_a_stopped_reply_consumer_starts_again_on_a_fresh_topic(kafka_bootstrap)
     assert (first, second) == ("first", "second")
     assert first_topic != second_topic
     assert not replies.started
+
+
+def test_a_fixed_reply_topic_it_created_is_kept(kafka_bootstrap):
+    """``App(reply_to=...)`` names a topic other processes may read too: as in Faust,
+    it outlives this consumer even when this consumer created it."""
+    topic = kafkatools.unique_name("fixed-reply")
+    replies = ReplyConsumer(kafka_bootstrap, topic=topic)
+
+    async def start() -> None:
+        await replies.start()
+    try:
+        asyncio.run(start())
+        assert topic_exists(kafka_bootstrap, topic)
+    finally:
+        replies.close()
+    assert topic_exists(kafka_bootstrap, topic), "a fixed reply topic is never deleted"
