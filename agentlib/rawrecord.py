@@ -30,6 +30,11 @@ class RawRecord:
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
 
+    @property
+    def timestamp(self) -> float | None:
+        """Faust's ``Message.timestamp``: the Kafka timestamp in seconds."""
+        return None if self.timestamp_ms is None else self.timestamp_ms / 1000
+
 
 class _UnfrozenRawRecord:
     """RawRecord's memory layout without the frozen guard (same slots, same order).

@@ -252,3 +252,22 @@ def test_app_reply_to_setting_names_the_reply_topic():
     """Faust's ``App(reply_to=...)`` setting: the topic this process's replies come to."""
     app = faust.App("parity-reply", broker="kafka://unused:1", reply_to="my-replies")
     assert app.replies.topic == "my-replies"
+
+
+# -- event.message as Faust's Message ------------------------------------------------
+
+def test_event_message_has_faust_timestamp_in_seconds():
+    """Faust's ``event.message.timestamp`` is the Kafka timestamp in seconds."""
+    app = faust.App("parity-message")
+
+    @app.agent()
+    async def stamps(stream: Any) -> Any:
+        async for event in stream.events():
+            yield (event.message.timestamp, stream.current_event.message.timestamp)
+
+    async def scenario() -> Any:
+        async with stamps.test_context() as ctx:
+            await ctx.put(1, timestamp=12.5)
+            return ctx.results[0]
+    assert run(scenario()) == (12.5, 12.5)
+
