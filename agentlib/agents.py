@@ -57,7 +57,9 @@ class Agent(Generic[T]):
         self.channel = channel
         self.name = name
         self.concurrency = concurrency
-        self.sinks: list[Any] = list(sink or ())
+        self.sinks: list[Any] = []
+        for each in sink or ():
+            self.add_sink(each)
         self.use_reply_headers = use_reply_headers
         #: Faust's ``help=``: what ``agentd``/``faust agents`` lists for the agent
         self.help = help or ""
@@ -118,6 +120,8 @@ class Agent(Generic[T]):
 
     def add_sink(self, sink: Any) -> None:
         """Add a sink (callable, async callable, topic or agent) for yielded values."""
+        if not inspect.isasyncgenfunction(self.fun):  # Faust's ImproperlyConfigured
+            raise TypeError(f"{self.name}: Agent must yield to use sinks ({sink!r})")
         self.sinks.append(sink)
 
     # -- client side ----------------------------------------------------------------

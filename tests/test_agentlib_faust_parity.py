@@ -254,7 +254,7 @@ def test_app_reply_to_setting_names_the_reply_topic():
     assert app.replies.topic == "my-replies"
 
 
-# -- event.message as Faust's Message ------------------------------------------------
+# -- event.message as Faust's Message; sinks need a yielding agent ----------------------
 
 def test_event_message_has_faust_timestamp_in_seconds():
     """Faust's ``event.message.timestamp`` is the Kafka timestamp in seconds."""
@@ -271,3 +271,21 @@ def test_event_message_has_faust_timestamp_in_seconds():
             return ctx.results[0]
     assert run(scenario()) == (12.5, 12.5)
 
+
+def test_sinks_on_an_agent_that_never_yields_are_refused():
+    """Faust raises ImproperlyConfigured("Agent must yield to use sinks"): a sink on an
+    agent without ``yield`` would never be called."""
+    app = faust.App("parity-sinks")
+
+    with pytest.raises(TypeError, match="must yield to use sinks"):
+        @app.agent(sink=[print])
+        async def silent(stream: Any) -> None:
+            async for _ in stream:
+                pass
+
+    @app.agent()
+    async def quiet(stream: Any) -> None:
+        async for _ in stream:
+            pass
+    with pytest.raises(TypeError, match="must yield to use sinks"):
+        quiet.add_sink(print)
