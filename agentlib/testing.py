@@ -23,13 +23,28 @@ import time
 from types import TracebackType
 from typing import Any, Protocol
 
+from agentlib import codecs
 from agentlib.decoding import decode_event
 from agentlib.events import Event
 from agentlib.rawrecord import RawRecord, new_raw_record
+from agentlib.records import Record
 from agentlib.seam import AgentHost, ErrorVerdict, HostedAgent
 from agentlib.topics import HeadersArg
 
 __all__ = ["AgentTestContext", "AgentUnderTest"]
+
+#: a serializer as ``put`` takes it: a codec name or object, None for the topic's
+CodecArg = str | codecs.CodecLike | None
+
+
+def _encode(serializer: str | codecs.CodecLike, obj: Any) -> bytes | None:
+    """``obj`` as bytes with ``serializer`` instead of the topic's (a Record as its
+    wire dict), as Faust's ``put(key_serializer=, value_serializer=)``."""
+    if obj is None:
+        return None
+    if isinstance(obj, Record):
+        obj = obj.to_representation()
+    return codecs.dumps(serializer, obj)
 
 
 class AgentUnderTest(HostedAgent, Protocol):
@@ -80,21 +95,28 @@ class AgentTestContext:
             if exc is None and failure is not self._reported:  # not seen by the test yet
                 raise
 
-    async def put(self, value: Any = None, key: Any = None, *, partition: int = 0,
+    async def put(self, value: Any = None, key: Any = None, partition: int | None = None,
                   timestamp: float | None = None, headers: HeadersArg = None,
+                  key_serializer: CodecArg = None, value_serializer: CodecArg = None, *,
                   reply_to: Any = None, correlation_id: str | None = None,
                   wait: bool = True) -> Event[Any]:
-        """Run one message through the agent; return its decoded event.
+        """Run one message through the agent; return its decoded event (Faust's
+        ``AgentTestWrapper.put`` signature).
 
-        ``key`` and ``value`` travel as bytes encoded with the topic's schema, as they
-        would through Kafka. ``timestamp`` is in seconds (default: now); ``reply_to``
-        (an agent, topic or topic name) makes the message a request.
+        ``key`` and ``value`` travel as bytes encoded with the topic's schema (or
+        ``key_serializer``/``value_serializer``), as they would through Kafka.
+        ``timestamp`` is in seconds (default: now); ``reply_to`` (an agent, topic or
+        topic name) makes the message a request.
         """
         topic = self.agent.channel
         value, header_list = self.agent._with_reply_to(value, reply_to, correlation_id,
                                                        headers)
-        record = self._record(topic.get_topic_name(), partition, topic.encode_key(key),
-                              topic.encode_value(value), tuple(header_list or ()), timestamp)
+        raw_key = (topic.encode_key(key) if key_serializer is None
+                   else _encode(key_serializer, key))
+        raw_value = (topic.encode_value(value) if value_serializer is None
+                     else _encode(value_serializer, value))
+        record = self._record(topic.get_topic_name(), partition or 0, raw_key, raw_value,
+                              tuple(header_list or ()), timestamp)
         finished = asyncio.get_running_loop().create_future()
         self._waiting[(record.topic, record.offset)] = finished
         self.host.feed(record)

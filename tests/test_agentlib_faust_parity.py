@@ -289,3 +289,23 @@ def test_sinks_on_an_agent_that_never_yields_are_refused():
             pass
     with pytest.raises(TypeError, match="must yield to use sinks"):
         quiet.add_sink(print)
+
+
+# -- test_context().put as Faust's AgentTestWrapper.put -------------------------------
+
+def test_test_context_put_takes_faust_positional_and_serializer_arguments():
+    """Faust's ``put(value, key, partition, timestamp, headers, key_serializer,
+    value_serializer, *, reply_to, correlation_id, wait)``."""
+    app = faust.App("parity-put")
+
+    @app.agent(app.topic("put-in", value_serializer="raw"))
+    async def raw(stream: Any) -> Any:
+        async for event in stream.events():
+            yield (event.key, event.value, event.message.partition,
+                   event.message.timestamp, dict(event.headers))
+
+    async def scenario() -> Any:
+        async with raw.test_context() as ctx:
+            await ctx.put({"a": 1}, {"k": 2}, 3, 4.0, {"h": b"v"}, "json", "json")
+            return ctx.results[0]
+    assert run(scenario()) == (b'{"k":2}', b'{"a":1}', 3, 4.0, {"h": b"v"})
