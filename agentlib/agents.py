@@ -50,8 +50,9 @@ class Agent(Generic[T]):
                  isolated_partitions: bool = False, **kwargs: Any) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
-        if isolated_partitions and concurrency > 1:  # Faust's ImproperlyConfigured
-            raise ValueError("Agent concurrency must be 1 when using isolated partitions")
+        if isolated_partitions:  # agentd differs on purpose: see docs/decisions.md
+            raise ValueError(f"{name}: isolated_partitions=True is not supported by agentd "
+                             f"(one agent per instance reads all its partitions)")
         self.fun = fun
         self.app = app
         self.channel = channel
@@ -63,7 +64,7 @@ class Agent(Generic[T]):
         self.use_reply_headers = use_reply_headers
         #: Faust's ``help=``: what ``agentd``/``faust agents`` lists for the agent
         self.help = help or ""
-        self.isolated_partitions = isolated_partitions
+        self.isolated_partitions = False  # Faust's attribute; True is refused above
         self.options = kwargs
         self._derived_topics: list[Topic] | None = None
         self.__doc__ = fun.__doc__

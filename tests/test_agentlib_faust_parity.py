@@ -77,6 +77,18 @@ def test_agent_given_a_topic_refuses_key_type_as_faust_does():
                 pass
 
 
+def test_isolated_partitions_is_refused_in_one_line():
+    """Faust runs one actor per partition with ``isolated_partitions=True``; agentd
+    runs one agent coroutine per instance over all the partitions it owns, so the
+    flag is refused rather than silently not honoured (docs/decisions.md)."""
+    app = faust.App("parity-isolated")
+    with pytest.raises(ValueError, match="isolated_partitions"):
+        @app.agent(isolated_partitions=True)
+        async def per_partition(stream: Any) -> None:
+            async for _ in stream:
+                pass
+
+
 def test_agent_keeps_help_isolated_partitions_and_faust_topic_names():
     app = faust.App("parity-attrs")
 
