@@ -134,7 +134,7 @@ class Record:
         if self._isodates or self._coerce or self._date_parser:
             _parse_isodates(self)
         if self._validation:
-            self.validate()
+            self.validate_or_raise()
         self.__post_init__()
 
     def __post_init__(self) -> None:
@@ -213,7 +213,7 @@ class Record:
                 if cls._isodates or cls._coerce or cls._date_parser:
                     _parse_isodates(record)
                 if cls._validation:
-                    record.validate()
+                    record.validate_or_raise()
                 record.__post_init__()
                 return record
         fields = cls._fields
@@ -230,7 +230,7 @@ class Record:
         if cls._isodates or cls._coerce or cls._date_parser:
             _parse_isodates(record)
         if cls._validation:
-            record.validate()
+            record.validate_or_raise()
         record.__post_init__()
         return record
 
@@ -279,17 +279,35 @@ class Record:
 
     # -- behaviour of a value -------------------------------------------------------
 
-    def validate(self) -> None:
-        """Raise :class:`ValidationError` if a field's value is not of its declared type."""
+    def validate(self) -> list[ValidationError]:
+        """The fields whose value is not of their declared type, as Faust's (a list of
+        :class:`ValidationError`, empty when the record is valid)."""
         hints = _hints(type(self))
+        errors = []
         for name in self._fields:
             expected = hints.get(name, Any)
             value = self.__dict__[name]
             if not conforms(value, expected):
                 type_name = getattr(expected, "__name__", None) or repr(expected)
-                raise ValidationError(
+                errors.append(ValidationError(
                     f"{type(self).__name__}.{name}: expected {type_name}, "
-                    f"got {type(value).__name__} {value!r}")
+                    f"got {type(value).__name__} {value!r}"))
+        return errors
+
+    @property
+    def validation_errors(self) -> list[ValidationError]:
+        """Faust's name for :meth:`validate`'s list."""
+        return self.validate()
+
+    def is_valid(self) -> bool:
+        """Whether :meth:`validate` finds nothing."""
+        return not self.validate()
+
+    def validate_or_raise(self) -> None:
+        """Raise the first :class:`ValidationError` (``validation=True`` runs it)."""
+        errors = self.validate()
+        if errors:
+            raise errors[0]
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={self.__dict__[name]!r}" for name in self._fields)
@@ -301,7 +319,9 @@ class Record:
         assert isinstance(other, Record)
         return all(self.__dict__[name] == other.__dict__[name] for name in self._fields)
 
-    __hash__ = None  # type: ignore[assignment]  # mutable value objects, as in Faust
+    def __hash__(self) -> int:
+        """By the fields' values, as Faust's records (a list-valued field cannot hash)."""
+        return hash(tuple(self.__dict__[name] for name in self._fields))
 
 
 def decode_known(obj: Any) -> Any:

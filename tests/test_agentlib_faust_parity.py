@@ -321,3 +321,25 @@ def test_test_context_put_takes_faust_positional_and_serializer_arguments():
             await ctx.put({"a": 1}, {"k": 2}, 3, 4.0, {"h": b"v"}, "json", "json")
             return ctx.results[0]
     assert run(scenario()) == (b'{"k":2}', b'{"a":1}', 3, 4.0, {"h": b"v"})
+
+
+# -- Records hash by value; validate() lists errors, as Faust's -----------------------
+
+def test_records_hash_by_their_fields_as_faust_records_do():
+    assert hash(Point(x=1, y=2)) == hash(Point(x=1, y=2))
+    assert {Point(x=1, y=2): "a"}[Point(x=1, y=2)] == "a"
+    assert len({Point(x=1, y=2), Point(x=1, y=2), Point(x=2, y=1)}) == 2
+
+
+def test_validate_returns_the_errors_and_validate_or_raise_raises():
+    """Faust's ``validate()`` returns a list of ValidationErrors (empty when valid),
+    ``is_valid()`` says whether it is empty and ``validate_or_raise()`` raises."""
+    wrong = Point(x="1", y=2)  # no validation=True: built as given
+    errors = wrong.validate()
+    assert [type(error) for error in errors] == [faust.ValidationError]
+    assert "Point.x" in str(errors[0])
+    assert wrong.is_valid() is False
+    assert [str(error) for error in wrong.validation_errors] == [str(errors[0])]
+    with pytest.raises(faust.ValidationError, match=r"Point\.x"):
+        wrong.validate_or_raise()
+    assert Point(x=1, y=2).validate() == [] and Point(x=1, y=2).is_valid()
