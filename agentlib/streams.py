@@ -23,6 +23,7 @@ Acking rules, which the seam turns into "event done":
 from __future__ import annotations
 
 import asyncio
+import datetime
 import inspect
 import operator
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -37,6 +38,8 @@ from agentlib.topics import Topic
 __all__ = ["JoinNotSupported", "Stream", "StreamSource", "StreamT"]
 
 T = TypeVar("T")
+#: a duration as Faust's ``Seconds`` takes it: a number of seconds or a ``timedelta``
+Seconds = float | datetime.timedelta
 #: What ``async for value in stream`` and ``stream.items()`` make of an event (C calls).
 _VALUE = operator.attrgetter("value")
 _KEY_VALUE = operator.attrgetter("key", "value")
@@ -165,7 +168,8 @@ class Stream(Generic[T]):
             yield index, value
             index += 1
 
-    async def take(self, max_: int, within: float | None = None) -> AsyncIterator[list[T]]:
+    async def take(self, max_: int, within: Seconds | None = None
+                   ) -> AsyncIterator[list[T]]:
         """Yield lists of up to ``max_`` values; a partial list after ``within`` seconds.
 
         The values of one list are acked together when the agent asks for the next
@@ -174,9 +178,13 @@ class Stream(Generic[T]):
         async for events in self.take_events(max_, within):
             yield [event.value for event in events]
 
-    async def take_events(self, max_: int, within: float | None = None
+    async def take_events(self, max_: int, within: Seconds | None = None
                           ) -> AsyncIterator[list[Event[T]]]:
-        """As :meth:`take`, but whole events (key, headers, message), as Faust's."""
+        """As :meth:`take`, but whole events (key, headers, message), as Faust's.
+
+        ``within``: seconds, or a ``timedelta`` (Faust's ``Seconds``)."""
+        if isinstance(within, datetime.timedelta):
+            within = within.total_seconds()
         if max_ < 1:
             raise ValueError("take() needs max_ >= 1")
         loop = asyncio.get_running_loop()
@@ -198,7 +206,7 @@ class Stream(Generic[T]):
                 batch.append(event)
             yield batch
 
-    async def take_with_timestamp(self, max_: int, within: float | None,
+    async def take_with_timestamp(self, max_: int, within: Seconds | None,
                                   timestamp_field_name: str) -> AsyncIterator[list[T]]:
         """As :meth:`take`; a dict value also gets its record's Kafka timestamp (in
         seconds, as Faust's ``message.timestamp``) under ``timestamp_field_name``."""
@@ -212,7 +220,8 @@ class Stream(Generic[T]):
                 values.append(value)
             yield values
 
-    def noack_take(self, max_: int, within: float | None = None) -> AsyncIterator[list[T]]:
+    def noack_take(self, max_: int, within: Seconds | None = None
+                   ) -> AsyncIterator[list[T]]:
         """As :meth:`take` on a :meth:`noack` stream: nothing is acked for the agent,
         which acks each event itself (``stream.ack(event)``), as Faust's."""
         return self.noack().take(max_, within)

@@ -343,3 +343,22 @@ def test_validate_returns_the_errors_and_validate_or_raise_raises():
     with pytest.raises(faust.ValidationError, match=r"Point\.x"):
         wrong.validate_or_raise()
     assert Point(x=1, y=2).validate() == [] and Point(x=1, y=2).is_valid()
+
+
+# -- Faust's Seconds: take(within=timedelta) ------------------------------------------
+
+def test_take_within_accepts_a_timedelta():
+    """Faust's ``within`` is ``Seconds``: a number or a ``timedelta``."""
+    app = faust.App("parity-take")
+
+    @app.agent()
+    async def batches(stream: Any) -> Any:
+        async for batch in stream.take(2, within=datetime.timedelta(seconds=30)):
+            yield batch
+
+    async def scenario() -> Any:
+        async with batches.test_context() as ctx:
+            await ctx.put(1)
+            await ctx.put(2)
+            return ctx.results
+    assert run(scenario()) == {0: [1, 2], 1: [1, 2]}
