@@ -89,10 +89,6 @@ class Table(MutableMapping[Any, Any]):
         self._shard_event: Any = None
         self._shard_runtime: Any = None
         self._shard: Any = None
-        #: (value_serializer, value_type, the changelog codec's loads) as last looked up.
-        self._value_loads: tuple[Any, Any, Callable[[bytes], Any]] | None = None
-        #: The same for its dumps (a str, int, float, bool value: no Record to unwrap).
-        self._value_dumps: tuple[Any, Any, Callable[[Any], bytes]] | None = None
         self.changelog_topic = Topic(
             app, changelog_name(app.id, name), key_type=key_type, value_type=value_type,
             key_serializer=key_serializer or "json", value_serializer=value_serializer,
@@ -248,14 +244,8 @@ class Table(MutableMapping[Any, Any]):
             shard = self._shard  # (the read of ``t[k] += 1`` looked it up)
         else:
             shard = self._shard_of(event)
-        if value is not None:
-            topic = self.changelog_topic
-            memo = self._value_dumps  # (Topic.encode_value, without its call)
-            if memo is None or memo[0] is not topic.value_serializer \
-                    or memo[1] is not topic.value_type:
-                memo = self._value_dumps = (topic.value_serializer, topic.value_type,
-                                            codecs.get_codec(topic._value_codec()).dumps)
-            value = memo[2](value) if type(value) in _SCALARS else topic.encode_value(value)
+        if value is not None:  # (the topic keeps its codec's dumps between calls)
+            value = self.changelog_topic.encode_value(value)
         runtime.write(self, shard, event, encoded, value)
 
     def _stored_items(self, partition: int | None = None) -> Iterator[tuple[int, Any, Any]]:
@@ -309,12 +299,7 @@ class Table(MutableMapping[Any, Any]):
 
     def _decode_value(self, data: bytes) -> Any:
         topic = self.changelog_topic
-        memo = self._value_loads  # (Topic.load_value, without its call)
-        if memo is None or memo[0] is not topic.value_serializer \
-                or memo[1] is not topic.value_type:
-            memo = self._value_loads = (topic.value_serializer, topic.value_type,
-                                        codecs.get_codec(topic._value_codec()).loads)
-        payload = memo[2](data)
+        payload = topic.load_value(data)  # (the topic keeps its codec's loads)
         if self.value_type is None:
             # (a count, a sum, a name: nothing in it can be a Record)
             return payload if type(payload) in _SCALARS else decode_known(payload)
