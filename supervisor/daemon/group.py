@@ -35,6 +35,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from supervisor.daemon.commit import Committer
 from supervisor.daemon.datapath import DataPath
+from supervisor.daemon.fetchwatch import FetchWatch
 from supervisor.daemon.fleet import Fleet
 from supervisor.daemon.keeper import TableKeeper
 from supervisor.daemon.moves import owners
@@ -63,6 +64,8 @@ class GroupMember:
         self.txfeed: GroupFeed | None = None
         #: partitions lost with their work kept, until the next assignment settles them
         self.lost: set[tuple[str, int]] = set()
+        #: assigned partitions not yet fetched (set at start: fetchwatch.py)
+        self.fetchwatch: FetchWatch | None = None
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if consumer is not self.datapath.consumer:
@@ -79,6 +82,8 @@ class GroupMember:
             self.keeper.assigned((tp.topic, tp.partition) for tp in partitions)
         if self.txfeed is not None:
             self.txfeed.rebalanced(consumer)
+        if self.fetchwatch is not None:
+            self.fetchwatch.assigned((tp.topic, tp.partition) for tp in partitions)
         log.info("assigned %d partitions", len(partitions))
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -171,3 +176,5 @@ class GroupMember:
                 self.datapath.begin_moves(agent, moved, before)
         if self.keeper is not None:
             self.keeper.revoked(revoked)
+        if self.fetchwatch is not None:
+            self.fetchwatch.revoked(revoked)

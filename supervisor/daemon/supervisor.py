@@ -43,6 +43,7 @@ from typing import Any
 from supervisor.config.loader import Config, ConfigError
 from supervisor.daemon.commit import Committer
 from supervisor.daemon.datapath import BLOCKED_WAIT, DataPath
+from supervisor.daemon.fetchwatch import FetchWatch
 from supervisor.daemon.fleet import Fleet
 from supervisor.daemon.group import GroupMember
 from supervisor.daemon.instances import Instance
@@ -145,6 +146,8 @@ class Supervisor:
                 self.txfeed.tick(datapath.consumer)
             if datapath.fatal is not None:
                 self.consumer.replace_if_fatal()
+            if self.group.fetchwatch is not None:
+                self.group.fetchwatch.tick(datapath.consumer)
             if self.ops is not None:
                 self.ops.tick()
             if datapath.failures is not None:
@@ -223,6 +226,7 @@ class Supervisor:
             self.tables.keepers.append(keeper)
 
     def start_consumer(self) -> None:
+        self.group.fetchwatch = FetchWatch(self.consumer.group_id(), self.fleet.exactly_once)
         self.consumer.start()
         self.txfeed = self.consumer.txfeed
         self.datapath.failures = self.consumer.failures(self.on_crash)
