@@ -11,9 +11,15 @@ from typing import Any
 
 import kafkatools
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from supervisor.instance.transactions import LINGER_MS, PROMPT_MIN_GAP_S, Transactions
+from supervisor.instance import transactions as transactions_module
+from supervisor.instance.transactions import (
+    EXIT_TRANSACTION_FAILED,
+    LINGER_MS,
+    PROMPT_MIN_GAP_S,
+    Transactions,
+)
 
 
 def fake_agent() -> SimpleNamespace:
@@ -171,3 +177,69 @@ def test_the_interval_commit_includes_the_offsets_of_records_done_since_the_last
 
     calls = asyncio.run(scenario())
     assert calls == [("offsets", [("in", 0, 3)]), ("commit", None), ("begin", None)]
+
+
+class FlakyCall:
+    """A transactional call that fails ``failures`` times with ``error``, then answers."""
+
+    def __init__(self, error: Any, failures: int) -> None:
+        self.error, self.failures, self.calls = error, failures, 0
+        self.__name__ = "send_offsets_to_transaction"
+
+    def __call__(self, *args: Any) -> str:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise KafkaException(self.error)
+        return "done"
+
+
+class Exited(Exception):
+    pass
+
+
+@pytest.fixture
+def exits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """``os._exit`` raises instead (the instance's way out on a failed transaction)."""
+    codes: list[int] = []
+
+    def fake_exit(code: int) -> None:
+        codes.append(code)
+        raise Exited(code)
+
+    monkeypatch.setattr(transactions_module.os, "_exit", fake_exit)
+    monkeypatch.setattr(transactions_module, "RESUME_PAUSE_S", 0.0)
+    return codes
+
+
+def test_a_call_failing_with_retriable_errors_is_resumed_not_the_instance_ended(exits):
+    """librdkafka's "retry call to resume" (a coordinator still loading after a broker
+    restart times the call out retriably): the same call again, no exit."""
+    txn = Transactions(producer=None, interval=1.0, resume_for=30.0)
+    txn._handle = SimpleNamespace(abort_transaction=lambda timeout: None)
+    call = FlakyCall(KafkaError(KafkaError._TIMED_OUT, "coordinator loading", retriable=True), 3)
+    assert txn._call(call, [], b"group", 10.0) == "done"
+    assert call.calls == 4 and exits == []
+
+
+@pytest.mark.parametrize("error", [
+    KafkaError(KafkaError._FENCED, "fenced", fatal=True),
+    KafkaError(KafkaError.INVALID_TXN_STATE, "abort it", txn_requires_abort=True),
+    KafkaError(KafkaError._TIMED_OUT, "both", retriable=True, txn_requires_abort=True),
+])
+def test_an_abortable_or_fatal_error_ends_the_instance_at_once(exits, error):
+    aborted: list[float] = []
+    txn = Transactions(producer=None, interval=1.0, resume_for=30.0)
+    txn._handle = SimpleNamespace(abort_transaction=aborted.append)
+    call = FlakyCall(error, 1)
+    with pytest.raises(Exited):
+        txn._call(call, 10.0)
+    assert call.calls == 1 and exits == [EXIT_TRANSACTION_FAILED] and aborted
+
+
+def test_retriable_errors_end_the_instance_once_the_transaction_timeout_passed(exits):
+    txn = Transactions(producer=None, interval=1.0, resume_for=0.05)
+    txn._handle = SimpleNamespace(abort_transaction=lambda timeout: None)
+    call = FlakyCall(KafkaError(KafkaError._TIMED_OUT, "still down", retriable=True), 10**9)
+    with pytest.raises(Exited):
+        txn._call(call, 10.0)
+    assert call.calls >= 1 and exits == [EXIT_TRANSACTION_FAILED]

@@ -24,9 +24,17 @@ interval later, and a crash's re-dispatch windows (1, 2, 4, ... records, each wa
 for the previous one's ACKs, ``supervisor/daemon/instances.py``) no longer wait an
 interval each.
 
-Any transaction error aborts and ends the instance (exit 3): the supervisor restarts it
-and re-dispatches every record it had not ACKed, and the successor's producer (same
-``transactional.id``) fences the old one and aborts whatever it left open.
+A call that fails with a *retriable* error (librdkafka: "retry call to resume"; e.g.
+the group coordinator still loading after a broker restart, which answers
+``TxnOffsetCommit`` with ``NOT_COORDINATOR`` until it is ready) is made again, the same
+operation resumed, until the transaction timeout has passed since the first try. Any
+other transaction error, or a retriable one past that, aborts and ends the instance
+(exit 3): the supervisor restarts it and re-dispatches every record it had not ACKed,
+and the successor's producer (same ``transactional.id``) fences the old one and aborts
+whatever it left open. Why resume rather than end at once: each ending is a fence, an
+abort and a successor's ``init_transactions`` against a broker that is just coming
+back; fault row 24 (broker down 20 s) showed instances ending on a loading coordinator
+and, once in CI, the group's committed offsets unreadable afterwards.
 """
 
 from __future__ import annotations
@@ -37,7 +45,9 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
+
+from confluent_kafka import KafkaError
 
 from supervisor.transport import wire
 
@@ -48,6 +58,7 @@ log = logging.getLogger("agentd.worker")
 EXIT_TRANSACTION_FAILED = 3
 TRANSACTION_TIMEOUT_S = 10.0  # for one librdkafka transactional call
 TRANSACTION_TIMEOUT_MIN_S = 15.0  # the broker aborts an open transaction after this
+RESUME_PAUSE_S = 0.1  # between two tries of a call that failed with a retriable error
 #: The transactional producer's batching delay (librdkafka's default). agentlib's
 #: producers use 0 so an ``ask`` is not held back; under exactly once every output
 #: waits for its transaction's commit (up to ``commit_interval``) before a
@@ -68,9 +79,12 @@ PROMPT_MIN_GAP_S = 0.1
 class Transactions:
     """One instance's transaction: what it holds back, and the commit cycle."""
 
-    def __init__(self, producer: Any, interval: float, group_id: str | None = None) -> None:
+    def __init__(self, producer: Any, interval: float, group_id: str | None = None,
+                 resume_for: float = TRANSACTION_TIMEOUT_MIN_S) -> None:
         self.producer = producer
         self.interval = interval
+        #: how long a call failing with retriable errors is resumed (the module docstring)
+        self.resume_for = resume_for
         #: the least time from one commit to an early one when the instance runs dry
         self.prompt_gap = max(interval / 10, PROMPT_MIN_GAP_S)
         self.group_id = group_id
@@ -115,7 +129,7 @@ class Transactions:
             "transactional.id": settings["transactional_id"],
             "transaction.timeout.ms": timeout_ms, "linger.ms": LINGER_MS,
             "queue.buffering.max.messages": QUEUE_MESSAGES})
-        return cls(app._producer, interval, settings.get("group_id"))
+        return cls(app._producer, interval, settings.get("group_id"), timeout_ms / 1000)
 
     def start(self) -> None:
         """Fence any predecessor (aborting its open transaction), open the first one.
@@ -251,12 +265,31 @@ class Transactions:
             log.debug("abort at exit: %s", exc)
 
     def _call(self, fun: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return fun(*args)
-        except Exception as exc:
-            log.error("transaction failed (%s): this instance stops; its records not yet "
-                      "committed go to its successor", exc)
-            with contextlib.suppress(Exception):  # fenced or fatal: nothing to undo
-                self._handle.abort_transaction(TRANSACTION_TIMEOUT_S)
-            logging.shutdown()
-            os._exit(EXIT_TRANSACTION_FAILED)
+        """``fun(*args)``, resumed on retriable errors (see the module docstring); any
+        other failure ends the instance."""
+        give_up_at = time.monotonic() + self.resume_for
+        while True:
+            try:
+                return fun(*args)
+            except Exception as exc:
+                if not resumable(exc) or time.monotonic() >= give_up_at:
+                    self._fail(exc)
+                log.warning("transaction call %s: %s; resuming it", fun.__name__, exc)
+                time.sleep(RESUME_PAUSE_S)
+
+    def _fail(self, exc: Exception) -> NoReturn:
+        log.error("transaction failed (%s): this instance stops; its records not yet "
+                  "committed go to its successor", exc)
+        with contextlib.suppress(Exception):  # fenced or fatal: nothing to undo
+            self._handle.abort_transaction(TRANSACTION_TIMEOUT_S)
+        logging.shutdown()
+        os._exit(EXIT_TRANSACTION_FAILED)
+
+
+def resumable(exc: Exception) -> bool:
+    """A librdkafka error its transactional API says to call again for ("retry call to
+    resume"); never one that needs an abort or is fatal (the producer is fenced)."""
+    error = exc.args[0] if exc.args else None
+    if not isinstance(error, KafkaError):
+        return False
+    return bool(error.retriable()) and not error.txn_requires_abort() and not error.fatal()
