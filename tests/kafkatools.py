@@ -195,11 +195,14 @@ def read_to_end(bootstrap: str, topic: str, timeout: float = 60.0) -> list[Recor
 
 
 def committed_offsets(bootstrap: str, group: str, topic: str,
-                      timeout: float = 10.0) -> dict[int, int]:
+                      timeout: float = 10.0, stable: bool = True) -> dict[int, int]:
     """``{partition: committed offset}`` of ``group`` on ``topic``; partitions never
-    committed are left out (so ``sum(values())`` counts consumed messages)."""
+    committed are left out (so ``sum(values())`` counts consumed messages).
+    ``stable=False``: without waiting for transactions that commit offsets of the group
+    to end (librdkafka asks for stable offsets only when reading committed records)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
-                         "enable.auto.commit": False})
+                         "enable.auto.commit": False,
+                         "isolation.level": "read_committed" if stable else "read_uncommitted"})
     try:
         parts = [TopicPartition(topic, p) for p in _partitions(consumer, topic, timeout)]
         return {tp.partition: tp.offset for tp in consumer.committed(parts, timeout)

@@ -244,6 +244,22 @@ def committed_at_end_yet(bootstrap: str, group: str, topic: str) -> bool:
         raise
 
 
+def stall_report(bootstrap: str, group: str, topic: str, daemon: Agentd) -> str:
+    """What a run whose commits never reached the end leaves to diagnose it: the ends,
+    the group's offsets stable and not (they differ while a transaction holding offsets
+    of the group is open on the broker), and the daemon's warnings and errors."""
+    lines = [f"end offsets of {topic}: {kafkatools.end_offsets(bootstrap, topic)}"]
+    for stable in (False, True):
+        try:
+            found: Any = kafkatools.committed_offsets(bootstrap, group, topic, 10.0, stable)
+        except KafkaException as exc:
+            found = exc
+        lines.append(f"committed offsets of {group} (stable={stable}): {found}")
+    noted = [line for line in daemon.log().splitlines() if " WARNING " in line
+             or " ERROR " in line]
+    return "\n".join([*lines, "daemon warnings and errors, the last 40:", *noted[-40:]])
+
+
 class FaultRun:
     """One scenario's topics, group and daemon, plus the closing checks every one makes.
 
@@ -287,8 +303,12 @@ class FaultRun:
                topic: str | None = None) -> None:
         """Until every input of ``topic`` (default: the source) is committed."""
         topic = topic or self.source
-        until(daemon, lambda: committed_at_end_yet(self.bootstrap, self.group, topic),
-              timeout, f"{self.name}: commits to reach the end of {topic}", interval=0.5)
+        try:
+            until(daemon, lambda: committed_at_end_yet(self.bootstrap, self.group, topic),
+                  timeout, f"{self.name}: commits to reach the end of {topic}", interval=0.5)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{stall_report(self.bootstrap, self.group, topic, daemon)}"
+                                 ) from None
 
     def finish(self, daemon: Agentd, stream: NumberedStream, watcher: SinkWatcher | None,
                note: str = "", max_dup: int | None = None, committed: bool = False,
