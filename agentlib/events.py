@@ -4,6 +4,13 @@ An Event pairs the decoded key and value with the raw record it came from (so th
 worker can ack it by offset) and with the request/reply addressing of an ``ask``.
 Acking is delegated to a ticket the seam attaches: the Event itself knows nothing
 about offsets or sinks.
+
+``send``/``forward`` are Faust's: the event's key, value and headers (or the ones
+given) to another topic, channel or agent, encoded again or (``forward``) as the
+original bytes. Faust attaches such a message to the event and publishes it when the
+event is acked (at once with ``force=True``); agentd publishes it at once and returns
+on its delivery report, so the agent, which awaits it, is done with the record only
+after the delivery, as with every send from an agent.
 """
 
 from __future__ import annotations
@@ -14,9 +21,18 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from agentlib.rawrecord import RawRecord
 
-__all__ = ["Event", "Ticket", "current_event"]
+__all__ = ["USE_EXISTING_HEADERS", "USE_EXISTING_KEY", "USE_EXISTING_VALUE", "Event",
+           "Ticket", "current_event"]
 
 T = TypeVar("T")
+
+#: Faust's markers (``faust.types.events``) for "the event's own" key, value, headers.
+USE_EXISTING_KEY: Any = object()
+USE_EXISTING_VALUE: Any = object()
+USE_EXISTING_HEADERS: Any = object()
+#: Faust's ``send`` options agentd does not take per message (they are the target
+#: topic's settings here); ``force`` is taken and changes nothing (sent at once anyway).
+_REFUSED_OPTIONS = ("schema", "key_serializer", "value_serializer", "callback")
 
 
 class Ticket(Protocol):
@@ -54,6 +70,31 @@ class Event(Generic[T]):
         """
         return self._ticket.ack() if self._ticket is not None else False
 
+    async def send(self, channel: Any, key: Any = USE_EXISTING_KEY,
+                   value: Any = USE_EXISTING_VALUE, partition: int | None = None,
+                   timestamp: float | None = None, headers: Any = USE_EXISTING_HEADERS,
+                   **options: Any) -> Any:
+        """Publish this event's key, value and headers, or those given, to ``channel``
+        (a topic, channel, agent or topic name) with its schema; returns the delivery's
+        ``RecordMetadata``."""
+        return await _send_to(
+            channel, self.key if key is USE_EXISTING_KEY else key,
+            self.value if value is USE_EXISTING_VALUE else value, partition, timestamp,
+            dict(self.headers) if headers is USE_EXISTING_HEADERS else headers, options)
+
+    async def forward(self, channel: Any, key: Any = USE_EXISTING_KEY,
+                      value: Any = USE_EXISTING_VALUE, partition: int | None = None,
+                      timestamp: float | None = None, headers: Any = USE_EXISTING_HEADERS,
+                      **options: Any) -> Any:
+        """Publish the original message to ``channel``: its key and value bytes as they
+        came (not encoded again) and its headers, unless others are given."""
+        message = self.message
+        return await _send_to(
+            channel, message.key if key is USE_EXISTING_KEY else key,
+            message.value if value is USE_EXISTING_VALUE else value, partition, timestamp,
+            list(message.headers) or None if headers is USE_EXISTING_HEADERS else headers,
+            options)
+
     def __repr__(self) -> str:
         return (f"<Event: {self.message.topic}[{self.message.partition}]@"
                 f"{self.message.offset} k={self.key!r} v={self.value!r}>")
@@ -87,6 +128,33 @@ new_event = _event_maker()
 
 _current: contextvars.ContextVar[Event[Any] | None] = contextvars.ContextVar(
     "agentlib_current_event", default=None)
+
+
+_current_app: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "agentlib_current_app", default=None)
+
+
+def set_current_app(app: Any) -> None:
+    """Called by the agent's task as it starts: whose topics a topic name means."""
+    _current_app.set(app)
+
+
+async def _send_to(channel: Any, key: Any, value: Any, partition: int | None,
+                   timestamp: float | None, headers: Any, options: dict[str, Any]) -> Any:
+    unknown = sorted(set(options) - {*_REFUSED_OPTIONS, "force"})
+    if unknown:
+        raise TypeError(f"Event.send() got an unexpected keyword argument {unknown[0]!r}")
+    refused = [name for name in _REFUSED_OPTIONS if options.get(name) is not None]
+    if refused:
+        raise TypeError(f"Event.send/forward: {', '.join(refused)} per message is not "
+                        f"supported by agentd; set it on the target topic")
+    if isinstance(channel, str):
+        app = _current_app.get()
+        if app is None:
+            raise RuntimeError(f"event.send({channel!r}) outside an agent: pass a topic")
+        channel = app.topic(channel)
+    return await channel.send(key=key, value=value, partition=partition, headers=headers,
+                              timestamp=timestamp)
 
 
 def current_event() -> Event[Any] | None:

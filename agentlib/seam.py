@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 from agentlib.apptype import AppT
 from agentlib.decoding import Decoder, decode_event, event_decoder
-from agentlib.events import Event
+from agentlib.events import Event, set_current_app
 from agentlib.rawrecord import RawRecord, new_raw_record
 from agentlib.sinks import deliver, produce_soon
 from agentlib.streams import Stream
@@ -358,6 +358,7 @@ class AgentHost:
 
     async def _run(self) -> None:
         """Run the agent function; restart it after an exception, on the same stream."""
+        set_current_app(self.app)  # this task's: event.send("topic name") resolves here
         stream: Stream[Any] = Stream(self, self.agent.channel, prefix=self.agent.name)
         while True:
             pulls_before = self._pulls

@@ -185,8 +185,13 @@ class Topic:
     def send_soon(self, *, key: Any = None, value: Any = None, partition: int | None = None,
                   headers: HeadersArg = None, timestamp: float | None = None
                   ) -> asyncio.Future[RecordMetadata]:
-        """Queue one message; the future resolves on its delivery report."""
-        args = (self.get_topic_name(), self.encode_key(key), self.encode_value(value),
+        """Queue one message; the future resolves on its delivery report.
+
+        ``bytes`` are sent as they are, whatever the serializer (Faust's ``dumps_key``/
+        ``dumps_value`` skip them: how ``Event.forward`` passes a message on)."""
+        args = (self.get_topic_name(),
+                key if isinstance(key, bytes) else self.encode_key(key),
+                value if isinstance(value, bytes) else self.encode_value(value),
                 partition, headers_list(headers))
         if timestamp is None:  # any producer: a test's, the worker's
             return self.app.producer.send_soon(*args)
