@@ -17,6 +17,8 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from agentlib.fields import ValidationError
+
 __all__ = ["coerce_fields", "iso_datetime"]
 
 DateParser = Callable[[Any], datetime.datetime]
@@ -28,22 +30,34 @@ def iso_datetime(value: Any) -> datetime.datetime:
 
 
 def coerce_fields(state: dict[str, Any], hints: Mapping[str, Any], *, coerce: bool,
-                  date_parser: DateParser | None) -> None:
+                  date_parser: DateParser | None, owner: str = "Record") -> None:
     """Convert the values in ``state`` (a Record's ``__dict__``) to their hinted types:
     scalars when ``coerce``, ``datetime``s always (the caller comes here for
-    ``isodates``, ``coerce`` or a ``date_parser``)."""
+    ``isodates``, ``coerce`` or a ``date_parser``). A value that does not convert is a
+    :class:`ValidationError` naming ``owner.field`` (a ``ValueError``, which Faust
+    raises there)."""
     for name, annotation in hints.items():
         value = state.get(name)
         if value is None:
             continue
-        wanted = _scalar(annotation)
-        if wanted is datetime.datetime:
-            if not isinstance(value, datetime.datetime):
-                state[name] = (date_parser or iso_datetime)(value)
-        elif coerce and wanted is not None and not isinstance(value, wanted):
-            state[name] = _coerce(wanted, value)
-        elif coerce and wanted is float and isinstance(value, bool | int):
-            state[name] = float(value)
+        try:
+            _convert(state, name, value, _scalar(annotation), coerce, date_parser)
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            if isinstance(exc, ValidationError):
+                raise
+            raise ValidationError(f"{owner}.{name}: cannot convert {value!r} "
+                                  f"({exc})") from exc
+
+
+def _convert(state: dict[str, Any], name: str, value: Any, wanted: type | None,
+             coerce: bool, date_parser: DateParser | None) -> None:
+    if wanted is datetime.datetime:
+        if not isinstance(value, datetime.datetime):
+            state[name] = (date_parser or iso_datetime)(value)
+    elif coerce and wanted is not None and not isinstance(value, wanted):
+        state[name] = _coerce(wanted, value)
+    elif coerce and wanted is float and isinstance(value, bool | int):
+        state[name] = float(value)
 
 
 def _coerce(wanted: type, value: Any) -> Any:

@@ -43,6 +43,11 @@ R = TypeVar("R", bound="Record")
 _Converter = Callable[[Any], Any]
 
 
+def _abstract_init(self: Record, *args: Any, **kwargs: Any) -> None:
+    raise NotImplementedError(f"{type(self).__name__} is an abstract model (abstract=True): "
+                              f"build one of its subclasses")
+
+
 class Record:
     """Base class for message models: subclass it with annotated fields.
 
@@ -50,7 +55,9 @@ class Record:
     (parse ISO strings into ``datetime`` fields), ``coerce=True`` (convert scalar
     fields to their types), ``date_parser=``, ``validation=True`` (type-check fields
     when built), ``serializer=`` (codec name for ``dumps``; default ``json``),
-    ``include_metadata=False`` (no ``__faust`` in the wire form), ``abstract=``.
+    ``include_metadata=False`` (no ``__faust`` in the wire form), ``abstract=True`` (a
+    base class: building one raises ``NotImplementedError``; not registered by
+    namespace). ``validation=`` implies ``coerce=True``, as in Faust.
     """
 
     _fields: ClassVar[dict[str, FieldDescriptor]] = {}
@@ -85,8 +92,9 @@ class Record:
         cls._namespace = namespace or f"{module_name(cls.__module__)}.{cls.__qualname__}"
         if isodates is not None:
             cls._isodates = isodates
-        if validation is not None:
+        if validation is not None:  # Faust: validation implies coerce
             cls._validation = validation
+            cls._coerce = True
         if serializer is not None:
             cls._serializer = serializer
         fields: dict[str, FieldDescriptor] = {}
@@ -108,6 +116,11 @@ class Record:
         cls._converters = None  # resolved on first decode: annotations may be forward refs
         cls._plain_fields = None
         cls._bare = False
+        if abstract:  # Faust's: a base class only, never built nor found by namespace
+            cls.__init__ = _abstract_init  # type: ignore[method-assign]
+            return
+        if cls.__init__ is _abstract_init:  # a concrete subclass of an abstract one
+            cls.__init__ = Record.__init__  # type: ignore[method-assign]
         registry[cls._namespace] = cls
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -394,7 +407,7 @@ def _parse_isodates(record: Record) -> None:
     """``isodates``/``coerce``/``date_parser``: fields converted to their types."""
     cls = type(record)
     coerce_fields(record.__dict__, _hints(cls), coerce=cls._coerce,
-                  date_parser=cls._date_parser)
+                  date_parser=cls._date_parser, owner=cls.__name__)
 
 
 def _build_converters(cls: type[Record]) -> list[tuple[str, _Converter | None]]:

@@ -362,3 +362,49 @@ def test_take_within_accepts_a_timedelta():
             await ctx.put(2)
             return ctx.results
     assert run(scenario()) == {0: [1, 2], 1: [1, 2]}
+
+
+# -- Record validation= implies coerce=; abstract=True models ---------------------------
+
+def test_validation_implies_coerce_as_in_faust():
+    """Faust sets ``coerce`` whenever ``validation=`` is given: a string for an int
+    field is converted, not refused."""
+    import faust as real_faust
+
+    class FaustPoint(real_faust.Record, validation=True):
+        x: int
+
+    class Point(faust.Record, validation=True):
+        x: int
+
+    class FaustNote(real_faust.Record, validation=True):
+        note: str = ""
+
+    class Note(faust.Record, validation=True):
+        note: str = ""
+
+    assert FaustPoint(x="3").x == 3
+    assert Point(x="3").x == 3 and Point(x="3").validate() == []
+    assert FaustNote(note=5).note == Note(note=5).note == "5"
+    with pytest.raises(ValueError):  # Faust's error type; agentd's ValidationError is one
+        FaustPoint(x="many")
+    with pytest.raises(faust.ValidationError, match=r"Point\.x: cannot convert 'many'"):
+        Point(x="many")
+
+
+def test_an_abstract_record_cannot_be_built_or_decoded_by_name_and_its_subclasses_can():
+    """Faust's ``abstract=True``: a base class only; building one raises
+    NotImplementedError, it is not registered by namespace, a subclass is a Record."""
+    from agentlib.records import registry
+
+    class Base(faust.Record, abstract=True):
+        x: int
+
+    class Concrete(Base):
+        y: int = 0
+
+    with pytest.raises(NotImplementedError, match="abstract"):
+        Base(x=1)
+    assert Base._namespace not in registry or registry[Base._namespace] is not Base
+    assert Concrete(x=1) == Concrete(x=1, y=0)
+    assert registry[Concrete._namespace] is Concrete
