@@ -54,6 +54,16 @@ def test_a_revoked_partition_is_no_longer_watched_and_checks_are_spaced():
     assert watch.tick(consumer, now=WARN_AFTER * 4) == [("t", 1)]
 
 
+def test_time_paused_by_the_daemon_does_not_count():
+    consumer, paused = Watermarks(), {("t", 0)}
+    watch = FetchWatch("g", exactly_once=False, paused=lambda tp: tp in paused)
+    watch.assigned([("t", 0)], now=0.0)
+    assert watch.tick(consumer, now=WARN_AFTER) == []      # paused all along
+    paused.clear()
+    assert watch.tick(consumer, now=WARN_AFTER + CHECK_EVERY) == []
+    assert watch.tick(consumer, now=2 * WARN_AFTER) == [("t", 0)]
+
+
 @pytest.mark.kafka
 def test_librdkafka_caches_a_watermark_once_a_partition_is_fetched_even_an_empty_one(
         kafka_bootstrap, new_topic):

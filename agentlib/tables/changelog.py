@@ -57,7 +57,8 @@ from agentlib.tables.runtime import Table
 from agentlib.tables.shards import MemoryShard, RocksShard, Shard
 from agentlib.tables.writeback import WriteBack
 
-__all__ = ["MARK_HEADER", "ChangelogRuntime", "Recovery", "ShardStatus", "apply_messages",
+__all__ = ["MARK_HEADER", "ChangelogRuntime", "Recovery", "ShardReleased", "ShardStatus",
+           "apply_messages",
            "decode_mark",
            "encode_mark"]
 
@@ -73,6 +74,17 @@ RECOVERY_WAIT = 0.2
 PROGRESS_LOG_EVERY = 2.0
 #: Seconds between two ``on_progress`` calls during a replay.
 PROGRESS_REPORT_EVERY = 1.0
+
+
+class ShardReleased(RuntimeError):
+    """A read or write of a table partition this instance released: its records are
+    another instance's now, so its rows are too (a ``noack`` agent that acked a record
+    and wrote after its partition moved)."""
+
+    def __init__(self, table: str, partition: int) -> None:
+        super().__init__(f"table {table}[{partition}]: partition {partition} moved to another "
+                         f"instance; a read or write after its record was acked cannot be "
+                         f"served here")
 
 
 class ShardStatus(NamedTuple):
@@ -108,6 +120,8 @@ class ChangelogRuntime:
         self._consumer_factory = consumer_factory
         self._default_store = default_store
         self._shards: dict[tuple[str, int], Shard] = {}
+        #: partitions released to another owner and not claimed back (see :meth:`claim`)
+        self._released: set[int] = set()
         self._host_copies: dict[str, HostCopyReader] = {}
         #: per shard: [the event that wrote it last, the index of that write]
         self._writing: dict[Shard, list[Any]] = {}
@@ -131,6 +145,8 @@ class ChangelogRuntime:
             return self.host_copy(table)  # type: ignore[return-value]
         shard = self._shards.get((table.name, partition))
         if shard is None:
+            if partition in self._released:
+                raise ShardReleased(table.name, partition)
             shard = self.open(table, partition)
         return shard
 
@@ -148,7 +164,9 @@ class ChangelogRuntime:
         topic = record.topic
         # The number of this write among the writes ``event`` made to ``shard``.
         writing = self._writing.get(shard)
-        if writing is None:
+        if writing is None:  # the shard's first write since it opened (or was released)
+            if self._shards.get((table.name, shard.partition)) is not shard:
+                raise ShardReleased(table.name, shard.partition)
             writing = self._writing[shard] = [event, 0]
         elif writing[0] is event:
             writing[1] += 1
@@ -175,7 +193,9 @@ class ChangelogRuntime:
     # -- ownership -------------------------------------------------------------
 
     def open(self, table: Table, partition: int) -> Shard:
-        """Open the shard of ``partition`` and catch it up with its changelog."""
+        """Open the shard of ``partition`` and catch it up with its changelog (the
+        partition is this instance's: :meth:`claim`)."""
+        self._released.discard(partition)
         store = table.store or self._default_store
         shard: Shard
         if store.startswith("memory"):
@@ -198,6 +218,11 @@ class ChangelogRuntime:
             shard = self._shards.pop(key)
             self._writing.pop(shard, None)
             shard.close()
+        self._released.add(partition)
+
+    def claim(self, partition: int) -> None:
+        """``partition`` is this instance's (again): its shards may open."""
+        self._released.discard(partition)
 
     def close(self) -> None:
         """Close every shard (the instance is stopping), the window flushed first."""

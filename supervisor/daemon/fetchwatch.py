@@ -11,15 +11,16 @@ so a transaction that never ends on the broker stops the group for good; fault r
 :class:`FetchWatch` notes when each partition was assigned and, every
 :data:`CHECK_EVERY` seconds, asks librdkafka's cached watermarks (no request: they come
 with every fetch response, an empty partition's too) whether the partition has been
-fetched. One not fetched :data:`WARN_AFTER` seconds after its assignment is logged once
-as a warning naming it, and again (info) when it starts.
+fetched. One not fetched :data:`WARN_AFTER` seconds after its assignment (time paused
+by the daemon's backpressure not counted) is logged once as a warning naming it, and
+again (info) when it starts.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import TopicPartition
@@ -39,9 +40,12 @@ NOT_FETCHED = -1001
 class FetchWatch:
     """The daemon's assigned partitions not yet seen fetched, and when they came."""
 
-    def __init__(self, group_id: str, exactly_once: bool) -> None:
+    def __init__(self, group_id: str, exactly_once: bool,
+                 paused: Callable[[tuple[str, int]], bool] = lambda tp: False) -> None:
         self.group_id = group_id
         self.exactly_once = exactly_once
+        #: whether the daemon paused the partition (backpressure): its clock restarts
+        self.paused = paused
         #: (topic, partition) -> monotonic time of its assignment, until seen fetched
         self.waiting: dict[tuple[str, int], float] = {}
         #: of those, the ones already warned about
@@ -66,7 +70,9 @@ class FetchWatch:
         self.next_check = now + CHECK_EVERY
         late = []
         for tp, since in list(self.waiting.items()):
-            if fetched(consumer, tp):
+            if self.paused(tp):  # not fetching on purpose: no time counts against it
+                self.waiting[tp] = now
+            elif fetched(consumer, tp):
                 del self.waiting[tp]
                 if tp in self.warned:
                     self.warned.discard(tp)

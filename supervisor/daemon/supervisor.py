@@ -226,7 +226,10 @@ class Supervisor:
             self.tables.keepers.append(keeper)
 
     def start_consumer(self) -> None:
-        self.group.fetchwatch = FetchWatch(self.consumer.group_id(), self.fleet.exactly_once)
+        fleet, datapath = self.fleet, self.datapath
+        self.group.fetchwatch = FetchWatch(
+            self.consumer.group_id(), fleet.exactly_once,
+            paused=lambda tp: (fleet.topic_index.get(tp[0]), tp[1]) in datapath.paused_by)
         self.consumer.start()
         self.txfeed = self.consumer.txfeed
         self.datapath.failures = self.consumer.failures(self.on_crash)

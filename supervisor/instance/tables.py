@@ -99,6 +99,7 @@ class InstanceTables:
         an exception here, raised in the loop's reader callback, would only be logged
         while the instance sat stalled. The daemon restarts it (with backoff) and
         re-dispatches what it held."""
+        self.runtime.claim(partition)
         for table in self.used:
             try:
                 self.runtime.shard(table, partition)
