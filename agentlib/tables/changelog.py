@@ -165,8 +165,10 @@ class ChangelogRuntime:
         # The number of this write among the writes ``event`` made to ``shard``.
         writing = self._writing.get(shard)
         if writing is None:  # the shard's first write since it opened (or was released)
-            if self._shards.get((table.name, shard.partition)) is not shard:
-                raise ShardReleased(table.name, shard.partition)
+            partition = shard.partition
+            if partition in self._released \
+                    or self._shards.get((table.name, partition), shard) is not shard:
+                raise ShardReleased(table.name, partition)
             writing = self._writing[shard] = [event, 0]
         elif writing[0] is event:
             writing[1] += 1
