@@ -251,12 +251,18 @@ class App:
         return iterable_stream(self, channel, Topic(self, f"{self.id}-stream"))
 
     async def send(self, channel: Channel | str, key: Any = None, value: Any = None,
-                   partition: int | None = None, headers: Any = None,
-                   **kwargs: Any) -> Any:
-        """Send one message to a topic or channel (named or made), as ``faust.App.send``."""
+                   partition: int | None = None, timestamp: float | None = None,
+                   headers: Any = None, schema: Any = None, key_serializer: Any = None,
+                   value_serializer: Any = None, callback: Any = None) -> Any:
+        """Send one message to a topic or channel (named or made), as ``faust.App.send``
+        (``schema=`` per message is refused: give the topic its schema)."""
+        if schema is not None:
+            raise TypeError("app.send(schema=...) is not supported by agentd: "
+                            "app.topic(name, schema=...) and send to that topic")
         target = self.topic(channel) if isinstance(channel, str) else channel
-        return await target.send(key=key, value=value, partition=partition,
-                                 headers=headers, timestamp=kwargs.get("timestamp"))
+        return await target.send(key=key, value=value, partition=partition, headers=headers,
+                                 timestamp=timestamp, key_serializer=key_serializer,
+                                 value_serializer=value_serializer, callback=callback)
 
     def command(self, *options: Callable[[Any], Any], name: str | None = None
                 ) -> Callable[[F], F]:

@@ -30,9 +30,9 @@ T = TypeVar("T")
 USE_EXISTING_KEY: Any = object()
 USE_EXISTING_VALUE: Any = object()
 USE_EXISTING_HEADERS: Any = object()
-#: Faust's ``send`` options agentd does not take per message (they are the target
-#: topic's settings here); ``force`` is taken and changes nothing (sent at once anyway).
-_REFUSED_OPTIONS = ("schema", "key_serializer", "value_serializer", "callback")
+#: Faust's ``send`` options passed on to the target's ``send``; ``schema`` is refused
+#: (a topic's setting here); ``force`` is taken and changes nothing (sent at once anyway).
+_PASSED_OPTIONS = ("key_serializer", "value_serializer", "callback")
 
 
 class Ticket(Protocol):
@@ -141,20 +141,20 @@ def set_current_app(app: Any) -> None:
 
 async def _send_to(channel: Any, key: Any, value: Any, partition: int | None,
                    timestamp: float | None, headers: Any, options: dict[str, Any]) -> Any:
-    unknown = sorted(set(options) - {*_REFUSED_OPTIONS, "force"})
+    unknown = sorted(set(options) - {*_PASSED_OPTIONS, "schema", "force"})
     if unknown:
         raise TypeError(f"Event.send() got an unexpected keyword argument {unknown[0]!r}")
-    refused = [name for name in _REFUSED_OPTIONS if options.get(name) is not None]
-    if refused:
-        raise TypeError(f"Event.send/forward: {', '.join(refused)} per message is not "
-                        f"supported by agentd; set it on the target topic")
+    if options.get("schema") is not None:
+        raise TypeError("Event.send/forward: schema per message is not supported by "
+                        "agentd; give the target topic its schema")
     if isinstance(channel, str):
         app = _current_app.get()
         if app is None:
             raise RuntimeError(f"event.send({channel!r}) outside an agent: pass a topic")
         channel = app.topic(channel)
+    passed = {name: options[name] for name in _PASSED_OPTIONS if options.get(name) is not None}
     return await channel.send(key=key, value=value, partition=partition, headers=headers,
-                              timestamp=timestamp)
+                              timestamp=timestamp, **passed)
 
 
 def current_event() -> Event[Any] | None:

@@ -29,12 +29,9 @@ from agentlib.events import Event
 from agentlib.rawrecord import RawRecord, new_raw_record
 from agentlib.records import Record
 from agentlib.seam import AgentHost, ErrorVerdict, HostedAgent
-from agentlib.topics import HeadersArg
+from agentlib.topics import CodecArg, HeadersArg
 
 __all__ = ["AgentTestContext", "AgentUnderTest"]
-
-#: a serializer as ``put`` takes it: a codec name or object, None for the topic's
-CodecArg = str | codecs.CodecLike | None
 
 
 def _encode(serializer: str | codecs.CodecLike, obj: Any) -> bytes | None:

@@ -28,9 +28,11 @@ from agentlib.records import Record, decode_known
 if TYPE_CHECKING:
     from agentlib.kafka import RecordMetadata
 
-__all__ = ["Channel", "HeadersArg", "Schema", "Topic", "headers_list"]
+__all__ = ["Channel", "CodecArg", "HeadersArg", "Schema", "Topic", "headers_list"]
 
 HeadersArg = Mapping[str, bytes | str] | Sequence[tuple[str, bytes | str]] | None
+#: A serializer: a codec's name (``"json"``, ``"raw"``...) or a codec object.
+CodecArg = str | codecs.CodecLike | None
 
 
 class Schema:
@@ -174,24 +176,35 @@ class Topic:
     # -- producing ----------------------------------------------------------------
 
     async def send(self, *, key: Any = None, value: Any = None, partition: int | None = None,
-                   headers: HeadersArg = None, timestamp: float | None = None
+                   headers: HeadersArg = None, timestamp: float | None = None,
+                   key_serializer: CodecArg = None, value_serializer: CodecArg = None,
+                   callback: Callable[[asyncio.Future[RecordMetadata]], Any] | None = None
                    ) -> RecordMetadata:
         """Produce one message to the main topic; return on the delivery report.
 
-        ``timestamp``: the message's time in seconds, as Faust's (default: now)."""
-        return await self.send_soon(key=key, value=value, partition=partition,
-                                    headers=headers, timestamp=timestamp)
+        ``timestamp``: the message's time in seconds, as Faust's (default: now);
+        ``key_serializer``/``value_serializer``: this message's codecs instead of the
+        topic's; ``callback``: called with the delivered future (Faust's)."""
+        future = self.send_soon(key=key, value=value, partition=partition, headers=headers,
+                                timestamp=timestamp, key_serializer=key_serializer,
+                                value_serializer=value_serializer)
+        if callback is not None:
+            future.add_done_callback(callback)
+        return await future
 
     def send_soon(self, *, key: Any = None, value: Any = None, partition: int | None = None,
-                  headers: HeadersArg = None, timestamp: float | None = None
+                  headers: HeadersArg = None, timestamp: float | None = None,
+                  key_serializer: CodecArg = None, value_serializer: CodecArg = None
                   ) -> asyncio.Future[RecordMetadata]:
         """Queue one message; the future resolves on its delivery report.
 
         ``bytes`` are sent as they are, whatever the serializer (Faust's ``dumps_key``/
         ``dumps_value`` skip them: how ``Event.forward`` passes a message on)."""
         args = (self.get_topic_name(),
-                key if isinstance(key, bytes) else self.encode_key(key),
-                value if isinstance(value, bytes) else self.encode_value(value),
+                key if isinstance(key, bytes) else self.encode_key(key) if key_serializer
+                is None else _dumps_with(key_serializer, key),
+                value if isinstance(value, bytes) else self.encode_value(value)
+                if value_serializer is None else _dumps_with(value_serializer, value),
                 partition, headers_list(headers))
         if timestamp is None:  # any producer: a test's, the worker's
             return self.app.producer.send_soon(*args)
@@ -233,12 +246,23 @@ class Channel(Topic):
         return f"<Channel: {self.get_topic_name()}>"
 
     def send_soon(self, *, key: Any = None, value: Any = None, partition: int | None = None,
-                  headers: HeadersArg = None, timestamp: float | None = None
+                  headers: HeadersArg = None, timestamp: float | None = None,
+                  key_serializer: CodecArg = None, value_serializer: CodecArg = None
                   ) -> asyncio.Future[RecordMetadata]:
         """Feed the agents reading this channel (here, or through agentd's supervisor);
-        ``timestamp`` is Faust's argument, unused: a channel message has no time."""
+        ``timestamp`` and the serializers are Faust's arguments, unused: a channel
+        message has no time and carries objects (pickled between processes)."""
         return self.app._deliver_locally(self, self.encode_key(key), self.encode_value(value),
                                          headers_list(headers))
+
+
+def _dumps_with(serializer: str | codecs.CodecLike, obj: Any) -> bytes | None:
+    """``obj`` encoded with a per-message serializer (a Record as its fields)."""
+    if obj is None:
+        return None
+    if isinstance(obj, Record):
+        obj = obj.to_representation()
+    return codecs.dumps(serializer, obj)
 
 
 def _as_type(wanted: Any, payload: Any) -> Any:

@@ -87,8 +87,7 @@ def test_event_forward_keeps_the_original_bytes_even_where_the_schema_differs():
     assert out.encode_value({"n": 2}) != originals[0][1]  # sent again, it would differ
 
 
-@pytest.mark.parametrize("option", ["schema", "key_serializer", "value_serializer",
-                                    "callback"])
+@pytest.mark.parametrize("option", ["schema"])
 def test_event_send_refuses_the_options_agentd_does_not_honour(option):
     app = faust.App("event-send-options")
     seen: list[str] = []
@@ -107,3 +106,50 @@ def test_event_send_refuses_the_options_agentd_does_not_honour(option):
             await ctx.put(1)
     run(scenario())
     assert len(seen) == 1 and option in seen[0]
+
+
+class _Capture:
+    """Stands in for the app's producer: keeps (topic, key, value), delivers at once."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Any, Any]] = []
+
+    def send_soon(self, topic: str, key: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
+        self.sent.append((topic, key, value))
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(("metadata", topic))
+        return done
+
+
+def test_per_message_serializers_and_callback_on_topic_app_and_event_sends():
+    """Faust's ``key_serializer=``/``value_serializer=``/``callback=`` on ``Topic.send``,
+    ``app.send`` and ``Event.send``: the message is encoded with them, the callback gets
+    the delivered future."""
+    app = faust.App("send-serializers")
+    producer = app._producer = _Capture()  # type: ignore[assignment]
+    out = app.topic("ser-out", value_serializer="raw")
+    called: list[Any] = []
+
+    @app.agent(app.topic("ser-in", value_serializer="json"))
+    async def relay(stream: Any) -> Any:
+        async for event in stream.events():
+            await event.send(out, key_serializer="json", value_serializer="json")
+            yield event.value
+
+    async def scenario() -> None:
+        await out.send(key="k", value={"a": 1}, key_serializer="json",
+                       value_serializer="json", callback=called.append)
+        await app.send("ser-out", key="k", value=[2], key_serializer="json",
+                       value_serializer="json")
+        with pytest.raises(TypeError, match="schema"):
+            await app.send("ser-out", value=b"x", schema=object())
+        with pytest.raises(TypeError, match="bogus"):
+            await app.send("ser-out", value=b"x", bogus=1)
+        async with relay.test_context() as ctx:
+            await ctx.put({"n": 3}, key=b"k3")
+    run(scenario())
+
+    assert [(t, k, json.loads(v)) for t, k, v in producer.sent] == [
+        ("ser-out", b'"k"', {"a": 1}), ("ser-out", b'"k"', [2]),
+        ("ser-out", b"k3", {"n": 3})]  # bytes go as they are, serializer or not
+    assert len(called) == 1 and called[0].result() == ("metadata", "ser-out")
