@@ -26,7 +26,7 @@ from agentlib import reqrep
 from agentlib.apptype import AppT
 from agentlib.events import Event
 from agentlib.streams import Stream
-from agentlib.topics import Channel, HeadersArg, Topic, headers_list
+from agentlib.topics import Channel, CodecArg, HeadersArg, Topic, headers_list
 
 if TYPE_CHECKING:
     from agentlib.kafka import RecordMetadata
@@ -129,12 +129,18 @@ class Agent(Generic[T]):
 
     def _request(self, key: Any, value: Any, partition: int | None,
                  reply_to: Any, correlation_id: str | None,
-                 headers: HeadersArg = None, timestamp: float | None = None
+                 headers: HeadersArg = None, timestamp: float | None = None,
+                 key_serializer: CodecArg = None, value_serializer: CodecArg = None
                  ) -> asyncio.Future[RecordMetadata]:
         """Encode and queue one message to this agent's topic (the delivery future)."""
         value, header_list = self._with_reply_to(value, reply_to, correlation_id, headers)
+        if key_serializer is None and value_serializer is None:
+            return self.channel.send_soon(key=key, value=value, partition=partition,
+                                          headers=header_list, timestamp=timestamp)
         return self.channel.send_soon(key=key, value=value, partition=partition,
-                                      headers=header_list, timestamp=timestamp)
+                                      headers=header_list, timestamp=timestamp,
+                                      key_serializer=key_serializer,
+                                      value_serializer=value_serializer)
 
     def _with_reply_to(self, value: Any, reply_to: Any, correlation_id: str | None,
                        headers: HeadersArg) -> tuple[Any, list[tuple[str, bytes]] | None]:
@@ -151,20 +157,26 @@ class Agent(Generic[T]):
 
     async def send(self, *, key: Any = None, value: Any = None, partition: int | None = None,
                    reply_to: Any = None, correlation_id: str | None = None,
-                   headers: HeadersArg = None, timestamp: float | None = None
-                   ) -> RecordMetadata:
+                   headers: HeadersArg = None, timestamp: float | None = None,
+                   key_serializer: CodecArg = None, value_serializer: CodecArg = None,
+                   callback: Callable[[asyncio.Future[RecordMetadata]], Any] | None = None,
+                   force: bool = False) -> RecordMetadata:
         """Send ``value`` to the agent; return once delivered to Kafka.
 
         ``reply_to`` (an agent, topic or topic name) makes it a request whose answers
-        the agent produces there; ``timestamp`` (seconds) is the message's time.
+        the agent produces there; ``timestamp`` (seconds) is the message's time;
+        ``key_serializer``/``value_serializer``/``callback`` as ``Topic.send``'s;
+        ``force`` (Faust's: send now, not on ack) changes nothing: sends go at once.
         """
         while True:
             try:
                 future = self._request(key, value, partition, reply_to, correlation_id,
-                                       headers, timestamp)
+                                       headers, timestamp, key_serializer, value_serializer)
             except BufferError:  # producer queue full: wait for deliveries
                 await asyncio.sleep(0.01)
                 continue
+            if callback is not None:
+                future.add_done_callback(callback)
             return await future
 
     async def cast(self, value: Any = None, *, key: Any = None,

@@ -130,6 +130,11 @@ def test_per_message_serializers_and_callback_on_topic_app_and_event_sends():
     out = app.topic("ser-out", value_serializer="raw")
     called: list[Any] = []
 
+    @app.agent(app.topic("ser-agent", value_serializer="raw"))
+    async def target(stream: Any) -> None:
+        async for _ in stream:
+            pass
+
     @app.agent(app.topic("ser-in", value_serializer="json"))
     async def relay(stream: Any) -> Any:
         async for event in stream.events():
@@ -147,9 +152,13 @@ def test_per_message_serializers_and_callback_on_topic_app_and_event_sends():
             await app.send("ser-out", value=b"x", bogus=1)
         async with relay.test_context() as ctx:
             await ctx.put({"n": 3}, key=b"k3")
+        await target.send(key="k4", value=4, key_serializer="json", value_serializer="json",
+                          callback=called.append, force=True)
     run(scenario())
 
     assert [(t, k, json.loads(v)) for t, k, v in producer.sent] == [
         ("ser-out", b'"k"', {"a": 1}), ("ser-out", b'"k"', [2]),
-        ("ser-out", b"k3", {"n": 3})]  # bytes go as they are, serializer or not
-    assert len(called) == 1 and called[0].result() == ("metadata", "ser-out")
+        ("ser-out", b"k3", {"n": 3}),  # bytes go as they are, serializer or not
+        ("ser-agent", b'"k4"', 4)]
+    assert [future.result() for future in called] == [("metadata", "ser-out"),
+                                                     ("metadata", "ser-agent")]
