@@ -146,8 +146,9 @@ class Supervisor:
                 self.txfeed.tick(datapath.consumer)
             if datapath.fatal is not None:
                 self.consumer.replace_if_fatal()
-            if self.group.fetchwatch is not None:
-                self.group.fetchwatch.tick(datapath.consumer)
+            watch = self.group.fetchwatch
+            if watch is not None and watch.waiting:  # nothing to do once all are fetched
+                watch.tick(datapath.consumer)
             if self.ops is not None:
                 self.ops.tick()
             if datapath.failures is not None:
