@@ -32,11 +32,14 @@ class FieldDescriptor:
     annotation and the default.
     """
 
-    def __init__(self, model: type, field: str, type_: Any, default: Any) -> None:
+    def __init__(self, model: type, field: str, type_: Any, default: Any,
+                 spec: Any = None) -> None:
         self.model = model
         self.field = field
         self.type = type_
         self.default = default
+        #: the Faust field class instance it was declared with (``agentlib.fieldtypes``)
+        self.spec = spec
 
     @property
     def required(self) -> bool:

@@ -32,6 +32,7 @@ from agentlib.fields import (
     copy_default,
     is_classvar,
 )
+from agentlib.fieldtypes import Field
 from agentlib.naming import module_name
 
 __all__ = ["FieldDescriptor", "Record", "ValidationError", "decode_known", "registry"]
@@ -75,6 +76,12 @@ class Record:
     #: Set with ``_converters``: plain fields, and nothing to run after they are set
     #: (no isodates, no validation, no ``__post_init__`` of its own).
     _bare: ClassVar[bool] = False
+    #: fields declared with a Faust field class: (name, its options), checked by
+    #: ``validate()``; those whose values it prepares (``trim_whitespace``)
+    _checked: ClassVar[tuple[tuple[str, Field], ...]] = ()
+    _prepared: ClassVar[tuple[tuple[str, Field], ...]] = ()
+    #: built and decoded records go through ``_parse_isodates`` (any converting option)
+    _converts: ClassVar[bool] = False
 
     def __init_subclass__(cls, *, namespace: str | None = None, isodates: bool | None = None,
                           validation: bool | None = None, serializer: str | None = None,
@@ -103,16 +110,23 @@ class Record:
         for name, annotation in inspect.get_annotations(cls).items():
             if name.startswith("_") or is_classvar(annotation):
                 continue
-            default = cls.__dict__.get(name, MISSING)
-            if isinstance(default, FieldDescriptor):
-                default = default.default
-            fields[name] = FieldDescriptor(cls, name, annotation, default)
+            default, spec = cls.__dict__.get(name, MISSING), None
+            if isinstance(default, Field):  # Faust's StringField(...) and kin
+                default, spec = default.default, default
+            elif isinstance(default, FieldDescriptor):
+                default, spec = default.default, default.spec
+            fields[name] = FieldDescriptor(cls, name, annotation, default, spec)
         for name, descriptor in fields.items():
             if descriptor.model is not cls:
-                descriptor = FieldDescriptor(cls, name, descriptor.type, descriptor.default)
+                descriptor = FieldDescriptor(cls, name, descriptor.type, descriptor.default,
+                                             descriptor.spec)
                 fields[name] = descriptor
             setattr(cls, name, descriptor)
         cls._fields = fields
+        cls._checked = tuple((n, f.spec) for n, f in fields.items() if f.spec is not None)
+        cls._prepared = tuple((n, s) for n, s in cls._checked if s.prepares)
+        cls._converts = bool(cls._isodates or cls._coerce or cls._date_parser
+                             or cls._prepared)
         cls._converters = None  # resolved on first decode: annotations may be forward refs
         cls._plain_fields = None
         cls._bare = False
@@ -144,7 +158,7 @@ class Record:
         for name, field in fields.items():
             value = values.get(name, MISSING)
             state[name] = copy_default(field.default) if value is MISSING else value
-        if self._isodates or self._coerce or self._date_parser:
+        if self._converts:
             _parse_isodates(self)
         if self._validation:
             self.validate_or_raise()
@@ -223,7 +237,7 @@ class Record:
             except KeyError:
                 pass
             else:
-                if cls._isodates or cls._coerce or cls._date_parser:
+                if cls._converts:
                     _parse_isodates(record)
                 if cls._validation:
                     record.validate_or_raise()
@@ -240,7 +254,7 @@ class Record:
                                 f"{', '.join(missing)}")
             else:
                 state[name] = copy_default(fields[name].default)
-        if cls._isodates or cls._coerce or cls._date_parser:
+        if cls._converts:
             _parse_isodates(record)
         if cls._validation:
             record.validate_or_raise()
@@ -254,8 +268,7 @@ class Record:
         converters = cls._converters = _build_converters(cls)
         if all(convert is None for _, convert in converters):
             cls._plain_fields = tuple(name for name, _ in converters)
-            cls._bare = not cls._isodates and not cls._validation and \
-                not cls._coerce and not cls._date_parser and \
+            cls._bare = not cls._converts and not cls._validation and \
                 cls.__post_init__ is Record.__post_init__
         return converters
 
@@ -297,14 +310,22 @@ class Record:
         :class:`ValidationError`, empty when the record is valid)."""
         hints = _hints(type(self))
         errors = []
-        for name in self._fields:
+        for name, field in self._fields.items():
             expected = hints.get(name, Any)
             value = self.__dict__[name]
+            if value is None and field.spec is not None and not field.spec.required:
+                continue  # Faust: required=False makes the field optional
             if not conforms(value, expected):
                 type_name = getattr(expected, "__name__", None) or repr(expected)
                 errors.append(ValidationError(
                     f"{type(self).__name__}.{name}: expected {type_name}, "
                     f"got {type(value).__name__} {value!r}"))
+        for name, spec in self._checked:  # Faust's field classes: bounds and lengths
+            value = self.__dict__[name]
+            if value is not None:
+                errors.extend(ValidationError(f"{type(self).__name__}.{name} {problem}: "
+                                              f"{value!r}")
+                              for problem in spec.problems(value))
         return errors
 
     @property
@@ -404,10 +425,17 @@ def _resolve_hints(cls: type[Record]) -> dict[str, Any]:
 
 
 def _parse_isodates(record: Record) -> None:
-    """``isodates``/``coerce``/``date_parser``: fields converted to their types."""
+    """``isodates``/``coerce``/``date_parser``: fields converted to their types; then
+    the values a field class prepares (``StringField(trim_whitespace=True)``)."""
     cls = type(record)
-    coerce_fields(record.__dict__, _hints(cls), coerce=cls._coerce,
-                  date_parser=cls._date_parser, owner=cls.__name__)
+    state = record.__dict__
+    if cls._isodates or cls._coerce or cls._date_parser:
+        coerce_fields(state, _hints(cls), coerce=cls._coerce,
+                      date_parser=cls._date_parser, owner=cls.__name__)
+    for name, spec in cls._prepared:
+        value = state[name]
+        if value is not None:
+            state[name] = spec.prepare(value)
 
 
 def _build_converters(cls: type[Record]) -> list[tuple[str, _Converter | None]]:

@@ -408,3 +408,57 @@ def test_an_abstract_record_cannot_be_built_or_decoded_by_name_and_its_subclasse
     assert Base._namespace not in registry or registry[Base._namespace] is not Base
     assert Concrete(x=1) == Concrete(x=1, y=0)
     assert registry[Concrete._namespace] is Concrete
+
+
+# -- Faust's field classes (faust.models.fields) -----------------------------------------
+
+def test_field_classes_check_bounds_and_lengths_and_prepare_values_as_faust_does():
+    """``StringField(max_length=, min_length=, trim_whitespace=)``, ``IntegerField(
+    min_value=, max_value=)``, ``DecimalField(max_decimal_places=)``, ``required=False``:
+    the same records are accepted and refused as Faust's (under ``validation=True``
+    building one raises, else ``validate()`` lists the problems)."""
+    from decimal import Decimal
+
+    import faust as real_faust
+    from faust.models import fields as faust_fields
+
+    from agentlib.models import fields as ours
+
+    def model(lib: Any, fields: Any, validation: bool) -> Any:
+        class Item(lib.Record, validation=validation):
+            name: str = fields.StringField(max_length=5, min_length=2, trim_whitespace=True)
+            count: int = fields.IntegerField(max_value=120, required=False, default=1)
+            price: Decimal = fields.DecimalField(max_decimal_places=2, required=False,
+                                                 default=Decimal("1"))
+            note: str = fields.StringField(required=False)
+        return Item
+
+    theirs, mine = model(real_faust, faust_fields, True), model(faust, ours, True)
+    for given in ({"name": " ab "}, {"name": "toolong"}, {"name": "a"},
+                  {"name": "abc", "count": 200}, {"name": "abc", "count": 7},
+                  {"name": "abc", "price": Decimal("1.234")},
+                  {"name": "abc", "price": Decimal("1.23")}):
+        try:
+            expected: Any = theirs(**given)
+        except real_faust.exceptions.ValidationError:
+            with pytest.raises(faust.ValidationError):
+                mine(**given)
+            continue
+        built = mine(**given)
+        assert (built.name, built.count, built.price, built.note) == \
+            (expected.name, expected.count, expected.price, expected.note)
+    assert mine(name=" ab ").name == "ab" and mine(name="abc").note is None
+
+    lax = model(faust, ours, False)
+    found = lax(name="toolong", count=200).validate()
+    assert [str(error).split(":")[0] for error in found] == [
+        "Item.name is longer than 5 characters", "Item.count is more than 120"]
+    decoded = lax.loads(b'{"name": "  xy  "}')
+    assert decoded.name == "xy"  # prepared when decoded too
+
+
+def test_a_field_class_option_agentd_does_not_know_is_a_clear_error():
+    from agentlib.models.fields import StringField
+
+    with pytest.raises(TypeError, match="StringField: no option frobnicate"):
+        StringField(frobnicate=True)
