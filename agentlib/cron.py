@@ -14,7 +14,7 @@ from typing import Any
 
 from croniter import croniter
 
-__all__ = ["Crontab", "secs_for_next", "validate"]
+__all__ = ["Crontab", "next_fire", "secs_for_next", "validate"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,3 +44,12 @@ def secs_for_next(cron_format: str, tz: datetime.tzinfo | None = None,
     current = (now or datetime.datetime.now(zone)).astimezone(zone)
     following: datetime.datetime = croniter(cron_format, current).get_next(datetime.datetime)
     return max((following - current).total_seconds(), 0.0)
+
+
+def next_fire(cron_format: str, tz: datetime.tzinfo | None, now: float) -> float:
+    """The wall-clock time (``time.time()`` scale) the schedule next fires after
+    ``now``, read in ``tz`` (UTC default)."""
+    zone = tz or datetime.UTC
+    current = datetime.datetime.fromtimestamp(now, zone)
+    following: datetime.datetime = croniter(cron_format, current).get_next(datetime.datetime)
+    return following.timestamp()

@@ -68,3 +68,30 @@ def test_service_registers_and_marks_its_task_and_timer_methods() -> None:
     worker = Worker()
     assert service_tasks(worker) == [worker.background]
     assert service_timers(worker) == [(2.0, worker.tick)]
+
+
+def test_a_crontab_never_runs_before_its_wall_clock_time(monkeypatch):
+    """asyncio sleeps by the monotonic clock, a cron time is wall-clock time: where the
+    two drift (a VM), a sleep can end a fraction of a millisecond before the minute, and
+    the job would see the previous one (CI saw a once-a-second job run at x.9997). The
+    loop sleeps again until the wall clock is there."""
+    import asyncio
+
+    from agentlib.cron import Crontab
+    from supervisor.instance import apptasks
+
+    wall = [99.5]
+    ran_at: list[float] = []
+
+    async def early_sleep(seconds: float) -> None:  # wakes 0.3 ms early when it can
+        wall[0] += seconds - 0.0003 if seconds > 0.001 else seconds
+
+    async def job() -> None:
+        ran_at.append(wall[0])
+        raise asyncio.CancelledError  # one run is enough
+
+    monkeypatch.setattr(apptasks.time, "time", lambda: wall[0])
+    monkeypatch.setattr(apptasks.asyncio, "sleep", early_sleep)
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(apptasks._run_crontab(Crontab("* * * * * *", job), None))
+    assert ran_at and ran_at[0] >= 100.0

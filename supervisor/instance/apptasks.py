@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -129,10 +130,18 @@ async def _run_timer(seconds: float, fun: Any, app: Any) -> None:
 
 async def _run_crontab(cron: Any, app: Any) -> None:
     """Sleep until the schedule's next time, run, repeat (Faust's crontab loop)."""
-    from agentlib.cron import secs_for_next
+    from agentlib.cron import next_fire
     while True:
-        await asyncio.sleep(secs_for_next(cron.cron_format, cron.timezone))
+        await _sleep_until(next_fire(cron.cron_format, cron.timezone, time.time()))
         try:
             await _call_app_function(cron.fun, app)
         except Exception:
             log.exception("crontab %s failed", getattr(cron.fun, "__name__", cron.fun))
+
+
+async def _sleep_until(wall: float) -> None:
+    """Until ``time.time()`` reaches ``wall``. asyncio sleeps by the monotonic clock;
+    where it and the wall clock drift apart (a VM), one sleep can end a fraction of a
+    millisecond early, and a job due at the minute would see the minute before."""
+    while (left := wall - time.time()) > 0:
+        await asyncio.sleep(left)
