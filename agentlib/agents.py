@@ -134,9 +134,6 @@ class Agent(Generic[T]):
                  ) -> asyncio.Future[RecordMetadata]:
         """Encode and queue one message to this agent's topic (the delivery future)."""
         value, header_list = self._with_reply_to(value, reply_to, correlation_id, headers)
-        if key_serializer is None and value_serializer is None:
-            return self.channel.send_soon(key=key, value=value, partition=partition,
-                                          headers=header_list, timestamp=timestamp)
         return self.channel.send_soon(key=key, value=value, partition=partition,
                                       headers=header_list, timestamp=timestamp,
                                       key_serializer=key_serializer,

@@ -200,12 +200,13 @@ class Topic:
 
         ``bytes`` are sent as they are, whatever the serializer (Faust's ``dumps_key``/
         ``dumps_value`` skip them: how ``Event.forward`` passes a message on)."""
-        args = (self.get_topic_name(),
-                key if isinstance(key, bytes) else self.encode_key(key) if key_serializer
-                is None else _dumps_with(key_serializer, key),
-                value if isinstance(value, bytes) else self.encode_value(value)
-                if value_serializer is None else _dumps_with(value_serializer, value),
-                partition, headers_list(headers))
+        if not isinstance(key, bytes):
+            key = (self.encode_key(key) if key_serializer is None
+                   else _dumps_with(key_serializer, key))
+        if not isinstance(value, bytes):
+            value = (self.encode_value(value) if value_serializer is None
+                     else _dumps_with(value_serializer, value))
+        args = (self.get_topic_name(), key, value, partition, headers_list(headers))
         if timestamp is None:  # any producer: a test's, the worker's
             return self.app.producer.send_soon(*args)
         return self.app.producer.send_soon(*args, timestamp_ms=int(timestamp * 1000))

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
 
 import pytest
+from test_tables_recovery import _Table
 
 from agentlib.events import new_event
 from agentlib.kafka import KafkaProducer
@@ -17,14 +17,6 @@ from agentlib.rawrecord import new_raw_record
 from agentlib.tables.changelog import ChangelogRuntime, ShardReleased
 
 pytestmark = pytest.mark.kafka
-
-
-@dataclass
-class _Table:
-    name: str
-    changelog_topic_name: str
-    store: str | None = None
-    is_global: bool = False
 
 
 def _event(partition: int, offset: int):
