@@ -27,6 +27,12 @@ def test_prompt_commits_are_never_more_than_ten_a_second_even_with_a_short_inter
     assert prompt_commit_due(100.11, 100.0, 0.05, fetched_nothing=True)
 
 
+def test_prompt_commits_stay_prompt_with_a_long_interval():
+    # commit_interval 600 s: a tenth of it made a drained backlog wait 60 s for its commit
+    assert not prompt_commit_due(100.9, 100.0, 600.0, fetched_nothing=True)
+    assert prompt_commit_due(101.0, 100.0, 600.0, fetched_nothing=True)
+
+
 def make_committer(tracker: OffsetTracker) -> tuple[Committer, FakeConsumer]:
     """The commit leg on a data path of its own (a fake consumer, no instances)."""
     consumer = FakeConsumer()

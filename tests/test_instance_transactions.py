@@ -17,6 +17,7 @@ from supervisor.instance import transactions as transactions_module
 from supervisor.instance.transactions import (
     EXIT_TRANSACTION_FAILED,
     LINGER_MS,
+    PROMPT_MAX_GAP_S,
     PROMPT_MIN_GAP_S,
     Transactions,
 )
@@ -45,10 +46,11 @@ def test_at_least_once_leaves_the_apps_producer_alone():
     assert agent.app._producer is None
 
 
-@pytest.mark.parametrize(("interval", "gap"), [(1.0, 0.1), (5.0, 0.5), (0.2, PROMPT_MIN_GAP_S)])
+@pytest.mark.parametrize(("interval", "gap"), [(1.0, 0.1), (5.0, 0.5), (0.2, PROMPT_MIN_GAP_S),
+                                                   (600.0, PROMPT_MAX_GAP_S)])
 def test_an_instance_that_ran_dry_commits_early_at_most_every_tenth_interval(interval, gap):
     """Idle, with ACKs held: commit now if the least gap (interval / 10, never under
-    0.1 s) since the last commit passed, else once it has; busy or holding no ACK: the
+    0.1 s nor over 1 s) since the last commit passed, else once it has; busy or holding no ACK: the
     interval decides. Quiescing (the interval's commit): as soon as the agent is idle."""
     txn = Transactions(producer=None, interval=interval)
     assert txn.prompt_gap == gap

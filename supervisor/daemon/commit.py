@@ -34,9 +34,9 @@ wherever the next offset it saw is not previous + 1).
 partitions are revoked or the daemon stops; ``on_commit`` marks what the broker
 accepted, so a failed commit is simply retried. Between intervals, a partition that is
 *caught up* (every record dispatched from it acked, and the last fetch came back empty)
-is committed at once, at most every ``commit_interval / 10`` and never more than ten
-times a second (:func:`prompt_commit_due`): a drained backlog is committed when it is
-done rather than up to an interval later, which shrinks what a crash then re-delivers.
+is committed at once, at most every ``commit_interval / 10``, within 0.1 s to 1 s
+(:func:`prompt_commit_due`): a drained backlog is committed when it is done rather
+than up to an interval later, which shrinks what a crash then re-delivers.
 While records keep coming, the interval alone paces commits.
 """
 
@@ -288,6 +288,10 @@ PROMPT_COMMIT_SHARE = 0.1
 #: broker that served the asks, and their p99 rose with it (measured: 2.59 ms at 0.1 s,
 #: 1.81 ms at 10 s, 5,000 asks each).
 PROMPT_COMMIT_MIN_GAP = 0.1
+#: ...and never later than this: "at once" must stay at once with a long interval (600 s
+#: made a drained backlog wait 60 s for its commit, which the interval's own tick nearly
+#: matched), while one OffsetCommit a second costs the broker nothing.
+PROMPT_COMMIT_MAX_GAP = 1.0
 
 #: What to do with an instance's report that is not an ACK (error, PONG, RETIRED).
 ReportHandler = Callable[[Instance, bytes], None]
@@ -308,8 +312,9 @@ def prompt_commit_due(now: float, last_check: float, interval: float,
     the tick) and the last commit or look is at least a tenth of the interval ago (a
     rate limit for trickling input, and for the scan itself in a loop that turns every
     millisecond while an instance is blocked), and at least :data:`PROMPT_COMMIT_MIN_GAP`
-    ago whatever the interval."""
-    gap = max(interval * PROMPT_COMMIT_SHARE, PROMPT_COMMIT_MIN_GAP)
+    ago whatever the interval, and at most :data:`PROMPT_COMMIT_MAX_GAP` ago however long
+    the interval is."""
+    gap = min(max(interval * PROMPT_COMMIT_SHARE, PROMPT_COMMIT_MIN_GAP), PROMPT_COMMIT_MAX_GAP)
     return fetched_nothing and now - last_check >= gap
 
 

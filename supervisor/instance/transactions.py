@@ -17,8 +17,8 @@ write goes through) is transactional. Every ``commit_interval`` the instance:
 
 An instance that *runs dry* (its inbound ring empty, every record it was fed done)
 commits at once instead of at the interval's end (nothing to quiesce then), at most
-every ``commit_interval / 10`` and never more than ten times a second: the at-least-
-once committer's rule for a caught-up partition (``supervisor/daemon/commit.py``). A
+every ``commit_interval / 10``, within 0.1 s to 1 s: the at-least-once committer's
+rule for a caught-up partition (``supervisor/daemon/commit.py``). A
 drained backlog's outputs become visible when they are done rather than up to an
 interval later, and a crash's re-dispatch windows (1, 2, 4, ... records, each waiting
 for the previous one's ACKs, ``supervisor/daemon/instances.py``) no longer wait an
@@ -72,8 +72,10 @@ LINGER_MS = 5
 #: within :data:`TRANSACTION_TIMEOUT_S`; a full queue makes outputs wait for room.
 QUEUE_MESSAGES = 100_000
 #: The least time between two commits of an instance that runs dry (see the module
-#: docstring): with ``commit_interval / 10`` this caps them at ten a second.
+#: docstring): with ``commit_interval / 10`` this caps them at ten a second...
 PROMPT_MIN_GAP_S = 0.1
+#: ...and this keeps them prompt under a long interval (600 s would wait 60 s).
+PROMPT_MAX_GAP_S = 1.0
 
 
 class Transactions:
@@ -86,7 +88,7 @@ class Transactions:
         #: how long a call failing with retriable errors is resumed (the module docstring)
         self.resume_for = resume_for
         #: the least time from one commit to an early one when the instance runs dry
-        self.prompt_gap = max(interval / 10, PROMPT_MIN_GAP_S)
+        self.prompt_gap = min(max(interval / 10, PROMPT_MIN_GAP_S), PROMPT_MAX_GAP_S)
         self.group_id = group_id
         #: (topic index, partition) -> the group's committed offset, while records
         #: below it may still arrive (see :meth:`committed_below`)
