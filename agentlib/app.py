@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import inspect
 import itertools
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -41,9 +42,10 @@ __all__ = ["App", "Timer"]
 
 DEFAULT_BROKER = "kafka://localhost:9092"
 F = TypeVar("F", bound=Callable[..., Any])
-#: ``(channel name, key bytes, value bytes, headers)``: hands a channel message on
+#: ``(channel name, key bytes, value bytes, headers)``: hands a channel message on;
+#: returns None, or a future that completes when the channel may be sent to again
 ChannelOutlet = Callable[[str, "bytes | None", "bytes | None",
-                          "list[tuple[str, bytes]] | None"], None]
+                          "list[tuple[str, bytes]] | None"], "asyncio.Future[None] | None"]
 S = TypeVar("S", bound=Service)
 #: ``@app.agent`` keywords that describe the topic it makes (Faust passes them on to
 #: ``app.topic``), rather than the agent
@@ -330,10 +332,16 @@ class App:
         from agentlib.kafka import RecordMetadata
         if self.channel_outlet is not None:
             # Sent, not delivered: the future completes once the message is handed to
-            # the supervisor (in memory, like Faust's queue; see docs/decisions.md).
-            self.channel_outlet(channel.get_topic_name(), key, value, headers)
+            # the supervisor (in memory, like Faust's queue; see docs/decisions.md),
+            # or, while the channel's readers are behind, once they have caught up
+            # (Faust's full queue: supervisor/daemon/channelflow.py).
+            full = self.channel_outlet(channel.get_topic_name(), key, value, headers)
             sent = asyncio.get_running_loop().create_future()
-            sent.set_result(RecordMetadata(channel.get_topic_name(), 0, -1, None))
+            meta = RecordMetadata(channel.get_topic_name(), 0, -1, None)
+            if full is None:
+                sent.set_result(meta)
+            else:
+                full.add_done_callback(functools.partial(_complete, sent, meta))
             return sent
         hosts = self._local_hosts.get(channel.get_topic_name())
         if not hosts:
@@ -346,3 +354,8 @@ class App:
         done.set_result(RecordMetadata(record.topic, 0, -1, None))
         return done
 
+
+def _complete(future: asyncio.Future[Any], result: Any, _: Any = None) -> None:
+    """Complete ``future`` with ``result`` unless it is done (a cancelled sender)."""
+    if not future.done():
+        future.set_result(result)

@@ -80,6 +80,26 @@ def test_channel_between_agents_carries_every_value_across_instances(
     assert got == sorted(int(value) * 10 for _, value in items)
 
 
+@pytest.mark.kafka
+def test_a_channel_reader_at_its_max_in_flight_goes_on_reading(
+        kafka_bootstrap, new_topic, tmp_path):
+    """A channel's records count against ``max_in_flight`` and are never acked: the
+    reader stopped reading its ring at that bound and never started again (a hang)."""
+    source, sink = new_topic(2), new_topic(1)
+    items = [(f"k{i}".encode(), str(i).encode()) for i in range(60)]
+    kafkatools.produce(kafka_bootstrap, source, items)
+    settings = {"app": "channel_app:app", "broker": f"kafka://{kafka_bootstrap}",
+                "group_id": kafkatools.unique_name("channel-bound"), "commit_interval": 0.2}
+    with Agentd(tmp_path, settings, agents={"scale": {"max_in_flight": 2}},
+                modules={"channel_app": CHANNEL_APP},
+                env={"IN_TOPIC": source, "SINK": sink}) as daemon:
+        daemon.wait_consuming()
+        wait_until(lambda: daemon.assert_running() or
+                   len(kafkatools.read_to_end(kafka_bootstrap, sink)) >= len(items),
+                   30, "every channel message past a max_in_flight of 2")
+        assert daemon.stop() == 0
+
+
 CHANNEL_WITH_TABLE = """
 import agentlib as faust
 

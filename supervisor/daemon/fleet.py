@@ -22,7 +22,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from supervisor.config.loader import Config, ConfigError, validate_agent_names
-from supervisor.daemon.instances import AgentRuntime, Instance
+from supervisor.daemon.channelflow import ChannelFlow
+from supervisor.daemon.instances import CHANNEL_BOUND, AgentRuntime, Instance
 from supervisor.daemon.leader import Leadership, leader_topic
 from supervisor.daemon.router import Router
 from supervisor.daemon.topics import (
@@ -32,6 +33,7 @@ from supervisor.daemon.topics import (
 )
 from supervisor.daemon.zygote import AgentSpec, Zygote, ZygoteError
 from supervisor.transport import wire
+from supervisor.transport.flags import FLAGS_FD_ENV
 
 __all__ = ["Fleet"]
 
@@ -47,6 +49,8 @@ class Fleet:
         self.zygote: Zygote | None = None
         self.agents: list[AgentRuntime] = []
         self._unread_channels: set[str] = set()
+        #: which channels' senders wait for a slow reader (``channelflow.py``)
+        self.flow = ChannelFlow()
         #: the leader election, when the app has on_leader tasks or timers
         self.leadership: Leadership | None = None
         #: instance label -> (pid, leadership) last told to that process
@@ -87,6 +91,7 @@ class Fleet:
             count = agent_config.instances or spec.concurrency
             agent = AgentRuntime(spec.name, lane, spec.topics, agent_config, spec.app,
                                  channels=spec.channels)
+            agent.channel_bound = spec.channel_maxsize or CHANNEL_BOUND
             agent.router = Router(agent_config.ordering, count)
             agent.instances = [Instance(agent, i) for i in range(count)]
             self.add(agent)
@@ -151,6 +156,7 @@ class Fleet:
             self.leadership.stop()
         if self.zygote is not None:
             self.zygote.stop()
+        self.flow.close()
 
     @property
     def exactly_once(self) -> bool:
@@ -187,32 +193,48 @@ class Fleet:
         """Hand a ``CHANNEL`` record to one instance of each agent reading its channel.
 
         By key (the same key, the same instance) when it has one, else round robin.
-        Returns how many agents got it: 0 means nothing here reads the channel and the
-        message is dropped (a channel is memory, as in Faust).
+        Returns how many agents got it: 0 means nothing here reads the channel (or the
+        message is too large for its readers' rings) and it is dropped (a channel is
+        memory, as in Faust).
         """
         name = wire.channel_name(record)
-        readers = 0
-        for agent in self.agents:
-            if name not in agent.channels or not agent.instances:
-                continue
-            key = wire.decode_channel(record)[1].key
-            if key is not None:
-                index = zlib.crc32(key) % len(agent.instances)
-            else:
-                index = agent.channel_turn % len(agent.instances)
-                agent.channel_turn += 1
-            agent.instances[index].queue_control(record)
-            readers += 1
-        if not readers and name not in self._unread_channels:
-            self._unread_channels.add(name)  # once per channel, not per message
-            log.warning("channel %s: no agent of this daemon reads it; its messages "
-                        "are dropped", name)
-        return readers
+        agents = [agent for agent in self.agents if name in agent.channels and agent.instances]
+        if not agents:
+            if name not in self._unread_channels:
+                self._unread_channels.add(name)  # once per channel, not per message
+                log.warning("channel %s: no agent of this daemon reads it; its messages "
+                            "are dropped", name)
+            return 0
+        key = wire.decode_channel(record)[1].key
+        return sum(self._hand_channel(agent, name, key, record) for agent in agents)
+
+    def _hand_channel(self, agent: AgentRuntime, name: str, key: bytes | None,
+                      record: bytes) -> bool:
+        """Queue the message on the instance of ``agent`` that reads it; False if it
+        cannot fit that instance's ring (one error line; writing it raised in the
+        supervisor's loop and stopped the daemon)."""
+        if key is not None:
+            index = zlib.crc32(key) % len(agent.instances)
+        else:
+            index = agent.channel_turn % len(agent.instances)
+            agent.channel_turn += 1
+        reader = agent.instances[index]
+        if len(record) > reader.max_record_size:
+            log.error("channel %s: a message of %d bytes cannot reach agent %s (its "
+                      "ring_size takes at most %d); dropped", name, len(record),
+                      agent.name, reader.max_record_size)
+            return False
+        reader.queue_channel(record)
+        if reader.channel_queued:  # it waits: is the channel full?
+            self.flow.queued(name, reader)
+        return True
 
     def add(self, agent: AgentRuntime) -> None:
         """One agent with its instances: its topics join the subscription."""
         self.agents.append(agent)
         self.instances.extend(agent.instances)
+        for name in agent.channels:
+            self.flow.add_channel(name)
         for topic in agent.topics:
             if topic not in self.topic_index:
                 self.topic_index[topic] = len(self.topics)
@@ -226,7 +248,8 @@ class Fleet:
         del client["bootstrap.servers"]
         return {**os.environ, "AGENTD_BROKER": self.bootstrap,
                 "AGENTD_KAFKA_CLIENT": json.dumps(client),
-                "AGENTD_LOG_LEVEL": config.log_level}
+                "AGENTD_LOG_LEVEL": config.log_level,
+                FLAGS_FD_ENV: str(self.flow.shared_fd())}
 
     def app_id(self) -> str | None:
         """The first app's id (the default consumer group); None before the zygote."""
@@ -238,8 +261,12 @@ class Fleet:
         """A reload's new code and config: instances forked from now on run them."""
         self.zygote = zygote
         self.config = config
+        specs = {spec.name: spec for spec in zygote.agents}
         for agent in self.agents:
             agent.config = config.agent(agent.name)
+            spec = specs.get(agent.name)
+            if spec is not None:
+                agent.channel_bound = spec.channel_maxsize or CHANNEL_BOUND
         self.follow_leader_work()
 
     def worker_settings(self, inst: Instance) -> dict[str, Any]:
@@ -254,6 +281,7 @@ class Fleet:
                 "max_retries": cfg.max_retries, "retry_backoff": cfg.retry_backoff,
                 "max_in_flight": cfg.max_in_flight,
                 "shutdown_timeout": self.config.shutdown_timeout,
+                "channel_flags": dict(self.flow.index),
                 **self.transaction_settings(inst)}
 
     def transaction_settings(self, inst: Instance) -> dict[str, Any]:

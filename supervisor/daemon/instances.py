@@ -43,9 +43,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from supervisor.daemon.unacked import Backlog, Key, Run, Segment, UnackedRecords
+from supervisor.transport import wire
 from supervisor.transport.ring import Ring
 
-__all__ = ["AgentRuntime", "Instance", "Key", "Run", "power_of_two"]
+__all__ = ["CHANNEL_BOUND", "AgentRuntime", "Instance", "Key", "Run", "power_of_two"]
 
 log = logging.getLogger("agentd.instances")
 
@@ -56,6 +57,9 @@ MAX_BACKOFF = 10.0
 #: The backlog's high-water mark in records: one per this many bytes of ring (a 4 MiB
 #: ring: 65,536 records), so the per-record overhead of tiny records stays bounded.
 BYTES_PER_BACKLOG_RECORD = 64
+#: Messages of a channel that may wait for one reading instance when the app sets no
+#: ``maxsize``: Faust's ``stream_buffer_maxsize`` default (``channelflow.py``).
+CHANNEL_BOUND = 4096
 #: The backlog's high-water mark in bytes is the ring's size up to this (a 1 GiB ring
 #: must not mean another GiB of supervisor memory per instance).
 MAX_BACKLOG_BYTES = 64 << 20
@@ -81,6 +85,9 @@ class AgentRuntime:
     channels: tuple[str, ...] = ()
     #: the next instance a keyless channel message goes to (round robin)
     channel_turn: int = 0
+    #: how many of its channel's messages may wait in the supervisor for one of its
+    #: instances before the channel's senders wait (``channelflow.py``)
+    channel_bound: int = CHANNEL_BOUND
 
 
 class Instance:
@@ -106,6 +113,9 @@ class Instance:
         self.pending_bytes = 0
         #: Control records (RELEASE) waiting for ring space; a dead process needs none.
         self.controls: deque[bytes] = deque()
+        #: the channel messages among ``controls``, and their bytes (``channelflow.py``)
+        self.channel_queued = 0
+        self.channel_queued_bytes = 0
         self.paused: set[tuple[int, int]] = set()
         self.window = 0                  # recovery window size; 0: streaming normally
         self.window_keys: set[Key] = set()
@@ -197,6 +207,7 @@ class Instance:
         self.inbound = self.outbound = None
         self.pid = self.pidfd = None
         self.controls.clear()  # its exit released what they would have released
+        self.channel_queued = self.channel_queued_bytes = 0
         self.table_rows = []   # its shards closed with it
         self.txn = None        # its open transaction is aborted by its successor
         self.agent_stopped = False
@@ -305,7 +316,10 @@ class Instance:
         if self.inbound is None or self.stopping:
             return False
         while self.controls and self.inbound.try_write(self.controls[0]):
-            self.controls.popleft()
+            sent = self.controls.popleft()
+            if sent[0] == wire.CHANNEL:
+                self.channel_queued -= 1
+                self.channel_queued_bytes -= len(sent)
         if self.window:
             return self._pump_window()
         pending = self._pending
@@ -390,6 +404,25 @@ class Instance:
         if not self.controls and self.send_control(record):
             return
         self.controls.append(record)
+
+    def queue_channel(self, record: bytes) -> None:
+        """:meth:`queue_control` for a ``CHANNEL`` record, counted while it waits."""
+        if not self.controls and self.send_control(record):
+            return
+        self.controls.append(record)
+        self.channel_queued += 1
+        self.channel_queued_bytes += len(record)
+
+    def channel_behind(self) -> bool:
+        """Its channel's messages waiting here reached the agent's bound, or a ring's
+        worth of bytes (the backlog's byte mark): its channel's senders should wait."""
+        return (self.channel_queued >= self.agent.channel_bound
+                or self.channel_queued_bytes >= self.high_bytes)
+
+    def channel_caught_up(self) -> bool:
+        """Below half of both marks again: its channel's senders may go on."""
+        return (self.channel_queued <= self.agent.channel_bound // 2
+                and self.channel_queued_bytes <= self.high_bytes // 2)
 
     # ------------------------------------------------------------------ outbound
 

@@ -128,7 +128,7 @@ class Supervisor:
         return self.life.exit_code
 
     def loop(self) -> None:
-        life, datapath, committer = self.life, self.datapath, self.committer
+        life, datapath, committer, fleet = self.life, self.datapath, self.committer, self.fleet
         busy = False
         while life.running:
             self.handle_signals()
@@ -142,6 +142,8 @@ class Supervisor:
             self.reloader.poll()
             self.monitor.tick()
             committer.commit_if_due(fetched_nothing=not fetched)
+            if fleet.flow.active:  # a channel is full (channelflow.py)
+                fleet.flow.tick(fleet.agents)
             if self.txfeed is not None:
                 self.txfeed.tick(datapath.consumer)
             if datapath.fatal is not None:

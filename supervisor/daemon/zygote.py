@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from supervisor.transport.flags import FLAGS_FD_ENV
 from supervisor.transport.forkserver import MAX_PACKET as _MAX_PACKET
 from supervisor.transport.forkserver import ZYGOTE_MODULE
 
@@ -57,6 +58,9 @@ class AgentSpec:
     channels: tuple[str, ...] = ()
     #: its app has ``on_leader=True`` tasks or timers (the daemon joins the election)
     leader_work: bool = False
+    #: how many messages of its channel may wait for one of its instances (Faust's
+    #: ``app.channel(maxsize=)``, else the app's ``stream_buffer_maxsize``), if set
+    channel_maxsize: int | None = None
 
 
 class Zygote:
@@ -91,7 +95,8 @@ class Zygote:
         """A new zygote process importing ``apps``, and the daemon's end of its socket."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         cmd = [sys.executable, "-m", ZYGOTE_MODULE, str(theirs.fileno()), *apps]
-        proc = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], env=env)
+        inherited = [int(env[FLAGS_FD_ENV])] if FLAGS_FD_ENV in env else []
+        proc = subprocess.Popen(cmd, pass_fds=[theirs.fileno(), *inherited], env=env)
         theirs.close()
         return proc, ours
 
@@ -113,7 +118,8 @@ class Zygote:
         agents = [AgentSpec(a["name"], tuple(a["topics"]), int(a["concurrency"]), a["app"],
                             {str(t): int(n) for t, n in (a.get("partitions") or {}).items()},
                             tuple(a.get("tables") or ()), a.get("guarantee"),
-                            tuple(a.get("channels") or ()), bool(a.get("leader_work")))
+                            tuple(a.get("channels") or ()), bool(a.get("leader_work")),
+                            a.get("channel_maxsize"))
                   for a in message["agents"]]
         return cls(proc, sock, agents, list(message.get("app_ids") or ["agentd"]))
 

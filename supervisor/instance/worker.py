@@ -31,7 +31,7 @@ from typing import Any
 from supervisor.config.loader import DEFAULT_MAX_IN_FLIGHT
 from supervisor.gctune import tune_gc
 from supervisor.instance.apptasks import Background
-from supervisor.instance.channels import ChannelPort
+from supervisor.instance.channels import ChannelPort, inherited_flags
 from supervisor.instance.deadletter import DeadLetters
 from supervisor.instance.deadletter import one_line as _one_line
 from supervisor.instance.tables import InstanceTables
@@ -106,7 +106,9 @@ class Worker:
         self.txn = Transactions.install(agent, settings)
         self._exit: asyncio.Future[int] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.channels = ChannelPort(agent.app, self.host, self._send)
+        flag_index = settings.get("channel_flags") or {}
+        self.channels = ChannelPort(agent.app, self.host, self._send, flag_index,
+                                    inherited_flags() if flag_index else None)
 
     async def main(self) -> int:
         self._loop = asyncio.get_running_loop()
@@ -279,8 +281,9 @@ class Worker:
     def on_done(self, record: Any) -> None:
         """agentlib's "event finished, sinks included": mark it; ack on the next flush.
 
-        Records that did not come from the ring (an in-process channel's, fed by
-        agentlib itself) have nothing to ack.
+        A channel's record (routed by the supervisor, or fed by agentlib itself) has
+        nothing to ack, but it counted against ``max_in_flight``: a pump that stopped
+        at that bound resumes on the next flush all the same.
         """
         self.processed += 1
         name_tp = (record.topic, record.partition)
@@ -288,6 +291,8 @@ class Worker:
         if done is None:
             done = self._done.get((self.topic_index.get(record.topic, -1), record.partition))
             if done is None:
+                if self._throttled:
+                    self._schedule_flush()
                 return
             self._done_by_name[name_tp] = done
         done.add(record.offset)

@@ -87,6 +87,7 @@ def _describe(agents: dict[str, Any]) -> list[dict[str, Any]]:
              "concurrency": int(getattr(agent, "concurrency", 1) or 1),
              "app": _app_id(agent.app), "tables": _tables_of(agent),
              "guarantee": _guarantee_of(agent.app), "channels": _channels_of(agent),
+             "channel_maxsize": _channel_maxsize(agent),
              "leader_work": _has_leader_work(agent.app)}
             for name, agent in agents.items()]
 
@@ -116,6 +117,16 @@ def _channels_of(agent: Any) -> list[str]:
     from agentlib.topics import Channel
     channel = getattr(agent, "channel", None)
     return [channel.get_topic_name()] if isinstance(channel, Channel) else []
+
+
+def _channel_maxsize(agent: Any) -> int | None:
+    """How many messages of the agent's channel may wait for one of its instances:
+    Faust's ``app.channel(maxsize=)``, else its app's ``stream_buffer_maxsize``."""
+    size = getattr(getattr(agent, "channel", None), "maxsize", None)
+    if size is None:
+        conf = getattr(agent.app, "conf", None)
+        size = conf.get("stream_buffer_maxsize") if isinstance(conf, dict) else None
+    return int(size) if size else None
 
 
 def _guarantee_of(app: Any) -> str | None:
