@@ -36,6 +36,7 @@ from supervisor.config.loader import Config
 from supervisor.daemon.commit import Committer
 from supervisor.daemon.datapath import DataPath
 from supervisor.daemon.failures import RecordFailures
+from supervisor.daemon.fetchwatch import STATS_INTERVAL_MS
 from supervisor.daemon.fleet import Fleet
 from supervisor.daemon.group import GroupMember
 from supervisor.daemon.topics import SESSION_TUNING, connection_settings, daemon_client_settings
@@ -100,10 +101,18 @@ class GroupConsumer:
             "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
             "partition.assignment.strategy": "cooperative-sticky",
             **CONSUMER_TUNING, **self.membership(),
-            "on_commit": self.committer.on_commit, **dict(self.config.kafka)}
+            "on_commit": self.committer.on_commit, **self.statistics(),
+            **dict(self.config.kafka)}
         if self.fleet.exactly_once:  # the instances commit offsets in their transactions
             settings.update(TXN_CONSUMER_SETTINGS)
         return {k: v for k, v in settings.items() if v != "" or k != "group.instance.id"}
+
+    def statistics(self) -> dict[str, Any]:
+        """librdkafka's statistics, for the fetch watch (fetchwatch.py), if it runs."""
+        watch = self.group.fetchwatch
+        if watch is None:
+            return {}
+        return {"statistics.interval.ms": STATS_INTERVAL_MS, "stats_cb": watch.on_stats}
 
     def start(self) -> None:
         """The first consumer and the commit interval."""

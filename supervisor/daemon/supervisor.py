@@ -150,7 +150,7 @@ class Supervisor:
                 self.consumer.replace_if_fatal()
             watch = self.group.fetchwatch
             if watch is not None and watch.waiting:  # nothing to do once all are fetched
-                watch.tick(datapath.consumer)
+                watch.tick()
             if self.ops is not None:
                 self.ops.tick()
             if datapath.failures is not None:

@@ -23,7 +23,7 @@ import kafkatools
 import pytest
 from agentdproc import Agentd
 from faultkit import FaultRun, Scale, forward_agent, load, running_for, until
-from test_faults_broker import DOWN_S, stop_broker
+from test_faults_broker import DOWN_S, kill_broker, stop_broker
 from test_faults_reload import BROKEN, answered, outcomes
 
 from supervisor.devbrokers.devbroker import free_port
@@ -107,7 +107,13 @@ def test_eos_broker_down_20s(tmp_path: Path, scale: Scale) -> None:
             daemon.wait_consuming()
             with load(run, scale.rate) as (stream, watcher):
                 time.sleep(5.0)
-                stop_broker(broker)
+                # Killed, not stopped: stopped (SIGINT, a controlled shutdown) during a
+                # commit, the single broker once left a transaction's marker out of
+                # __consumer_offsets while its coordinator logged the commit complete
+                # (CI; the data dir is tests/fixtures/kafka-4.4-hanging-transaction.tgz):
+                # that stops the group for any client until an operator aborts it, and
+                # agentd names it (test_hanging_transaction.py, docs/decisions.md)
+                kill_broker(broker)
                 for _ in running_for(DOWN_S, daemon):
                     pass  # the daemon must ride it out (instances may restart)
                 broker, _ = kafkatools.spawn_dev_broker(
@@ -115,7 +121,7 @@ def test_eos_broker_down_20s(tmp_path: Path, scale: Scale) -> None:
                 time.sleep(5.0)
                 stream.stop()
                 run.finish(daemon, stream, watcher, max_dup=0, committed=True,
-                           note="read_committed")
+                           note="broker kill -9, read_committed")
     finally:
         stop_broker(broker)
 
