@@ -6,12 +6,14 @@ every message waited in the supervisor for the reader, however many there were."
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import kafkatools
 import pytest
 from agentdproc import Agentd, wait_committed, wait_until
+from test_cli_client import agentd
 
 FLOW_APP = """
 import asyncio
@@ -51,6 +53,12 @@ MESSAGES = 3000
 MOST_BETWEEN = 300
 
 
+def full_channel(daemon: Agentd) -> dict | None:
+    """The channel as ``agentd status --json`` shows it, if it shows it full now."""
+    (channel,) = json.loads(agentd(daemon, "status", "--json").stdout)["channels"]
+    return channel if channel["full"] else None
+
+
 def lines(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
@@ -80,6 +88,9 @@ def test_a_slow_channel_reader_makes_the_sender_wait_and_loses_nothing(
             time.sleep(0.1)
         assert 0 < most <= MOST_BETWEEN, (
             f"{most} messages sent and not yet received: the sender did not wait")
+        channel = wait_until(lambda: full_channel(daemon), 30, "status to show it full")
+        assert channel["channel"] == "channel-0" and channel["bound"] == 5
+        assert len(channel["waiting"]) == 1 and channel["waiting"][0] <= MOST_BETWEEN
         (out / "go").touch()  # the reader catches up; every message must arrive
         wait_until(lambda: daemon.assert_running() or
                    len(lines(out / "received")) >= MESSAGES, 60, "every message received")

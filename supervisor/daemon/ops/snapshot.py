@@ -161,12 +161,26 @@ def build(parts: Sources, seen: Observations, probe: ProcessProbe) -> dict[str, 
         "agents": agents, "instances": instances, "partitions": partitions,
         "lag": sum(known_lags),
         "tables": parts.tables.rows(), "table_recovery": parts.tables.recovery_rows(),
+        "channels": _channels(fleet),
         "commit": {"commits": seen.commits, "failures": seen.commit_failures,
                    "last_latency_s": seen.last_commit_latency},
         "reload": {"state": seen.reload_state, "reloads": seen.reloads,
                    "last_at": seen.reload_at, "last_error": seen.reload_error},
         "last_error": seen.last_error,
     }
+
+
+def _channels(fleet: Any) -> list[dict[str, Any]]:
+    """The channels agents here read: full (its senders wait), and the messages waiting
+    in the daemon for each reading instance (``channelflow.py``)."""
+    rows = []
+    for name in fleet.flow.index:
+        readers = [inst for agent in fleet.agents if name in agent.channels
+                   for inst in agent.instances]
+        rows.append({"channel": name, "full": name in fleet.flow.full,
+                     "bound": min((inst.agent.channel_bound for inst in readers), default=0),
+                     "waiting": [inst.channel_queued for inst in readers]})
+    return rows
 
 
 def _transaction(inst: Instance, exactly_once: bool) -> dict[str, Any]:
