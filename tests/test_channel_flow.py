@@ -161,3 +161,15 @@ def test_the_port_makes_senders_of_a_full_channel_wait_until_it_opens():
     finally:
         seen.close()
         flags.close()
+
+
+def test_the_bound_is_the_channels_maxsize_else_the_apps_stream_buffer_maxsize():
+    import agentlib as faust
+    from supervisor.instance.zygote import _channel_maxsize
+
+    app = faust.App("bounds", stream_buffer_maxsize=100)
+    sized, unsized = app.channel(maxsize=7), app.channel()
+    assert _channel_maxsize(SimpleNamespace(channel=sized, app=app)) == 7
+    assert _channel_maxsize(SimpleNamespace(channel=unsized, app=app)) == 100
+    plain = faust.App("plain")
+    assert _channel_maxsize(SimpleNamespace(channel=plain.channel(), app=plain)) is None

@@ -91,7 +91,7 @@ class Fleet:
             count = agent_config.instances or spec.concurrency
             agent = AgentRuntime(spec.name, lane, spec.topics, agent_config, spec.app,
                                  channels=spec.channels)
-            agent.channel_bound = spec.channel_maxsize or CHANNEL_BOUND
+            agent.channel_bound = channel_bound(spec)
             agent.router = Router(agent_config.ordering, count)
             agent.instances = [Instance(agent, i) for i in range(count)]
             self.add(agent)
@@ -264,9 +264,8 @@ class Fleet:
         specs = {spec.name: spec for spec in zygote.agents}
         for agent in self.agents:
             agent.config = config.agent(agent.name)
-            spec = specs.get(agent.name)
-            if spec is not None:
-                agent.channel_bound = spec.channel_maxsize or CHANNEL_BOUND
+            if agent.name in specs:
+                agent.channel_bound = channel_bound(specs[agent.name])
         self.follow_leader_work()
 
     def worker_settings(self, inst: Instance) -> dict[str, Any]:
@@ -429,3 +428,9 @@ def changelogs_of(spec: AgentSpec, ordering: str, declared: Mapping[str, int]
                               f"equal (Faust's co-partitioning rule)")
         counts[str(table["changelog"])] = int(wanted or source_count or DEFAULT_PARTITIONS)
     return counts
+
+
+def channel_bound(spec: AgentSpec) -> int:
+    """How many of its channel's messages may wait for one of the agent's instances:
+    the app's ``maxsize`` (``zygote.py``), else Faust's default."""
+    return spec.channel_maxsize or CHANNEL_BOUND
