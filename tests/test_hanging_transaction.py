@@ -1,5 +1,6 @@
 """A transaction left hanging in ``__consumer_offsets`` is named in the daemon's log,
-with its partitions and the remedy, instead of a daemon that silently consumes nothing.
+with its partitions and the remedy, instead of a daemon that silently consumes nothing;
+after the remedy (an abort) the daemon consumes on by itself.
 
 The fixture is the Kafka 4.4 data directory fault row 24 (exactly once, broker down
 20 s) left in CI on 2026-12-07: the transaction coordinator had logged the commit of
@@ -19,9 +20,10 @@ from pathlib import Path
 
 import kafkatools
 import pytest
-from agentdproc import Agentd, wait_until
+from agentdproc import Agentd, wait_committed, wait_until
 from confluent_kafka import KafkaException
 from faults.faultkit import forward_agent
+from faults.hanging import hanging_transactions
 
 from supervisor.devbrokers.devbroker import free_port
 
@@ -63,6 +65,15 @@ def test_a_hanging_transaction_is_named_with_its_partitions_and_the_remedy(tmp_p
             named = line.group(0)
             assert f"those of {SOURCE}[0], {SOURCE}[2] never came" in named
             assert f"group {GROUP}" in named and "find-hanging" in named
+            # The remedy the line names: abort it. The daemon goes on by itself, from
+            # the offsets committed before that transaction (142 was pending).
+            (aborted,) = hanging_transactions(bootstrap, abort=True)
+            assert aborted.aborted and aborted.state == "Empty"
+            assert aborted.pending == {(SOURCE, 0): 142, (SOURCE, 2): 142}
+            wait_committed(daemon, bootstrap, GROUP, SOURCE, 90,
+                           "the source consumed to its end after the abort")
+            wait_until(lambda: re.search(rf"{SOURCE}\[0\] started fetching", daemon.log()),
+                       30, "the daemon to say the partitions fetch again")
             assert daemon.stop() == 0
     finally:
         broker.send_signal(signal.SIGINT)

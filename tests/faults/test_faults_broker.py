@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import kafkatools
-import psutil
 import pytest
 from agentdproc import Agentd
 from confluent_kafka import Consumer, TopicPartition
@@ -109,16 +108,6 @@ def stop_broker(proc: subprocess.Popen[str]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
-
-
-def kill_broker(proc: subprocess.Popen[str]) -> None:
-    """The broker dies at once: SIGKILL to its JVM and to ``agentd dev-broker`` around
-    it. No controlled shutdown, so nothing of the broker's state moves before it is
-    gone; what it wrote stays in the page cache for its restart on the same data dir."""
-    for child in psutil.Process(proc.pid).children(recursive=True):
-        child.kill()
-    proc.kill()
-    proc.wait(10)
 
 
 @pytest.mark.kafka
