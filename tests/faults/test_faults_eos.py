@@ -126,7 +126,9 @@ def settle_through_a_lost_marker(run: FaultRun, daemon: Agentd) -> tuple[int, st
     """Wait for the commits to reach the end; if they stall on a transaction the broker
     left hanging (its coordinator logged it complete, its marker never reached
     ``__consumer_offsets``: a Kafka 4.4 fault no client can mend), abort it as an
-    operator would (``kafka-transactions.sh abort``, which agentd's error line names).
+    operator would (``kafka-transactions.sh abort``, which agentd's error line names when
+    its own consumer waits on it: test_hanging_transaction.py; a consumer that kept its
+    assignment through the outage never reads those offsets, and does not wait).
     Its offsets are then void: the records between the group's committed offset and
     the ones it held are processed again, so exactly that many duplicates are allowed,
     and no loss. Returns (duplicates allowed, a note for the row)."""
@@ -140,7 +142,6 @@ def settle_through_a_lost_marker(run: FaultRun, daemon: Agentd) -> tuple[int, st
     aborted = hanging_transactions(run.bootstrap, abort=True)
     allowed = sum(offset - before.get(partition, 0) for txn in aborted
                   for (topic, partition), offset in txn.pending.items() if topic == run.source)
-    assert "never ended on the broker" in daemon.log(), "agentd did not name the hang"
     return allowed, (f"; the broker lost {len(aborted)} transaction marker(s): aborted as "
                      f"an operator would, {allowed} inputs processed again")
 
