@@ -173,3 +173,19 @@ def test_the_bound_is_the_channels_maxsize_else_the_apps_stream_buffer_maxsize()
     assert _channel_maxsize(SimpleNamespace(channel=unsized, app=app)) == 100
     plain = faust.App("plain")
     assert _channel_maxsize(SimpleNamespace(channel=plain.channel(), app=plain)) is None
+
+
+def test_prometheus_shows_the_channels_as_status_does():
+    from prometheus_client import CollectorRegistry
+
+    from supervisor.daemon.ops.metrics import _SnapshotCollector
+
+    collector = _SnapshotCollector()
+    collector.doc = {"instances": [], "agents": [], "partitions": [], "state": "running",
+                     "channels": [{"channel": "channel-0", "full": True, "bound": 5,
+                                   "waiting": [5, 1]}]}
+    registry = CollectorRegistry()
+    registry.register(collector)
+    assert registry.get_sample_value("agentd_channel_full", {"channel": "channel-0"}) == 1
+    assert registry.get_sample_value("agentd_channel_waiting",
+                                     {"channel": "channel-0", "instance": "1"}) == 1

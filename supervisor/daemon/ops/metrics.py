@@ -104,9 +104,28 @@ class _SnapshotCollector:
                 lag.add_metric([part["topic"], str(part["partition"])], part["lag"])
         yield lag
         yield from _table_families(doc)
+        yield from _channel_families(doc)
         yield from _transaction_families(doc)
         yield GaugeMetricFamily("agentd_up", "1 while the supervisor is consuming.",
                                 value=1 if doc["state"] in ("running", "reloading") else 0)
+
+
+def _channel_families(doc: dict[str, Any]) -> Iterator[Any]:
+    """Status's ``channels[]``: whether a channel's senders wait, and what waits for
+    each reading instance in the daemon (``channelflow.py``)."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    full = GaugeMetricFamily("agentd_channel_full", "1 while the channel's senders wait "
+                             "for a reader that is behind.", labels=["channel"])
+    waiting = GaugeMetricFamily("agentd_channel_waiting", "The channel's messages waiting "
+                                "in the daemon for this reading instance.",
+                                labels=["channel", "instance"])
+    for row in doc.get("channels", []):
+        full.add_metric([row["channel"]], 1 if row["full"] else 0)
+        for index, count in enumerate(row["waiting"]):
+            waiting.add_metric([row["channel"], str(index)], count)
+    yield full
+    yield waiting
 
 
 def _table_families(doc: dict[str, Any]) -> Iterator[Any]:
