@@ -8,8 +8,9 @@ transaction that commits offsets of the group is still open (KIP-447 stable offs
 so a transaction that never ends on the broker stops the group for good. That happens:
 fault row 24 (broker down 20 s, exactly once) twice left a transaction whose commit the
 transaction coordinator had logged complete while its marker never reached
-``__consumer_offsets`` (the broker stopped at that moment); librdkafka then waits on the
-whole assignment, not only on the partitions that transaction held.
+``__consumer_offsets`` (once as the broker stopped, once as it came back, Kafka 4.4);
+librdkafka then waits on the whole assignment, not only on the partitions that
+transaction held.
 
 :class:`FetchWatch` notes when each partition was assigned and reads librdkafka's
 statistics (``statistics.interval.ms``: every :data:`STATS_INTERVAL_MS`, a JSON
